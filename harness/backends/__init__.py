@@ -1,0 +1,25 @@
+"""Inference backends behind one interface; scenarios work with any of them."""
+
+from __future__ import annotations
+
+from harness.backends.base import Backend, BackendOptions
+from harness.errors import ConfigError
+from harness.models import ModelInfo
+
+BACKENDS = ("deepsparse", "onnxruntime")
+
+
+def create_backend(name: str, model: ModelInfo, options: BackendOptions) -> Backend:
+    """Build the named backend; imports the engine lazily so one missing engine does not break the other."""
+    if name == "deepsparse":
+        from harness.backends.deepsparse_backend import DeepSparseBackend
+
+        return DeepSparseBackend(model, options)
+    if name == "onnxruntime":
+        from harness.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model, options)
+    raise ConfigError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["Backend", "BackendOptions", "BACKENDS", "create_backend"]

@@ -1,0 +1,97 @@
+"""The inference backend interface: run a batch of token windows, return start/end logits.
+
+Backends know nothing about scenarios, LoadGen or the dataset. They take ``[batch, seq]`` int64 arrays
+in the harness's own order (input ids, attention mask, token type ids), map them to the model's input
+names, pad a short last batch up to the compiled batch size and slice the padding off the outputs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.errors import ConfigError
+from harness.models import ModelInfo
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Engine settings; each backend reads the ones that apply to it (see ``describe()``)."""
+
+    batch_size: int = 1
+    num_cores: int | None = None  # DeepSparse: cores to use (None = all)
+    num_streams: int | None = None  # DeepSparse: parallel engine streams (None = engine default)
+    scheduler: str = "default"  # DeepSparse: default | single_stream | multi_stream | elastic
+    intra_op_threads: int = 0  # ONNX Runtime: 0 = ORT default (all cores)
+    inter_op_threads: int = 0  # ONNX Runtime: 0 = ORT default
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.num_streams is not None and self.num_streams < 1:
+            raise ConfigError(f"--num-streams must be >= 1, got {self.num_streams}")
+        if self.num_cores is not None and self.num_cores < 1:
+            raise ConfigError(f"--num-cores must be >= 1, got {self.num_cores}")
+
+
+class Backend(ABC):
+    """One compiled model, callable from several threads at once."""
+
+    name: str = "abstract"
+
+    def __init__(self, model: ModelInfo, options: BackendOptions) -> None:
+        self.model = model
+        self.options = options
+        if model.batch_size is not None and model.batch_size != options.batch_size:
+            raise ConfigError(
+                f"{model.onnx_path}: the model has a fixed batch size of {model.batch_size}; "
+                f"run it with --batch-size {model.batch_size}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        """The largest batch one ``predict`` call takes (the engine's compiled batch size)."""
+        return self.options.batch_size
+
+    @property
+    def pads_batches(self) -> bool:
+        """True when the engine only runs full batches, so a short batch is padded (wasted work)."""
+        return True
+
+    def predict(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run up to ``batch_size`` windows; returns float32 (start_logits, end_logits), ``[n, seq]`` each."""
+        n = input_ids.shape[0]
+        if n == 0 or n > self.batch_size:
+            raise ValueError(f"batch of {n} samples; the backend takes 1..{self.batch_size}")
+        arrays = (input_ids, attention_mask, token_type_ids)
+        if n < self.batch_size and self.pads_batches:
+            arrays = tuple(_pad_rows(a, self.batch_size) for a in arrays)
+        names = self.model.input_names
+        feeds = {
+            names["input_ids"]: arrays[0],
+            names["attention_mask"]: arrays[1],
+            names["token_type_ids"]: arrays[2],
+        }
+        start, end = self._run(feeds)
+        return start[:n], end[:n]
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Run the engine on one batch; returns (start_logits, end_logits)."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """Engine name, version and the settings in force, for run.json."""
+
+    def close(self) -> None:
+        """Release the engine."""
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    padded = np.zeros((rows,) + array.shape[1:], dtype=array.dtype)
+    padded[: array.shape[0]] = array
+    return padded

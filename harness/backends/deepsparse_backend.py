@@ -1,0 +1,62 @@
+"""DeepSparse engine backend (Neural Magic's sparsity-aware CPU runtime)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.backends.base import Backend, BackendOptions
+from harness.errors import ConfigError, ModelError
+from harness.models import ModelInfo
+
+
+class DeepSparseBackend(Backend):
+    name = "deepsparse"
+
+    def __init__(self, model: ModelInfo, options: BackendOptions) -> None:
+        super().__init__(model, options)
+        import deepsparse
+        from deepsparse import Scheduler
+
+        try:
+            scheduler = Scheduler[options.scheduler]
+        except KeyError:
+            raise ConfigError(
+                f"--scheduler {options.scheduler!r}: DeepSparse knows {', '.join(Scheduler.__members__)}"
+            ) from None
+        self._version = deepsparse.__version__
+        try:
+            self.engine = deepsparse.compile_model(
+                str(model.onnx_path),
+                batch_size=options.batch_size,
+                num_cores=options.num_cores,
+                num_streams=options.num_streams,
+                scheduler=scheduler,
+            )
+        except Exception as exc:
+            raise ModelError(f"{model.onnx_path}: DeepSparse could not compile the model ({exc})") from exc
+        self._input_order = list(self.engine.input_names)
+        outputs = list(self.engine.output_names)
+        self._start_index = outputs.index(model.start_output)
+        self._end_index = outputs.index(model.end_output)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        # Inputs were validated when the model was inspected; skip DeepSparse's per-call checks.
+        outputs = self.engine.run([feeds[name] for name in self._input_order], val_inp=False)
+        return outputs[self._start_index], outputs[self._end_index]
+
+    def describe(self) -> dict:
+        engine = self.engine
+        return {
+            "backend": self.name,
+            "version": self._version,
+            "batch_size": engine.batch_size,
+            "num_cores": engine.num_cores,
+            "num_streams": engine.num_streams,
+            "scheduler": str(engine.scheduler).split(".")[-1],
+            "cpu_avx_type": engine.cpu_avx_type,
+            "cpu_vnni": engine.cpu_vnni,
+            "fraction_of_supported_ops": round(float(engine.fraction_of_supported_ops), 4),
+        }
+
+    def close(self) -> None:
+        self.engine = None

@@ -1,0 +1,38 @@
+"""A wrapper that makes a backend fail on purpose after N batches, to prove that a backend fault ends a
+run cleanly (non-zero exit, logs kept, run marked incomplete) instead of hanging LoadGen."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from harness.backends.base import Backend
+
+
+class InjectedFault(RuntimeError):
+    """Raised by :class:`FaultInjectingBackend`."""
+
+
+class FaultInjectingBackend:
+    """Delegates to ``inner`` and raises :class:`InjectedFault` from batch ``fail_after + 1`` on."""
+
+    def __init__(self, inner: Backend, fail_after: int) -> None:
+        self.inner = inner
+        self.fail_after = fail_after
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray):
+        with self._lock:
+            self._calls += 1
+            calls = self._calls
+        if calls > self.fail_after:
+            raise InjectedFault(f"injected fault on batch {calls} (after {self.fail_after} good batches)")
+        return self.inner.predict(input_ids, attention_mask, token_type_ids)
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "injected_fault_after_batches": self.fail_after}

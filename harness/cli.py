@@ -1,0 +1,270 @@
+"""Command line of the harness: ``obert-harness`` / ``python -m harness``.
+
+Sub-commands:
+  run       one scenario in performance and/or accuracy mode under LoadGen
+  accuracy  re-score the accuracy log of an earlier run
+  prepare   resolve the dataset and build the feature cache (and, with --download, fetch SQuAD dev)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import BackendFault, ConfigError, HarnessError
+from harness.sysinfo import REPO_ROOT
+
+log = logging.getLogger("harness")
+
+DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+DEFAULT_MODEL_VARIANT = "sparse-int8"
+DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
+DEFAULT_CACHE_ENV = "OBERT_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class QuickPreset:
+    """A short smoke run: a few hundred features, seconds instead of the official 10 minutes."""
+
+    count: int = 320
+    min_duration_ms: int = 3000
+    min_query_count: int = 64
+
+
+QUICK = QuickPreset()
+
+
+def quick_overrides(scenario: str, feature_count: int) -> dict:
+    """LoadGen settings of a --quick run: Offline answers every selected feature once; the latency
+    scenarios stop after a few dozen queries."""
+    min_queries = feature_count if scenario == "Offline" else min(QUICK.min_query_count, feature_count)
+    return {"min_duration_ms": QUICK.min_duration_ms, "min_query_count": min_queries}
+
+# Per-scenario defaults, chosen by measurement on a 2-core AVX2 machine (see README, Performance).
+DEFAULT_BATCH_SIZE = {"Offline": 16, "Server": 8, "SingleStream": 1}
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        help="directory holding dev-v1.1.json and vocab.txt/bert-uncased-vocab.txt (default: $OBERT_DATA_DIR; "
+        "without either, a small built-in sample is used and results are NOT comparable)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=os.environ.get(DEFAULT_CACHE_ENV, str(REPO_ROOT / "cache")),
+        help="where tokenized features, the built-in sample and downloads are kept (default: ./cache or "
+        "$OBERT_CACHE_DIR)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="obert-harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a scenario under LoadGen")
+    run.add_argument("--scenario", default="Offline", choices=["Offline", "Server", "SingleStream"])
+    run.add_argument("--mode", default="performance", choices=["performance", "accuracy", "both"],
+                     help="'both' runs performance, then accuracy, each in its own run directory")
+    run.add_argument("--backend", default="deepsparse", choices=["deepsparse", "onnxruntime"])
+    run.add_argument("--model", default=None,
+                     help="model directory, .onnx file, Hugging Face id or SparseZoo 'zoo:' stub (default: the "
+                     "untrained oBERT-MobileBERT benchmark model in ./models, built on first use)")
+    _add_data_args(run)
+    run.add_argument("--quick", action="store_true",
+                     help=f"smoke run: first ~{QUICK.count} features, {QUICK.min_duration_ms / 1000:.0f} s minimum "
+                     "duration (not a compliant run)")
+    loadgen = run.add_argument_group("LoadGen overrides (any of these makes the run non-compliant)")
+    loadgen.add_argument("--count", type=int, help="use only the first N features (cut at a question boundary)")
+    loadgen.add_argument("--performance-count", type=int, help="performance sample count (default: mlperf.conf)")
+    loadgen.add_argument("--min-duration-ms", type=int)
+    loadgen.add_argument("--max-duration-ms", type=int)
+    loadgen.add_argument("--min-query-count", type=int)
+    loadgen.add_argument("--max-query-count", type=int)
+    loadgen.add_argument("--target-qps", type=float, help="Offline expected QPS / Server target QPS")
+    loadgen.add_argument("--target-latency-ms", type=float, help="Server latency bound (mlperf.conf: 130)")
+    loadgen.add_argument("--expected-latency-ms", type=float, help="SingleStream expected latency")
+    loadgen.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
+    loadgen.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
+    engine = run.add_argument_group("engine")
+    engine.add_argument("--batch-size", type=int,
+                        help="engine batch size (default: Offline 16, Server 8, SingleStream 1)")
+    engine.add_argument("--num-streams", type=int, help="DeepSparse streams (and SUT worker threads)")
+    engine.add_argument("--num-cores", type=int, help="DeepSparse cores (default: all)")
+    engine.add_argument("--scheduler", default=None,
+                        help="DeepSparse scheduler: default | single_stream | multi_stream | elastic "
+                        "(default: multi_stream when --num-streams > 1)")
+    engine.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime intra-op threads")
+    engine.add_argument("--inter-op-threads", type=int, default=0, help="ONNX Runtime inter-op threads")
+    engine.add_argument("--workers", type=int, help="SUT worker threads (default: --num-streams or 1)")
+    engine.add_argument("--batch-timeout-ms", type=float, default=10.0,
+                        help="Server: longest wait to fill a dynamic batch (default 10)")
+    run.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="parent of the run directories")
+    run.add_argument("--inject-fault-after", type=int, help=argparse.SUPPRESS)  # tests: fail after N batches
+    run.add_argument("--fault-grace-s", type=float, default=10.0, help=argparse.SUPPRESS)
+
+    acc = sub.add_parser("accuracy", help="score the accuracy log of a run directory")
+    acc.add_argument("run_dir", help="a run directory holding mlperf_log_accuracy.json and run.json")
+    _add_data_args(acc)
+
+    prep = sub.add_parser("prepare", help="resolve the dataset and build the feature cache")
+    _add_data_args(prep)
+    prep.add_argument("--download", action="store_true",
+                      help="download SQuAD v1.1 dev (md5-checked) and the BERT vocab into --data-dir (needs internet)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "accuracy":
+            return cmd_accuracy(args)
+        if args.command == "prepare":
+            return cmd_prepare(args)
+    except BackendFault as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+def load_dataset_and_features(args, *, count: int | None = None):
+    """Resolve the data directory, then load (or build once) the tokenized features."""
+    from harness.data import find_dataset, resolve_data_dir
+    from harness.squad import FeatureParams, load_or_build_features, select_features
+
+    cache_dir = Path(args.cache_dir)
+    dataset = find_dataset(resolve_data_dir(args.data_dir), sample_dir=cache_dir / "sample")
+    features = load_or_build_features(
+        dataset.dev_json, dataset.vocab, FeatureParams(), cache_dir / "features", progress=not args.no_progress
+    )
+    if count is not None:
+        features = select_features(features, count)
+    return dataset, features
+
+
+def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path):
+    from harness.models import resolve_model
+
+    if spec is None:
+        from compression.benchmark_model import build_benchmark_model, default_model_dir
+
+        model_dir = default_model_dir(DEFAULT_MODEL_VARIANT, root=DEFAULT_MODELS_DIR)
+        if not (model_dir / "model.onnx").is_file():
+            log.info("default benchmark model not found: building %s (one-off, a few minutes)", model_dir)
+            build_benchmark_model(model_dir, vocab=vocab, variant=DEFAULT_MODEL_VARIANT)
+        spec = str(model_dir)
+    return resolve_model(spec, download_dir=cache_dir / "models")
+
+
+def cmd_run(args) -> int:
+    from harness.backends import BackendOptions
+    from harness.runner import RunRequest, execute_run
+    from harness.scenarios import SutOptions
+    from harness.settings import LoadGenOverrides
+
+    count = args.count if args.count is not None else (QUICK.count if args.quick else None)
+    if count is not None and count < 1:
+        raise ConfigError(f"--count must be >= 1, got {count}")
+    dataset, features = load_dataset_and_features(args, count=count)
+    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir))
+
+    streams = args.num_streams
+    scheduler = args.scheduler or ("multi_stream" if streams and streams > 1 else "default")
+    backend_options = BackendOptions(
+        batch_size=args.batch_size or DEFAULT_BATCH_SIZE[args.scenario],
+        num_cores=args.num_cores, num_streams=streams, scheduler=scheduler,
+        intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
+    )
+    sut_options = SutOptions(num_workers=args.workers or streams or 1, batch_timeout_ms=args.batch_timeout_ms)
+    explicit = {
+        "performance_count": args.performance_count, "min_duration_ms": args.min_duration_ms,
+        "max_duration_ms": args.max_duration_ms, "min_query_count": args.min_query_count,
+        "max_query_count": args.max_query_count, "target_qps": args.target_qps,
+        "target_latency_ms": args.target_latency_ms, "expected_latency_ms": args.expected_latency_ms,
+    }
+    preset = quick_overrides(args.scenario, len(features)) if args.quick else {}
+    overrides = LoadGenOverrides(**{**preset, **{k: v for k, v in explicit.items() if v is not None}})
+    wrapper = None
+    if args.inject_fault_after is not None:
+        from harness.backends.fault import FaultInjectingBackend
+
+        wrapper = lambda backend: FaultInjectingBackend(backend, args.inject_fault_after)  # noqa: E731
+
+    modes = ["performance", "accuracy"] if args.mode == "both" else [args.mode]
+    summaries = []
+    for mode in modes:
+        record = execute_run(RunRequest(
+            scenario=args.scenario, mode=mode, backend=args.backend, model=model, features=features,
+            dataset=dataset, backend_options=backend_options, sut_options=sut_options,
+            mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
+            overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
+            fault_grace_s=args.fault_grace_s,
+        ))
+        summaries.append(record["summary"])
+    for note in record["notes"]:
+        print(f"NOTE: {note}")
+    for line in summaries:
+        print(line)
+    return 0
+
+
+def cmd_accuracy(args) -> int:
+    import json
+
+    from harness.accuracy import evaluate_accuracy_log
+    from harness.loadgen_logs import ACCURACY_LOG
+    from harness.rundir import RUN_JSON
+
+    run_dir = Path(args.run_dir)
+    record_path = run_dir / RUN_JSON
+    if not record_path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no {RUN_JSON})")
+    record = json.loads(record_path.read_text())
+    dataset, features = load_dataset_and_features(args, count=record["qsl"]["features"])
+    if features.fingerprint.split(":")[0] != str(record["qsl"]["fingerprint"]).split(":")[0]:
+        raise ConfigError(
+            f"{run_dir}: the run used features {record['qsl']['fingerprint']}, but --data-dir gives "
+            f"{features.fingerprint}; point --data-dir at the dataset the run used"
+        )
+    result = evaluate_accuracy_log(run_dir / ACCURACY_LOG, features, dataset.dev_json, run_dir)
+    print(json.dumps({"exact_match": result["exact_match"], "f1": result["f1"]}))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from harness.data import download_squad_dev, download_vocab, resolve_data_dir
+
+    if args.download:
+        target = args.data_dir or os.environ.get("OBERT_DATA_DIR")
+        if not target:
+            raise ConfigError("--download needs --data-dir (or $OBERT_DATA_DIR) to know where to put the files")
+        Path(target).mkdir(parents=True, exist_ok=True)
+        data_dir = resolve_data_dir(target)
+        download_squad_dev(data_dir)
+        download_vocab(data_dir)
+    dataset, features = load_dataset_and_features(args)
+    print(f"{len(features)} features from {dataset.dev_json} ({dataset.source}); cache key {features.fingerprint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

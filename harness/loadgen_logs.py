@@ -1,0 +1,81 @@
+"""Reading LoadGen's own logs back: the detail log's ``:::MLLOG`` records are the source of truth for
+validity, throughput and latency (the summary text is for people)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+DETAIL_LOG = "mlperf_log_detail.txt"
+SUMMARY_LOG = "mlperf_log_summary.txt"
+ACCURACY_LOG = "mlperf_log_accuracy.json"
+TRACE_LOG = "mlperf_log_trace.json"
+LOG_FILES = (SUMMARY_LOG, DETAIL_LOG, ACCURACY_LOG, TRACE_LOG)
+
+_PREFIX = ":::MLLOG "
+
+
+def read_detail_log(path: Path) -> dict:
+    """Last value of every key in a detail log, plus ``errors``/``warnings`` lists of messages."""
+    if not path.is_file():
+        raise HarnessError(f"{path}: LoadGen detail log not found (did the run finish?)")
+    values: dict = {}
+    errors: list[str] = []
+    warnings: list[str] = []
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith(_PREFIX):
+            continue
+        try:
+            record = json.loads(line[len(_PREFIX) :])
+        except json.JSONDecodeError:
+            continue  # a record cut short by a killed run
+        values[record["key"]] = record.get("value")
+        metadata = record.get("metadata") or {}
+        if metadata.get("is_error"):
+            errors.append(f"{record['key']}: {record.get('value')}")
+        elif metadata.get("is_warning"):
+            warnings.append(f"{record['key']}: {record.get('value')}")
+    values["errors"] = errors
+    values["warnings"] = warnings
+    return values
+
+
+_PERCENTILES = ("50.00", "90.00", "95.00", "97.00", "99.00", "99.90")
+
+
+def performance_metrics(detail: dict, scenario: str) -> dict:
+    """The headline figures of a performance run, in the units people quote (samples/s, ms)."""
+    def ms(key: str) -> float | None:
+        value = detail.get(key)
+        return round(value / 1e6, 3) if isinstance(value, (int, float)) else None
+
+    metrics: dict = {
+        "validity": detail.get("result_validity"),
+        "invalid_reason": detail.get("result_invalid_reason") or None,
+        "min_duration_met": detail.get("result_min_duration_met"),
+        "min_queries_met": detail.get("result_min_queries_met"),
+        "perf_constraints_met": detail.get("result_perf_constraints_met"),
+        "early_stopping_met": detail.get("early_stopping_met"),
+        "query_count": detail.get("result_query_count"),
+        "latency_ms": {
+            "min": ms("result_min_latency_ns"),
+            "mean": ms("result_mean_latency_ns"),
+            "max": ms("result_max_latency_ns"),
+            **{f"p{p.rstrip('0').rstrip('.')}": ms(f"result_{p}_percentile_latency_ns") for p in _PERCENTILES},
+        },
+        "loadgen_errors": detail.get("errors", []),
+    }
+    if scenario == "Offline":
+        metrics["samples_per_second"] = detail.get("result_samples_per_second")
+    elif scenario == "Server":
+        metrics["samples_per_second"] = detail.get("result_completed_samples_per_sec")
+        metrics["scheduled_samples_per_second"] = detail.get("result_scheduled_samples_per_sec")
+        metrics["target_qps"] = detail.get("effective_target_qps")
+        metrics["target_latency_ms"] = ms("effective_target_latency_ns")
+        metrics["overlatency_query_count"] = detail.get("result_overlatency_query_count")
+    elif scenario == "SingleStream":
+        metrics["samples_per_second"] = detail.get("result_qps_with_loadgen_overhead")
+        metrics["early_stopping_p90_latency_ms"] = ms("early_stopping_latency_ss")
+    return metrics

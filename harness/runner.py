@@ -1,0 +1,262 @@
+"""One LoadGen run, start to finish: run directory, settings, QSL + SUT over a backend, LoadGen, results.
+
+A run never hangs on a backend fault: the SUT answers everything empty once the backend fails, and
+if LoadGen still has not returned after ``fault_grace_s`` (Server and SingleStream keep issuing until
+their minimum duration), the run is recorded as failed and the process exits hard, leaving the
+``INCOMPLETE`` marker and whatever LoadGen had written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness import __version__
+from harness.accuracy import evaluate_accuracy_log
+from harness.backends import BackendOptions, create_backend
+from harness.data import DatasetFiles
+from harness.errors import BackendFault
+from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, performance_metrics, read_detail_log
+from harness.models import ModelInfo
+from harness.qsl import SquadQSL
+from harness.rundir import RUN_JSON, create_run_dir, mark_complete, mark_incomplete, write_json_atomic
+from harness.scenarios import SutOptions, create_sut
+from harness.settings import LoadGenOverrides, build_test_settings
+from harness.squad import FeatureSet
+from harness.sysinfo import harness_commit, machine_info, peak_rss_mb, software_versions
+
+log = logging.getLogger(__name__)
+
+EXIT_BACKEND_FAULT = 3
+UNTRAINED_NOTE = (
+    "model weights are UNTRAINED (architecture-faithful benchmark model): accuracy figures are "
+    "meaningless, speed figures are valid"
+)
+SAMPLE_DATA_NOTE = "dataset is the built-in sample, not SQuAD v1.1 dev: results are NOT comparable"
+
+
+@dataclass
+class RunRequest:
+    scenario: str
+    mode: str
+    backend: str
+    model: ModelInfo
+    features: FeatureSet
+    dataset: DatasetFiles
+    backend_options: BackendOptions
+    sut_options: SutOptions
+    mlperf_conf: Path
+    user_conf: Path
+    runs_root: Path
+    overrides: LoadGenOverrides = field(default_factory=LoadGenOverrides)
+    audit_config: Path | None = None  # compliance tests (TEST01) only
+    fault_grace_s: float = 10.0
+    progress: bool = True
+    backend_wrapper: object | None = None  # callable(backend) -> backend, for fault injection
+
+
+def execute_run(request: RunRequest) -> dict:
+    """Run one scenario/mode; returns the run record (also written to ``run.json``).
+
+    Raises :class:`BackendFault` (after writing the record) when the backend failed during the run."""
+    r = request
+    # Everything that can reject the input happens before a run directory exists.
+    settings, adjustments = build_test_settings(
+        r.scenario, r.mode, mlperf_conf=r.mlperf_conf, user_conf=r.user_conf,
+        total_count=len(r.features), overrides=r.overrides,
+    )
+    backend = create_backend(r.backend, r.model, r.backend_options)
+    if r.backend_wrapper is not None:
+        backend = r.backend_wrapper(backend)
+
+    run_dir = create_run_dir(r.runs_root, r.backend, r.scenario, r.mode)
+    log.info("run directory: %s", run_dir)
+    shutil.copy2(r.mlperf_conf, run_dir / "mlperf.conf")
+    shutil.copy2(r.user_conf, run_dir / "user.conf")
+    record = _base_record(r, run_dir)
+    record["backend"] = backend.describe()
+    record["settings"]["harness_adjustments"] = adjustments
+    write_json_atomic(run_dir / RUN_JSON, record)
+    qsl = SquadQSL(r.features, settings.performance_sample_count_override or None)
+    sut = create_sut(r.scenario, backend, qsl, r.sut_options)
+
+    import mlperf_loadgen as lg
+
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = str(run_dir)
+    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.enable_trace = False
+    # LoadGen reads audit.config from the working directory by default; name a path explicitly so
+    # a stray file there can never turn a normal run into a compliance run.
+    audit_path = run_dir / "audit.config"
+    if r.audit_config is not None:
+        shutil.copy2(r.audit_config, audit_path)
+
+    started = time.time()
+    loadgen_thread = threading.Thread(
+        target=lg.StartTestWithLogSettings,
+        args=(sut.handle, qsl.handle, settings, log_settings, str(audit_path)),
+        name="loadgen", daemon=True,
+    )
+    loadgen_thread.start()
+    _wait_with_progress(loadgen_thread, sut, r, run_dir, record)
+    elapsed = time.time() - started
+    sut.destroy()
+    qsl.destroy()
+    backend.close()
+
+    record["duration_s"] = round(elapsed, 2)
+    record["peak_rss_mb"] = peak_rss_mb()
+    record["batches_run"] = sut.batches_run
+    if sut.fault is not None:
+        _fail(run_dir, record, sut)
+        raise BackendFault(
+            f"the {r.backend} backend failed during the run ({type(sut.fault).__name__}: {sut.fault}); "
+            f"partial logs kept in {run_dir}"
+        )
+
+    detail = read_detail_log(run_dir / DETAIL_LOG)
+    record["results"] = performance_metrics(detail, r.scenario) if r.mode == "performance" else {}
+    record["loadgen"] = {"version": detail.get("loadgen_version"), "errors": detail.get("errors", [])}
+    if r.mode == "accuracy":
+        record["accuracy"] = evaluate_accuracy_log(
+            run_dir / ACCURACY_LOG, r.features, r.dataset.dev_json, run_dir
+        )
+    record["status"] = "complete"
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["summary"] = summary_line(record)
+    write_json_atomic(run_dir / RUN_JSON, record)
+    mark_complete(run_dir)
+    return record
+
+
+def _base_record(r: RunRequest, run_dir: Path) -> dict:
+    notes = []
+    if r.model.trained is False:
+        notes.append(UNTRAINED_NOTE)
+    if not r.dataset.official:
+        notes.append(SAMPLE_DATA_NOTE)
+    overrides = r.overrides.given()
+    if overrides:
+        notes.append(f"LoadGen settings overridden on the command line ({', '.join(overrides)}): not a "
+                     "compliant MLPerf run")
+    return {
+        "status": "running",
+        "run_dir": str(run_dir),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "harness": {"version": __version__, "commit": harness_commit()},
+        "scenario": r.scenario,
+        "mode": r.mode,
+        "backend": {"backend": r.backend},
+        "model": r.model.describe(),
+        "dataset": {
+            "dev_json": str(r.dataset.dev_json),
+            "vocab": str(r.dataset.vocab),
+            "official": r.dataset.official,
+            "source": r.dataset.source,
+        },
+        "qsl": {
+            "features": len(r.features),
+            "examples": len({int(i) for i in r.features.example_index}),
+            "fingerprint": r.features.fingerprint,
+            **asdict(r.features.params),
+        },
+        "settings": {
+            "backend_options": asdict(r.backend_options),
+            "sut_options": asdict(r.sut_options),
+            "overrides": overrides,
+            "mlperf_conf": str(r.mlperf_conf),
+            "user_conf": str(r.user_conf),
+            "audit_config": str(r.audit_config) if r.audit_config else None,
+        },
+        "machine": machine_info(),
+        "software": software_versions(),
+        "notes": notes,
+    }
+
+
+def _wait_with_progress(thread: threading.Thread, sut, r: RunRequest, run_dir: Path, record: dict) -> None:
+    """Show completed samples while LoadGen runs; enforce the fault grace period."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        desc=f"{r.scenario} {r.mode}", unit="sample", disable=not r.progress or None,
+        dynamic_ncols=True, leave=True, file=sys.stderr,
+    )
+    fault_seen_at: float | None = None
+    try:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+            if sut.issued and bar.total != sut.issued:
+                bar.total = sut.issued
+            bar.update(sut.completed - bar.n)
+            if sut.fault is not None:
+                fault_seen_at = fault_seen_at or time.monotonic()
+                if thread.is_alive() and time.monotonic() - fault_seen_at > r.fault_grace_s:
+                    bar.close()
+                    _fail(run_dir, record, sut, note="LoadGen did not return within the fault grace period; "
+                          "the process was ended")
+                    log.error("backend fault and LoadGen still running after %.0f s: exiting; partial "
+                              "logs in %s", r.fault_grace_s, run_dir)
+                    sys.stderr.flush()
+                    sys.stdout.flush()
+                    os._exit(EXIT_BACKEND_FAULT)  # LoadGen has no abort call; nothing else ends it
+    except KeyboardInterrupt:
+        mark_incomplete(run_dir, "interrupted by the user (Ctrl-C)")
+        record["status"] = "interrupted"
+        write_json_atomic(run_dir / RUN_JSON, record)
+        raise
+    finally:
+        bar.close()
+
+
+def _fail(run_dir: Path, record: dict, sut, note: str | None = None) -> None:
+    record["status"] = "failed"
+    record["fault"] = {
+        "error": f"{type(sut.fault).__name__}: {sut.fault}",
+        "traceback": sut.fault_traceback,
+        "samples_completed": sut.completed,
+        "note": note,
+    }
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["summary"] = summary_line(record)
+    write_json_atomic(run_dir / RUN_JSON, record)
+    mark_incomplete(run_dir, f"the backend failed: {record['fault']['error']}")
+
+
+def summary_line(record: dict) -> str:
+    """One line a person reads at the end of a run."""
+    backend = record["backend"].get("backend")
+    head = f"[{record['status'].upper()}] {backend} {record['scenario']} {record['mode']}"
+    parts = [head]
+    results = record.get("results") or {}
+    if record["mode"] == "performance" and results:
+        sps = results.get("samples_per_second")
+        latency = results.get("latency_ms", {})
+        if record["scenario"] == "Offline":
+            parts.append(f"{sps:.2f} samples/s" if sps is not None else "no throughput")
+        elif record["scenario"] == "Server":
+            parts.append(
+                f"{results.get('target_qps')} target QPS, p99 {latency.get('p99')} ms "
+                f"(bound {results.get('target_latency_ms')} ms), {sps} samples/s completed"
+            )
+        else:
+            parts.append(f"p90 {latency.get('p90')} ms, {sps} samples/s")
+        parts.append(str(results.get("validity")))
+    accuracy = record.get("accuracy")
+    if accuracy:
+        parts.append(f"F1 {accuracy['f1']:.3f} EM {accuracy['exact_match']:.3f}")
+    if record.get("fault"):
+        parts.append(f"FAULT {record['fault']['error']}")
+    parts.append(f"{record['qsl']['features']} features")
+    parts.append(record["model"]["name"] + (" (UNTRAINED)" if record["model"].get("trained") is False else ""))
+    if not record["dataset"]["official"]:
+        parts.append("SAMPLE DATA")
+    parts.append(record["run_dir"])
+    return " | ".join(parts)

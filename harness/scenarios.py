@@ -1,0 +1,225 @@
+"""LoadGen systems-under-test: how queries are turned into backend batches, one class per scenario.
+
+- Offline: LoadGen issues one query holding every sample; it is cut into batches that a pool of worker
+  threads (one per engine stream) runs as fast as possible.
+- Server: ``issue_queries`` only enqueues and returns; workers form dynamic batches, waiting at most
+  ``batch_timeout_ms`` after the oldest queued sample before running a partial batch, so queueing delay
+  stays inside the latency budget (bert: 130 ms at p99).
+- SingleStream: one sample per query, run at once on LoadGen's issue thread (no hand-off latency).
+
+All three share the fault path: if the backend raises, the fault is recorded, every sample in flight
+and every later sample is answered with an empty response, and ``fault_event`` is set so the runner
+can end the run (LoadGen itself has no abort call; see ``harness.runner``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.accuracy import encode_logits_batch
+from harness.backends import Backend
+from harness.errors import ConfigError
+from harness.qsl import SquadQSL
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("Offline", "Server", "SingleStream")
+
+
+@dataclass(frozen=True)
+class SutOptions:
+    num_workers: int = 1  # threads feeding the backend; match the engine's stream count
+    batch_timeout_ms: float = 10.0  # Server: longest wait to fill a batch after the oldest sample
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.num_workers}")
+        if self.batch_timeout_ms < 0:
+            raise ConfigError(f"--batch-timeout-ms must be >= 0, got {self.batch_timeout_ms}")
+
+
+class SystemUnderTest:
+    """Base SUT: runs batches on the backend and reports them to LoadGen."""
+
+    scenario = "abstract"
+
+    def __init__(self, backend: Backend, qsl: SquadQSL, options: SutOptions) -> None:
+        import mlperf_loadgen as lg
+
+        self._lg = lg
+        self.backend = backend
+        self.qsl = qsl
+        self.options = options
+        self.max_seq_length = qsl.features.params.max_seq_length
+        self.fault: BaseException | None = None
+        self.fault_traceback: str | None = None
+        self.fault_event = threading.Event()
+        self._fault_lock = threading.Lock()
+        # Read by the progress monitor; plain int updates are atomic enough under the GIL.
+        self.issued = 0
+        self.completed = 0
+        self.batches_run = 0
+        self.handle = lg.ConstructSUT(self._issue_queries, self._flush_queries)
+
+    # -- LoadGen callbacks -------------------------------------------------------------------------
+    def _issue_queries(self, samples: list) -> None:
+        raise NotImplementedError
+
+    def _flush_queries(self) -> None:
+        """LoadGen calls this when no more queries will come; queued work still completes."""
+
+    # -- shared machinery --------------------------------------------------------------------------
+    def run_batch(self, samples: list) -> None:
+        """Run one batch and report it; a backend fault answers the samples empty and is remembered."""
+        if self.fault is not None:
+            self._complete_empty(samples)
+            return
+        try:
+            indices = np.fromiter((s.index for s in samples), dtype=np.int64, count=len(samples))
+            input_ids, attention_mask, token_type_ids = self.qsl.gather(indices)
+            start_logits, end_logits = self.backend.predict(input_ids, attention_mask, token_type_ids)
+            payload = encode_logits_batch(start_logits, end_logits, self.max_seq_length)
+        except Exception as exc:  # any backend failure must end the run, never hang it
+            self._record_fault(exc)
+            self._complete_empty(samples)
+            return
+        lg = self._lg
+        row_bytes = payload.strides[0]
+        base = payload.ctypes.data
+        responses = [
+            lg.QuerySampleResponse(s.id, base + i * row_bytes, row_bytes) for i, s in enumerate(samples)
+        ]
+        lg.QuerySamplesComplete(responses)  # LoadGen copies the data before returning
+        self.completed += len(samples)
+        self.batches_run += 1
+
+    def _complete_empty(self, samples: list) -> None:
+        lg = self._lg
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in samples])
+        self.completed += len(samples)
+
+    def _record_fault(self, exc: BaseException) -> None:
+        with self._fault_lock:
+            if self.fault is None:
+                self.fault = exc
+                self.fault_traceback = traceback.format_exc()
+                log.error("backend fault: %s: %s; answering the remaining samples empty", type(exc).__name__, exc)
+        self.fault_event.set()
+
+    def stop(self) -> None:
+        """Stop worker threads (after LoadGen's test returned)."""
+
+    def destroy(self) -> None:
+        self.stop()
+        if self.handle is not None:
+            self._lg.DestroySUT(self.handle)
+            self.handle = None
+
+
+class _WorkerPool:
+    """Daemon threads running ``target`` until ``stop``; daemon so a hard exit never waits on them."""
+
+    def __init__(self, count: int, target, name: str) -> None:
+        self.threads = [threading.Thread(target=target, name=f"{name}-{i}", daemon=True) for i in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def join(self, timeout: float = 10.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+class OfflineSut(SystemUnderTest):
+    scenario = "Offline"
+
+    def __init__(self, backend: Backend, qsl: SquadQSL, options: SutOptions) -> None:
+        super().__init__(backend, qsl, options)
+        self._batches: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool = _WorkerPool(options.num_workers, self._worker, "offline")
+
+    def _issue_queries(self, samples: list) -> None:
+        self.issued += len(samples)
+        batch_size = self.backend.batch_size
+        for start in range(0, len(samples), batch_size):
+            self._batches.put(samples[start : start + batch_size])
+
+    def _worker(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            self.run_batch(batch)
+
+    def stop(self) -> None:
+        for _ in self._pool.threads:
+            self._batches.put(None)
+        self._pool.join()
+
+
+class ServerSut(SystemUnderTest):
+    scenario = "Server"
+
+    def __init__(self, backend: Backend, qsl: SquadQSL, options: SutOptions) -> None:
+        super().__init__(backend, qsl, options)
+        self._pending: queue.Queue = queue.Queue()
+        self._timeout_s = options.batch_timeout_ms / 1000.0
+        self._pool = _WorkerPool(options.num_workers, self._worker, "server")
+
+    def _issue_queries(self, samples: list) -> None:
+        # Return to LoadGen at once: its issue thread must keep the arrival schedule.
+        self.issued += len(samples)
+        now = time.monotonic()
+        for sample in samples:
+            self._pending.put((now, sample))
+
+    def _worker(self) -> None:
+        batch_size = self.backend.batch_size
+        while True:
+            item = self._pending.get()
+            if item is None:
+                self._pending.put(None)  # pass the stop signal on to the next worker
+                return
+            arrived, first = item
+            batch = [first]
+            deadline = arrived + self._timeout_s
+            while len(batch) < batch_size:
+                try:
+                    # Take what is already queued without waiting, then wait out the budget.
+                    item = self._pending.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = self._pending.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if item is None:  # stop signal: run what we have, then leave
+                    self._pending.put(None)
+                    break
+                batch.append(item[1])
+            self.run_batch(batch)
+
+    def stop(self) -> None:
+        self._pending.put(None)
+        self._pool.join()
+
+
+class SingleStreamSut(SystemUnderTest):
+    scenario = "SingleStream"
+
+    def _issue_queries(self, samples: list) -> None:
+        self.issued += len(samples)
+        self.run_batch(samples)
+
+
+def create_sut(scenario: str, backend: Backend, qsl: SquadQSL, options: SutOptions) -> SystemUnderTest:
+    suts = {"Offline": OfflineSut, "Server": ServerSut, "SingleStream": SingleStreamSut}
+    try:
+        return suts[scenario](backend, qsl, options)
+    except KeyError:
+        raise ConfigError(f"--scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}") from None

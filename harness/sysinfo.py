@@ -1,0 +1,100 @@
+"""What the machine and the software stack are, as far as the machine can tell."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_PACKAGES = ("deepsparse", "onnxruntime", "mlcommons-loadgen", "torch", "transformers", "sparseml", "onnx", "numpy")
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _lscpu() -> dict[str, str]:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)}
+
+
+@lru_cache(maxsize=1)
+def machine_info() -> dict:
+    cpu = _lscpu()
+    flags = set((_cpuinfo_field("flags") or "").split())
+    sockets = int(cpu.get("Socket(s)", "1") or 1)
+    cores_per_socket = int(cpu.get("Core(s) per socket", "0") or 0)
+    try:
+        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        mem_kb = 0
+    return {
+        "cpu_model": cpu.get("Model name") or _cpuinfo_field("model name") or platform.processor(),
+        "sockets": sockets,
+        "cores_per_socket": cores_per_socket,
+        "physical_cores": sockets * cores_per_socket or os.cpu_count(),
+        "logical_cpus": os.cpu_count(),
+        "threads_per_core": int(cpu.get("Thread(s) per core", "1") or 1),
+        "isa": sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "fma"}),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "distribution": _os_release(),
+        "python": platform.python_version(),
+    }
+
+
+def _os_release() -> str | None:
+    try:
+        fields = dict(
+            line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line
+        )
+        return fields.get("PRETTY_NAME", "").strip('"') or None
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def software_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+@lru_cache(maxsize=1)
+def harness_commit() -> str | None:
+    """The git commit of this checkout, with ``-dirty`` when it has uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if commit and dirty else (commit or None)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# MLPerf bert Offline scenario: performance run, then accuracy run, each in its own runs/ directory.
+# Sets up .venv and builds the default (untrained) benchmark model on first use.
+#   ./run_offline.sh                      full run per mlperf.conf (10 min minimum duration)
+#   ./run_offline.sh --quick              smoke run: a few hundred features, seconds
+#   ./run_offline.sh --help               every option (model, backend, data dir, engine, overrides)
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/bootstrap.sh
+exec "$OBERT_PY" -m harness run --scenario Offline --mode both "$@"

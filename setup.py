@@ -1,0 +1,45 @@
+"""oBERT-MobileBERT for MLPerf Inference: LoadGen harness and compression pipeline."""
+from setuptools import find_packages, setup
+
+# The verified dependency set (DEVELOPERS.md). torch is pinned exactly: any looser pin pulls
+# the CUDA build. constraints.txt locks every transitive package of the tested environment.
+INSTALL_REQUIRES = [
+    "numpy>=1.26,<1.27",
+    "torch==2.13.0",
+    "transformers==4.40.2",
+    "tokenizers==0.19.1",
+    "datasets==2.18.0",
+    "pyarrow<20",
+    "accelerate==0.30.1",
+    "compressed-tensors==0.4.0",
+    "sparseml==1.8.0",
+    "sparsezoo==1.8.1",
+    "setuptools>=77,<81",
+    "deepsparse==1.8.0",
+    "onnx==1.14.1",
+    "onnxruntime==1.26.0",
+    "mlcommons-loadgen==6.0.17",
+    "tqdm==4.70.1",
+    "matplotlib==3.11.2",
+    "psutil==7.2.2",
+    "PyYAML==6.0.4",
+    "requests==2.34.2",
+]
+
+setup(
+    name="obert-mobilebert-mlperf",
+    version="0.1.0",
+    description="MLPerf Inference harness (LoadGen + DeepSparse/ONNX Runtime) and oBERT compression "
+    "pipeline for MobileBERT on SQuAD v1.1",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["harness", "harness.*", "compression", "compression.*"]),
+    package_data={"compression": ["recipes/*.yaml"], "harness": ["conf/*.conf"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.2.0"]},
+    entry_points={
+        "console_scripts": [
+            "obert-harness=harness.cli:main",
+            "obert-compress=compression.cli:main",
+        ]
+    },
+)

@@ -1,0 +1,50 @@
+"""Small hand-built ONNX graphs with a QA model's interface, for validation and backend tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_toy_qa_model(
+    path: Path,
+    *,
+    input_names: tuple[str, str, str] = ("input_ids", "attention_mask", "token_type_ids"),
+    output_names: tuple[str, str] = ("start_logits", "end_logits"),
+    seq_len: int | str = 384,
+    batch: int | str = "batch",
+) -> Path:
+    """start = ids * 0.01 + mask, end = ids * -0.01 + type ids (float32): cheap, deterministic, and
+    sensitive to every input, so input routing mistakes show up in the outputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ids, mask, types = input_names
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, [batch, seq_len]) for n in input_names]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, seq_len]) for n in output_names]
+    nodes = [
+        helper.make_node("Cast", [ids], ["ids_f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", [mask], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", [types], ["types_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["ids_f", "scale_pos"], ["ids_pos"]),
+        helper.make_node("Mul", ["ids_f", "scale_neg"], ["ids_neg"]),
+        helper.make_node("Add", ["ids_pos", "mask_f"], [output_names[0]]),
+        helper.make_node("Add", ["ids_neg", "types_f"], [output_names[1]]),
+    ]
+    initializers = [
+        helper.make_tensor("scale_pos", TensorProto.FLOAT, [], [0.01]),
+        helper.make_tensor("scale_neg", TensorProto.FLOAT, [], [-0.01]),
+    ]
+    graph = helper.make_graph(nodes, "toy_qa", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def toy_expected(ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids_f = ids.astype(np.float32)
+    return ids_f * np.float32(0.01) + mask, ids_f * np.float32(-0.01) + types

@@ -1,0 +1,88 @@
+"""LoadGen settings: mlperf.conf matches LoadGen's embedded rules; user.conf and overrides apply."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.settings import LoadGenOverrides, build_test_settings, validate_conf_file
+from harness.sysinfo import REPO_ROOT
+
+MLPERF_CONF = REPO_ROOT / "mlperf.conf"
+USER_CONF = REPO_ROOT / "user.conf"
+
+
+def conf_value(path, model: str, scenario: str, key: str) -> str | None:
+    """Value LoadGen would pick: model/scenario-specific lines beat wildcard ones."""
+    found: dict[tuple[bool, bool], str] = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\s*([\w.*-]+)\.(\w+|\*)\.(\w+)\s*=\s*(\S+)", line.split("#")[0])
+        if m and m.group(3) == key and m.group(1) in (model, "*") and m.group(2) in (scenario, "*"):
+            found[(m.group(1) == model, m.group(2) == scenario)] = m.group(4)
+    for rank in [(True, True), (False, True), (True, False), (False, False)]:
+        if rank in found:
+            return found[rank]
+    return None
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server", "SingleStream"])
+def test_repo_mlperf_conf_matches_loadgen_embedded_rules(scenario):
+    import mlperf_loadgen as lg
+
+    embedded = lg.TestSettings()
+    embedded.FromConfig(str(MLPERF_CONF), "bert", scenario, 0)
+    assert embedded.performance_sample_count_override == int(conf_value(MLPERF_CONF, "bert", scenario, "performance_sample_count_override")) == 10833
+    for key in ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed"):
+        assert getattr(embedded, key) == int(conf_value(MLPERF_CONF, "bert", scenario, key))
+    assert embedded.min_duration_ms == int(conf_value(MLPERF_CONF, "bert", scenario, "min_duration")) == 600000
+    if scenario == "Server":
+        assert embedded.server_target_latency_ns == int(conf_value(MLPERF_CONF, "bert", "Server", "target_latency")) * 10**6
+        assert embedded.server_target_latency_ns == 130 * 10**6
+    if scenario == "Offline":
+        assert embedded.min_query_count == int(conf_value(MLPERF_CONF, "bert", "Offline", "min_query_count")) == 10833
+
+
+def test_user_conf_targets_are_applied():
+    settings, adjustments = build_test_settings(
+        "Offline", "performance", mlperf_conf=MLPERF_CONF, user_conf=USER_CONF, total_count=10833,
+        overrides=LoadGenOverrides(),
+    )
+    assert settings.offline_expected_qps == float(conf_value(USER_CONF, "bert", "Offline", "target_qps"))
+    assert settings.performance_sample_count_override == 10833
+    assert adjustments == {}
+
+
+def test_performance_count_is_clamped_to_qsl_size_and_reported():
+    settings, adjustments = build_test_settings(
+        "Server", "performance", mlperf_conf=MLPERF_CONF, user_conf=USER_CONF, total_count=300,
+        overrides=LoadGenOverrides(target_qps=7.5, min_duration_ms=1000, min_query_count=10),
+    )
+    assert settings.performance_sample_count_override == 300
+    assert "performance_sample_count_override" in adjustments
+    assert settings.server_target_qps == 7.5
+    assert settings.min_duration_ms == 1000 and settings.min_query_count == 10
+    assert settings.server_target_latency_ns == 130 * 10**6  # untouched by unrelated overrides
+
+
+def test_user_conf_typo_is_reported_with_line(tmp_path):
+    conf = tmp_path / "user.conf"
+    conf.write_text("# ok\nbert.Offline.target_qps = 10\nbert.Offline target_qps 10\n")
+    with pytest.raises(ConfigError, match=r"user.conf:3: cannot parse"):
+        validate_conf_file(conf, "--user-conf")
+
+
+def test_missing_conf_names_setting(tmp_path):
+    with pytest.raises(ConfigError, match=r"--user-conf .*nope.conf: file not found"):
+        build_test_settings("Offline", "performance", mlperf_conf=MLPERF_CONF, user_conf=tmp_path / "nope.conf",
+                            total_count=10, overrides=LoadGenOverrides())
+
+
+def test_bad_mode_and_qps(tmp_path):
+    with pytest.raises(ConfigError, match="--mode"):
+        build_test_settings("Offline", "fast", mlperf_conf=MLPERF_CONF, user_conf=USER_CONF, total_count=10,
+                            overrides=LoadGenOverrides())
+    with pytest.raises(ConfigError, match="--target-qps must be > 0"):
+        build_test_settings("Offline", "performance", mlperf_conf=MLPERF_CONF, user_conf=USER_CONF,
+                            total_count=10, overrides=LoadGenOverrides(target_qps=0))
