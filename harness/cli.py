@@ -4,6 +4,8 @@ Sub-commands:
   run       one scenario in performance and/or accuracy mode under LoadGen
   accuracy  re-score the accuracy log of an earlier run
   prepare   resolve the dataset and build the feature cache (and, with --download, fetch SQuAD dev)
+  bench     Offline samples/s of DeepSparse vs ONNX Runtime on the compressed and dense models, and the
+            harness overhead against a bare engine loop (figures, not a test)
 """
 
 from __future__ import annotations
@@ -118,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(prep)
     prep.add_argument("--download", action="store_true",
                       help="download SQuAD v1.1 dev (md5-checked) and the BERT vocab into --data-dir (needs internet)")
+    bench = sub.add_parser("bench", help="DeepSparse vs ONNX Runtime, compressed vs dense, harness overhead")
+    _add_data_args(bench)
+    bench.add_argument("--samples", type=int, default=256, help="features per measurement (default 256)")
+    bench.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE["Offline"])
+    bench.add_argument("--variants", default="sparse-int8,dense-fp32",
+                       help="benchmark model variants to compare (built in ./models if absent)")
+    bench.add_argument("--backends", default="deepsparse,onnxruntime")
+    bench.add_argument("--out-dir", default=str(REPO_ROOT / "bench_results"))
+    bench.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
+    bench.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
     return parser
 
 
@@ -134,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_accuracy(args)
         if args.command == "prepare":
             return cmd_prepare(args)
+        if args.command == "bench":
+            return cmd_bench(args)
     except BackendFault as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -161,17 +175,22 @@ def load_dataset_and_features(args, *, count: int | None = None):
     return dataset, features
 
 
+def benchmark_model_dir(variant: str, vocab: Path) -> Path:
+    """The untrained benchmark model of a variant in ./models, built on first use."""
+    from compression.benchmark_model import build_benchmark_model, default_model_dir
+
+    model_dir = default_model_dir(variant, root=DEFAULT_MODELS_DIR)
+    if not (model_dir / "model.onnx").is_file():
+        log.info("benchmark model %s not found: building it (one-off, a few minutes)", model_dir)
+        build_benchmark_model(model_dir, vocab=vocab, variant=variant)
+    return model_dir
+
+
 def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path):
     from harness.models import resolve_model
 
     if spec is None:
-        from compression.benchmark_model import build_benchmark_model, default_model_dir
-
-        model_dir = default_model_dir(DEFAULT_MODEL_VARIANT, root=DEFAULT_MODELS_DIR)
-        if not (model_dir / "model.onnx").is_file():
-            log.info("default benchmark model not found: building %s (one-off, a few minutes)", model_dir)
-            build_benchmark_model(model_dir, vocab=vocab, variant=DEFAULT_MODEL_VARIANT)
-        spec = str(model_dir)
+        spec = str(benchmark_model_dir(DEFAULT_MODEL_VARIANT, vocab))
     return resolve_model(spec, download_dir=cache_dir / "models")
 
 
@@ -263,6 +282,29 @@ def cmd_prepare(args) -> int:
         download_vocab(data_dir)
     dataset, features = load_dataset_and_features(args)
     print(f"{len(features)} features from {dataset.dev_json} ({dataset.source}); cache key {features.fingerprint}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from harness.bench import BenchCase, markdown_table, run_offline_bench, speedup_lines
+    from harness.models import resolve_model
+
+    dataset, features = load_dataset_and_features(args)
+    cases = []
+    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+        model = resolve_model(str(benchmark_model_dir(variant, dataset.vocab)), download_dir=Path(args.cache_dir))
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            cases.append(BenchCase(label=variant, backend=backend, model=model))
+    rows, out_dir = run_offline_bench(
+        cases, features=features, dataset=dataset, batch_size=args.batch_size, sample_count=args.samples,
+        mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), out_root=Path(args.out_dir),
+        progress=not args.no_progress,
+    )
+    print(markdown_table(rows))
+    for line in speedup_lines(rows):
+        print(line)
+    print("Models are UNTRAINED benchmark models: speed figures are valid, accuracy figures would not be.")
+    print(f"results: {out_dir}")
     return 0
 
 

@@ -1,0 +1,590 @@
+"""SQuAD v1.1 reading and conversion into BERT input windows, following the MLPerf BERT reference.
+
+The reference (MLCommons ``language/bert``, derived from Google BERT's ``run_squad.py``) splits each
+context on whitespace, WordPiece-tokenizes every word on its own, and cuts the result into windows of
+``max_seq_length`` tokens whose *start* advances by ``doc_stride`` doc tokens. On the official dev set
+that gives exactly 10,833 windows, LoadGen's sample count for BERT. The same rules are applied here,
+with the WordPiece step done by the Rust ("fast") tokenizer, which gives identical tokens, much faster.
+
+Converted features are cached on disk under a key that covers the dataset bytes, the vocab bytes, the
+window parameters and the cache format, so a changed input can never be served stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from harness.errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:  # transformers is slow to import; only building features needs it
+    from transformers import PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+# Bump whenever the conversion or the cache layout changes: old cache entries then stop matching.
+FEATURE_FORMAT_VERSION = 1
+# Window count of the official dev set with the default parameters (MLPerf BERT performance sample count).
+OFFICIAL_DEV_FEATURE_COUNT = 10833
+
+_ARRAYS_FILE = "features.npz"
+_MANIFEST_FILE = "manifest.json"
+_TMP_PREFIX = ".tmp-"
+_ENCODE_CHUNK = 256  # paragraphs per tokenizer call: large enough for throughput, small for progress
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Window geometry (defaults are MLPerf BERT's)."""
+
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_query_length < 1 or self.doc_stride < 1:
+            raise ConfigError(f"max_query_length and doc_stride must be >= 1, got {self}")
+        # [CLS] query [SEP] ... [SEP] must leave room for at least one document token.
+        if self.max_seq_length < self.max_query_length + 4:
+            raise ConfigError(f"max_seq_length must be >= max_query_length + 4, got {self}")
+
+
+@dataclass
+class SquadExample:
+    """One question with its context, split into whitespace words like the reference."""
+
+    qas_id: str
+    question_text: str
+    context_text: str
+    doc_tokens: list[str]  # shared by all questions of a paragraph
+    char_to_word_offset: list[int]
+    answers: list[dict]  # each {"text": str, "answer_start": int}
+    start_position: int | None  # word index of the first answer's start (None without answers)
+    end_position: int | None
+
+
+@dataclass
+class FeatureSet:
+    """All windows of a dataset, as model inputs plus what post-processing needs to map answers back."""
+
+    input_ids: np.ndarray  # int64 [N, max_seq_length]
+    input_mask: np.ndarray  # int64 [N, max_seq_length]
+    segment_ids: np.ndarray  # int64 [N, max_seq_length]
+    seq_lengths: np.ndarray  # int32 [N], non-pad tokens
+    example_index: np.ndarray  # int32 [N], into ``examples``
+    doc_span_index: np.ndarray  # int32 [N], window number within its example
+    tokens: list[list[str]]  # the non-pad tokens of each window
+    token_to_orig_map: list[dict[int, int]]  # window position -> word index in the example's doc_tokens
+    token_is_max_context: list[dict[int, bool]]  # window position -> is this the token's best window
+    examples: list[SquadExample]
+    params: FeatureParams
+    fingerprint: str  # the cache key (plus ":first<n>" for a subset)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading SQuAD
+
+
+def is_squad_whitespace(char: str) -> bool:
+    """The reference's whitespace: only these split words (other Unicode spaces stay inside a word)."""
+    return char in " \t\r\n" or ord(char) == 0x202F
+
+
+def split_context(context: str) -> tuple[list[str], list[int]]:
+    """Whitespace words of ``context`` and, per character, the index of the word it belongs to."""
+    doc_tokens: list[str] = []
+    char_to_word_offset: list[int] = []
+    prev_is_whitespace = True
+    for char in context:
+        if is_squad_whitespace(char):
+            prev_is_whitespace = True
+        else:
+            if prev_is_whitespace:
+                doc_tokens.append(char)
+            else:
+                doc_tokens[-1] += char
+            prev_is_whitespace = False
+        # whitespace maps to the word before it (-1 before the first word), as in the reference
+        char_to_word_offset.append(len(doc_tokens) - 1)
+    return doc_tokens, char_to_word_offset
+
+
+def load_squad_examples(path: Path) -> list[SquadExample]:
+    """Read and validate a SQuAD v1.1 JSON file; any problem raises one DatasetError naming the spot."""
+    return parse_squad_examples(_read_bytes(Path(path), "SQuAD dataset"), Path(path))
+
+
+def parse_squad_examples(raw: bytes, path: Path) -> list[SquadExample]:
+    """Like :func:`load_squad_examples`, from the file's bytes (``path`` is only used in messages)."""
+    try:
+        document = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+    def fail(where: str, expected: str, got: object) -> DatasetError:
+        found = "null" if got is None else type(got).__name__
+        return DatasetError(f"{path}: {where}: expected {expected}, got {found} (not a SQuAD v1.1 file?)")
+
+    def field(obj: dict, key: str, kind: type, where: str, expected: str):
+        if key not in obj:
+            raise DatasetError(f"{path}: {where} has no {key!r} ({expected} expected; not a SQuAD v1.1 file?)")
+        value = obj[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise fail(f"{where}.{key}", expected, value)
+        return value
+
+    if not isinstance(document, dict):
+        raise fail("top level", 'an object with a "data" list', document)
+    articles = field(document, "data", list, "top level", "a list of articles")
+    examples: list[SquadExample] = []
+    seen_ids: dict[str, str] = {}
+    for a, article in enumerate(articles):
+        where_a = f"data[{a}]"
+        if not isinstance(article, dict):
+            raise fail(where_a, 'an article object with "paragraphs"', article)
+        paragraphs = field(article, "paragraphs", list, where_a, "a list of paragraphs")
+        for p, paragraph in enumerate(paragraphs):
+            where_p = f"{where_a}.paragraphs[{p}]"
+            if not isinstance(paragraph, dict):
+                raise fail(where_p, 'a paragraph object with "context" and "qas"', paragraph)
+            context = field(paragraph, "context", str, where_p, "a context string")
+            qas = field(paragraph, "qas", list, where_p, "a list of questions")
+            doc_tokens, char_to_word_offset = split_context(context)
+            for q, qa in enumerate(qas):
+                where_q = f"{where_p}.qas[{q}]"
+                if not isinstance(qa, dict):
+                    raise fail(where_q, 'a question object with "id" and "question"', qa)
+                qas_id = field(qa, "id", str, where_q, "a string id")
+                question = field(qa, "question", str, where_q, "a question string")
+                if qas_id in seen_ids:
+                    raise DatasetError(f"{path}: {where_q}.id {qas_id!r} is a duplicate of {seen_ids[qas_id]}.id")
+                seen_ids[qas_id] = where_q
+                raw_answers = qa.get("answers", [])  # optional: questions without answers can still be run
+                if not isinstance(raw_answers, list):
+                    raise fail(f"{where_q}.answers", "a list of answers", raw_answers)
+                answers = []
+                for n, answer in enumerate(raw_answers):
+                    where_n = f"{where_q}.answers[{n}]"
+                    if not isinstance(answer, dict):
+                        raise fail(where_n, 'an object with "text" and "answer_start"', answer)
+                    text = field(answer, "text", str, where_n, "an answer string")
+                    start = field(answer, "answer_start", int, where_n, "an integer character offset")
+                    if start < 0 or start + len(text) > len(context):
+                        raise DatasetError(
+                            f"{path}: {where_n}.answer_start {start} (+{len(text)} characters) lies outside "
+                            f"the context ({len(context)} characters)"
+                        )
+                    answers.append({"text": text, "answer_start": start})
+                start_position = end_position = None
+                if answers and answers[0]["text"]:
+                    first = answers[0]
+                    start_position = char_to_word_offset[first["answer_start"]]
+                    end_position = char_to_word_offset[first["answer_start"] + len(first["text"]) - 1]
+                examples.append(SquadExample(
+                    qas_id=qas_id, question_text=question, context_text=context, doc_tokens=doc_tokens,
+                    char_to_word_offset=char_to_word_offset, answers=answers,
+                    start_position=start_position, end_position=end_position,
+                ))
+    return examples
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: {what} expected, found a directory") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def _vocab_tokens(raw: bytes, path: Path) -> list[str]:
+    """Vocab entries by id, read the way transformers' ``load_vocab`` reads them (one per line)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: vocabulary is not UTF-8 text ({exc})") from None
+    tokens = [line.rstrip("\n") for line in io.StringIO(text, newline=None).readlines()]
+    missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in set(tokens)]
+    if missing:
+        raise DatasetError(
+            f"{path}: not a BERT WordPiece vocabulary (one token per line): {', '.join(missing)} missing"
+        )
+    return tokens
+
+
+def make_tokenizer(vocab: Path) -> PreTrainedTokenizerFast:
+    """The uncased BERT WordPiece tokenizer (Rust implementation) for a vocab file."""
+    vocab = Path(vocab)
+    _vocab_tokens(_read_bytes(vocab, "vocabulary"), vocab)
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+
+
+def _plain_backend(tokenizer: PreTrainedTokenizerFast):
+    """The Rust tokenizer without truncation/padding (a copy if the caller configured either)."""
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation is None and backend.padding is None:
+        return backend
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
+def _id_to_token_table(tokenizer: PreTrainedTokenizerFast) -> np.ndarray:
+    vocab = tokenizer.get_vocab()
+    table = np.empty(max(vocab.values()) + 1, dtype=object)
+    for token, index in vocab.items():
+        table[index] = token
+    return table
+
+
+# ----------------------------------------------------------------------------------------------
+# Windows
+
+
+def doc_spans(num_doc_tokens: int, max_tokens_for_doc: int, doc_stride: int) -> list[tuple[int, int]]:
+    """(start, length) of each window over the doc tokens: starts advance by ``doc_stride`` (reference)."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while start < num_doc_tokens:
+        length = min(num_doc_tokens - start, max_tokens_for_doc)
+        spans.append((start, length))
+        if start + length == num_doc_tokens:
+            break
+        start += min(length, doc_stride)
+    return spans
+
+
+def max_context_mask(spans: Sequence[tuple[int, int]], num_doc_tokens: int) -> np.ndarray:
+    """bool [n_spans, num_doc_tokens]: True where a span is the token's best window.
+
+    The reference scores a token in a span by min(left context, right context) + 0.01 * span length and
+    keeps the first span on ties; ``argmax`` returns the first maximum, so it picks the same span.
+    """
+    if not spans:
+        return np.zeros((0, num_doc_tokens), dtype=bool)
+    scores = np.full((len(spans), num_doc_tokens), -np.inf)
+    positions = np.arange(num_doc_tokens)
+    for i, (start, length) in enumerate(spans):
+        end = start + length - 1
+        inside = positions[start:end + 1]
+        scores[i, start:end + 1] = np.minimum(inside - start, end - inside) + 0.01 * length
+    best = scores.argmax(axis=0)
+    return best[None, :] == np.arange(len(spans))[:, None]
+
+
+@dataclass
+class _CompactFeatures:
+    """Everything a FeatureSet is rebuilt from: the cached form (no Python objects)."""
+
+    input_ids: np.ndarray  # int32 [N, L]
+    seq_lengths: np.ndarray  # int32 [N]
+    doc_offsets: np.ndarray  # int32 [N], position of the first doc token (= query length + 2)
+    example_index: np.ndarray  # int32 [N]
+    doc_span_index: np.ndarray  # int32 [N]
+    orig_index: np.ndarray  # int32 [sum of doc lengths], word index of each window doc token, in order
+    is_max_context: np.ndarray  # bool, aligned with orig_index
+
+    def doc_lengths(self) -> np.ndarray:
+        return self.seq_lengths - self.doc_offsets - 1  # minus the final [SEP]
+
+
+def _compact_features(
+    examples: Sequence[SquadExample], tokenizer: PreTrainedTokenizerFast, params: FeatureParams, progress: bool,
+) -> _CompactFeatures:
+    from tqdm import tqdm
+
+    backend = _plain_backend(tokenizer)
+    cls_id = tokenizer.convert_tokens_to_ids("[CLS]")
+    sep_id = tokenizer.convert_tokens_to_ids("[SEP]")
+
+    # Paragraphs are shared by several questions: WordPiece each distinct one once.
+    doc_of_example = np.empty(len(examples), dtype=np.int64)
+    doc_key_to_index: dict[tuple[str, ...], int] = {}
+    doc_words: list[list[str]] = []
+    for i, example in enumerate(examples):
+        key = tuple(example.doc_tokens)
+        if key not in doc_key_to_index:
+            doc_key_to_index[key] = len(doc_words)
+            doc_words.append(list(example.doc_tokens))
+        doc_of_example[i] = doc_key_to_index[key]
+
+    doc_ids: list[np.ndarray] = []
+    doc_tok_to_orig: list[np.ndarray] = []
+    with tqdm(total=len(doc_words) + len(examples), desc="tokenizing SQuAD", unit="text",
+              disable=not progress, leave=False) as bar:
+        for lo in range(0, len(doc_words), _ENCODE_CHUNK):
+            chunk = doc_words[lo:lo + _ENCODE_CHUNK]
+            # Each word is tokenized on its own (is_pretokenized), exactly like the reference's loop
+            # over doc_tokens; word_ids gives tok_to_orig_index. Empty paragraphs are skipped: the
+            # tokenizer rejects empty pre-tokenized input.
+            nonempty = [words for words in chunk if words]
+            encodings = iter(backend.encode_batch(nonempty, is_pretokenized=True, add_special_tokens=False))
+            for words in chunk:
+                if not words:
+                    doc_ids.append(np.zeros(0, np.int64))
+                    doc_tok_to_orig.append(np.zeros(0, np.int64))
+                    continue
+                encoding = next(encodings)
+                doc_ids.append(np.asarray(encoding.ids, dtype=np.int64))
+                doc_tok_to_orig.append(np.asarray(encoding.word_ids, dtype=np.int64))
+            bar.update(len(chunk))
+        query_ids: list[list[int]] = []
+        for lo in range(0, len(examples), _ENCODE_CHUNK * 8):
+            chunk_examples = examples[lo:lo + _ENCODE_CHUNK * 8]
+            encodings = backend.encode_batch([e.question_text for e in chunk_examples], add_special_tokens=False)
+            query_ids.extend(enc.ids[:params.max_query_length] for enc in encodings)
+            bar.update(len(chunk_examples))
+
+    records: list[tuple[int, int, int, int, int, int]] = []  # example, span no., doc, query len, start, length
+    span_cache: dict[tuple[int, int], tuple[list[tuple[int, int]], np.ndarray]] = {}
+    for example_number in tqdm(range(len(examples)), desc="building windows", unit="question",
+                               disable=not progress, leave=False):
+        doc = int(doc_of_example[example_number])
+        query_length = len(query_ids[example_number])
+        max_tokens_for_doc = params.max_seq_length - query_length - 3
+        if (doc, max_tokens_for_doc) not in span_cache:
+            spans = doc_spans(len(doc_ids[doc]), max_tokens_for_doc, params.doc_stride)
+            span_cache[doc, max_tokens_for_doc] = spans, max_context_mask(spans, len(doc_ids[doc]))
+        spans, _ = span_cache[doc, max_tokens_for_doc]
+        for span_number, (start, length) in enumerate(spans):
+            records.append((example_number, span_number, doc, query_length, start, length))
+
+    n, seq = len(records), params.max_seq_length
+    input_ids = np.zeros((n, seq), dtype=np.int32)
+    seq_lengths = np.empty(n, dtype=np.int32)
+    doc_offsets = np.empty(n, dtype=np.int32)
+    orig_parts: list[np.ndarray] = []
+    max_parts: list[np.ndarray] = []
+    for f, (example_number, span_number, doc, query_length, start, length) in enumerate(records):
+        offset = query_length + 2
+        row = input_ids[f]
+        row[0] = cls_id
+        row[1:offset - 1] = query_ids[example_number]
+        row[offset - 1] = sep_id
+        row[offset:offset + length] = doc_ids[doc][start:start + length]
+        row[offset + length] = sep_id
+        seq_lengths[f] = offset + length + 1
+        doc_offsets[f] = offset
+        orig_parts.append(doc_tok_to_orig[doc][start:start + length])
+        max_tokens_for_doc = params.max_seq_length - query_length - 3
+        max_parts.append(span_cache[doc, max_tokens_for_doc][1][span_number, start:start + length])
+    return _CompactFeatures(
+        input_ids=input_ids,
+        seq_lengths=seq_lengths,
+        doc_offsets=doc_offsets,
+        example_index=np.fromiter((r[0] for r in records), dtype=np.int32, count=n),
+        doc_span_index=np.fromiter((r[1] for r in records), dtype=np.int32, count=n),
+        orig_index=np.concatenate(orig_parts).astype(np.int32) if orig_parts else np.zeros(0, np.int32),
+        is_max_context=np.concatenate(max_parts) if max_parts else np.zeros(0, bool),
+    )
+
+
+def _assemble(
+    compact: _CompactFeatures, examples: list[SquadExample], id_to_token: np.ndarray, params: FeatureParams,
+    fingerprint: str,
+) -> FeatureSet:
+    """Expand the compact form into the FeatureSet API (the one code path for fresh and cached sets)."""
+    n, seq = compact.input_ids.shape
+    positions = np.arange(seq)
+    input_mask = (positions[None, :] < compact.seq_lengths[:, None]).astype(np.int64)
+    segment_ids = ((positions[None, :] >= compact.doc_offsets[:, None]) & (input_mask == 1)).astype(np.int64)
+    doc_lengths = compact.doc_lengths()
+    ends = np.cumsum(doc_lengths)
+    orig_all = compact.orig_index.tolist()
+    max_all = compact.is_max_context.tolist()
+    tokens: list[list[str]] = []
+    token_to_orig_map: list[dict[int, int]] = []
+    token_is_max_context: list[dict[int, bool]] = []
+    for f in range(n):
+        offset, length, end = int(compact.doc_offsets[f]), int(doc_lengths[f]), int(ends[f])
+        tokens.append(id_to_token[compact.input_ids[f, :compact.seq_lengths[f]]].tolist())
+        window_positions = range(offset, offset + length)
+        token_to_orig_map.append(dict(zip(window_positions, orig_all[end - length:end])))
+        token_is_max_context.append(dict(zip(window_positions, max_all[end - length:end])))
+    return FeatureSet(
+        input_ids=compact.input_ids.astype(np.int64),
+        input_mask=input_mask,
+        segment_ids=segment_ids,
+        seq_lengths=compact.seq_lengths.astype(np.int32),
+        example_index=compact.example_index.astype(np.int32),
+        doc_span_index=compact.doc_span_index.astype(np.int32),
+        tokens=tokens,
+        token_to_orig_map=token_to_orig_map,
+        token_is_max_context=token_is_max_context,
+        examples=examples,
+        params=params,
+        fingerprint=fingerprint,
+    )
+
+
+def convert_examples_to_features(
+    examples: Sequence[SquadExample], tokenizer: PreTrainedTokenizerFast, params: FeatureParams = FeatureParams(),
+    *, progress: bool = True, fingerprint: str = "",
+) -> FeatureSet:
+    """Cut every example into ``[CLS] query [SEP] doc-span [SEP]`` windows (MLPerf BERT reference rules)."""
+    examples = list(examples)
+    compact = _compact_features(examples, tokenizer, params, progress)
+    return _assemble(compact, examples, _id_to_token_table(tokenizer), params, fingerprint)
+
+
+def select_features(features: FeatureSet, count: int) -> FeatureSet:
+    """The first ``count`` windows (for quick runs); the fingerprint records the cut."""
+    if count < 1:
+        raise ConfigError(f"feature count must be >= 1, got {count}")
+    if count >= len(features):
+        return features
+    base = features.fingerprint.split(":")[0]
+    return FeatureSet(
+        input_ids=features.input_ids[:count],
+        input_mask=features.input_mask[:count],
+        segment_ids=features.segment_ids[:count],
+        seq_lengths=features.seq_lengths[:count],
+        example_index=features.example_index[:count],
+        doc_span_index=features.doc_span_index[:count],
+        tokens=features.tokens[:count],
+        token_to_orig_map=features.token_to_orig_map[:count],
+        token_is_max_context=features.token_is_max_context[:count],
+        examples=features.examples,
+        params=features.params,
+        fingerprint=f"{base}:first{count}",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Cache
+
+
+def feature_cache_key(dataset_sha256: str, vocab_sha256: str, params: FeatureParams) -> str:
+    """sha256 over everything the features depend on."""
+    payload = json.dumps({
+        "dataset_sha256": dataset_sha256,
+        "vocab_sha256": vocab_sha256,
+        "params": asdict(params),
+        "format_version": FEATURE_FORMAT_VERSION,
+    }, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def load_or_build_features(
+    dev_json: Path, vocab: Path, params: FeatureParams, cache_dir: Path, *, progress: bool = True,
+) -> FeatureSet:
+    """Features for ``dev_json``: from ``cache_dir/<key>/`` when present and intact, else built and cached."""
+    dev_json, vocab, cache_dir = Path(dev_json), Path(vocab), Path(cache_dir)
+    dataset_raw = _read_bytes(dev_json, "SQuAD dataset")
+    vocab_raw = _read_bytes(vocab, "vocabulary")
+    id_to_token = np.array(_vocab_tokens(vocab_raw, vocab), dtype=object)
+    key = feature_cache_key(
+        hashlib.sha256(dataset_raw).hexdigest(), hashlib.sha256(vocab_raw).hexdigest(), params
+    )
+    # Parsing validates the dataset even on a cache hit, and the examples are not cached: they come
+    # from the very bytes the key was computed from.
+    examples = parse_squad_examples(dataset_raw, dev_json)
+    entry = cache_dir / key
+    if entry.is_dir():
+        try:
+            compact = _read_cache_entry(entry, key, params, examples, len(id_to_token))
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the entry, rebuilding fixes it
+            log.warning("feature cache %s is unusable (%s); rebuilding it", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            log.info("features: %d windows from cache %s", len(compact.seq_lengths), entry)
+            return _assemble(compact, examples, id_to_token, params, key)
+
+    compact = _compact_features(examples, make_tokenizer(vocab), params, progress)
+    try:
+        _write_cache_entry(entry, key, params, compact, dev_json, vocab)
+    except OSError as exc:  # a read-only or full disk costs the cache, not the run
+        log.warning("could not write the feature cache %s: %s", entry, exc)
+    return _assemble(compact, examples, id_to_token, params, key)
+
+
+def _write_cache_entry(
+    entry: Path, key: str, params: FeatureParams, compact: _CompactFeatures, dev_json: Path, vocab: Path,
+) -> None:
+    """Write into a private temp dir, then rename: a killed run never leaves a half-written entry."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_temp_dirs(entry.parent)
+    tmp = entry.parent / f"{_TMP_PREFIX}{key[:16]}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        np.savez(tmp / _ARRAYS_FILE, **asdict(compact))
+        manifest = {
+            "key": key, "format_version": FEATURE_FORMAT_VERSION, "params": asdict(params),
+            "features": int(len(compact.seq_lengths)), "dev_json": str(dev_json), "vocab": str(vocab),
+        }
+        (tmp / _MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not entry.is_dir():
+                raise
+            # another process finished the same entry first; keep theirs
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_abandoned_temp_dirs(cache_dir: Path) -> None:
+    """Delete temp dirs left by killed runs (their writer process no longer exists)."""
+    for candidate in cache_dir.glob(f"{_TMP_PREFIX}*"):
+        try:
+            pid = int(candidate.name.split("-")[2])
+            os.kill(pid, 0)
+        except (IndexError, ValueError, ProcessLookupError):
+            shutil.rmtree(candidate, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, owned by someone else
+
+
+def _read_cache_entry(
+    entry: Path, key: str, params: FeatureParams, examples: list[SquadExample], vocab_size: int,
+) -> _CompactFeatures:
+    """Load and sanity-check an entry; raises on anything inconsistent (the caller rebuilds)."""
+    manifest = json.loads((entry / _MANIFEST_FILE).read_text())
+    if manifest.get("key") != key or manifest.get("format_version") != FEATURE_FORMAT_VERSION:
+        raise ValueError("manifest does not match the cache key")
+    with np.load(entry / _ARRAYS_FILE, allow_pickle=False) as arrays:
+        compact = _CompactFeatures(**{name: arrays[name] for name in _CompactFeatures.__dataclass_fields__})
+    n = len(compact.seq_lengths)
+    if compact.input_ids.shape != (n, params.max_seq_length) or n != manifest.get("features"):
+        raise ValueError("array shapes do not match the manifest")
+    for name in ("doc_offsets", "example_index", "doc_span_index"):
+        if getattr(compact, name).shape != (n,):
+            raise ValueError(f"{name} has the wrong shape")
+    doc_lengths = compact.doc_lengths()
+    if n and (doc_lengths.min() < 1 or compact.seq_lengths.max() > params.max_seq_length):
+        raise ValueError("window lengths out of range")
+    flat_shape = (int(doc_lengths.sum()),)
+    if compact.orig_index.shape != flat_shape or compact.is_max_context.shape != flat_shape:
+        raise ValueError("token maps do not match the window lengths")
+    if n and (compact.example_index.min() < 0 or compact.example_index.max() >= len(examples)):
+        raise ValueError("example index out of range")
+    if n and (compact.input_ids.min() < 0 or compact.input_ids.max() >= vocab_size):
+        raise ValueError("token id out of range")
+    return compact
