@@ -1,0 +1,7 @@
+"""``python -m compression``: same as the ``obert-compress`` command."""
+
+import sys
+
+from compression.cli import main
+
+sys.exit(main())

@@ -1,0 +1,274 @@
+"""The packaged sparseml recipes: loading, reading their settings, matching their parameter patterns,
+and deriving the runtime variants the pipeline actually applies.
+
+The recipes under ``compression/recipes/`` are the source of truth and are never edited. Everything the
+pipeline needs from them (which parameters are pruned, the target sparsity and block pattern, which
+layers are dropped) is read from the files here rather than retyped in code.
+
+Recipes use YAML tags for modifiers (``- !OBSPruningModifier``). They are loaded into
+:class:`RecipeModifier` objects (tag + fields) so they can be inspected, edited and written back in a form
+``sparseml.pytorch.optim.ScheduledModifierManager.from_yaml`` reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+from compression.errors import RecipeError
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+COMPRESSION_RECIPE = "obert_mobilebert_compression_recipe.yaml"
+QUANTIZATION_RECIPE = "obert_mobilebert_quantization_recipe.yaml"
+
+Recipe = dict[str, Any]  # top-level YAML mapping; modifier groups hold lists of RecipeModifier
+
+# Epoch-valued fields scaled by derive_recipe(epoch_scale=...); -1 means "unset" in sparseml and stays.
+_EPOCH_FIELDS = re.compile(r"(^|_)epochs?$|^update_frequency$")
+
+
+@dataclass
+class RecipeModifier:
+    """One ``!Tag``-ged modifier entry of a recipe."""
+
+    tag: str
+    fields: dict[str, Any]
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe YAML loader that turns any ``!Tag`` mapping into a :class:`RecipeModifier`."""
+
+
+def _construct_modifier(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> RecipeModifier:
+    if not isinstance(node, yaml.MappingNode):
+        raise yaml.constructor.ConstructorError(None, None, f"modifier !{tag_suffix} must be a mapping", node.start_mark)
+    return RecipeModifier(tag_suffix, loader.construct_mapping(node, deep=True))
+
+
+_RecipeLoader.add_multi_constructor("!", _construct_modifier)
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """Writes :class:`RecipeModifier` objects back as ``!Tag`` mappings, keys in their original order."""
+
+
+_RecipeDumper.add_representer(
+    RecipeModifier, lambda dumper, modifier: dumper.represent_mapping(f"!{modifier.tag}", modifier.fields)
+)
+
+
+def recipe_path(name: str | Path) -> Path:
+    """Path of a packaged recipe (by file name, with or without ``.yaml``) or of a recipe file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    packaged = RECIPE_DIR / (candidate.name if candidate.suffix else f"{candidate.name}.yaml")
+    if packaged.is_file():
+        return packaged
+    available = ", ".join(sorted(p.name for p in RECIPE_DIR.glob("*.yaml")))
+    raise RecipeError(f"recipe {str(name)!r} not found (packaged recipes in {RECIPE_DIR}: {available})")
+
+
+def load_recipe(name: str | Path) -> Recipe:
+    """Parse a packaged recipe (or a recipe file) into a mapping of modifier groups."""
+    path = recipe_path(name)
+    try:
+        recipe = yaml.load(path.read_text(), Loader=_RecipeLoader)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not a valid recipe YAML file ({exc})") from exc
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: expected a mapping of modifier groups at the top level")
+    return recipe
+
+
+def dump_recipe(recipe: Recipe, header: str = "") -> str:
+    """Serialise a recipe to YAML that sparseml can load; ``header`` lines are written as comments."""
+    comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comment + yaml.dump(recipe, Dumper=_RecipeDumper, sort_keys=False, default_flow_style=False)
+
+
+def iter_modifiers(recipe: Recipe) -> Iterator[tuple[str, RecipeModifier]]:
+    """(group name, modifier) for every modifier of the recipe, in file order."""
+    for group, entries in recipe.items():
+        if isinstance(entries, list):
+            for entry in entries:
+                if isinstance(entry, RecipeModifier):
+                    yield group, entry
+
+
+def find_modifiers(recipe: Recipe, tag: str) -> list[RecipeModifier]:
+    return [modifier for _, modifier in iter_modifiers(recipe) if modifier.tag == tag]
+
+
+def _pruning_modifier(recipe: Recipe) -> RecipeModifier:
+    """The modifier that defines which parameters are sparse: OBS pruning, else constant pruning."""
+    for tag in ("OBSPruningModifier", "ConstantPruningModifier"):
+        found = find_modifiers(recipe, tag)
+        if len(found) > 1:
+            raise RecipeError(f"recipe has {len(found)} {tag} entries; expected one")
+        if found:
+            return found[0]
+    raise RecipeError("recipe has neither an OBSPruningModifier nor a ConstantPruningModifier")
+
+
+def pruned_param_patterns(recipe: Recipe) -> list[str]:
+    """The ``params`` list (``re:`` patterns or exact names) of the recipe's pruning modifier."""
+    modifier = _pruning_modifier(recipe)
+    params = modifier.fields.get("params")
+    if not isinstance(params, list) or not params or not all(isinstance(p, str) for p in params):
+        raise RecipeError(f"{modifier.tag}.params must be a non-empty list of parameter names/patterns")
+    return list(params)
+
+
+@dataclass(frozen=True)
+class PruningTarget:
+    """What the recipe's OBSPruningModifier ends with."""
+
+    final_sparsity: float
+    mask_type: str
+    global_sparsity: bool
+
+
+def pruning_target(recipe: Recipe) -> PruningTarget:
+    """Final sparsity, mask type and global/per-layer ranking of the recipe's OBSPruningModifier."""
+    found = find_modifiers(recipe, "OBSPruningModifier")
+    if len(found) != 1:
+        raise RecipeError(f"expected exactly one OBSPruningModifier in the recipe, found {len(found)}")
+    fields = found[0].fields
+    try:
+        return PruningTarget(
+            final_sparsity=float(fields["final_sparsity"]),
+            mask_type=str(fields.get("mask_type", "unstructured")),
+            global_sparsity=bool(fields.get("global_sparsity", False)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecipeError(f"OBSPruningModifier: invalid or missing final_sparsity ({exc})") from exc
+
+
+_LAYER_NAME = re.compile(r"^(?P<prefix>.+)\.(?P<index>\d+)$")
+
+
+def dropped_layers(recipe: Recipe) -> list[str]:
+    """Module names listed by the recipe's LayerPruningModifier (empty if it has none)."""
+    layers: list[str] = []
+    for modifier in find_modifiers(recipe, "LayerPruningModifier"):
+        value = modifier.fields.get("layers", [])
+        if not isinstance(value, list):
+            raise RecipeError("LayerPruningModifier.layers must be a list of module names")
+        layers.extend(str(name) for name in value)
+    return layers
+
+
+def kept_layer_count(recipe: Recipe) -> int:
+    """How many leading encoder layers survive the recipe's LayerPruningModifier.
+
+    The dropped layers must be a contiguous tail ``k, k+1, ..., n-1`` of one ModuleList (that is what
+    makes dropping them equivalent to keeping the first ``k``); anything else is rejected.
+    """
+    names = dropped_layers(recipe)
+    if not names:
+        raise RecipeError("the recipe has no LayerPruningModifier: nothing says how many layers to keep")
+    matches = [_LAYER_NAME.match(name) for name in names]
+    if not all(matches) or len({m["prefix"] for m in matches}) != 1:
+        raise RecipeError(f"LayerPruningModifier.layers {names} are not indexed layers of one module list")
+    indices = sorted(int(m["index"]) for m in matches)
+    if indices != list(range(indices[0], indices[0] + len(indices))):
+        raise RecipeError(f"LayerPruningModifier.layers {names} are not a contiguous range of layers")
+    return indices[0]
+
+
+def canonical_param_name(name: str) -> str:
+    """Parameter name with sparseml/torch ``QuantWrapper`` levels (``.module.``) removed.
+
+    After QAT preparation ``...query.weight`` lives at ``...query.module.weight``; recipes (and this
+    package) refer to the unwrapped name. MobileBERT has no real submodule called ``module``.
+    """
+    return name.replace(".module.", ".")
+
+
+def name_matches(name: str, patterns: list[str]) -> bool:
+    """True if ``name`` matches one of ``patterns``, with sparseml's semantics: ``re:`` patterns are
+    applied with :func:`re.match` (anchored at the start only), other entries must be equal."""
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            if re.match(pattern[3:], name):
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def match_params(model: torch.nn.Module, patterns: list[str]) -> list[str]:
+    """Exact names of the model's parameters matched by the recipe ``patterns``, in model order.
+
+    Names are returned as they exist in ``model`` (usable with ``model.get_parameter``); matching is done
+    on :func:`canonical_param_name`, so a QAT-wrapped model matches like the plain one. Every pattern
+    must match at least one parameter, as with sparseml's ``params_strict``.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    matched = [name for name in names if name_matches(canonical_param_name(name), patterns)]
+    unmatched = [p for p in patterns if not any(name_matches(canonical_param_name(n), [p]) for n in names)]
+    if unmatched:
+        raise RecipeError(f"recipe parameter pattern(s) match no parameter of the model: {', '.join(unmatched)}")
+    return matched
+
+
+def derive_recipe(
+    source: str | Path | Recipe,
+    out_path: Path,
+    *,
+    drop_layer_pruning: bool = True,
+    epoch_scale: float | None = None,
+    reason: str = "",
+) -> Path:
+    """Write a runtime variant of a recipe to ``out_path`` and return that path.
+
+    ``drop_layer_pruning`` removes the LayerPruningModifier. The pipeline drops encoder layers
+    directly (:func:`compression.architecture.drop_layers`) before anything else, so on the models it
+    hands to sparseml the listed layers (``mobilebert.encoder.layer.14`` ...) no longer exist: the
+    modifier would fail to find them, and even on a full model it would only repeat the drop (and it
+    restores the layers once its end_epoch is reached).
+
+    ``epoch_scale`` multiplies every epoch-valued field (``*_epoch``, ``cycle_epochs``,
+    ``update_frequency``; -1 stays -1) for short smoke runs that keep the schedule's shape.
+    """
+    if isinstance(source, (str, Path)):
+        path = recipe_path(source)
+        origin = path.name if path.parent == RECIPE_DIR else str(path)  # packaged: the name says it all
+        recipe = load_recipe(source)
+    else:
+        origin = "an in-memory recipe"
+        recipe = copy.deepcopy(source)
+    changes: list[str] = []
+
+    if drop_layer_pruning:
+        for group, entries in list(recipe.items()):
+            if isinstance(entries, list):
+                kept = [e for e in entries if not (isinstance(e, RecipeModifier) and e.tag == "LayerPruningModifier")]
+                if len(kept) != len(entries):
+                    recipe[group] = kept
+                    changes.append(f"removed LayerPruningModifier from {group} (layers are dropped directly)")
+
+    if epoch_scale is not None:
+        if epoch_scale <= 0:
+            raise RecipeError(f"epoch_scale must be positive, got {epoch_scale}")
+        for _, modifier in iter_modifiers(recipe):
+            for key, value in modifier.fields.items():
+                if _EPOCH_FIELDS.search(key) and isinstance(value, (int, float)) and value != -1:
+                    modifier.fields[key] = float(value) * epoch_scale
+        changes.append(f"scaled all epoch fields by {epoch_scale}")
+
+    header = "\n".join(
+        [f"Derived from {origin}", *(f"- {change}" for change in changes or ["unchanged"])]
+        + ([f"Why: {reason}"] if reason else [])
+    )
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(dump_recipe(recipe, header=header))
+    return out_path

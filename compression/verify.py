@@ -1,0 +1,358 @@
+"""Check an exported model directory end to end and record the result as ``verify.json``.
+
+Checks (each reports ``passed``: true/false, or null when skipped with a ``reason``):
+
+* ``onnx_checker``: the graph loads and passes ``onnx.checker``.
+* ``interface``: int64 inputs ``input_ids``/``attention_mask``/``token_type_ids`` and outputs
+  ``start_logits``/``end_logits``, all [batch (dynamic), sequence_length].
+* ``encoder_layers``: the graph holds exactly the manifest's ``num_layers`` encoder layers.
+* ``matmul_ops``: every parameter the recipe prunes is computed by an INT8 matmul (``MatMulInteger`` or
+  ``QLinearMatMul``) in an INT8 model, or by a float ``MatMul``/``Gemm`` in an FP32 model. ONNX nodes
+  are mapped back to parameters through their scope names (``/mobilebert/encoder/layer.3/ffn.0/
+  output/dense/module/MatMul_quant`` -> ``mobilebert.encoder.layer.3.ffn.0.output.dense.weight``).
+* ``weight_sparsity``: the zeros survive export: the fraction of all-zero aligned 4-blocks in the ONNX
+  weights (INT8: value == zero point) matches the manifest's target within 0.5 percentage points, and,
+  given the torch model, every block that is zero there is zero in ONNX. INT8 weights may gain a few
+  extra scattered zeros where tiny weights round to the zero point; they are reported, not failed.
+* ``ort_vs_torch``: ONNX Runtime logits against the PyTorch model's (when given).
+* ``deepsparse_vs_ort``: DeepSparse compiles and runs the model and agrees with ONNX Runtime.
+
+Tolerances compare the largest absolute logit difference with ``atol + rtol * max|reference logit|``
+(relative to the logit scale, because untrained logits are only ~0.05 in size while trained ones are ~10).
+Measured on the untrained mobilebert-uncased builds (batch of 2 synthetic sequences, this 2-core AVX2 CPU):
+
+* FP32, ONNX Runtime vs PyTorch: 2e-8 absolute (5e-7 relative): only summation order differs.
+  Bound: 1e-5 + 1e-4 relative.
+* INT8, ONNX Runtime vs the fake-quant PyTorch model: 5.5e-4 absolute, 1.2% of the logit range at the
+  worst position (mean 0.25%). The integer matmuls reproduce fake-quant, but the export quantizes biases to
+  int32, and an 8-bit activation rounding one step differently moves a logit by a whole quantization step.
+  Bound: 1e-5 + 5% relative.
+* DeepSparse vs ONNX Runtime, same graph: FP32 8e-8 (1.6e-6 relative), bound as FP32 above; INT8
+  bit-identical here (integer arithmetic, emulated without VNNI), bound 1e-5 + 2% relative to allow
+  for VNNI kernels and fused requantization elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compression.errors import VerificationError
+from compression.export import MANIFEST_FILE, ONNX_FILE, OUTPUT_NAMES
+from compression.recipes import canonical_param_name
+from compression.sparsity import block4_stats, summarize_block_stats
+from compression.synthetic import INPUT_NAMES, synthetic_qa_batch
+
+log = logging.getLogger(__name__)
+
+VERIFY_FILE = "verify.json"
+INT8_MATMUL_OPS = ("MatMulInteger", "QLinearMatMul")
+FLOAT_MATMUL_OPS = ("MatMul", "Gemm")
+SPARSITY_TOLERANCE = 0.005  # +-0.5 percentage points of block sparsity
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+    def bound(self, reference_scale: float) -> float:
+        return self.atol + self.rtol * reference_scale
+
+
+TOLERANCES: dict[str, dict[str, Tolerance]] = {
+    "ort_vs_torch": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.05)},
+    "deepsparse_vs_ort": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.02)},
+}
+
+VERIFY_BATCH_SIZE = 2
+VERIFY_SEED = 1234  # differs from the calibration seeds, so verification sees unseen inputs
+
+
+@dataclass(frozen=True)
+class OnnxWeight:
+    """Where a torch Linear weight lives in the ONNX graph."""
+
+    node_op: str
+    initializer: str
+    zero_point: int | float  # value that represents 0.0 (the INT8 zero point; 0 for float weights)
+    transposed: bool  # True when stored [in, out] (MatMul) rather than torch's [out, in]
+
+
+def _module_from_node_name(node_name: str) -> str | None:
+    """``/a/b.0/c/module/MatMul_quant`` -> ``a.b.0.c`` (QuantWrapper ``module`` levels dropped)."""
+    parts = [p for p in node_name.split("/") if p]
+    if len(parts) < 2:
+        return None
+    return ".".join(p for p in parts[:-1] if p != "module")
+
+
+def onnx_linear_weights(onnx_model) -> dict[str, OnnxWeight]:
+    """Map ``<module>.weight`` parameter names to the matmul node and initializer holding them."""
+    from onnx import numpy_helper
+
+    graph = onnx_model.graph
+    initializers = {init.name: init for init in graph.initializer}
+
+    def scalar(name: str) -> int | float:
+        return numpy_helper.to_array(initializers[name]).reshape(-1)[0].item()
+
+    weights: dict[str, OnnxWeight] = {}
+    for node in graph.node:
+        module = _module_from_node_name(node.name)
+        if module is None:
+            continue
+        if node.op_type == "MatMulInteger" and node.input[1] in initializers:
+            zero_point = scalar(node.input[3]) if len(node.input) > 3 and node.input[3] else 0
+            ref = OnnxWeight(node.op_type, node.input[1], zero_point, True)
+        elif node.op_type == "QLinearMatMul" and node.input[3] in initializers:
+            ref = OnnxWeight(node.op_type, node.input[3], scalar(node.input[5]), True)
+        elif node.op_type == "MatMul" and node.input[1] in initializers:
+            ref = OnnxWeight(node.op_type, node.input[1], 0.0, True)
+        elif node.op_type == "Gemm" and node.input[1] in initializers:
+            trans_b = any(a.name == "transB" and a.i == 1 for a in node.attribute)
+            ref = OnnxWeight(node.op_type, node.input[1], 0.0, not trans_b)
+        else:
+            continue
+        weights[f"{module}.weight"] = ref
+    return weights
+
+
+def _check(passed: bool | None, **details: Any) -> dict[str, Any]:
+    return {"passed": passed, **details}
+
+
+def _compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], tolerance: Tolerance) -> dict[str, Any]:
+    max_diff = max(float(np.abs(reference[k] - candidate[k]).max()) for k in OUTPUT_NAMES)
+    scale = max(float(np.abs(reference[k]).max()) for k in OUTPUT_NAMES)
+    mean_diff = float(np.mean([np.abs(reference[k] - candidate[k]).mean() for k in OUTPUT_NAMES]))
+    bound = tolerance.bound(scale)
+    return _check(
+        bool(max_diff <= bound),
+        max_abs_diff=max_diff,
+        mean_abs_diff=mean_diff,
+        max_abs_reference=scale,
+        relative_max_diff=max_diff / scale if scale else None,
+        tolerance={"atol": tolerance.atol, "rtol": tolerance.rtol, "bound": bound},
+    )
+
+
+def _interface_check(onnx_model, sequence_length: int | None) -> dict[str, Any]:
+    import onnx
+
+    graph = onnx_model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    problems = []
+    if [i.name for i in inputs] != list(INPUT_NAMES):
+        problems.append(f"inputs {[i.name for i in inputs]} != {list(INPUT_NAMES)}")
+    if [o.name for o in graph.output] != list(OUTPUT_NAMES):
+        problems.append(f"outputs {[o.name for o in graph.output]} != {list(OUTPUT_NAMES)}")
+    shapes = {}
+    for value in [*inputs, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        shape = [d.dim_param or d.dim_value for d in dims]
+        shapes[value.name] = shape
+        if value.name in INPUT_NAMES and value.type.tensor_type.elem_type != onnx.TensorProto.INT64:
+            problems.append(f"{value.name} is not int64")
+        if len(dims) != 2 or not dims[0].dim_param or (sequence_length and dims[1].dim_value != sequence_length):
+            problems.append(f"{value.name} has shape {shape}, expected [batch, {sequence_length}]")
+    return _check(not problems, shapes=shapes, problems=problems)
+
+
+def _layers_check(onnx_model, expected: int | None) -> dict[str, Any]:
+    found = {int(m[1]) for n in onnx_model.graph.node if (m := re.search(r"/encoder/layer\.(\d+)/", n.name))}
+    count = len(found)
+    contiguous = found == set(range(count))
+    return _check(expected is not None and count == expected and contiguous, found=count, expected=expected)
+
+
+def _matmul_check(weights: dict[str, OnnxWeight], param_names: list[str], precision: str) -> dict[str, Any]:
+    wanted = INT8_MATMUL_OPS if precision == "int8" else FLOAT_MATMUL_OPS
+    missing = [name for name in param_names if name not in weights]
+    wrong = {name: weights[name].node_op for name in param_names if name in weights and weights[name].node_op not in wanted}
+    ops = Counter(weights[name].node_op for name in param_names if name in weights)
+    return _check(
+        bool(param_names) and not missing and not wrong,
+        expected_ops=list(wanted),
+        checked_params=len(param_names),
+        ops_for_listed_params=dict(ops),
+        params_not_found=missing,
+        params_with_wrong_op=wrong,
+    )
+
+
+def _sparsity_check(
+    onnx_model, weights: dict[str, OnnxWeight], param_names: list[str], target: float | None, torch_model
+) -> dict[str, Any]:
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in onnx_model.graph.initializer}
+    torch_params = {canonical_param_name(n): p for n, p in torch_model.named_parameters()} if torch_model else {}
+    per_param: dict[str, dict[str, Any]] = {}
+    lost_zero_blocks = 0
+    for name in param_names:
+        ref = weights.get(name)
+        if ref is None:
+            continue
+        array = numpy_helper.to_array(initializers[ref.initializer])
+        out_in = array.T if ref.transposed else array
+        per_param[name] = block4_stats(out_in, zero_value=ref.zero_point)
+        if name in torch_params:
+            torch_weight = torch_params[name].detach().cpu().numpy()
+            if torch_weight.shape != out_in.shape:
+                per_param[name]["shape_mismatch"] = [list(torch_weight.shape), list(out_in.shape)]
+                lost_zero_blocks += 1
+                continue
+            torch_zero = (torch_weight == 0).reshape(-1, 4).all(axis=1)
+            onnx_zero = (out_in == ref.zero_point).reshape(-1, 4).all(axis=1)
+            lost_zero_blocks += int((torch_zero & ~onnx_zero).sum())
+    summary = summarize_block_stats(per_param)
+    problems = []
+    if len(per_param) != len(param_names):
+        problems.append(f"only {len(per_param)} of {len(param_names)} listed weights found in the graph")
+    if target is None:
+        problems.append("the manifest has no sparsity target")
+    elif abs(summary["block_sparsity"] - target) > SPARSITY_TOLERANCE:
+        problems.append(f"block sparsity {summary['block_sparsity']:.4f} is not within {SPARSITY_TOLERANCE} of {target}")
+    if torch_model is not None and lost_zero_blocks:
+        problems.append(f"{lost_zero_blocks} zero blocks of the torch model are not zero in the ONNX weights")
+    return _check(
+        not problems,
+        target=target,
+        block_sparsity=summary["block_sparsity"],
+        element_sparsity=summary["global_sparsity"],
+        zero_blocks=summary["zero_blocks"],
+        total_blocks=summary["total_blocks"],
+        zeros_outside_zero_blocks=summary["zeros_outside_zero_blocks"],
+        torch_zero_blocks_lost=lost_zero_blocks if torch_model is not None else None,
+        problems=problems,
+    )
+
+
+def _run_torch(torch_model, batch) -> dict[str, np.ndarray]:
+    was_training = torch_model.training
+    torch_model.eval()
+    with torch.no_grad():
+        output = torch_model(**batch)
+    torch_model.train(was_training)
+    return {name: getattr(output, name).float().numpy() for name in OUTPUT_NAMES}
+
+
+def _run_ort(onnx_path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), feed)))
+
+
+def _run_deepsparse(onnx_path: Path, feed: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray] | str:
+    """DeepSparse outputs, or the reason it cannot run here (a string)."""
+    try:
+        import deepsparse
+    except Exception as exc:  # ImportError, or its native library failing to load on this CPU
+        return f"deepsparse cannot be imported: {type(exc).__name__}: {exc}"
+    engine = deepsparse.compile_model(str(onnx_path), batch_size=batch_size)
+    outputs = engine.run([feed[name] for name in INPUT_NAMES])
+    return dict(zip(OUTPUT_NAMES, outputs))
+
+
+def verify_model_dir(
+    model_dir: Path,
+    torch_model: torch.nn.Module | None = None,
+    *,
+    raise_on_failure: bool = False,
+    write: bool = True,
+    check_deepsparse: bool = True,
+    published_as: Path | None = None,
+) -> dict[str, Any]:
+    """Run all checks on ``model_dir``; write ``verify.json`` there and return the same dict.
+
+    ``torch_model`` is the PyTorch model the directory was exported from (for an INT8 export: the
+    QAT model with frozen observers). Without it the ``ort_vs_torch`` check is skipped.
+    ``published_as`` is the final directory when ``model_dir`` is a staging copy (recorded in the result).
+    """
+    import onnx
+
+    started = time.perf_counter()
+    model_dir = Path(model_dir)
+    onnx_path = model_dir / ONNX_FILE
+    manifest_path = model_dir / MANIFEST_FILE
+    if not onnx_path.is_file():
+        raise VerificationError(f"{model_dir}: no {ONNX_FILE} to verify")
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    precision = manifest.get("precision", "fp32")
+    sequence_length = manifest.get("sequence_length")
+    details = manifest.get("sparsity_details") or {}
+    param_names = list(details.get("params", []))
+
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        onnx.checker.check_model(str(onnx_path))
+        checks["onnx_checker"] = _check(True)
+    except Exception as exc:  # onnx raises ValidationError, DecodeError, ...
+        checks["onnx_checker"] = _check(False, error=f"{type(exc).__name__}: {exc}")
+    onnx_model = onnx.load(str(onnx_path))
+    op_types = dict(sorted(Counter(node.op_type for node in onnx_model.graph.node).items()))
+    weights = onnx_linear_weights(onnx_model)
+
+    checks["interface"] = _interface_check(onnx_model, sequence_length)
+    checks["encoder_layers"] = _layers_check(onnx_model, manifest.get("num_layers"))
+    if param_names:
+        checks["matmul_ops"] = _matmul_check(weights, param_names, precision)
+        checks["weight_sparsity"] = _sparsity_check(onnx_model, weights, param_names, details.get("target"), torch_model)
+    else:
+        reason = "the manifest lists no recipe parameters (sparsity_details.params)"
+        checks["matmul_ops"] = _check(None, reason=reason)
+        checks["weight_sparsity"] = _check(None, reason=reason)
+
+    config_path = model_dir / "config.json"
+    vocab_size = json.loads(config_path.read_text()).get("vocab_size", 30522) if config_path.is_file() else 30522
+    batch = synthetic_qa_batch(VERIFY_BATCH_SIZE, sequence_length or 384, vocab_size=vocab_size, seed=VERIFY_SEED)
+    feed = {name: tensor.numpy() for name, tensor in batch.items()}
+    ort_outputs = _run_ort(onnx_path, feed)
+    if torch_model is not None:
+        torch_outputs = _run_torch(torch_model, batch)
+        checks["ort_vs_torch"] = _compare(torch_outputs, ort_outputs, TOLERANCES["ort_vs_torch"][precision])
+    else:
+        checks["ort_vs_torch"] = _check(None, reason="no PyTorch model given")
+    if check_deepsparse:
+        ds_outputs = _run_deepsparse(onnx_path, feed, VERIFY_BATCH_SIZE)
+        if isinstance(ds_outputs, str):
+            checks["deepsparse_vs_ort"] = _check(None, reason=ds_outputs)
+        else:
+            checks["deepsparse_vs_ort"] = _compare(ort_outputs, ds_outputs, TOLERANCES["deepsparse_vs_ort"][precision])
+    else:
+        checks["deepsparse_vs_ort"] = _check(None, reason="disabled by the caller")
+
+    failed = [name for name, check in checks.items() if check["passed"] is False]
+    result = {
+        "model": manifest.get("name"),
+        "model_dir": str(published_as or model_dir),
+        "passed": not failed,
+        "failed_checks": failed,
+        "precision": precision,
+        "trained": manifest.get("trained"),
+        "checks": checks,
+        "onnx_op_types": op_types,
+        "duration_s": round(time.perf_counter() - started, 2),
+    }
+    if write:
+        (model_dir / VERIFY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    for name, check in checks.items():
+        status = {True: "ok", False: "FAILED", None: "skipped"}[check["passed"]]
+        log.info("verify %-18s %s%s", name, status, f" ({check['reason']})" if check.get("reason") else "")
+    if failed and raise_on_failure:
+        raise VerificationError(
+            f"{model_dir}: verification failed ({', '.join(failed)}); see {model_dir / VERIFY_FILE}"
+        )
+    return result

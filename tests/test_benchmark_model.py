@@ -1,0 +1,545 @@
+"""Tests of the compression building blocks and the untrained benchmark models.
+
+Most tests use the ``tiny`` preset (seconds). One session-scoped fixture builds the real-geometry default
+``sparse-int8`` model (about two minutes on 2 cores: the INT8 ONNX conversion and the DeepSparse compile
+dominate) and checks it the way the harness relies on; set ``OBERT_SKIP_REAL_BUILD=1`` to leave it out.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compression.architecture import PRESETS, build_model, drop_layers, encoder_layer_count, make_config
+from compression.benchmark_model import (
+    VARIANTS,
+    build_benchmark_model,
+    build_benchmark_model_detailed,
+    default_model_dir,
+    layers_to_keep,
+)
+from compression.errors import CompressionError, ExportError, OutputExistsError, RecipeError
+from compression.export import UNTRAINED_WARNING, export_model_dir
+from compression.recipes import (
+    COMPRESSION_RECIPE,
+    QUANTIZATION_RECIPE,
+    RECIPE_DIR,
+    RecipeModifier,
+    canonical_param_name,
+    derive_recipe,
+    find_modifiers,
+    kept_layer_count,
+    load_recipe,
+    match_params,
+    pruned_param_patterns,
+    pruning_target,
+)
+from compression.sparsity import (
+    apply_masks,
+    block4_magnitude_masks,
+    plot_sparsity_heatmap,
+    sparsity_report,
+)
+from compression.synthetic import synthetic_qa_batch
+from compression.verify import TOLERANCES, verify_model_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_VOCAB_CANDIDATES = (
+    REPO_ROOT.parent / "shared" / "data" / "bert-uncased-vocab.txt",
+    Path("/work/shared/data/bert-uncased-vocab.txt"),
+)
+INT8_OPS = {"MatMulInteger", "QLinearMatMul"}
+
+# The published google/mobilebert-uncased config.json (the preset must reproduce it exactly).
+PUBLISHED_MOBILEBERT_UNCASED = {
+    "attention_probs_dropout_prob": 0.1,
+    "classifier_activation": False,
+    "embedding_size": 128,
+    "hidden_act": "relu",
+    "hidden_dropout_prob": 0.0,
+    "hidden_size": 512,
+    "initializer_range": 0.02,
+    "intermediate_size": 512,
+    "intra_bottleneck_size": 128,
+    "key_query_shared_bottleneck": True,
+    "layer_norm_eps": 1e-12,
+    "max_position_embeddings": 512,
+    "normalization_type": "no_norm",
+    "num_attention_heads": 4,
+    "num_feedforward_networks": 4,
+    "num_hidden_layers": 24,
+    "pad_token_id": 0,
+    "trigram_input": True,
+    "true_hidden_size": 128,
+    "type_vocab_size": 2,
+    "use_bottleneck": True,
+    "use_bottleneck_attention": False,
+    "vocab_size": 30522,
+}
+
+
+@pytest.fixture(scope="session")
+def vocab(tmp_path_factory) -> Path:
+    """The BERT uncased vocab from shared/ when present, else a synthetic one of the same size."""
+    data_dir = os.environ.get("OBERT_DATA_DIR")  # the harness tests' data directory setting
+    configured = [Path(data_dir) / "bert-uncased-vocab.txt", Path(data_dir) / "vocab.txt"] if data_dir else []
+    for candidate in configured + list(SHARED_VOCAB_CANDIDATES):
+        if candidate.is_file():
+            return candidate
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += [f"tok{i}" for i in range(30522 - len(tokens))]
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def _embedding_state(model) -> dict[str, torch.Tensor]:
+    """Embedding parameters by their plain names (QAT wrapper levels removed; observers ignored)."""
+    return {canonical_param_name(n): p.detach().clone() for n, p in model.mobilebert.embeddings.named_parameters()}
+
+
+def _assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------------------------------------- architecture
+
+
+def test_mobilebert_preset_is_the_published_config():
+    config = make_config("mobilebert-uncased")
+    for key, value in PUBLISHED_MOBILEBERT_UNCASED.items():
+        assert getattr(config, key) == value, key
+    # transformers' defaults agree except classifier_activation (pooler only; unused by the QA head)
+    from transformers import MobileBertConfig
+
+    defaults = MobileBertConfig()
+    differing = {k for k, v in PUBLISHED_MOBILEBERT_UNCASED.items() if getattr(defaults, k) != v}
+    assert differing == {"classifier_activation"}
+
+
+def test_tiny_preset_keeps_every_recipe_parameter_pattern():
+    model = build_model("tiny")
+    patterns = pruned_param_patterns(load_recipe(COMPRESSION_RECIPE))
+    names = match_params(model, patterns)  # raises if any pattern matches nothing
+    assert len(names) == len(patterns) * PRESETS["tiny"].num_layers
+    assert all(model.get_parameter(n).shape[1] % 4 == 0 for n in names)
+
+
+def test_build_model_is_deterministic_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = build_model("tiny", seed=7)
+    assert torch.equal(torch.rand(1), expected_next)
+    second = build_model("tiny", seed=7)
+    other = build_model("tiny", seed=8)
+    for (name, a), (_, b), (_, c) in zip(
+        first.state_dict().items(), second.state_dict().items(), other.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+    assert not torch.equal(first.qa_outputs.weight, other.qa_outputs.weight)
+    assert not first.training
+
+
+def test_drop_layers_keeps_leading_layers_and_embeddings():
+    model = build_model("tiny", seed=1)
+    embeddings = _embedding_state(model)
+    layer1 = copy.deepcopy(model.mobilebert.encoder.layer[1].state_dict())
+    assert drop_layers(model, 2) is model
+    assert encoder_layer_count(model) == 2 and model.config.num_hidden_layers == 2
+    _assert_bit_identical(embeddings, _embedding_state(model))
+    _assert_bit_identical(layer1, model.mobilebert.encoder.layer[1].state_dict())
+    with pytest.raises(CompressionError, match="cannot keep 3 encoder layers"):
+        drop_layers(model, 3)
+    with pytest.raises(CompressionError):
+        drop_layers(model, 0)
+
+
+def test_drop_layers_equals_sparseml_layer_pruning_modifier():
+    from compression.quantize import load_manager, sparseml_loggers
+
+    dropped = drop_layers(build_model("tiny", seed=3), 2)
+    pruned = build_model("tiny", seed=3)
+    recipe = {
+        "pruning_modifiers": [
+            RecipeModifier(
+                "LayerPruningModifier",
+                {
+                    "start_epoch": 0.0,
+                    "end_epoch": -1,
+                    "layers": ["mobilebert.encoder.layer.2", "mobilebert.encoder.layer.3"],
+                },
+            )
+        ]
+    }
+    load_manager(recipe).apply(pruned, epoch=0.0, finalize=False, loggers=sparseml_loggers())
+    batch = synthetic_qa_batch(2, 64, seed=5)
+    with torch.no_grad():
+        a, b = dropped(**batch), pruned(**batch)
+    assert torch.equal(a.start_logits, b.start_logits) and torch.equal(a.end_logits, b.end_logits)
+
+
+# --------------------------------------------------------------------------------------------------- recipes
+
+
+def test_recipes_are_read_from_the_packaged_files():
+    compression, quantization = load_recipe(COMPRESSION_RECIPE), load_recipe(QUANTIZATION_RECIPE)
+    patterns = pruned_param_patterns(compression)
+    assert len(patterns) == 15 and all(p.startswith("re:mobilebert.encoder.layer.") for p in patterns)
+    # the quantization recipe holds the masks of exactly the parameters the compression recipe prunes
+    assert pruned_param_patterns(quantization) == patterns
+    target = pruning_target(compression)
+    assert (target.final_sparsity, target.mask_type, target.global_sparsity) == (0.5, "block4", True)
+    assert kept_layer_count(compression) == kept_layer_count(quantization) == 14
+    assert layers_to_keep("mobilebert-uncased") == 14
+
+
+def test_match_params_agrees_with_sparseml_and_rejects_unmatched_patterns():
+    from sparseml.pytorch.utils.helpers import get_named_layers_and_params_by_regex
+
+    model = drop_layers(build_model("mobilebert-uncased"), 14)
+    patterns = pruned_param_patterns(load_recipe(COMPRESSION_RECIPE))
+    ours = match_params(model, patterns)
+    found = get_named_layers_and_params_by_regex(model, patterns, params_strict=True)
+    theirs = [f"{p.layer_name}.{p.param_name}" for p in found]
+    assert sorted(ours) == sorted(theirs)
+    assert len(ours) == 14 * 15
+    assert not any("embedding" in n or "qa_outputs" in n for n in ours)
+    with pytest.raises(RecipeError, match=r"re:mobilebert\.encoder\.layer\.\*\.nonexistent"):
+        match_params(model, [*patterns, "re:mobilebert.encoder.layer.*.nonexistent.weight"])
+
+
+def test_derive_recipe_drops_layer_pruning_and_sparseml_loads_it(tmp_path):
+    from compression.quantize import load_manager
+
+    packaged = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in RECIPE_DIR.glob("*.yaml")}
+    derived_path = derive_recipe(QUANTIZATION_RECIPE, tmp_path / "q.yaml", reason="test")
+    derived, original = load_recipe(derived_path), load_recipe(QUANTIZATION_RECIPE)
+    assert not find_modifiers(derived, "LayerPruningModifier")
+    kept = [m for group in original.values() for m in group if m.tag != "LayerPruningModifier"]
+    assert [(m.tag, m.fields) for group in derived.values() for m in group] == [(m.tag, m.fields) for m in kept]
+    assert derived_path.read_text().startswith("# Derived from")
+    modifiers = [type(m).__name__ for m in load_manager(derived_path).iter_modifiers()]
+    assert "QuantizationModifier" in modifiers and "ConstantPruningModifier" in modifiers
+    assert "LayerPruningModifier" not in modifiers
+
+    scaled = load_recipe(derive_recipe(COMPRESSION_RECIPE, tmp_path / "c.yaml", epoch_scale=0.1))
+    obs = find_modifiers(scaled, "OBSPruningModifier")[0].fields
+    assert obs["start_epoch"] == pytest.approx(0.2) and obs["end_epoch"] == pytest.approx(2.8)
+    assert obs["update_frequency"] == pytest.approx(0.2)
+    assert find_modifiers(scaled, "LearningRateFunctionModifier")[1].fields["cycle_epochs"] == pytest.approx(0.2)
+    # the packaged recipes are never touched
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in RECIPE_DIR.glob("*.yaml")} == packaged
+
+
+# -------------------------------------------------------------------------------------------------- sparsity
+
+
+@pytest.mark.parametrize("global_", [True, False])
+def test_block4_masks_equal_sparseml_four_block_mask_creator(global_):
+    from sparseml.pytorch.sparsification.pruning.mask_creator import FourBlockMaskCreator
+
+    model = drop_layers(build_model("tiny", seed=11), 2)
+    names = match_params(model, pruned_param_patterns(load_recipe(COMPRESSION_RECIPE)))
+    ours = block4_magnitude_masks(model, names, 0.5, global_=global_)
+    # sparseml's magnitude scorer scores |w|; FourBlockMaskCreator averages the scores of each block
+    theirs = FourBlockMaskCreator().create_sparsity_masks(
+        [model.get_parameter(n).detach().abs() for n in names], 0.5, global_sparsity=global_
+    )
+    for name, expected in zip(names, theirs):
+        assert torch.equal(ours[name], expected), name
+
+
+def test_sparsity_report_and_block_alignment():
+    model = drop_layers(build_model("tiny", seed=2), 2)
+    names = match_params(model, pruned_param_patterns(load_recipe(COMPRESSION_RECIPE)))
+    apply_masks(model, block4_magnitude_masks(model, names, 0.5))
+    report = sparsity_report(model, names)
+    assert report["global_sparsity"] == pytest.approx(0.5, abs=4 / report["total_weights"])
+    assert report["block4_aligned"] and report["zeros_outside_zero_blocks"] == 0
+    assert set(report["params"]) == set(names)
+    # per-layer sparsity varies under global ranking, the total does not
+    assert len({round(p["sparsity"], 3) for p in report["params"].values()}) > 1
+    with torch.no_grad():  # one stray zero breaks the pattern
+        weight = model.get_parameter(names[0])
+        row, col = (weight != 0).nonzero()[0].tolist()
+        weight[row, col] = 0.0
+    broken = sparsity_report(model, names)
+    assert not broken["block4_aligned"] and broken["zeros_outside_zero_blocks"] == 1
+
+
+def test_sparsity_heatmap_is_a_png(tmp_path):
+    model = drop_layers(build_model("tiny", seed=2), 2)
+    names = match_params(model, pruned_param_patterns(load_recipe(COMPRESSION_RECIPE)))
+    apply_masks(model, block4_magnitude_masks(model, names, 0.5))
+    path = plot_sparsity_heatmap(sparsity_report(model, names), tmp_path / "heat.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_qat_training_mode_keeps_masks_fixed(tmp_path):
+    """The training pipeline's path: QAT from the derived recipe, optimizer steps, masks unchanged."""
+    from compression.quantize import is_qat_model, prepare_qat
+    from compression.synthetic import synthetic_qa_batches
+
+    model = drop_layers(build_model("tiny", seed=4), 2)
+    patterns = pruned_param_patterns(load_recipe(COMPRESSION_RECIPE))
+    names = match_params(model, patterns)
+    apply_masks(model, block4_magnitude_masks(model, names, 0.5))
+    zero_before = {name: (model.get_parameter(name) == 0).clone() for name in names}
+    recipe = derive_recipe(QUANTIZATION_RECIPE, tmp_path / "q.yaml")
+    model.train()
+    manager = prepare_qat(model, recipe, one_shot=False)
+    assert is_qat_model(model) and model.training
+    optimizer = manager.modify(model, torch.optim.AdamW(model.parameters(), lr=1e-3), steps_per_epoch=2)
+    for batch in synthetic_qa_batches(3, 2, 64):
+        loss = model(**batch, start_positions=torch.tensor([3, 5]), end_positions=torch.tensor([6, 9])).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    manager.finalize(model)
+    for name, param in model.named_parameters():
+        plain = canonical_param_name(name)
+        if plain in zero_before:
+            assert torch.equal(param == 0, zero_before[plain]), plain
+    assert sparsity_report(model, match_params(model, patterns))["block4_aligned"]
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+
+def test_export_refuses_non_empty_dir_and_mismatched_precision(tmp_path, vocab):
+    model = build_model("tiny")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        export_model_dir(model, occupied, vocab=vocab, quantized=False, manifest={"trained": False})
+    assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    with pytest.raises(ExportError, match="fake-quantize"):
+        export_model_dir(model, tmp_path / "int8", vocab=vocab, quantized=True, manifest={"trained": False})
+    with pytest.raises(CompressionError, match="trained"):
+        export_model_dir(model, tmp_path / "x", vocab=vocab, quantized=False, manifest={})
+    with pytest.raises(CompressionError, match="does not exist"):
+        export_model_dir(model, tmp_path / "x", vocab=tmp_path / "missing.txt", quantized=False,
+                         manifest={"trained": False})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["occupied"]  # no staging leftovers
+
+
+def test_failed_publish_leaves_nothing_behind(tmp_path, vocab):
+    def veto(staged: Path) -> None:
+        assert (staged / "model.onnx").is_file() and (staged / "manifest.json").is_file()
+        raise CompressionError("vetoed")
+
+    with pytest.raises(CompressionError, match="vetoed"):
+        export_model_dir(
+            build_model("tiny"), tmp_path / "out", vocab=vocab, quantized=False, manifest={"trained": False},
+            before_publish=veto,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_pretrained_dir_for_hub_checkpoints(tmp_path, vocab):
+    from compression.export import export_pretrained_dir, load_vocab_tokenizer
+    from harness.models import inspect_onnx_model
+
+    checkpoint = tmp_path / "checkpoint"
+    build_model("tiny").save_pretrained(checkpoint)
+    load_vocab_tokenizer(vocab).save_pretrained(checkpoint)
+    out = export_pretrained_dir(checkpoint, tmp_path / "onnx", sequence_length=128)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["trained"] is None and manifest["precision"] == "fp32" and "warning" not in manifest
+    info = inspect_onnx_model(out / "model.onnx")
+    assert info.sequence_length == 128 and info.trained is None
+    assert verify_model_dir(out, check_deepsparse=False)["passed"]
+
+
+# ------------------------------------------------------------------------------------------ tiny end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_sparse_int8(tmp_path_factory, vocab):
+    out = tmp_path_factory.mktemp("tiny") / "sparse-int8"
+    return build_benchmark_model_detailed(out, vocab=vocab, variant="sparse-int8", preset="tiny", seed=5)
+
+
+def _assert_untrained_manifest(manifest: dict) -> None:
+    assert manifest["trained"] is False
+    assert manifest["warning"] == UNTRAINED_WARNING
+    assert "meaningless" in manifest["warning"] and "valid" in manifest["warning"]
+    assert manifest["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert manifest["output_names"] == ["start_logits", "end_logits"]
+    assert manifest["sequence_length"] == 384
+
+
+def test_tiny_sparse_int8_model_dir(tiny_sparse_int8):
+    out = tiny_sparse_int8.out_dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    _assert_untrained_manifest(manifest)
+    assert manifest["precision"] == "int8" and manifest["block_pattern"] == "block4"
+    assert manifest["num_layers"] == 2 and manifest["num_layers_original"] == 4
+    assert manifest["sparsity"] == pytest.approx(0.5, abs=0.005)
+    assert manifest["name"] == "obert-mobilebert-2l-50pct-block4-int8-untrained-tiny"
+    assert "UNTRAINED" in (out / "README.md").read_text()
+    for name in ("model.onnx", "config.json", "tokenizer.json", "vocab.txt", "verify.json", "sparsity_heatmap.png"):
+        assert (out / name).is_file(), name
+    recipe = load_recipe(out / "quantization_recipe.yaml")
+    assert not find_modifiers(recipe, "LayerPruningModifier") and find_modifiers(recipe, "QuantizationModifier")
+
+    verification = json.loads((out / "verify.json").read_text())
+    assert verification["passed"] and verification["model_dir"] == str(out)
+    checks = verification["checks"]
+    assert checks["matmul_ops"]["ops_for_listed_params"] == {"MatMulInteger": 30}
+    assert checks["weight_sparsity"]["torch_zero_blocks_lost"] == 0
+    assert checks["ort_vs_torch"]["passed"] is True
+    assert checks["deepsparse_vs_ort"]["passed"] in (True, None)
+
+
+def test_tiny_model_embeddings_are_the_initial_ones(tiny_sparse_int8):
+    fresh = build_model("tiny", seed=5)  # before any layer dropping
+    _assert_bit_identical(_embedding_state(fresh), _embedding_state(tiny_sparse_int8.prepared.model))
+
+
+def test_harness_reads_the_model_dir(tiny_sparse_int8):
+    from harness.models import inspect_onnx_model
+
+    info = inspect_onnx_model(tiny_sparse_int8.out_dir / "model.onnx")
+    assert info.trained is False and "UNTRAINED" in info.label
+    assert info.sequence_length == 384 and info.batch_size is None
+    assert info.input_names == {name: name for name in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def test_verify_without_torch_model(tiny_sparse_int8, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(tiny_sparse_int8.out_dir, copy_dir)
+    result = verify_model_dir(copy_dir, check_deepsparse=False)
+    assert result["passed"]
+    assert result["checks"]["ort_vs_torch"]["passed"] is None
+    assert json.loads((copy_dir / "verify.json").read_text())["passed"]
+
+
+def test_cli_builds_overwrites_and_reports_errors(tmp_path, vocab, capsys):
+    from compression.cli import main
+
+    out = tmp_path / "dense"
+    args = ["build-benchmark-model", "--variant", "dense-fp32", "--preset", "tiny", "--vocab", str(vocab),
+            "--out-dir", str(out)]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    _assert_untrained_manifest(manifest)
+    assert manifest["precision"] == "fp32" and manifest["sparsity"] == 0.0 and manifest["num_layers"] == 2
+
+    assert main(args) == 1  # refuses to overwrite
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("obert-compress: error:") and "--overwrite" in err and len(err.splitlines()) == 1
+    assert main([*args, "--overwrite", "--seed", "9"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 9
+
+    missing_vocab = tmp_path / "nope.txt"
+    assert main(["build-benchmark-model", "--preset", "tiny", "--vocab", str(missing_vocab),
+                 "--out-dir", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "nope.txt" in err and "Traceback" not in err
+
+
+def test_default_model_dir_names():
+    assert {variant: default_model_dir(variant).as_posix() for variant in VARIANTS} == {
+        "sparse-int8": "models/obert-mobilebert-14l-50pct-block4-int8-untrained",
+        "dense-fp32": "models/mobilebert-14l-dense-fp32-untrained",
+        "dense-fp32-24l": "models/mobilebert-24l-dense-fp32-untrained",
+    }
+    assert default_model_dir("dense-fp32", Path("/x"), preset="tiny") == Path("/x/mobilebert-2l-dense-fp32-untrained-tiny")
+
+
+# ------------------------------------------------------------------------------ real geometry, default model
+
+
+@pytest.fixture(scope="session")
+def real_sparse_int8(tmp_path_factory, vocab):
+    if os.environ.get("OBERT_SKIP_REAL_BUILD") == "1":
+        pytest.skip("OBERT_SKIP_REAL_BUILD=1: the real-geometry build (~2 min) is disabled")
+    out = tmp_path_factory.mktemp("real") / "obert-mobilebert-14l-50pct-block4-int8-untrained"
+    return build_benchmark_model_detailed(out, vocab=vocab, variant="sparse-int8", seed=42)
+
+
+def test_real_model_has_14_layers_and_initial_embeddings(real_sparse_int8):
+    manifest = json.loads((real_sparse_int8.out_dir / "manifest.json").read_text())
+    assert manifest["num_layers"] == 14 and manifest["num_layers_original"] == 24
+    assert real_sparse_int8.verification["checks"]["encoder_layers"]["found"] == 14
+    model = real_sparse_int8.prepared.model
+    assert encoder_layer_count(model) == 14 and model.config.num_hidden_layers == 14
+    _assert_bit_identical(_embedding_state(build_model("mobilebert-uncased", seed=42)), _embedding_state(model))
+
+
+def test_real_model_sparsity_is_50pct_block4_on_exactly_the_recipe_params(real_sparse_int8):
+    from sparseml.pytorch.utils.helpers import get_named_layers_and_params_by_regex
+
+    manifest = json.loads((real_sparse_int8.out_dir / "manifest.json").read_text())
+    patterns = pruned_param_patterns(load_recipe(COMPRESSION_RECIPE))
+    reference = drop_layers(build_model("mobilebert-uncased"), 14)
+    expected = [f"{p.layer_name}.{p.param_name}" for p in get_named_layers_and_params_by_regex(reference, patterns)]
+    assert manifest["sparsity_details"]["params"] == expected and len(expected) == 210
+
+    model = real_sparse_int8.prepared.model  # QAT-wrapped: names carry ".module."
+    report = sparsity_report(model, match_params(model, patterns))
+    assert list(report["params"]) == expected
+    assert report["global_sparsity"] == pytest.approx(0.5, abs=0.005)
+    assert report["block4_aligned"] and report["zeros_outside_zero_blocks"] == 0
+    # nothing outside the listed parameters was pruned
+    listed = set(match_params(model, patterns))
+    for name, param in model.named_parameters():
+        if name not in listed and param.dim() == 2 and "embeddings" not in name:
+            assert (param != 0).float().mean() > 0.99, name
+
+    exported = real_sparse_int8.verification["checks"]["weight_sparsity"]
+    assert exported["passed"] and exported["block_sparsity"] == pytest.approx(0.5, abs=0.005)
+    assert exported["torch_zero_blocks_lost"] == 0
+
+
+def test_real_model_runs_int8_matmuls_for_every_pruned_layer(real_sparse_int8):
+    import onnx
+
+    from compression.verify import onnx_linear_weights
+
+    weights = onnx_linear_weights(onnx.load(str(real_sparse_int8.out_dir / "model.onnx")))
+    params = json.loads((real_sparse_int8.out_dir / "manifest.json").read_text())["sparsity_details"]["params"]
+    assert {weights[name].node_op for name in params} <= INT8_OPS
+    assert weights["qa_outputs.weight"].node_op in INT8_OPS  # the recipe quantizes the QA head too
+
+
+def test_real_model_runtimes_agree_within_tolerance(real_sparse_int8):
+    checks = real_sparse_int8.verification["checks"]
+    ort = checks["ort_vs_torch"]
+    assert ort["passed"], ort
+    assert ort["tolerance"]["rtol"] == TOLERANCES["ort_vs_torch"]["int8"].rtol
+    deepsparse = checks["deepsparse_vs_ort"]
+    if deepsparse["passed"] is None:
+        pytest.skip(f"DeepSparse cannot run here: {deepsparse['reason']}")
+    assert deepsparse["passed"], deepsparse
+
+
+def test_real_model_dir_is_labelled_untrained_and_not_overwritten(real_sparse_int8, vocab):
+    out = real_sparse_int8.out_dir
+    _assert_untrained_manifest(json.loads((out / "manifest.json").read_text()))
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(OutputExistsError):
+        build_benchmark_model(out, vocab=vocab, variant="sparse-int8")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # an ONNX Runtime session on the published file gives finite logits of the right shape
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {k: v.numpy() for k, v in synthetic_qa_batch(3, 384, seed=9).items()}
+    start, end = session.run(["start_logits", "end_logits"], feed)
+    assert start.shape == end.shape == (3, 384) and np.isfinite(start).all() and np.isfinite(end).all()
