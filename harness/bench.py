@@ -8,7 +8,6 @@ result (it includes QSL gathering, response encoding and LoadGen's bookkeeping).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -20,10 +19,11 @@ from harness.backends import BackendOptions, create_backend
 from harness.data import DatasetFiles
 from harness.models import ModelInfo
 from harness.rundir import create_run_dir, mark_complete, write_json_atomic
-from harness.runner import RunRequest, execute_run
+from harness.isolated import execute_run_isolated
+from harness.runner import RunRequest
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
-from harness.squad import FeatureSet
+from harness.squad import FeatureSet, select_features
 from harness.sysinfo import machine_info, software_versions
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def run_offline_bench(
     mlperf_conf: Path,
     user_conf: Path,
     out_root: Path,
+    feature_cache_dir: Path,
     progress: bool = True,
 ) -> tuple[list[BenchRow], Path]:
     """Measure every case (bare loop, then the harness Offline run); returns rows and the result dir."""
@@ -86,15 +87,16 @@ def run_offline_bench(
         backend = create_backend(case.backend, case.model, options)
         bare = bare_engine_loop(backend, features, indices)
         backend.close()
-        record = execute_run(RunRequest(
+        # Each LoadGen test in its own process (harness.isolated): one test per process is LoadGen's rule.
+        record = execute_run_isolated(RunRequest(
             scenario="Offline", mode="performance", backend=case.backend, model=case.model,
-            features=_head(features, count), dataset=dataset, backend_options=options,
+            features=select_features(features, count), dataset=dataset, backend_options=options,
             sut_options=SutOptions(num_workers=1), mlperf_conf=mlperf_conf, user_conf=user_conf,
             runs_root=out_dir / "runs",
             overrides=LoadGenOverrides(min_duration_ms=0, min_query_count=count, max_query_count=count,
                                        target_qps=1.0),
             progress=progress,
-        ))
+        ), feature_cache_dir)
         harness = float(record["results"]["samples_per_second"])
         rows.append(BenchRow(
             label=case.label, backend=case.backend, model=case.model.label, batch_size=batch_size, samples=count,
@@ -109,12 +111,6 @@ def run_offline_bench(
     (out_dir / "bench.md").write_text(markdown_table(rows) + "\n")
     mark_complete(out_dir)
     return rows, out_dir
-
-
-def _head(features: FeatureSet, count: int) -> FeatureSet:
-    from harness.squad import select_features
-
-    return features if count >= len(features) else select_features(features, count, exact=True)
 
 
 def markdown_table(rows: list[BenchRow]) -> str:

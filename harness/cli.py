@@ -6,18 +6,20 @@ Sub-commands:
   prepare   resolve the dataset and build the feature cache (and, with --download, fetch SQuAD dev)
   bench     Offline samples/s of DeepSparse vs ONNX Runtime on the compressed and dense models, and the
             harness overhead against a bare engine loop (figures, not a test)
+  submission  package an MLPerf submission tree for bert-99 (runs what is missing, TEST01, validator)
 """
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import BackendFault, ConfigError, HarnessError
+from harness.run_options import DEFAULT_BATCH_SIZE, QUICK, EngineSettings, quick_overrides
 from harness.sysinfo import REPO_ROOT
 
 log = logging.getLogger("harness")
@@ -26,28 +28,6 @@ DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_MODEL_VARIANT = "sparse-int8"
 DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
 DEFAULT_CACHE_ENV = "OBERT_CACHE_DIR"
-
-
-@dataclass(frozen=True)
-class QuickPreset:
-    """A short smoke run: a few hundred features, seconds instead of the official 10 minutes."""
-
-    count: int = 320
-    min_duration_ms: int = 3000
-    min_query_count: int = 64
-
-
-QUICK = QuickPreset()
-
-
-def quick_overrides(scenario: str, feature_count: int) -> dict:
-    """LoadGen settings of a --quick run: Offline answers every selected feature once; the latency
-    scenarios stop after a few dozen queries."""
-    min_queries = feature_count if scenario == "Offline" else min(QUICK.min_query_count, feature_count)
-    return {"min_duration_ms": QUICK.min_duration_ms, "min_query_count": min_queries}
-
-# Per-scenario defaults, chosen by measurement on a 2-core AVX2 machine (see README, Performance).
-DEFAULT_BATCH_SIZE = {"Offline": 16, "Server": 8, "SingleStream": 1}
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -65,37 +45,10 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="obert-harness", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run a scenario under LoadGen")
-    run.add_argument("--scenario", default="Offline", choices=["Offline", "Server", "SingleStream"])
-    run.add_argument("--mode", default="performance", choices=["performance", "accuracy", "both"],
-                     help="'both' runs performance, then accuracy, each in its own run directory")
-    run.add_argument("--backend", default="deepsparse", choices=["deepsparse", "onnxruntime"])
-    run.add_argument("--model", default=None,
-                     help="model directory, .onnx file, Hugging Face id or SparseZoo 'zoo:' stub (default: the "
-                     "untrained oBERT-MobileBERT benchmark model in ./models, built on first use)")
-    _add_data_args(run)
-    run.add_argument("--quick", action="store_true",
-                     help=f"smoke run: first ~{QUICK.count} features, {QUICK.min_duration_ms / 1000:.0f} s minimum "
-                     "duration (not a compliant run)")
-    loadgen = run.add_argument_group("LoadGen overrides (any of these makes the run non-compliant)")
-    loadgen.add_argument("--count", type=int, help="use only the first N features (cut at a question boundary)")
-    loadgen.add_argument("--performance-count", type=int, help="performance sample count (default: mlperf.conf)")
-    loadgen.add_argument("--min-duration-ms", type=int)
-    loadgen.add_argument("--max-duration-ms", type=int)
-    loadgen.add_argument("--min-query-count", type=int)
-    loadgen.add_argument("--max-query-count", type=int)
-    loadgen.add_argument("--target-qps", type=float, help="Offline expected QPS / Server target QPS")
-    loadgen.add_argument("--target-latency-ms", type=float, help="Server latency bound (mlperf.conf: 130)")
-    loadgen.add_argument("--expected-latency-ms", type=float, help="SingleStream expected latency")
-    loadgen.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
-    loadgen.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
-    engine = run.add_argument_group("engine")
+def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """Backend and engine flags, shared by every command that starts runs (see EngineSettings)."""
+    parser.add_argument("--backend", default="deepsparse", choices=["deepsparse", "onnxruntime"])
+    engine = parser.add_argument_group("engine" + note)
     engine.add_argument("--batch-size", type=int,
                         help="engine batch size (default: Offline 16, Server 8, SingleStream 1)")
     engine.add_argument("--num-streams", type=int, help="DeepSparse streams (and SUT worker threads)")
@@ -108,6 +61,38 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--workers", type=int, help="SUT worker threads (default: --num-streams or 1)")
     engine.add_argument("--batch-timeout-ms", type=float, default=10.0,
                         help="Server: longest wait to fill a dynamic batch (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="obert-harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a scenario under LoadGen")
+    run.add_argument("--scenario", default="Offline", choices=["Offline", "Server", "SingleStream"])
+    run.add_argument("--mode", default="performance", choices=["performance", "accuracy", "both"],
+                     help="'both' runs performance, then accuracy, each in its own run directory")
+    run.add_argument("--model", default=None,
+                     help="model directory, .onnx file, Hugging Face id or SparseZoo 'zoo:' stub (default: the "
+                     "untrained oBERT-MobileBERT benchmark model in ./models, built on first use)")
+    _add_data_args(run)
+    run.add_argument("--quick", action="store_true",
+                     help=f"smoke run: first ~{QUICK.count} features, {QUICK.min_duration_ms / 1000:.0f} s minimum "
+                     "duration (not a compliant run)")
+    loadgen = run.add_argument_group("LoadGen overrides (any of these makes the run non-compliant)")
+    loadgen.add_argument("--count", type=int, help="use only the first N features (accuracy is scored over the questions they cover)")
+    loadgen.add_argument("--performance-count", type=int, help="performance sample count (default: mlperf.conf)")
+    loadgen.add_argument("--min-duration-ms", type=int)
+    loadgen.add_argument("--max-duration-ms", type=int)
+    loadgen.add_argument("--min-query-count", type=int)
+    loadgen.add_argument("--max-query-count", type=int)
+    loadgen.add_argument("--target-qps", type=float, help="Offline expected QPS / Server target QPS")
+    loadgen.add_argument("--target-latency-ms", type=float, help="Server latency bound (mlperf.conf: 130)")
+    loadgen.add_argument("--expected-latency-ms", type=float, help="SingleStream expected latency")
+    loadgen.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
+    loadgen.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
+    add_engine_args(run)
     run.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="parent of the run directories")
     run.add_argument("--inject-fault-after", type=int, help=argparse.SUPPRESS)  # tests: fail after N batches
     run.add_argument("--fault-grace-s", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -130,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out-dir", default=str(REPO_ROOT / "bench_results"))
     bench.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
     bench.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
+    # --- submission packaging (harness/submission/) ---
+    from harness.submission.cli import add_submission_parser
+
+    add_submission_parser(sub)
+    # --- end submission packaging ---
     return parser
 
 
@@ -148,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_prepare(args)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "submission":  # harness/submission/
+            from harness.submission.cli import cmd_submission
+
+            return cmd_submission(args)
     except BackendFault as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -195,9 +189,8 @@ def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path):
 
 
 def cmd_run(args) -> int:
-    from harness.backends import BackendOptions
+    from harness.isolated import execute_run_isolated
     from harness.runner import RunRequest, execute_run
-    from harness.scenarios import SutOptions
     from harness.settings import LoadGenOverrides
 
     count = args.count if args.count is not None else (QUICK.count if args.quick else None)
@@ -206,14 +199,7 @@ def cmd_run(args) -> int:
     dataset, features = load_dataset_and_features(args, count=count)
     model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir))
 
-    streams = args.num_streams
-    scheduler = args.scheduler or ("multi_stream" if streams and streams > 1 else "default")
-    backend_options = BackendOptions(
-        batch_size=args.batch_size or DEFAULT_BATCH_SIZE[args.scenario],
-        num_cores=args.num_cores, num_streams=streams, scheduler=scheduler,
-        intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
-    )
-    sut_options = SutOptions(num_workers=args.workers or streams or 1, batch_timeout_ms=args.batch_timeout_ms)
+    engine = EngineSettings.from_args(args)
     explicit = {
         "performance_count": args.performance_count, "min_duration_ms": args.min_duration_ms,
         "max_duration_ms": args.max_duration_ms, "min_query_count": args.min_query_count,
@@ -226,18 +212,21 @@ def cmd_run(args) -> int:
     if args.inject_fault_after is not None:
         from harness.backends.fault import FaultInjectingBackend
 
-        wrapper = lambda backend: FaultInjectingBackend(backend, args.inject_fault_after)  # noqa: E731
+        wrapper = partial(FaultInjectingBackend, fail_after=args.inject_fault_after)  # picklable
 
     modes = ["performance", "accuracy"] if args.mode == "both" else [args.mode]
     summaries = []
     for mode in modes:
-        record = execute_run(RunRequest(
-            scenario=args.scenario, mode=mode, backend=args.backend, model=model, features=features,
-            dataset=dataset, backend_options=backend_options, sut_options=sut_options,
+        request = RunRequest(
+            scenario=args.scenario, mode=mode, backend=engine.backend, model=model, features=features,
+            dataset=dataset, backend_options=engine.backend_options(args.scenario), sut_options=engine.sut_options(),
             mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
             overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
             fault_grace_s=args.fault_grace_s,
-        ))
+        )
+        # One LoadGen test per process when there are several (see harness.isolated).
+        record = (execute_run_isolated(request, Path(args.cache_dir) / "features") if len(modes) > 1
+                  else execute_run(request))
         summaries.append(record["summary"])
     for note in record["notes"]:
         print(f"NOTE: {note}")
@@ -298,7 +287,7 @@ def cmd_bench(args) -> int:
     rows, out_dir = run_offline_bench(
         cases, features=features, dataset=dataset, batch_size=args.batch_size, sample_count=args.samples,
         mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), out_root=Path(args.out_dir),
-        progress=not args.no_progress,
+        feature_cache_dir=Path(args.cache_dir) / "features", progress=not args.no_progress,
     )
     print(markdown_table(rows))
     for line in speedup_lines(rows):

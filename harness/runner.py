@@ -124,6 +124,9 @@ def execute_run(request: RunRequest) -> dict:
     detail = read_detail_log(run_dir / DETAIL_LOG)
     record["results"] = performance_metrics(detail, r.scenario) if r.mode == "performance" else {}
     record["loadgen"] = {"version": detail.get("loadgen_version"), "errors": detail.get("errors", [])}
+    if record["loadgen"]["errors"]:
+        record["notes"].append(f"LoadGen logged errors (the submission checker rejects such a run): "
+                               f"{'; '.join(record['loadgen']['errors'])}")
     if r.mode == "accuracy":
         record["accuracy"] = evaluate_accuracy_log(
             run_dir / ACCURACY_LOG, r.features, r.dataset.dev_json, run_dir
@@ -252,6 +255,8 @@ def summary_line(record: dict) -> str:
     accuracy = record.get("accuracy")
     if accuracy:
         parts.append(f"F1 {accuracy['f1']:.3f} EM {accuracy['exact_match']:.3f}")
+    if (record.get("loadgen") or {}).get("errors"):
+        parts.append("LOADGEN ERRORS (see run.json)")
     if record.get("fault"):
         parts.append(f"FAULT {record['fault']['error']}")
     parts.append(f"{record['qsl']['features']} features")

@@ -1,0 +1,124 @@
+"""Running one LoadGen test in a fresh Python process.
+
+LoadGen 6.0.17 keeps configuration state per process: every test after the first one logs
+``error_invalid_config: Multiple conf files are used`` in its detail log, an error the submission
+checker rejects. So whenever one command runs several tests (``run --mode both``, ``bench``,
+``submission``), each runs in its own process. The child rebuilds the features from the feature cache
+and re-inspects the model from a JSON description of the request, instead of receiving pickled
+arrays (DeepSparse refuses unpickled int64 arrays as "unsupported type 'int64'").
+
+``python -m harness.isolated SPEC.json RESULT.json [WRAPPER.pkl]``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from harness.errors import BackendFault, HarnessError
+from harness.runner import RunRequest
+from harness.sysinfo import REPO_ROOT
+
+
+def request_to_spec(request: RunRequest, feature_cache_dir: Path) -> dict:
+    """A JSON description of a request from which :func:`request_from_spec` rebuilds it."""
+    r = request
+    return {
+        "scenario": r.scenario, "mode": r.mode, "backend": r.backend, "model_path": str(r.model.onnx_path),
+        "dataset": {"dev_json": str(r.dataset.dev_json), "vocab": str(r.dataset.vocab),
+                    "official": r.dataset.official, "source": r.dataset.source},
+        "feature_params": asdict(r.features.params), "feature_cache_dir": str(feature_cache_dir),
+        "count": len(r.features) if ":first" in r.features.fingerprint else None,
+        "fingerprint": r.features.fingerprint,
+        "backend_options": asdict(r.backend_options), "sut_options": asdict(r.sut_options),
+        "overrides": r.overrides.given(), "mlperf_conf": str(r.mlperf_conf), "user_conf": str(r.user_conf),
+        "runs_root": str(r.runs_root), "audit_config": str(r.audit_config) if r.audit_config else None,
+        "fault_grace_s": r.fault_grace_s, "progress": r.progress,
+    }
+
+
+def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
+    from harness.backends import BackendOptions
+    from harness.data import DatasetFiles
+    from harness.models import resolve_model
+    from harness.scenarios import SutOptions
+    from harness.settings import LoadGenOverrides
+    from harness.squad import FeatureParams, load_or_build_features, select_features
+
+    data = spec["dataset"]
+    dataset = DatasetFiles(Path(data["dev_json"]), Path(data["vocab"]), data["official"], data["source"])
+    features = load_or_build_features(dataset.dev_json, dataset.vocab, FeatureParams(**spec["feature_params"]),
+                                      Path(spec["feature_cache_dir"]), progress=False)
+    if spec["count"] is not None:
+        features = select_features(features, spec["count"])
+    if features.fingerprint != spec["fingerprint"]:
+        raise HarnessError(f"features changed since the run was planned ({features.fingerprint} != "
+                           f"{spec['fingerprint']}); is another process rebuilding the feature cache?")
+    model = resolve_model(spec["model_path"], download_dir=Path(spec["feature_cache_dir"]).parent / "models")
+    return RunRequest(
+        scenario=spec["scenario"], mode=spec["mode"], backend=spec["backend"], model=model, features=features,
+        dataset=dataset, backend_options=BackendOptions(**spec["backend_options"]),
+        sut_options=SutOptions(**spec["sut_options"]), mlperf_conf=Path(spec["mlperf_conf"]),
+        user_conf=Path(spec["user_conf"]), runs_root=Path(spec["runs_root"]),
+        overrides=LoadGenOverrides(**spec["overrides"]),
+        audit_config=Path(spec["audit_config"]) if spec["audit_config"] else None,
+        fault_grace_s=spec["fault_grace_s"], progress=spec["progress"], backend_wrapper=wrapper,
+    )
+
+
+def execute_run_isolated(request: RunRequest, feature_cache_dir: Path) -> dict:
+    """:func:`harness.runner.execute_run` in a child process; returns the run record.
+
+    ``request.backend_wrapper`` (tests' fault injection) must be picklable. Raises BackendFault or
+    HarnessError as the in-process call would."""
+    with tempfile.TemporaryDirectory(prefix="obert-run-") as tmp:
+        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps(request_to_spec(request, feature_cache_dir)))
+        command = [sys.executable, "-m", "harness.isolated", str(spec_path), str(result_path)]
+        if request.backend_wrapper is not None:
+            with (Path(tmp) / "wrapper.pkl").open("wb") as f:
+                pickle.dump(request.backend_wrapper, f)
+            command.append(str(Path(tmp) / "wrapper.pkl"))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+        proc = subprocess.run(command, env=env)
+        if not result_path.is_file():
+            raise BackendFault(f"{request.scenario} {request.mode} run ended without a result (exit status "
+                               f"{proc.returncode}); see the newest run directory under {request.runs_root}")
+        outcome = json.loads(result_path.read_text())
+    if not outcome["ok"]:
+        raise (BackendFault if outcome["kind"] == "BackendFault" else HarnessError)(outcome["error"])
+    return outcome["record"]
+
+
+def main(argv: list[str]) -> int:
+    from harness.runner import execute_run
+
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
+    wrapper = None
+    if len(argv) > 2:
+        with open(argv[2], "rb") as f:
+            wrapper = pickle.load(f)  # written by our own parent process
+    try:
+        record = execute_run(request_from_spec(json.loads(spec_path.read_text()), wrapper))
+        outcome = {"ok": True, "record": record}
+    except BackendFault as exc:
+        outcome = {"ok": False, "kind": "BackendFault", "error": str(exc)}
+    except HarnessError as exc:
+        outcome = {"ok": False, "kind": "HarnessError", "error": str(exc)}
+    result_path.write_text(json.dumps(outcome, default=str))
+    return 0 if outcome["ok"] else 1
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    sys.exit(main(sys.argv[1:]))

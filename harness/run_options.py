@@ -1,0 +1,65 @@
+"""Defaults and option bundles shared by every command that starts runs (run, bench, submission)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.backends import BackendOptions
+from harness.scenarios import SutOptions
+
+# Per-scenario engine batch sizes (README, Performance: chosen by measurement on a 2-core AVX2 machine).
+DEFAULT_BATCH_SIZE = {"Offline": 16, "Server": 8, "SingleStream": 1}
+
+
+@dataclass(frozen=True)
+class QuickPreset:
+    """A short smoke run: a few hundred features, seconds instead of the official 10 minutes."""
+
+    count: int = 320
+    min_duration_ms: int = 3000
+    min_query_count: int = 64
+
+
+QUICK = QuickPreset()
+
+
+def quick_overrides(scenario: str, feature_count: int) -> dict:
+    """LoadGen settings of a --quick run: Offline answers every selected feature once; the latency
+    scenarios stop after a few dozen queries."""
+    min_queries = feature_count if scenario == "Offline" else min(QUICK.min_query_count, feature_count)
+    return {"min_duration_ms": QUICK.min_duration_ms, "min_query_count": min_queries}
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Backend and SUT settings as the command line takes them; unset values get per-scenario defaults."""
+
+    backend: str = "deepsparse"
+    batch_size: int | None = None
+    num_cores: int | None = None
+    num_streams: int | None = None
+    scheduler: str | None = None  # None: multi_stream when num_streams > 1, else the engine default
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    workers: int | None = None  # None: one SUT worker per engine stream
+    batch_timeout_ms: float = 10.0
+
+    @classmethod
+    def from_args(cls, args) -> EngineSettings:
+        return cls(
+            backend=args.backend, batch_size=args.batch_size, num_cores=args.num_cores,
+            num_streams=args.num_streams, scheduler=args.scheduler, intra_op_threads=args.intra_op_threads,
+            inter_op_threads=args.inter_op_threads, workers=args.workers, batch_timeout_ms=args.batch_timeout_ms,
+        )
+
+    def backend_options(self, scenario: str) -> BackendOptions:
+        streams = self.num_streams
+        return BackendOptions(
+            batch_size=self.batch_size or DEFAULT_BATCH_SIZE[scenario], num_cores=self.num_cores,
+            num_streams=streams,
+            scheduler=self.scheduler or ("multi_stream" if streams and streams > 1 else "default"),
+            intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads,
+        )
+
+    def sut_options(self) -> SutOptions:
+        return SutOptions(num_workers=self.workers or self.num_streams or 1, batch_timeout_ms=self.batch_timeout_ms)

@@ -1,0 +1,105 @@
+"""``python -m harness submission``: run what is missing, verify TEST01, package and validate."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from harness.sysinfo import REPO_ROOT
+
+EXIT_REFUSED = 4
+DEFAULT_SUBMISSIONS_DIR = REPO_ROOT / "submissions"
+
+
+def add_submission_parser(sub) -> argparse.ArgumentParser:
+    """Register the ``submission`` sub-command on the harness CLI's sub-parsers."""
+    from harness.cli import DEFAULT_RUNS_DIR, _add_data_args, add_engine_args
+    from harness.run_options import QUICK
+    from harness.submission import rules
+    from harness.submission.layout import LAYOUTS
+    from harness.submission.system import DEFAULT_TEMPLATE
+
+    p = sub.add_parser(
+        "submission", help="package an MLPerf submission tree for bert-99 (runs what is missing, TEST01 included)",
+        description="Assemble open/<submitter>/... for bert-99: performance, accuracy and TEST01 runs per scenario "
+        "(reusing --from-runs where they match), TEST01 verification, system description, documentation, then "
+        "the local validator. Refuses a tree with errors unless they are accepted with an --allow-* flag.",
+    )
+    p.add_argument("--submitter", help="organization name (default: 'submitter' in the system template)")
+    p.add_argument("--division", default="open", choices=list(rules.DIVISIONS),
+                   help="open (default; required for a compressed model) or closed")
+    p.add_argument("--system-template", default=str(DEFAULT_TEMPLATE),
+                   help=f"user-editable system description fields (default: {DEFAULT_TEMPLATE.relative_to(REPO_ROOT)})")
+    p.add_argument("--scenarios", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                   help="comma-separated (default: Offline,SingleStream, plus Server when --from-runs has a "
+                   "matching Server performance run)")
+    p.add_argument("--from-runs", action="append", default=[], metavar="DIR",
+                   help="run directory, or parent of run directories, to reuse (repeatable); only complete runs "
+                   "with matching model, data, engine and LoadGen settings are used")
+    p.add_argument("--output", help="new directory for the tree (default: submissions/<time>_<submitter>_<division>); "
+                   "an existing one is refused")
+    p.add_argument("--layout", default="v6", choices=list(LAYOUTS),
+                   help="v6 (default): current checker, measurements and TEST01 inside results/; v5: older "
+                   "measurements/, compliance/, code/ folders")
+    p.add_argument("--quick", action="store_true",
+                   help=f"quick runs (first ~{QUICK.count} features, {QUICK.min_duration_ms / 1000:.0f} s minimum "
+                   "duration) for trying the tool: the package is marked NOT COMPLIANT")
+    p.add_argument("--allow-below-target", action="store_true",
+                   help="package even though F1 is below the bert-99 target (recorded in the notes)")
+    p.add_argument("--allow-invalid", action="store_true",
+                   help="package even with INVALID performance runs, LoadGen errors, failed TEST01 or non-compliant "
+                   "settings (recorded in the notes)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="package even with missing files or scenarios (e.g. --scenarios Offline alone)")
+    p.add_argument("--validate", metavar="TREE",
+                   help="only validate an existing submission tree (with --layout, --quick) and exit")
+    p.add_argument("--model", default=None, help="as for `run` (default: the untrained benchmark model in ./models)")
+    add_engine_args(p, note=" (as for `run`; reused runs must have been made with the same values)")
+    _add_data_args(p)
+    p.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
+    p.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
+    p.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="where new runs go (default ./runs)")
+    return p
+
+
+def cmd_submission(args) -> int:
+    from harness.cli import load_dataset_and_features, resolve_run_model
+    from harness.run_options import QUICK, EngineSettings
+    from harness.submission.runs import RunContext
+    from harness.submission.validate import summarize, validate_tree
+    from harness.submission.workflow import make_submission, print_result
+
+    if args.validate:
+        findings = validate_tree(Path(args.validate), quick=args.quick, layout=args.layout)
+        print(summarize(findings))
+        return EXIT_REFUSED if any(f.level == "error" for f in findings) else 0
+
+    dataset, features = load_dataset_and_features(args, count=QUICK.count if args.quick else None)
+    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir))
+    engine = EngineSettings.from_args(args)
+    ctx = RunContext(model=model, features=features, dataset=dataset, engine=engine,
+                     mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
+                     quick=args.quick, progress=not args.no_progress,
+                     feature_cache_dir=Path(args.cache_dir) / "features")
+    allow = set()
+    if args.allow_below_target:
+        allow.add("accuracy")
+    if args.allow_invalid:
+        allow |= {"invalid", "noncompliant"}
+    if args.allow_missing:
+        allow.add("missing")
+    submitter_label = args.submitter or "submitter"
+    output = Path(args.output) if args.output else (
+        DEFAULT_SUBMISSIONS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}_{submitter_label}_{args.division}")
+    result = make_submission(
+        ctx, output=output, division=args.division, submitter=args.submitter,
+        system_template=Path(args.system_template), scenarios=args.scenarios,
+        from_runs=[Path(p) for p in args.from_runs], layout=args.layout, allow=frozenset(allow),
+        command_line=shlex.join(["python", "-m", "harness", *sys.argv[1:]]) if sys.argv[1:2] == ["submission"]
+        else "python -m harness submission",
+    )
+    print_result(result)
+    return 0 if result.accepted else EXIT_REFUSED

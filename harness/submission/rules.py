@@ -1,0 +1,103 @@
+"""The MLPerf Inference submission rules that apply to ``bert-99``, as the submission checker encodes them.
+
+Mirrored (not copied) from mlcommons/inference ``tools/submission/submission_checker`` (``constants.py``,
+``checks/*.py``) and ``compliance/TEST01`` for the current round; every value names its source so it
+can be re-checked when a new round changes it.
+"""
+
+from __future__ import annotations
+
+import re
+
+BENCHMARK = "bert-99"  # constants.MODEL_CONFIG[...]["models"]; our compressed variant goes in the notes
+LOADGEN_MODEL = "bert"  # the name mlperf.conf / user.conf / audit.config use
+CHECKER_VERSION = "v6.1"  # the round whose RNG seeds LoadGen 6.0.17 carries (see README, Submitting)
+
+DIVISIONS = ("open", "closed")
+REQUIRED_SCENARIOS = ("Offline", "SingleStream")  # required-scenarios-edge["bert-99"]
+OPTIONAL_SCENARIOS = ("Server",)  # accepted in open; not in the edge suite's closed list
+ALL_SCENARIOS = ("Offline", "SingleStream", "Server")
+SYSTEM_TYPES = ("edge", "datacenter", "datacenter,edge", "edge,datacenter")  # system_check.system_type_check
+AVAILABILITIES = ("available", "preview", "rdi")  # constants.VALID_AVAILABILITIES
+
+# accuracy-target["bert-99"] = ("F1", 90.874 * 0.99)
+REFERENCE_F1 = 90.874
+ACCURACY_TARGET_F1 = REFERENCE_F1 * 0.99
+# constants.ACC_PATTERN["F1"]: the line the checker parses in accuracy.txt (re.match, line by line)
+F1_PATTERN = re.compile(r"^{[\"\']exact_match[\"\']\:\s*[\d\.]+,\s*[\"\']f1[\"\']\:\s*([\d\.]+)}")
+HASH_PATTERN = re.compile(r"^hash=([\w\d]+)$")  # written by truncate_accuracy_log.py
+
+DATASET_SIZE = 10833  # dataset-size["bert-99"]: the accuracy run must cover all of it
+PERFORMANCE_SAMPLE_COUNT = 10833  # performance-sample-count["bert-99"]
+OFFLINE_MIN_SAMPLES_PER_QUERY = 10833  # OFFLINE_MIN_SPQ_SINCE_V4["bert-99"] (closed only)
+MIN_QUERIES = {"SingleStream": 1024, "Offline": 1}  # min-queries["bert-99"] (not checked with early stopping)
+EARLY_STOPPING_SCENARIOS = ("Server", "SingleStream", "MultiStream")  # Config.uses_early_stopping
+SERVER_LATENCY_LIMIT_NS = 130_000_000  # mlperf.conf bert.Server.target_latency (ms) as LoadGen enforces it
+MIN_DURATION_MS = 600_000  # TEST_DURATION_MS
+
+# RESULT_FIELD_NEW: the detail-log key that is the headline result of each scenario
+RESULT_FIELD = {
+    "Offline": "result_samples_per_second",
+    "SingleStream": "early_stopping_latency_ss",
+    "Server": "result_completed_samples_per_sec",
+}
+UNITS = {"Offline": "Samples/s", "SingleStream": "Latency (ms)", "Server": "Queries/s"}  # UNIT_DICT
+
+# Files (constants.REQUIRED_* and checks that diff directory listings)
+REQUIRED_PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+OPTIONAL_PERF_FILES = ("mlperf_log_accuracy.json",)
+REQUIRED_ACC_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "mlperf_log_accuracy.json")
+ALWAYS_OPTIONAL_FILES = ("mlperf_log_trace.json", "results.json", ".gitkeep")  # utils.files_diff
+REQUIRED_MEASURE_FILES = ("user.conf", "README.md")
+MEASUREMENTS_FIELDS = (  # SYSTEM_IMP_REQUIRED_FILES: keys of measurements.json, all non-empty
+    "input_data_types", "retraining", "starting_weights_filename", "weight_data_types", "weight_transformations",
+)
+REQUIRED_TEST01_ACC_FILES_PASS = ("mlperf_log_accuracy.json", "accuracy.txt")
+REQUIRED_TEST01_ACC_FILES_FAIL = REQUIRED_TEST01_ACC_FILES_PASS + ("baseline_accuracy.txt", "compliance_accuracy.txt")
+REQUIRED_COMPLIANCE_PERF_FILES = REQUIRED_PERF_FILES
+MAX_ACCURACY_LOG_SIZE = 10 * 1024  # a results/.../accuracy/mlperf_log_accuracy.json must be truncated below this
+TRUNCATE_VIEWABLE_SIZE = 4096  # truncate_accuracy_log.py keeps this much of the start and of the end
+FILE_SIZE_LIMIT = 50 * 1024 * 1024  # no file in a submission may be larger
+
+# System description (constants.SYSTEM_DESC_REQUIRED_FIELDS / ..._MEANINGFUL_RESPONSE_REQUIRED_FIELDS)
+SYSTEM_REQUIRED_FIELDS = (
+    "division", "submitter", "status", "system_name", "number_of_nodes", "host_processor_model_name",
+    "host_processors_per_node", "host_processor_core_count", "host_memory_capacity", "host_storage_capacity",
+    "host_storage_type", "accelerators_per_node", "accelerator_model_name", "accelerator_memory_capacity",
+    "framework", "operating_system", "system_type", "other_software_stack", "host_processor_frequency",
+    "host_processor_caches", "host_memory_configuration", "host_processor_interconnect", "host_networking",
+    "host_networking_topology", "accelerator_frequency", "accelerator_host_interconnect",
+    "accelerator_interconnect", "accelerator_interconnect_topology", "accelerator_memory_configuration",
+    "accelerator_on-chip_memories", "cooling", "hw_notes", "sw_notes", "host_network_card_count",
+    "system_type_detail",
+)
+SYSTEM_MEANINGFUL_FIELDS = (
+    "division", "submitter", "system_type", "status", "system_name", "number_of_nodes",
+    "host_processor_model_name", "host_processors_per_node", "host_processor_core_count", "host_memory_capacity",
+    "host_memory_configuration", "host_storage_capacity", "host_storage_type", "host_networking",
+    "host_network_card_count", "host_networking_topology", "accelerators_per_node", "accelerator_model_name",
+    "accelerator_memory_capacity", "accelerator_host_interconnect", "accelerator_memory_configuration",
+    "accelerator_interconnect", "cooling", "framework", "operating_system", "other_software_stack",
+)
+
+# TEST01 (compliance/TEST01): the audit.config MLCommons publishes for bert, and the verification rules
+TEST01_AUDIT_CONFIG = (
+    "# TEST01 - verify accuracy in performance mode (bert). Written by the harness; same values as the\n"
+    "# audit.config MLCommons publishes for bert (mode 2 = performance, accuracy-log sampling on).\n"
+    "*.*.mode = 2\n"
+    "*.*.accuracy_log_rng_seed = 720381539243781796\n"
+    "*.*.accuracy_log_sampling_target = 4096\n"
+)
+# verify_performance.py: the TEST01 score must be within 10% of the submission's (20% for latencies of
+# at most 0.2 ms SingleStream / 1.6 ms MultiStream, where timer noise dominates)
+TEST01_PERF_TOLERANCE = 0.10
+TEST01_PERF_TOLERANCE_FAST = 0.20
+TEST01_FAST_SINGLESTREAM_NS = 200_000
+# Config.get_delta_perc: when responses are not bit-identical, the sampled subset's accuracy from the
+# TEST01 log and from the accuracy run must agree within (1 - 0.99) = 1% for bert-99
+TEST01_ACCURACY_DELTA_PERCENT = 1.0
+PASS_LINE = "TEST PASS"  # the checker looks for this line in verify_*.txt
+
+
+def accuracy_target_met(f1: float) -> bool:
+    return f1 >= ACCURACY_TARGET_F1
