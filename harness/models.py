@@ -165,6 +165,15 @@ def inspect_onnx_model(onnx_path: Path) -> ModelInfo:
     )
 
 
+def check_model_fits(model: ModelInfo, max_seq_length: int) -> None:
+    """The model must take windows of the length the features were built with."""
+    if model.sequence_length is not None and model.sequence_length != max_seq_length:
+        raise ModelError(
+            f"{model.onnx_path}: the model takes sequences of {model.sequence_length} tokens, but the features "
+            f"are {max_seq_length}-token windows; export the model at sequence length {max_seq_length}"
+        )
+
+
 def _read_manifest(model_dir: Path) -> dict:
     manifest_path = model_dir / MANIFEST_FILE
     if not manifest_path.is_file():

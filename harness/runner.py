@@ -23,7 +23,7 @@ from harness.backends import BackendOptions, create_backend
 from harness.data import DatasetFiles
 from harness.errors import BackendFault
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, performance_metrics, read_detail_log
-from harness.models import ModelInfo
+from harness.models import ModelInfo, check_model_fits
 from harness.qsl import SquadQSL
 from harness.rundir import RUN_JSON, create_run_dir, mark_complete, mark_incomplete, write_json_atomic
 from harness.scenarios import SutOptions, create_sut
@@ -67,6 +67,7 @@ def execute_run(request: RunRequest) -> dict:
     Raises :class:`BackendFault` (after writing the record) when the backend failed during the run."""
     r = request
     # Everything that can reject the input happens before a run directory exists.
+    check_model_fits(r.model, r.features.params.max_seq_length)
     settings, adjustments = build_test_settings(
         r.scenario, r.mode, mlperf_conf=r.mlperf_conf, user_conf=r.user_conf,
         total_count=len(r.features), overrides=r.overrides,

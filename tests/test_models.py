@@ -96,3 +96,12 @@ def test_backend_routes_inputs_and_pads_short_batch(tmp_path, backend_name):
     np.testing.assert_allclose(start, want_start, rtol=1e-6, atol=1e-4)
     np.testing.assert_allclose(end, want_end, rtol=1e-6, atol=1e-4)
     backend.close()
+
+
+def test_model_with_other_sequence_length_is_refused(tmp_path):
+    from harness.models import check_model_fits
+
+    info = inspect_onnx_model(write_toy_qa_model(tmp_path / "m.onnx", seq_len=128))
+    with pytest.raises(ModelError, match="takes sequences of 128 tokens, but the features are 384-token windows"):
+        check_model_fits(info, 384)
+    check_model_fits(info, 128)
