@@ -2,7 +2,7 @@
 # MLPerf bert Offline scenario: performance run, then accuracy run, each in its own runs/ directory.
 # Sets up .venv and builds the default (untrained) benchmark model on first use.
 #   ./run_offline.sh                      full run per mlperf.conf (10 min minimum duration)
-#   ./run_offline.sh --quick              smoke run: a few hundred features, seconds
+#   ./run_offline.sh --quick              smoke run: 320 features, a few minutes
 #   ./run_offline.sh --help               every option (model, backend, data dir, engine, overrides)
 #   ./run_offline.sh --submission [...]   package a bert-99 submission tree instead (= python -m harness
 #                                         submission [...]: Offline + SingleStream runs, TEST01, validator)
