@@ -6,8 +6,16 @@ Subcommands:
   precision, for speed measurements (see :mod:`compression.benchmark_model`).
 * ``verify``: re-run the checks of :mod:`compression.verify` on a model directory.
 
-Training subcommands (prune / quantize / export / smoke) plug into ``_SUBCOMMANDS`` the same way.
-Errors that the user can fix are printed as one line (exit status 1), never as a traceback.
+Training subcommands (:mod:`compression.pipeline`):
+
+* ``prune``: layer dropping + gradual 4-block oBERT pruning with distillation (compression recipe).
+* ``quantize``: INT8 quantization-aware training with masks held and distillation (quantization recipe).
+* ``export``: ONNX (INT8 operators) into a model directory the harness runs, verified before publishing.
+* ``smoke``: all of the above at toy scale on CPU (tiny MobileBERT, dev split, epochs scaled down).
+* ``experiment obs-vs-magnitude``: oBERT vs magnitude pruning at the same 4-block sparsity.
+
+Errors that the user can fix are printed as one line (exit status 1), never as a traceback; a step whose
+report has a failed check exits with status 2 (the artifacts are kept for inspection).
 """
 
 from __future__ import annotations
@@ -78,7 +86,197 @@ def _run_verify(args: argparse.Namespace) -> int:
     return 0 if result["passed"] else 1
 
 
-_SUBCOMMANDS: tuple[Callable, ...] = (_add_build_benchmark_model, _add_verify)
+# ----------------------------------------------------------------------------------------------
+# Training pipeline
+
+PIPELINE_PRESETS = ("full", "smoke")  # mirrors presets.PRESETS
+
+
+def _default_out_dir(preset: str) -> Path:
+    return Path("models") / f"compression-{preset}"
+
+
+def _add_run_options(parser: argparse.ArgumentParser, default_preset: str = "full") -> None:
+    group = parser.add_argument_group("run options (shared by prune/quantize/export/smoke)")
+    group.add_argument("--preset", choices=PIPELINE_PRESETS, default=default_preset,
+                       help="full: the published setup (GPU, SQuAD train, hub teacher); smoke: toy scale on CPU "
+                       "(default: %(default)s)")
+    group.add_argument("--out-dir", type=Path, default=None,
+                       help="output directory of the pipeline (default: models/compression-<preset>)")
+    group.add_argument("--data-dir", default=None,
+                       help="directory with dev-v1.1.json and the BERT vocab (default: $OBERT_DATA_DIR)")
+    group.add_argument("--train-data", default=None,
+                       help="training data: a SQuAD v1.1-format JSON file, 'hf:squad' (Hugging Face, online) or "
+                       "'dev-split' (train on 40 dev articles, evaluate on the 8 held out: NOT the standard "
+                       "benchmark) (default: the preset's)")
+    group.add_argument("--eval-data", type=Path, default=None,
+                       help="SQuAD-format file to evaluate on (default: held-out split for dev-split, else the "
+                       "data dir's dev-v1.1.json)")
+    group.add_argument("--max-train-questions", type=int, default=-1,
+                       help="use only this many training questions, spread over the data (default: the preset's)")
+    group.add_argument("--max-eval-windows", type=int, default=-1,
+                       help="evaluate on the first N windows only (default: the preset's; 0: all)")
+    group.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the preset's, 16)")
+    group.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's, 42)")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_config(args: argparse.Namespace):
+    from compression.pipeline import RunConfig
+    from compression.presets import get_pipeline_preset
+
+    preset = get_pipeline_preset(args.preset)
+    return RunConfig(
+        preset=preset, out_dir=args.out_dir or _default_out_dir(preset.name),
+        data_dir=Path(args.data_dir) if args.data_dir else None, train_data=args.train_data, eval_data=args.eval_data,
+        device=args.device, threads=args.threads, progress=not args.no_progress, batch_size=args.batch_size,
+        seed=args.seed, max_train_questions=None if args.max_train_questions == 0 else args.max_train_questions,
+        max_eval_windows=None if args.max_eval_windows == 0 else args.max_eval_windows,
+    )
+
+
+def _report_status(report: dict) -> int:
+    """Print the step's check summary; exit status 2 when a check failed."""
+    print(json.dumps({"step": report.get("step"), "passed": report["passed"], "failed_checks": report["failed_checks"]},
+                     indent=2))
+    return 0 if report["passed"] else 2
+
+
+def _add_prune(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prune", help="layer dropping + gradual 4-block oBERT pruning with distillation",
+        description="Drop encoder layers (keep 0-13 of 24, as the recipe's LayerPruningModifier), then run the "
+        "compression recipe: OBSPruningModifier 25%%->50%% 4-block, distillation from the dense teacher, frozen "
+        "embeddings, the recipe's LR schedule. Writes <out>/prune/model and <out>/reports/prune.json.",
+    )
+    parser.add_argument("--model-name-or-path", default=None,
+                        help="starting checkpoint: a local HF directory or a hub id (default: the preset's; smoke "
+                        "builds and caches a tiny teacher)")
+    parser.add_argument("--teacher", default=None, help="distillation teacher (default: the preset's, "
+                        "neuralmagic/mobilebert-uncased-finetuned-squadv1 for full)")
+    parser.add_argument("--keep-layers", type=int, default=None,
+                        help="encoder layers to keep (default: from the recipe, or the geometry preset)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/prune/checkpoint")
+    parser.add_argument("--stop-after-steps", type=int, default=None,
+                        help="stop (with a checkpoint) after this many optimizer steps; continue with --resume")
+    _add_run_options(parser)
+    parser.set_defaults(handler=_run_prune)
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    from compression.pipeline import run_prune
+
+    report = run_prune(_run_config(args), model_spec=args.model_name_or_path, teacher_spec=args.teacher,
+                       keep_layers=args.keep_layers, resume=args.resume, stop_after_steps=args.stop_after_steps)
+    return _report_status(report)
+
+
+def _add_quantize(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "quantize", help="INT8 quantization-aware training (masks held) with distillation",
+        description="Run the quantization recipe on the pruned model: QAT of embeddings/encoder/qa_outputs, "
+        "masks held by ConstantPruningModifier, observers frozen after the recipe's epoch, distillation. "
+        "Writes <out>/quantize/model and <out>/reports/quantize.json.",
+    )
+    parser.add_argument("--model-name-or-path", default=None, help="pruned checkpoint (default: <out>/prune/model)")
+    parser.add_argument("--teacher", default=None, help="distillation teacher (default: the preset's)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/quantize/checkpoint")
+    parser.add_argument("--stop-after-steps", type=int, default=None,
+                        help="stop (with a checkpoint) after this many optimizer steps; continue with --resume")
+    _add_run_options(parser)
+    parser.set_defaults(handler=_run_quantize)
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from compression.pipeline import run_quantize
+
+    report = run_quantize(_run_config(args), model_spec=args.model_name_or_path, teacher_spec=args.teacher,
+                          resume=args.resume, stop_after_steps=args.stop_after_steps)
+    return _report_status(report)
+
+
+def _add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export the trained model to an ONNX model directory (INT8 ops), verified",
+        description="Export <out>/quantize/model (or --source prune) at sequence length 384 with sparseml's "
+        "exporter, converting QAT to INT8 operators; the directory gets config, tokenizer, manifest and "
+        "verify.json (INT8 matmuls, sparsity, ONNX Runtime vs PyTorch, DeepSparse vs ONNX Runtime).",
+    )
+    parser.add_argument("--source", choices=("quantize", "prune"), default="quantize",
+                        help="which step's model to export (default: %(default)s)")
+    parser.add_argument("--model-dir", type=Path, default=None, help="model directory to write (default: <out>/model)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    parser.add_argument("--no-deepsparse", action="store_true", help="skip the DeepSparse check")
+    parser.add_argument("--no-eval", action="store_true", help="skip the ONNX Runtime F1/EM evaluation")
+    _add_run_options(parser)
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from compression.pipeline import run_export
+
+    report = run_export(_run_config(args), source=args.source, model_dir=args.model_dir, overwrite=args.overwrite,
+                        check_deepsparse=not args.no_deepsparse, evaluate=not args.no_eval)
+    print(report["model_dir"])
+    return _report_status(report)
+
+
+def _add_smoke(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "smoke", help="the whole pipeline at toy scale on CPU (a few minutes)",
+        description="teacher (tiny, fine-tuned from scratch, cached) -> prune -> quantize -> export with the smoke "
+        "preset: the same recipes with epochs scaled down, every modifier active, on a slice of the dev split "
+        "(NOT the standard benchmark). Writes reports/smoke.json with timings.",
+    )
+    _add_run_options(parser, default_preset="smoke")
+    parser.add_argument("--no-deepsparse", action="store_true", help="skip the DeepSparse check at export")
+    parser.set_defaults(handler=_run_smoke)
+
+
+def _run_smoke(args: argparse.Namespace) -> int:
+    from compression.pipeline import run_smoke
+
+    summary = run_smoke(_run_config(args), check_deepsparse=not args.no_deepsparse)
+    print(json.dumps({k: summary[k] for k in ("out_dir", "model_dir", "passed", "failed", "timings_s")}, indent=2))
+    return 0 if summary["passed"] else 2
+
+
+def _add_experiment(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "experiment", help="experiments (obs-vs-magnitude: oBERT vs magnitude pruning at equal 4-block sparsity)",
+        description="obs-vs-magnitude: train a small dense model on the dev-train split, then prune it with the "
+        "recipe's OBSPruningModifier and with sparseml's GlobalMagnitudePruningModifier (block4, identical "
+        "schedule and seeds) and compare held-out loss and F1. Writes <out>/obs_vs_magnitude.json and .md.",
+    )
+    parser.add_argument("name", choices=("obs-vs-magnitude",))
+    parser.add_argument("--out-dir", type=Path, default=Path("models") / "experiment-obs-vs-magnitude",
+                        help="output directory (default: %(default)s)")
+    parser.add_argument("--data-dir", default=None, help="directory with dev-v1.1.json and the BERT vocab")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pruning seeds (default: 0 1 2)")
+    parser.add_argument("--sparsity", type=float, default=None, help="final 4-block sparsity (default: the experiment's)")
+    parser.add_argument("--quick", action="store_true", help="much shorter runs (for tests; numbers not meaningful)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_run_experiment)
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    from compression.experiment import ExperimentConfig, run_obs_vs_magnitude
+
+    config = ExperimentConfig.default(quick=args.quick)
+    if args.sparsity is not None:
+        config = config.with_sparsity(args.sparsity)
+    result = run_obs_vs_magnitude(config, out_dir=args.out_dir, data_dir=Path(args.data_dir) if args.data_dir else None,
+                                  seeds=args.seeds, threads=args.threads, progress=not args.no_progress)
+    print(result["table_markdown"])
+    return 0
+
+
+_SUBCOMMANDS: tuple[Callable, ...] = (
+    _add_build_benchmark_model, _add_verify, _add_prune, _add_quantize, _add_export, _add_smoke, _add_experiment,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

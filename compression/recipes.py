@@ -225,6 +225,7 @@ def derive_recipe(
     *,
     drop_layer_pruning: bool = True,
     epoch_scale: float | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
     reason: str = "",
 ) -> Path:
     """Write a runtime variant of a recipe to ``out_path`` and return that path.
@@ -237,6 +238,9 @@ def derive_recipe(
 
     ``epoch_scale`` multiplies every epoch-valued field (``*_epoch``, ``cycle_epochs``,
     ``update_frequency``; -1 stays -1) for short smoke runs that keep the schedule's shape.
+
+    ``overrides`` maps a modifier tag to fields to set on every modifier with that tag (e.g.
+    ``{"OBSPruningModifier": {"num_grads": 16}}`` for a smoke run); a tag the recipe lacks is an error.
     """
     if isinstance(source, (str, Path)):
         path = recipe_path(source)
@@ -263,6 +267,14 @@ def derive_recipe(
                 if _EPOCH_FIELDS.search(key) and isinstance(value, (int, float)) and value != -1:
                     modifier.fields[key] = float(value) * epoch_scale
         changes.append(f"scaled all epoch fields by {epoch_scale}")
+
+    for tag, fields in (overrides or {}).items():
+        targets = find_modifiers(recipe, tag)
+        if not targets:
+            raise RecipeError(f"recipe override for {tag}: the recipe has no {tag}")
+        for modifier in targets:
+            modifier.fields.update(fields)
+        changes.append(f"set {', '.join(f'{k}={v}' for k, v in fields.items())} on {tag}")
 
     header = "\n".join(
         [f"Derived from {origin}", *(f"- {change}" for change in changes or ["unchanged"])]

@@ -1,0 +1,417 @@
+"""Training data for the compression pipeline: SQuAD-format question records, the article split of the
+dev set used offline, and training features (token windows with start/end answer positions).
+
+Training features follow the published run (sparseml's ``question_answering.py``, itself Hugging Face's
+``run_qa.py``): the question (left-stripped) and the context are tokenized together, the context is cut
+into ``max_seq_length`` windows that *overlap* by ``doc_stride`` tokens (the tokenizer's ``stride``), and
+each window is labelled with the token positions of the first gold answer, or with the [CLS] position
+(0) when the answer is not entirely inside the window. (The harness's evaluation windows follow the
+MLPerf reference instead, where ``doc_stride`` is how far each window's start advances; both are right
+for their purpose: training reproduces the published recipe run, evaluation reproduces MLPerf.)
+
+Sources: a local SQuAD v1.1-format JSON file, or, online, the Hugging Face ``squad`` dataset. Offline the
+only real data is SQuAD dev: :func:`split_dev_by_article` cuts it by article into a training part and a
+held-out part. That split is NOT the standard benchmark (the official protocol trains on SQuAD train and
+evaluates on all of dev); every output made from it says so (:data:`DEV_SPLIT_NOTE`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.errors import DatasetError
+from harness.squad import parse_squad_examples
+
+log = logging.getLogger(__name__)
+
+HF_SQUAD_SOURCE = "hf:squad"  # --train-data value meaning "Hugging Face datasets' squad, train split"
+DEV_SPLIT_NOTE = (
+    "NOT THE STANDARD BENCHMARK: trained on part of SQuAD v1.1 dev and evaluated on held-out dev articles "
+    "(the official protocol trains on SQuAD train and scores all of dev); numbers are only comparable "
+    "between runs on the same split"
+)
+TRAIN_FEATURES_VERSION = 1  # bump when the feature conversion changes (invalidates the cache)
+_TOKENIZE_CHUNK = 512  # questions per tokenizer call: throughput vs progress granularity
+
+
+@dataclass(frozen=True)
+class QARecord:
+    """One SQuAD question with its context and gold answers (character offsets into the context)."""
+
+    qas_id: str
+    title: str
+    context: str
+    question: str
+    answers: tuple[dict[str, Any], ...]  # each {"text": str, "answer_start": int}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and writing SQuAD-format data
+
+
+def read_squad_records(path: Path) -> list[QARecord]:
+    """All questions of a SQuAD v1.1-format file, in file order; a malformed file raises one DatasetError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the SQuAD-format training data ({exc.strerror or exc})") from None
+    parse_squad_examples(raw, path)  # the harness's validation: names the exact spot of any problem
+    document = json.loads(raw.decode("utf-8-sig"))
+    records: list[QARecord] = []
+    for article_number, article in enumerate(document["data"]):
+        title = str(article.get("title", f"article-{article_number}"))
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                records.append(QARecord(
+                    qas_id=qa["id"], title=title, context=paragraph["context"], question=qa["question"],
+                    answers=tuple({"text": a["text"], "answer_start": a["answer_start"]} for a in qa.get("answers", [])),
+                ))
+    if not records:
+        raise DatasetError(f"{path}: holds no questions")
+    return records
+
+
+def load_hf_squad(split: str = "train") -> list[QARecord]:
+    """The Hugging Face ``squad`` dataset (needs internet on first use; cached by ``datasets`` after)."""
+    try:
+        from datasets import load_dataset
+
+        dataset = load_dataset("squad", split=split)
+    except Exception as exc:  # ConnectionError, FileNotFoundError, DatasetNotFoundError, ...
+        raise DatasetError(
+            f"could not load the Hugging Face 'squad' dataset (split {split!r}): {type(exc).__name__}: {exc}. "
+            "It needs internet access on first use; offline, pass a local SQuAD-format file with --train-data "
+            "or use --dev-split to train on part of dev-v1.1.json"
+        ) from None
+    return [
+        QARecord(
+            qas_id=row["id"], title=row["title"], context=row["context"], question=row["question"],
+            answers=tuple({"text": t, "answer_start": int(s)}
+                          for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])),
+        )
+        for row in dataset
+    ]
+
+
+def write_squad_json(records: Sequence[QARecord], path: Path, *, note: str | None = None) -> Path:
+    """Write records as a SQuAD v1.1-format file (articles by title, paragraphs by context, in order)."""
+    articles: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in records:
+        paragraphs = articles.setdefault(record.title, {})
+        paragraph = paragraphs.setdefault(record.context, {"context": record.context, "qas": []})
+        paragraph["qas"].append({"id": record.qas_id, "question": record.question, "answers": list(record.answers)})
+    document: dict[str, Any] = {
+        "version": "1.1",
+        "data": [{"title": title, "paragraphs": list(paragraphs.values())} for title, paragraphs in articles.items()],
+    }
+    if note:
+        document["note"] = note  # extra top-level keys are ignored by SQuAD readers
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class DevSplit:
+    """SQuAD dev cut by article into a training part and a held-out part (written as SQuAD files)."""
+
+    train_json: Path
+    heldout_json: Path
+    manifest_json: Path
+    train_articles: tuple[str, ...]
+    heldout_articles: tuple[str, ...]
+    train_questions: int
+    heldout_questions: int
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "note": DEV_SPLIT_NOTE,
+            "train_json": str(self.train_json),
+            "heldout_json": str(self.heldout_json),
+            "train_articles": len(self.train_articles),
+            "heldout_articles": len(self.heldout_articles),
+            "train_questions": self.train_questions,
+            "heldout_questions": self.heldout_questions,
+            "heldout_titles": list(self.heldout_articles),
+        }
+
+
+def split_dev_by_article(dev_json: Path, out_dir: Path, *, heldout_every: int = 6) -> DevSplit:
+    """Split ``dev_json`` by article: every ``heldout_every``-th article (5, 11, 17, ... for 6) is held out.
+
+    Splitting by article keeps every paragraph and question of an article on one side, so no held-out
+    context is ever trained on. With the official dev set and the default, 8 of 48 articles are held out.
+    The files are rewritten only when the source changed (they are derived data, cheap to rebuild).
+    """
+    if heldout_every < 2:
+        raise DatasetError(f"heldout_every must be at least 2, got {heldout_every}")
+    dev_json, out_dir = Path(dev_json), Path(out_dir)
+    records = read_squad_records(dev_json)
+    titles = list(dict.fromkeys(record.title for record in records))
+    if len(titles) < heldout_every:
+        raise DatasetError(
+            f"{dev_json}: has {len(titles)} articles; splitting by article needs at least {heldout_every}"
+        )
+    heldout_titles = {title for i, title in enumerate(titles) if i % heldout_every == heldout_every - 1}
+    train = [r for r in records if r.title not in heldout_titles]
+    heldout = [r for r in records if r.title in heldout_titles]
+    source_sha256 = hashlib.sha256(dev_json.read_bytes()).hexdigest()
+    manifest_path = out_dir / "split.json"
+    split = DevSplit(
+        train_json=out_dir / "dev-split-train.json",
+        heldout_json=out_dir / "dev-split-heldout.json",
+        manifest_json=manifest_path,
+        train_articles=tuple(t for t in titles if t not in heldout_titles),
+        heldout_articles=tuple(t for t in titles if t in heldout_titles),
+        train_questions=len(train),
+        heldout_questions=len(heldout),
+    )
+    manifest = {**split.summary(), "source": str(dev_json), "source_sha256": source_sha256,
+                "rule": f"article i (0-based, file order) is held out when i % {heldout_every} == {heldout_every - 1}"}
+    current = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    if current != manifest or not split.train_json.is_file() or not split.heldout_json.is_file():
+        write_squad_json(train, split.train_json, note=DEV_SPLIT_NOTE)
+        write_squad_json(heldout, split.heldout_json, note=DEV_SPLIT_NOTE)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("dev split: %d training questions (%d articles), %d held-out questions (%d articles) -- %s",
+             len(train), len(split.train_articles), len(heldout), len(split.heldout_articles), DEV_SPLIT_NOTE)
+    return split
+
+
+# ----------------------------------------------------------------------------------------------
+# Training features
+
+
+@dataclass(frozen=True)
+class WindowParams:
+    """Training window geometry (published run: 384 tokens, 128 overlapping tokens)."""
+
+    max_seq_length: int = 384
+    doc_stride: int = 128
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 16 or not 0 < self.doc_stride < self.max_seq_length // 2:
+            raise DatasetError(
+                f"invalid training windows max_seq_length={self.max_seq_length}, doc_stride={self.doc_stride}: "
+                "need max_seq_length >= 16 and 0 < doc_stride < max_seq_length / 2"
+            )
+
+
+@dataclass
+class TrainFeatures:
+    """Model inputs and answer labels of every training window (int64 tensors [N, L] and [N])."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor
+    start_positions: torch.Tensor
+    end_positions: torch.Tensor
+    example_index: torch.Tensor  # window -> index of its question in the records it was built from
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def batch(self, indices: torch.Tensor | Sequence[int], *, labels: bool = True) -> dict[str, torch.Tensor]:
+        """Keyword arguments for ``model(**batch)``; with ``labels`` the model also returns its loss."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        batch = {
+            "input_ids": self.input_ids[index],
+            "attention_mask": self.attention_mask[index],
+            "token_type_ids": self.token_type_ids[index],
+        }
+        if labels:
+            batch["start_positions"] = self.start_positions[index]
+            batch["end_positions"] = self.end_positions[index]
+        return batch
+
+    def subset(self, count: int) -> TrainFeatures:
+        """The first ``count`` windows."""
+        return TrainFeatures(*(getattr(self, name)[:count] for name in self.__dataclass_fields__))
+
+    def answer_fraction(self) -> float:
+        """Fraction of windows that contain their answer (the others are labelled [CLS])."""
+        return float((self.start_positions > 0).float().mean()) if len(self) else 0.0
+
+
+def label_window(
+    offsets: Sequence[tuple[int, int]], sequence_ids: Sequence[int | None], start_char: int, end_char: int
+) -> tuple[int, int]:
+    """(start, end) token positions of the answer characters ``[start_char, end_char)`` in one window.
+
+    ``offsets`` are the tokens' character spans in their own text and ``sequence_ids`` say which text
+    (0 question, 1 context, None special/padding). The answer must lie entirely in the window's context
+    tokens, else (0, 0), the [CLS] position. The start is the last context token starting at or before
+    ``start_char``, the end the first context token ending at or after ``end_char`` (Hugging Face's
+    rule; unlike its loop, the search never runs past the context into [SEP] or padding).
+    """
+    context = [i for i, sid in enumerate(sequence_ids) if sid == 1]
+    if not context:
+        return 0, 0
+    first, last = context[0], context[-1]
+    if not (offsets[first][0] <= start_char and offsets[last][1] >= end_char):
+        return 0, 0
+    start = max(i for i in context if offsets[i][0] <= start_char)
+    end = min(i for i in context if offsets[i][1] >= end_char)
+    return start, end
+
+
+def build_train_features(
+    records: Sequence[QARecord], tokenizer, params: WindowParams = WindowParams(), *, progress: bool = True
+) -> TrainFeatures:
+    """Tokenize every record into overlapping windows labelled with the first gold answer's positions."""
+    if not records:
+        raise DatasetError("no training questions to convert")
+    columns: dict[str, list] = {name: [] for name in
+                                ("input_ids", "attention_mask", "token_type_ids", "start_positions",
+                                 "end_positions", "example_index")}
+    with tqdm(total=len(records), desc="training windows", unit="question", disable=not progress, leave=False) as bar:
+        for lo in range(0, len(records), _TOKENIZE_CHUNK):
+            chunk = records[lo:lo + _TOKENIZE_CHUNK]
+            encoded = tokenizer(
+                [r.question.lstrip() for r in chunk],  # leading whitespace would only eat window space
+                [r.context for r in chunk],
+                truncation="only_second",
+                max_length=params.max_seq_length,
+                stride=params.doc_stride,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+                return_token_type_ids=True,
+                padding="max_length",
+            )
+            for window, sample in enumerate(encoded["overflow_to_sample_mapping"]):
+                record = chunk[sample]
+                if record.answers:
+                    start_char = int(record.answers[0]["answer_start"])
+                    end_char = start_char + len(record.answers[0]["text"])
+                    start, end = label_window(encoded["offset_mapping"][window], encoded.sequence_ids(window),
+                                              start_char, end_char)
+                else:
+                    start = end = 0
+                columns["input_ids"].append(encoded["input_ids"][window])
+                columns["attention_mask"].append(encoded["attention_mask"][window])
+                columns["token_type_ids"].append(encoded["token_type_ids"][window])
+                columns["start_positions"].append(start)
+                columns["end_positions"].append(end)
+                columns["example_index"].append(lo + sample)
+            bar.update(len(chunk))
+    return TrainFeatures(**{name: torch.tensor(values, dtype=torch.int64) for name, values in columns.items()})
+
+
+def _records_fingerprint(records: Sequence[QARecord]) -> str:
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps([record.qas_id, record.context, record.question, record.answers],
+                                 sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps([vocab, bool(getattr(tokenizer, "do_lower_case", True))]).encode()).hexdigest()
+
+
+def load_or_build_train_features(
+    records: Sequence[QARecord], tokenizer, params: WindowParams, cache_dir: Path | None, *, progress: bool = True
+) -> TrainFeatures:
+    """:func:`build_train_features`, cached in ``cache_dir`` under a key over data, vocab and parameters."""
+    if cache_dir is None:
+        return build_train_features(records, tokenizer, params, progress=progress)
+    key = hashlib.sha256(json.dumps({
+        "records": _records_fingerprint(records), "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "params": asdict(params), "version": TRAIN_FEATURES_VERSION,
+    }, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / f"train-features-{key}.pt"
+    if path.is_file():
+        try:
+            stored = torch.load(path, weights_only=True)
+            features = TrainFeatures(**stored)
+            log.info("training features: %d windows from cache %s", len(features), path)
+            return features
+        except Exception as exc:  # noqa: BLE001 - a broken cache entry is rebuilt
+            log.warning("training feature cache %s is unusable (%s); rebuilding", path, exc)
+    features = build_train_features(records, tokenizer, params, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({name: getattr(features, name) for name in TrainFeatures.__dataclass_fields__}, tmp)
+    tmp.replace(path)
+    return features
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching
+
+
+def steps_per_epoch(num_features: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over the data (the last, partial batch counts, as in HF's Trainer)."""
+    return math.ceil(num_features / batch_size)
+
+
+def epoch_order(num_features: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled feature order of one epoch: a function of (seed, epoch) only, so a resumed run
+    visits the same batches as an uninterrupted one."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_features, generator=generator)
+
+
+def iter_epoch_batches(
+    features: TrainFeatures, batch_size: int, seed: int, epoch: int, *, start_step: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of one epoch (with labels), optionally skipping the first ``start_step`` of them."""
+    order = epoch_order(len(features), seed, epoch)
+    for step in range(start_step, steps_per_epoch(len(features), batch_size)):
+        yield features.batch(order[step * batch_size:(step + 1) * batch_size])
+
+
+def grad_sampler_batches(
+    features: TrainFeatures, batch_size: int, seed: int
+) -> Iterator[tuple[list, dict[str, torch.Tensor], None]]:
+    """Endless ``([], batch, None)`` items for sparseml's OBS GradSampler (loss = the model's own loss)."""
+    epoch = 0
+    while True:
+        order = epoch_order(len(features), seed + 1, epoch)  # own stream: do not replay the training order
+        for lo in range(0, len(features), batch_size):
+            yield [], features.batch(order[lo:lo + batch_size]), None
+        epoch += 1
+
+
+def records_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def limit_records(records: Sequence[QARecord], max_questions: int | None) -> list[QARecord]:
+    """``max_questions`` records spread evenly over the data (all when None), for small runs.
+
+    Evenly spaced rather than the first N, so a small slice still covers many articles.
+    """
+    if max_questions is None or max_questions >= len(records):
+        return list(records)
+    if max_questions < 1:
+        raise DatasetError(f"max_questions must be at least 1, got {max_questions}")
+    picks = np.unique(np.linspace(0, len(records) - 1, max_questions).round().astype(int))
+    return [records[int(i)] for i in picks]
+
+
+def feature_stats(features: TrainFeatures) -> dict[str, Any]:
+    lengths = features.attention_mask.sum(dim=1).numpy()
+    return {
+        "windows": len(features),
+        "questions": int(torch.unique(features.example_index).numel()) if len(features) else 0,
+        "windows_with_answer": round(features.answer_fraction(), 4),
+        "mean_tokens": float(np.mean(lengths)) if len(lengths) else 0.0,
+    }
