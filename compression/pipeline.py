@@ -129,7 +129,7 @@ class RunConfig:
         return TrainSettings(
             batch_size=self.effective_batch_size, seed=self.effective_seed, learning_rate=learning_rate,
             fp16=fp16 and device.startswith("cuda"), device=device, trim_padding=self.preset.trim_padding,
-            num_threads=self.threads, progress=self.progress,
+            num_threads=self.threads or self.preset.threads, progress=self.progress,
         )
 
 
@@ -234,6 +234,9 @@ def prepare_data(config: RunConfig, tokenizer, window: WindowParams | None = Non
     window = window or preset.window
     train_features = load_or_build_train_features(records, tokenizer, window, data_root / "features",
                                                   progress=config.progress)
+    if preset.max_train_windows and len(train_features) > preset.max_train_windows:
+        train_features = train_features.subset(preset.max_train_windows)
+        notes.append(f"training on the first {preset.max_train_windows} windows only")
     vocab_dir = data_root / "tokenizer"
     tokenizer.save_pretrained(str(vocab_dir))
     vocab = vocab_dir / "vocab.txt"

@@ -12,7 +12,8 @@ scale for a CPU.
   the ``tiny`` geometry (4 layers, 2 kept); a teacher fine-tuned densely from scratch on a slice of the
   dev-train split (cached); the same recipes with every epoch field scaled (pruning x1/8: 3.75 epochs,
   pruning steps every 0.25 epochs from 0.25 to 3.5; QAT x1/2: 1 epoch, observers frozen at 0.5), OBS with
-  16 gradients; 128-token windows and batches cut to their longest window. Every modifier stays active.
+  16 gradients; 640 training windows of 128 tokens (40 steps per epoch) and batches cut to their longest
+  window; one torch thread. Every modifier stays active.
   Its numbers show that the pipeline works, nothing about the published model's accuracy.
 """
 
@@ -57,6 +58,8 @@ class PipelinePreset:
     quantize_epoch_scale: float | None = None
     recipe_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_train_questions: int | None = None
+    max_train_windows: int | None = None  # cut the training windows (keeps steps/epoch a round number)
+    threads: int | None = None  # torch CPU threads (1 for smoke: 2 threads on 2 shared cores thrash)
     max_eval_windows: int | None = None
     eval_every_epoch: bool = False
     trim_padding: bool = False
@@ -97,7 +100,9 @@ PRESETS: dict[str, PipelinePreset] = {
         quantize_epoch_scale=0.5,
         recipe_overrides={"OBSPruningModifier": {"num_grads": 16}},
         max_train_questions=300,
+        max_train_windows=640,  # 40 steps/epoch: every scaled epoch boundary (x0.25) falls on a whole step
         max_eval_windows=640,
+        threads=1,
         trim_padding=True,
         teacher_finetune=TeacherFinetune(epochs=4.0, learning_rate=1e-3, max_questions=300),
         expected={"total_time": "about 2-3 minutes on 2 CPU cores"},

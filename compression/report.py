@@ -7,6 +7,7 @@ Every check is ``{"passed": bool, ...details}``; a report's ``passed`` is the co
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -155,16 +156,25 @@ def plot_losses(trace: list[dict[str, Any]], path: Path, title: str, note: str |
     fig, ax = plt.subplots(figsize=(8, 3.6))
     epochs = _epochs(trace)
     window = max(1, len(trace) // 50)
-    for key, label in (("loss", "total loss (optimised)"), ("distill_loss", "distillation loss (KL, T=5.5)"),
-                       ("task_loss", "task loss (start/end cross-entropy)")):
+    distilled = any(r.get("distill_loss") is not None for r in trace)
+    total_label = "total loss (optimised; recipe hardness decides the mix)" if distilled else "loss (cross-entropy)"
+    for key, label, style in (("loss", total_label, "--"),
+                              ("distill_loss", "distillation loss (KL of start/end logits, T=5.5)", "-"),
+                              ("task_loss", "task loss (start/end cross-entropy)", "-")):
+        if key == "task_loss" and not distilled:
+            continue  # identical to the loss
         values = np.array([np.nan if r.get(key) is None else r[key] for r in trace], dtype=float)
         if np.all(np.isnan(values)):
             continue
-        smooth = np.convolve(np.nan_to_num(values), np.ones(window) / window, mode="same") if window > 1 else values
-        ax.plot(epochs, smooth, label=label + (f" ({window}-step mean)" if window > 1 else ""))
+        # trailing mean: each point averages the steps up to it
+        cumulative = np.cumsum(np.insert(np.nan_to_num(values), 0, 0.0))
+        counts = np.minimum(np.arange(1, len(values) + 1), window)
+        smooth = (cumulative[1:] - cumulative[np.arange(1, len(values) + 1) - counts]) / counts
+        ax.plot(epochs, smooth, style, label=label + (f" ({window}-step mean)" if window > 1 else ""))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title(title if not note else f"{title}\n{note}", fontsize=8)
+    wrapped_note = "\n".join(textwrap.wrap(note, 110)) if note else None
+    ax.set_title(title if not note else f"{title}\n{wrapped_note}", fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)

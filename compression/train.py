@@ -335,6 +335,7 @@ def train_with_recipe(
     spe = steps_per_epoch(len(features), settings.batch_size)
     epochs = recipe_epochs(Path(recipe_path))
     total_steps = math.ceil(round(epochs * spe, 6))
+    _check_step_grid(manager, spe, recipe_path)
 
     model.to(device).train()
     if teacher is not None:
@@ -467,6 +468,20 @@ def train_with_recipe(
         epoch_log=epoch_log, resumed_from_step=resumed_from, duration_s=round(time.perf_counter() - started, 2),
         finished=finished, settings=settings.describe(),
     )
+
+
+def _check_step_grid(manager, spe: int, recipe_path: Path) -> None:
+    """sparseml's cyclic_linear LR divides by the cycle length in steps and fails (float modulo by zero) when
+    a cycle is not a whole number of steps; refuse such a run up front instead of crashing mid-training."""
+    for mod in manager.learning_rate_modifiers:
+        if getattr(mod, "lr_func", None) == "cyclic_linear":
+            cycle_steps = mod.cycle_epochs * spe
+            if abs(cycle_steps - round(cycle_steps)) > 1e-9 or round(cycle_steps) < 2:
+                raise CompressionError(
+                    f"{recipe_path}: cyclic_linear cycles of {mod.cycle_epochs:g} epochs are {cycle_steps:g} steps at "
+                    f"{spe} steps/epoch; sparseml needs a whole number (>= 2). Change the number of training "
+                    "windows or the batch size so that cycle_epochs x steps/epoch is an integer"
+                )
 
 
 def _short(value: Any) -> str:
