@@ -248,7 +248,7 @@ def _add_experiment(subparsers) -> None:
         "experiment", help="experiments (obs-vs-magnitude: oBERT vs magnitude pruning at equal 4-block sparsity)",
         description="obs-vs-magnitude: train a small dense model on the dev-train split, then prune it with the "
         "recipe's OBSPruningModifier and with sparseml's GlobalMagnitudePruningModifier (block4, identical "
-        "schedule and seeds) and compare held-out loss and F1. Writes <out>/obs_vs_magnitude.json and .md.",
+        "schedule and seeds) and compare held-out loss and F1. Writes <out>/obs_vs_magnitude-<pct>pct.json and .md.",
     )
     parser.add_argument("name", choices=("obs-vs-magnitude",))
     parser.add_argument("--out-dir", type=Path, default=Path("models") / "experiment-obs-vs-magnitude",

@@ -57,8 +57,7 @@ from harness.squad import FeatureParams
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "obs_vs_magnitude.json"
-TABLE_FILE = "obs_vs_magnitude.md"
+RESULTS_STEM = "obs_vs_magnitude"  # + "-<sparsity>pct.json" / ".md": one pair per sparsity, one cached dense model
 # Fields the magnitude modifier shares with the OBS one; the rest (num_grads, damp, ...) are OBS-only.
 SHARED_PRUNING_FIELDS = ("params", "init_sparsity", "final_sparsity", "start_epoch", "end_epoch",
                          "update_frequency", "inter_func", "mask_type")
@@ -157,7 +156,8 @@ def run_obs_vs_magnitude(
     config: ExperimentConfig, *, out_dir: Path, data_dir: Path | None = None, seeds: list[int] = (0, 1, 2),
     threads: int | None = None, progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the experiment; writes ``obs_vs_magnitude.json`` and ``.md`` into ``out_dir`` and returns the results."""
+    """Run the experiment; writes ``obs_vs_magnitude-<pct>pct.json`` and ``.md`` into ``out_dir`` and returns the
+    results. The dense starting model is cached in ``out_dir/dense`` and shared by runs at other sparsities."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     if threads:
@@ -169,7 +169,8 @@ def run_obs_vs_magnitude(
 
     tokenizer = load_vocab_tokenizer(vocab, vocab_size=30522)
     data = prepare_data(run, tokenizer)
-    recipes_dir = out_dir / "recipes"
+    tag = f"{round(100 * config.final_sparsity)}pct"
+    recipes_dir = out_dir / "recipes" / tag
     recipes_dir.mkdir(parents=True, exist_ok=True)
     obs_recipe = derive_recipe(
         COMPRESSION_RECIPE, recipes_dir / "obs.yaml", drop_layer_pruning=True, epoch_scale=config.epoch_scale,
@@ -190,9 +191,9 @@ def run_obs_vs_magnitude(
                 param.requires_grad_(True)
             settings = TrainSettings(batch_size=config.batch_size, seed=seed, learning_rate=1e-4, trim_padding=True,
                                      num_threads=config.threads, progress=progress)
-            result = train_with_recipe(student, recipe_path, data.train_features, out_dir / "runs" / f"{method}-seed{seed}",
-                                       settings, teacher=teacher, sparsity_patterns=patterns,
-                                       description=f"{method} seed {seed}")
+            result = train_with_recipe(student, recipe_path, data.train_features,
+                                       out_dir / "runs" / tag / f"{method}-seed{seed}", settings, teacher=teacher,
+                                       sparsity_patterns=patterns, description=f"{method} seed {seed}")
             report = sparsity_report(student, match_params(student, patterns))
             evaluation = evaluate_model(student, data, run, f"{method} seed {seed}")
             runs.append({
@@ -232,8 +233,10 @@ def run_obs_vs_magnitude(
     }
     results["table_markdown"] = results_table(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    (out_dir / TABLE_FILE).write_text(results["table_markdown"] + "\n")
+    results["files"] = {"json": str(out_dir / f"{RESULTS_STEM}-{tag}.json"),
+                        "table": str(out_dir / f"{RESULTS_STEM}-{tag}.md")}
+    Path(results["files"]["json"]).write_text(json.dumps(results, indent=2) + "\n")
+    Path(results["files"]["table"]).write_text(results["table_markdown"] + "\n")
     return results
 
 

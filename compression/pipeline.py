@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from compression.data import (
     read_squad_records,
     split_dev_by_article,
 )
-from compression.errors import CompressionError, RecipeError
+from compression.errors import CompressionError
 from compression.evaluate import evaluate_loss, evaluate_squad, load_eval_features, onnx_logits, score_logits
 from compression.presets import PipelinePreset
 from compression.recipes import (
