@@ -52,7 +52,7 @@ from compression.recipes import (
     pruned_param_patterns,
 )
 from compression.sparsity import sparsity_report
-from compression.train import TrainSettings, train_with_recipe
+from compression.train import CHECKPOINT_DIR, CHECKPOINT_FILE, TrainSettings, train_with_recipe
 from harness.squad import FeatureParams
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ def _ensure_dense(config: ExperimentConfig, run: RunConfig, vocab: Path, out_dir
                                        header="dense training of the experiment's starting model"))
     settings = TrainSettings(batch_size=config.batch_size, seed=config.dense_seed, learning_rate=config.dense_learning_rate,
                              trim_padding=True, num_threads=config.threads, progress=run.progress)
-    result = train_with_recipe(model, recipe_path, data.train_features, out_dir / "dense", settings, description="dense")
+    result = train_with_recipe(model, recipe_path, data.train_features, out_dir / "dense", settings, description="dense",
+                               resume=_can_resume(out_dir / "dense", fingerprint))
     evaluation = evaluate_model(model, data, dense_run, "dense model")
     info = {"fingerprint": fingerprint, "steps": result.completed_steps, "windows": len(data.train_features),
             "duration_s": result.duration_s, "evaluation": evaluation}
@@ -185,15 +186,23 @@ def run_obs_vs_magnitude(
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         for method, recipe_path in recipes.items():
+            run_dir = out_dir / "runs" / tag / f"{method}-seed{seed}"
+            run_fingerprint = {"recipe": recipe_path.read_text(), "dense": dense_info.get("fingerprint"), "seed": seed,
+                               "batch_size": config.batch_size, "windows": len(data.train_features)}
+            cached = _cached_run_result(run_dir, run_fingerprint)
+            if cached is not None:
+                log.info("%s seed %d: result of an earlier invocation reused (%s)", method, seed, run_dir / RUN_RESULT_FILE)
+                runs.append(cached)
+                continue
             run_started = time.perf_counter()
             student = copy.deepcopy(teacher).train()
             for param in student.parameters():
                 param.requires_grad_(True)
             settings = TrainSettings(batch_size=config.batch_size, seed=seed, learning_rate=1e-4, trim_padding=True,
                                      num_threads=config.threads, progress=progress)
-            result = train_with_recipe(student, recipe_path, data.train_features,
-                                       out_dir / "runs" / tag / f"{method}-seed{seed}", settings, teacher=teacher,
-                                       sparsity_patterns=patterns, description=f"{method} seed {seed}")
+            result = train_with_recipe(student, recipe_path, data.train_features, run_dir, settings, teacher=teacher,
+                                       sparsity_patterns=patterns, description=f"{method} seed {seed}",
+                                       resume=_can_resume(run_dir, run_fingerprint))
             report = sparsity_report(student, match_params(student, patterns))
             evaluation = evaluate_model(student, data, run, f"{method} seed {seed}")
             runs.append({
@@ -203,6 +212,7 @@ def run_obs_vs_magnitude(
                 "final_train_distill_loss": result.trace[-1]["distill_loss"], "steps": result.completed_steps,
                 "duration_s": round(time.perf_counter() - run_started, 1),
             })
+            (run_dir / RUN_RESULT_FILE).write_text(json.dumps({"fingerprint": run_fingerprint, "result": runs[-1]}) + "\n")
             log.info("%s seed %d: held-out loss %.4f, F1 %.2f, sparsity %.4f", method, seed, evaluation["loss"],
                      evaluation["f1"], report["global_sparsity"])
 
@@ -238,6 +248,30 @@ def run_obs_vs_magnitude(
     Path(results["files"]["json"]).write_text(json.dumps(results, indent=2) + "\n")
     Path(results["files"]["table"]).write_text(results["table_markdown"] + "\n")
     return results
+
+
+RUN_RESULT_FILE = "result.json"
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def _can_resume(work_dir: Path, fingerprint: dict[str, Any]) -> bool:
+    """True when ``work_dir`` holds a checkpoint of a run with this exact configuration (an interrupted
+    experiment continues where it stopped); otherwise records the fingerprint for the fresh run."""
+    fingerprint_path = work_dir / FINGERPRINT_FILE
+    same = fingerprint_path.is_file() and json.loads(fingerprint_path.read_text()) == json.loads(json.dumps(fingerprint))
+    if same and (work_dir / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
+        return True
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint_path.write_text(json.dumps(fingerprint) + "\n")
+    return False
+
+
+def _cached_run_result(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    path = run_dir / RUN_RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["result"] if saved.get("fingerprint") == json.loads(json.dumps(fingerprint)) else None
 
 
 def _pick(runs: list[dict[str, Any]], method: str, seed: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends import BackendOptions, create_backend
+from harness.bucketing import bucket_batches, bucket_index
 from harness.data import DatasetFiles
 from harness.models import ModelInfo, check_model_fits
 from harness.rundir import create_run_dir, mark_complete, write_json_atomic
@@ -52,9 +53,10 @@ class BenchRow:
 
 def bare_engine_loop(backend, features: FeatureSet, indices: np.ndarray, repeats: int = 1) -> float:
     """Samples/s of the backend alone: the same batches the harness would run, back to back."""
-    batch_size = backend.batch_size
-    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    inputs = [(features.input_ids[b], features.input_mask[b], features.segment_ids[b]) for b in batches]
+    buckets = backend.sequence_buckets
+    batches = [np.asarray(b) for b in bucket_batches(list(indices), features.seq_lengths[indices], buckets,
+                                                      backend.batch_size)]
+    inputs = [_batch_inputs(features, b, buckets) for b in batches]
     backend.predict(*inputs[0])  # warm-up, as LoadGen's run is preceded by compile + first batch
     started = time.perf_counter()
     for _ in range(repeats):
@@ -62,6 +64,15 @@ def bare_engine_loop(backend, features: FeatureSet, indices: np.ndarray, repeats
             backend.predict(ids, mask, types)
     elapsed = time.perf_counter() - started
     return repeats * len(indices) / elapsed
+
+
+def _batch_inputs(features: FeatureSet, batch: np.ndarray, buckets: tuple[int, ...] | None):
+    """The batch's arrays, already cut to its bucket's length (as the engine will run them)."""
+    arrays = (features.input_ids[batch], features.input_mask[batch], features.segment_ids[batch])
+    if not buckets:
+        return arrays
+    length = buckets[int(bucket_index(buckets, features.seq_lengths[batch]).max())]
+    return tuple(np.ascontiguousarray(a[:, :length]) for a in arrays)
 
 
 def run_offline_bench(

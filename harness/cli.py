@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import BackendFault, ConfigError, HarnessError
+from harness.bucketing import DEFAULT_BUCKETS
 from harness.run_options import DEFAULT_BATCH_SIZE, QUICK, EngineSettings, quick_overrides
 from harness.sysinfo import REPO_ROOT
 
@@ -61,6 +62,13 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--workers", type=int, help="SUT worker threads (default: --num-streams or 1)")
     engine.add_argument("--batch-timeout-ms", type=float, default=10.0,
                         help="Server: longest wait to fill a dynamic batch (default 10)")
+    engine.add_argument("--buckets", default=",".join(map(str, DEFAULT_BUCKETS)),
+                        help="length bucketing: sequence lengths to build engines for; each batch runs at the "
+                        "smallest that holds its longest window (default %(default)s; the window length is "
+                        "always one)")
+    engine.add_argument("--no-bucketing", action="store_true",
+                        help="run every window padded to the full 384 tokens, like the MLPerf reference (closed-"
+                        "division style)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +227,7 @@ def cmd_run(args) -> int:
     for mode in modes:
         request = RunRequest(
             scenario=args.scenario, mode=mode, backend=engine.backend, model=model, features=features,
-            dataset=dataset, backend_options=engine.backend_options(args.scenario), sut_options=engine.sut_options(),
+            dataset=dataset, backend_options=engine.backend_options(args.scenario, features.params.max_seq_length), sut_options=engine.sut_options(),
             mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
             overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
             fault_grace_s=args.fault_grace_s,

@@ -85,7 +85,7 @@ def resolve_model(spec: str, *, download_dir: Path) -> ModelInfo:
         return inspect_onnx_model(_download_sparsezoo(spec, download_dir))
     if path.exists():
         return inspect_onnx_model(_onnx_file_in(path))
-    if _HF_ID.match(spec):
+    if _HF_ID.match(spec) and not path.parent.is_dir():
         return inspect_onnx_model(_download_hf(spec, download_dir))
     raise ModelError(
         f"--model {spec!r}: no such file or directory (expected a model directory holding {ONNX_FILE}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.backends import BackendOptions
+from harness.bucketing import DEFAULT_BUCKETS, buckets_for, parse_buckets
 from harness.scenarios import SutOptions
 
 # Per-scenario engine batch sizes (README, Performance: chosen by measurement on a 2-core AVX2 machine).
@@ -43,6 +44,7 @@ class EngineSettings:
     inter_op_threads: int = 0
     workers: int | None = None  # None: one SUT worker per engine stream
     batch_timeout_ms: float = 10.0
+    buckets: tuple[int, ...] | None = DEFAULT_BUCKETS  # length bucketing; None: every window runs at full length
 
     @classmethod
     def from_args(cls, args) -> EngineSettings:
@@ -50,11 +52,13 @@ class EngineSettings:
             backend=args.backend, batch_size=args.batch_size, num_cores=args.num_cores,
             num_streams=args.num_streams, scheduler=args.scheduler, intra_op_threads=args.intra_op_threads,
             inter_op_threads=args.inter_op_threads, workers=args.workers, batch_timeout_ms=args.batch_timeout_ms,
+            buckets=None if args.no_bucketing else parse_buckets(args.buckets),
         )
 
-    def backend_options(self, scenario: str) -> BackendOptions:
+    def backend_options(self, scenario: str, max_seq_length: int = 384) -> BackendOptions:
         streams = self.num_streams
         return BackendOptions(
+            sequence_buckets=buckets_for(self.buckets, max_seq_length),
             batch_size=self.batch_size or DEFAULT_BATCH_SIZE[scenario], num_cores=self.num_cores,
             num_streams=streams,
             scheduler=self.scheduler or ("multi_stream" if streams and streams > 1 else "default"),

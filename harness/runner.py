@@ -21,7 +21,7 @@ from harness import __version__
 from harness.accuracy import evaluate_accuracy_log
 from harness.backends import BackendOptions, create_backend
 from harness.data import DatasetFiles
-from harness.errors import BackendFault
+from harness.errors import BackendFault, ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, performance_metrics, read_detail_log
 from harness.models import ModelInfo, check_model_fits
 from harness.qsl import SquadQSL
@@ -72,7 +72,11 @@ def execute_run(request: RunRequest) -> dict:
         r.scenario, r.mode, mlperf_conf=r.mlperf_conf, user_conf=r.user_conf,
         total_count=len(r.features), overrides=r.overrides,
     )
-    backend = create_backend(r.backend, r.model, r.backend_options)
+    buckets = r.backend_options.sequence_buckets
+    if buckets and buckets[-1] != r.features.params.max_seq_length:
+        raise ConfigError(f"--buckets {','.join(map(str, buckets))}: the largest bucket must be the window length "
+                          f"{r.features.params.max_seq_length}, so that every window fits")
+    backend = create_backend(r.backend, r.model, r.backend_options, progress=r.progress)
     if r.backend_wrapper is not None:
         backend = r.backend_wrapper(backend)
 

@@ -1,10 +1,13 @@
 """LoadGen systems-under-test: how queries are turned into backend batches, one class per scenario.
 
-- Offline: LoadGen issues one query holding every sample; it is cut into batches that a pool of worker
-  threads (one per engine stream) runs as fast as possible.
+- Offline: LoadGen issues one query holding every sample; it is cut into batches (with length
+  bucketing, each batch holds windows of one bucket) that a pool of worker threads (one per engine
+  stream) runs as fast as possible.
 - Server: ``issue_queries`` only enqueues and returns; workers form dynamic batches, waiting at most
   ``batch_timeout_ms`` after the oldest queued sample before running a partial batch, so queueing delay
-  stays inside the latency budget (bert: 130 ms at p99).
+  stays inside the latency budget (bert: 130 ms at p99). With length bucketing there is one queue per
+  bucket: a full batch goes at the shortest length that fills it, and a batch whose oldest sample is due
+  is topped up with waiting shorter windows, which fit its length at no extra cost.
 - SingleStream: one sample per query, run at once on LoadGen's issue thread (no hand-off latency).
 
 All three share the fault path: if the backend raises, the fault is recorded, every sample in flight
@@ -14,6 +17,7 @@ can end the run (LoadGen itself has no abort call; see ``harness.runner``).
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -25,6 +29,7 @@ import numpy as np
 
 from harness.accuracy import encode_logits_batch
 from harness.backends import Backend
+from harness.bucketing import bucket_batches, bucket_index
 from harness.errors import ConfigError
 from harness.qsl import SquadQSL
 
@@ -146,9 +151,10 @@ class OfflineSut(SystemUnderTest):
 
     def _issue_queries(self, samples: list) -> None:
         self.issued += len(samples)
-        batch_size = self.backend.batch_size
-        for start in range(0, len(samples), batch_size):
-            self._batches.put(samples[start : start + batch_size])
+        buckets = self.backend.sequence_buckets
+        lengths = self.qsl.seq_lengths([s.index for s in samples]) if buckets else None
+        for batch in bucket_batches(samples, lengths, buckets, self.backend.batch_size):
+            self._batches.put(batch)
 
     def _worker(self) -> None:
         while (batch := self._batches.get()) is not None:
@@ -165,7 +171,11 @@ class ServerSut(SystemUnderTest):
 
     def __init__(self, backend: Backend, qsl: SquadQSL, options: SutOptions) -> None:
         super().__init__(backend, qsl, options)
-        self._pending: queue.Queue = queue.Queue()
+        self._buckets = backend.sequence_buckets or (self.max_seq_length,)
+        # One FIFO of (arrival time, sample) per bucket, all guarded by one condition variable.
+        self._queues: list[collections.deque] = [collections.deque() for _ in self._buckets]
+        self._ready = threading.Condition()
+        self._stopping = False
         self._timeout_s = options.batch_timeout_ms / 1000.0
         self._pool = _WorkerPool(options.num_workers, self._worker, "server")
 
@@ -173,39 +183,64 @@ class ServerSut(SystemUnderTest):
         # Return to LoadGen at once: its issue thread must keep the arrival schedule.
         self.issued += len(samples)
         now = time.monotonic()
-        for sample in samples:
-            self._pending.put((now, sample))
+        if len(self._buckets) > 1:
+            index = bucket_index(self._buckets, self.qsl.seq_lengths([s.index for s in samples])).tolist()
+        else:
+            index = [0] * len(samples)
+        with self._ready:
+            for sample, bucket in zip(samples, index):
+                self._queues[bucket].append((now, sample))
+            self._ready.notify()
 
-    def _worker(self) -> None:
+    def _next_batch(self) -> list | None:
+        """Block until a batch is due; None once stopping and nothing is left. Call with the lock held."""
         batch_size = self.backend.batch_size
         while True:
-            item = self._pending.get()
-            if item is None:
-                self._pending.put(None)  # pass the stop signal on to the next worker
+            waiting = [len(q) for q in self._queues]
+            if not any(waiting):
+                if self._stopping:
+                    return None
+                self._ready.wait()
+                continue
+            # A full batch at the shortest bucket length that can fill one goes at once.
+            total = 0
+            for bucket, count in enumerate(waiting):
+                total += count
+                if total >= batch_size:
+                    return self._take(bucket, batch_size)
+            # Otherwise the oldest sample decides: when its wait budget is spent, run what fits its bucket.
+            oldest_bucket = min((b for b, q in enumerate(self._queues) if q), key=lambda b: self._queues[b][0][0])
+            remaining = self._queues[oldest_bucket][0][0] + self._timeout_s - time.monotonic()
+            if remaining <= 0 or self._stopping:
+                return self._take(max(b for b, q in enumerate(self._queues) if q) if self._stopping else oldest_bucket,
+                                  batch_size)
+            self._ready.wait(remaining)
+
+    def _take(self, bucket: int, batch_size: int) -> list:
+        """Up to ``batch_size`` samples from buckets <= ``bucket``, oldest first."""
+        batch = []
+        candidates = self._queues[: bucket + 1]
+        while len(batch) < batch_size:
+            heads = [q for q in candidates if q]
+            if not heads:
+                break
+            batch.append(min(heads, key=lambda q: q[0][0]).popleft()[1])
+        return batch
+
+    def _worker(self) -> None:
+        while True:
+            with self._ready:
+                batch = self._next_batch()
+                if any(self._queues):
+                    self._ready.notify()  # more work may be due: wake another worker
+            if batch is None:
                 return
-            arrived, first = item
-            batch = [first]
-            deadline = arrived + self._timeout_s
-            while len(batch) < batch_size:
-                try:
-                    # Take what is already queued without waiting, then wait out the budget.
-                    item = self._pending.get_nowait()
-                except queue.Empty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = self._pending.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if item is None:  # stop signal: run what we have, then leave
-                    self._pending.put(None)
-                    break
-                batch.append(item[1])
             self.run_batch(batch)
 
     def stop(self) -> None:
-        self._pending.put(None)
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
         self._pool.join()
 
 

@@ -9,8 +9,13 @@ from harness.models import ModelInfo
 BACKENDS = ("deepsparse", "onnxruntime")
 
 
-def create_backend(name: str, model: ModelInfo, options: BackendOptions) -> Backend:
-    """Build the named backend; imports the engine lazily so one missing engine does not break the other."""
+def create_backend(name: str, model: ModelInfo, options: BackendOptions, progress: bool = False) -> Backend:
+    """Build the named backend; imports the engine lazily so one missing engine does not break the other.
+    With ``options.sequence_buckets`` it is a :class:`BucketedBackend` holding one engine per length."""
+    if name in BACKENDS and options.sequence_buckets:
+        from harness.backends.bucketed import create_bucketed_backend
+
+        return create_bucketed_backend(name, model, options, progress=progress)
     if name == "deepsparse":
         from harness.backends.deepsparse_backend import DeepSparseBackend
 

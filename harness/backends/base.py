@@ -26,6 +26,7 @@ class BackendOptions:
     scheduler: str = "default"  # DeepSparse: default | single_stream | multi_stream | elastic
     intra_op_threads: int = 0  # ONNX Runtime: 0 = ORT default (all cores)
     inter_op_threads: int = 0  # ONNX Runtime: 0 = ORT default
+    sequence_buckets: tuple[int, ...] | None = None  # length bucketing (harness.bucketing); None = off
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -34,6 +35,10 @@ class BackendOptions:
             raise ConfigError(f"--num-streams must be >= 1, got {self.num_streams}")
         if self.num_cores is not None and self.num_cores < 1:
             raise ConfigError(f"--num-cores must be >= 1, got {self.num_cores}")
+        if self.sequence_buckets is not None:
+            from harness.bucketing import validate_buckets
+
+            object.__setattr__(self, "sequence_buckets", validate_buckets(self.sequence_buckets))
 
 
 class Backend(ABC):
@@ -54,6 +59,11 @@ class Backend(ABC):
     def batch_size(self) -> int:
         """The largest batch one ``predict`` call takes (the engine's compiled batch size)."""
         return self.options.batch_size
+
+    @property
+    def sequence_buckets(self) -> tuple[int, ...] | None:
+        """The sequence lengths this backend has engines for (length bucketing), or None: one length."""
+        return None
 
     @property
     def pads_batches(self) -> bool:

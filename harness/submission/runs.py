@@ -60,7 +60,7 @@ class RunContext:
     def request(self, scenario: str, mode: str, audit_config: Path | None = None) -> RunRequest:
         return RunRequest(
             scenario=scenario, mode=mode, backend=self.engine.backend, model=self.model, features=self.features,
-            dataset=self.dataset, backend_options=self.engine.backend_options(scenario),
+            dataset=self.dataset, backend_options=self.engine.backend_options(scenario, self.features.params.max_seq_length),
             sut_options=self.engine.sut_options(), mlperf_conf=self.mlperf_conf, user_conf=self.user_conf,
             runs_root=self.runs_root, overrides=self.overrides_for(scenario), audit_config=audit_config,
             progress=self.progress, backend_wrapper=self.backend_wrapper,
@@ -80,9 +80,10 @@ class RunContext:
             (_same_path((record.get("model") or {}).get("path"), self.model.onnx_path), "another model"),
             ((record.get("qsl") or {}).get("fingerprint") == self.features.fingerprint,
              "other dataset features (data dir, --count or --quick differ)"),
-            (settings.get("backend_options") == asdict(self.engine.backend_options(scenario)),
+            (settings.get("backend_options") == _as_json(asdict(self.engine.backend_options(
+                scenario, self.features.params.max_seq_length))),
              "other engine settings"),
-            (settings.get("sut_options") == asdict(self.engine.sut_options()), "other SUT settings"),
+            (settings.get("sut_options") == _as_json(asdict(self.engine.sut_options())), "other SUT settings"),
             (settings.get("overrides", {}) == self.overrides_for(scenario).given(),
              "other LoadGen overrides (--quick differs?)"),
             (_same_text(run_dir / "user.conf", self.user_conf), "another user.conf"),
@@ -98,6 +99,11 @@ class RunContext:
         if errors:  # e.g. the second test of a `run --mode both` process: "Multiple conf files are used"
             return f"LoadGen logged errors ({errors[0]})"
         return None
+
+
+def _as_json(value):
+    """``value`` as run.json holds it (tuples become lists), so recorded and current settings compare equal."""
+    return json.loads(json.dumps(value))
 
 
 def _same_path(recorded: str | None, actual: Path) -> bool:

@@ -1,0 +1,200 @@
+"""A backend that holds one engine per sequence-length bucket (see ``harness.bucketing``).
+
+Engines are built from copies of the model whose sequence axis is rewritten: fixed to each bucket length
+for DeepSparse (one compiled engine per length), symbolic for ONNX Runtime (one session runs every
+length). Before a run, the same synthetic windows are run at every bucket and at full length; if the
+logits of the real tokens differ beyond ``BUCKET_TOLERANCE`` (a model whose graph hard-codes the
+sequence length, or pools over padding), the run stops with a :class:`ModelError` that names the model
+and points at ``--no-bucketing``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from harness.backends.base import Backend, BackendOptions
+from harness.errors import ModelError
+from harness.models import ModelInfo, inspect_onnx_model
+
+log = logging.getLogger(__name__)
+
+# Largest |bucketed - full-length| start/end logit allowed on real tokens, relative to the logits' scale
+# (max |logit|) plus an absolute floor. FP32 kernels tiled for another length reorder float sums: ~1e-6.
+BUCKET_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
+
+
+def write_sequence_variant(model: ModelInfo, proto, length: int | None, out_dir: Path) -> ModelInfo:
+    """Save ``proto`` (the model's graph) with its sequence axis set to ``length`` (None: symbolic)."""
+    graph = proto.graph
+    names = set(model.input_names.values()) | {model.start_output, model.end_output}
+    for value in list(graph.input) + list(graph.output):
+        if value.name not in names:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != 2:
+            raise ModelError(f"{model.onnx_path}: {value.name!r} has rank {len(dims)}, expected [batch, sequence]")
+        dims[1].Clear()
+        if length is None:
+            dims[1].dim_param = "sequence"
+        else:
+            dims[1].dim_value = length
+    # Inferred intermediate shapes may pin the old length; they are optional, so drop them.
+    del graph.value_info[:]
+    import onnx
+
+    path = out_dir / f"model-seq{length or 'dynamic'}.onnx"
+    onnx.save(proto, str(path))
+    info = inspect_onnx_model(path)
+    info.manifest = model.manifest
+    return info
+
+
+class BucketedBackend(Backend):
+    """Routes each batch to the engine of the smallest bucket holding its longest window."""
+
+    def __init__(self, engines: dict[int, Backend], model: ModelInfo, options: BackendOptions) -> None:
+        super().__init__(model, options)
+        self.engines = engines
+        self.buckets = tuple(sorted(engines))
+        first = engines[self.buckets[0]]
+        self.name = first.name
+        self.check: dict = {}
+
+    @property
+    def sequence_buckets(self) -> tuple[int, ...] | None:
+        return self.buckets
+
+    @property
+    def pads_batches(self) -> bool:
+        return self.engines[self.buckets[-1]].pads_batches
+
+    def bucket_for(self, attention_mask: np.ndarray) -> int:
+        """Smallest bucket holding every window of the batch (its last non-padding position)."""
+        used = np.flatnonzero(attention_mask.any(axis=0))
+        length = int(used[-1]) + 1 if used.size else 1
+        position = bisect.bisect_left(self.buckets, length)
+        if position == len(self.buckets):
+            raise ValueError(f"a window of {length} tokens is longer than the largest bucket {self.buckets[-1]}")
+        return self.buckets[position]
+
+    def predict(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`Backend.predict`, but the logits are ``[n, bucket]``: positions past the bucket are
+        padding (the accuracy encoder pads them with a large negative logit)."""
+        length = self.bucket_for(attention_mask)
+        if input_ids.shape[1] != length:
+            input_ids, attention_mask, token_type_ids = (
+                np.ascontiguousarray(a[:, :length]) for a in (input_ids, attention_mask, token_type_ids)
+            )
+        return self.engines[length].predict(input_ids, attention_mask, token_type_ids)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError("BucketedBackend routes in predict(); its engines run the batches")
+
+    def describe(self) -> dict:
+        return {**self.engines[self.buckets[-1]].describe(), "sequence_buckets": list(self.buckets),
+                "bucket_check": self.check}
+
+    def close(self) -> None:
+        for engine in {id(e): e for e in self.engines.values()}.values():
+            engine.close()
+        self.engines = {}
+
+
+def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions, progress: bool = True) -> BucketedBackend:
+    """Build one engine per bucket in ``options.sequence_buckets`` and check them against full length."""
+    from tqdm import tqdm
+
+    from harness.backends import create_backend
+
+    import onnx
+
+    buckets = tuple(options.sequence_buckets)
+    if model.sequence_length is not None and model.sequence_length != buckets[-1]:
+        raise ModelError(f"{model.onnx_path}: the model takes {model.sequence_length}-token windows, but the largest "
+                         f"bucket is {buckets[-1]}")
+    inner_options = replace(options, sequence_buckets=None)
+    try:
+        proto = onnx.load(str(model.onnx_path))
+    except Exception as exc:
+        raise ModelError(f"{model.onnx_path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    engines: dict[int, Backend] = {}
+    work_dir = Path(tempfile.mkdtemp(prefix="obert-buckets-"))
+    try:
+        if name == "onnxruntime":
+            # One session with a symbolic sequence axis runs every bucket length.
+            session = _build(create_backend, name, write_sequence_variant(model, proto, None, work_dir),
+                             inner_options, model, "dynamic")
+            engines = {length: session for length in buckets}
+        else:
+            bar = tqdm(buckets, desc=f"compiling {name} engines", unit="engine", disable=not progress or None,
+                       file=sys.stderr, leave=False)
+            for length in bar:
+                bar.set_postfix_str(f"seq {length}")
+                variant = write_sequence_variant(model, proto, length, work_dir)
+                engines[length] = _build(create_backend, name, variant, inner_options, model, str(length))
+                variant.onnx_path.unlink(missing_ok=True)  # compiled; keep the temp disk use to one copy
+            bar.close()
+    except BaseException:
+        for engine in {id(e): e for e in engines.values()}.values():
+            engine.close()
+        raise
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    backend = BucketedBackend(engines, model, options)
+    backend.check = check_bucket_equivalence(backend)
+    return backend
+
+
+def _build(create_backend, name: str, variant: ModelInfo, options: BackendOptions, model: ModelInfo, what: str) -> Backend:
+    try:
+        return create_backend(name, variant, options)
+    except ModelError as exc:
+        raise ModelError(f"{model.onnx_path}: length bucketing needs the model at sequence length {what}, and "
+                         f"{name} could not build it ({exc}); run with --no-bucketing") from exc
+
+
+def probe_windows(batch_size: int, max_length: int, shortest_bucket: int, seed: int = 0):
+    """Synthetic right-padded windows (``[CLS] q [SEP] c [SEP]`` layout) that fit the shortest bucket."""
+    rng = np.random.default_rng(seed)
+    lengths = np.linspace(max(4, shortest_bucket // 2), shortest_bucket, batch_size).astype(int)
+    positions = np.arange(max_length)[None, :]
+    mask = (positions < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(1000, 2000, size=(batch_size, max_length), dtype=np.int64) * mask
+    ids[:, 0] = 101
+    ids[np.arange(batch_size), lengths - 1] = 102
+    types = ((positions >= (lengths // 3)[:, None]) & (mask == 1)).astype(np.int64)
+    return ids, mask, types, lengths
+
+
+def check_bucket_equivalence(backend: BucketedBackend) -> dict:
+    """Run the same windows at every bucket and at full length; the real tokens' logits must agree."""
+    full = backend.buckets[-1]
+    ids, mask, types, lengths = probe_windows(backend.batch_size, full, backend.buckets[0])
+    ref_start, ref_end = backend.engines[full].predict(ids, mask, types)
+    scale = float(max(np.abs(ref_start).max(), np.abs(ref_end).max(), 1.0))
+    allowed = BUCKET_TOLERANCE["atol"] + BUCKET_TOLERANCE["rtol"] * scale
+    real = np.arange(full)[None, :] < lengths[:, None]
+    worst = 0.0
+    for length in backend.buckets[:-1]:
+        start, end = backend.engines[length].predict(*(np.ascontiguousarray(a[:, :length]) for a in (ids, mask, types)))
+        keep = real[:, :length]
+        diff = max(float(np.abs(start - ref_start[:, :length])[keep].max()),
+                   float(np.abs(end - ref_end[:, :length])[keep].max()))
+        worst = max(worst, diff)
+        if not diff <= allowed:
+            raise ModelError(
+                f"{backend.model.onnx_path}: at sequence length {length} the model's logits differ from the "
+                f"{full}-token run by up to {diff:.3g} (allowed {allowed:.3g}); its output depends on the padding "
+                "length, so length bucketing would change results: run with --no-bucketing"
+            )
+    return {"max_abs_diff": worst, "allowed": allowed, "probe_windows": int(len(lengths))}
