@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "deepsparse==1.8.0",
     "onnx==1.14.1",
     "onnxruntime==1.26.0",
+    "ml_dtypes==0.5.1",  # onnxruntime.quantization (the benchmark's ORT INT8 peer)
     "mlcommons-loadgen==6.0.17",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",

@@ -113,13 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(prep)
     prep.add_argument("--download", action="store_true",
                       help="download SQuAD v1.1 dev (md5-checked) and the BERT vocab into --data-dir (needs internet)")
-    bench = sub.add_parser("bench", help="DeepSparse vs ONNX Runtime, compressed vs dense, harness overhead")
+    bench = sub.add_parser("bench", help="the benchmark suite: throughput of ours vs peers and the published "
+                           "design, harness overhead, Server latency vs QPS, memory, roofline, plots")
     _add_data_args(bench)
-    bench.add_argument("--samples", type=int, default=256, help="features per measurement (default 256)")
-    bench.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE["Offline"])
-    bench.add_argument("--variants", default="sparse-int8,dense-fp32",
-                       help="benchmark model variants to compare (built in ./models if absent)")
-    bench.add_argument("--backends", default="deepsparse,onnxruntime")
+    bench.add_argument("--samples", type=int, default=512,
+                       help="features per Offline throughput measurement, the first N of the dev set (default 512)")
+    bench.add_argument("--buckets", default=",".join(map(str, DEFAULT_BUCKETS)),
+                       help="length buckets of our configuration (default %(default)s)")
+    bench.add_argument("--server-duration-ms", type=int, default=30000, help="duration of each Server point")
+    bench.add_argument("--no-full", action="store_true", help="skip the Offline run over every feature")
+    bench.add_argument("--sections", default="offline,peers,server,tune",
+                       help="what to measure, of offline, peers, server, buckets (an engine at each length 96..384 "
+                       "and the expected speed of candidate bucket sets; ~7 min), tune (default: %(default)s)")
+    bench.add_argument("--reuse", help="an earlier suite directory (same --samples and data): its jobs of the "
+                       "sections not measured now are reported again, so one section can be re-measured alone")
     bench.add_argument("--out-dir", default=str(REPO_ROOT / "bench_results"))
     bench.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
     bench.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
@@ -283,25 +290,35 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from harness.bench import BenchCase, markdown_table, run_offline_bench, speedup_lines
+    from harness.bench.peers import ort_dynamic_int8
+    from harness.bench.suite import Suite, SuiteConfig, SuiteModels
+    from harness.bucketing import parse_buckets
     from harness.models import resolve_model
 
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
     dataset, features = load_dataset_and_features(args)
-    cases = []
-    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
-        model = resolve_model(str(benchmark_model_dir(variant, dataset.vocab)), download_dir=Path(args.cache_dir))
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            cases.append(BenchCase(label=variant, backend=backend, model=model))
-    rows, out_dir = run_offline_bench(
-        cases, features=features, dataset=dataset, batch_size=args.batch_size, sample_count=args.samples,
-        mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), out_root=Path(args.out_dir),
-        feature_cache_dir=Path(args.cache_dir) / "features", progress=not args.no_progress,
-    )
-    print(markdown_table(rows))
-    for line in speedup_lines(rows):
-        print(line)
-    print("Models are UNTRAINED benchmark models: speed figures are valid, accuracy figures would not be.")
-    print(f"results: {out_dir}")
+    download_dir = Path(args.cache_dir) / "models"
+
+    def model(variant: str):
+        return resolve_model(str(benchmark_model_dir(variant, dataset.vocab)), download_dir=download_dir)
+
+    sections = tuple(part.strip() for part in args.sections.split(",") if part.strip())
+    models = SuiteModels(sparse_int8=model("sparse-int8"))
+    if "peers" in sections:
+        dense_dir = benchmark_model_dir("dense-fp32", dataset.vocab)
+        models.dense_fp32_14l = resolve_model(str(dense_dir), download_dir=download_dir)
+        models.dense_fp32_24l = model("dense-fp32-24l")
+        models.ort_int8_14l = resolve_model(str(ort_dynamic_int8(dense_dir)), download_dir=download_dir)
+    config = SuiteConfig(samples=args.samples, buckets=parse_buckets(args.buckets) or (),
+                         server_duration_ms=args.server_duration_ms, full_offline=not args.no_full, sections=sections)
+    suite = Suite(config, models, features=features, dataset=dataset, mlperf_conf=Path(args.mlperf_conf),
+                  user_conf=Path(args.user_conf), out_root=Path(args.out_dir),
+                  feature_cache_dir=Path(args.cache_dir) / "features", progress=not args.no_progress,
+                  reuse=Path(args.reuse) if args.reuse else None)
+    suite.run()
+    print((suite.out_dir / "report.md").read_text())
+    print(f"results: {suite.out_dir}")
     return 0
 
 

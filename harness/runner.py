@@ -17,9 +17,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from harness import __version__
 from harness.accuracy import evaluate_accuracy_log
-from harness.backends import BackendOptions, create_backend
+from harness.backends import Backend, BackendOptions, create_backend
 from harness.data import DatasetFiles
 from harness.errors import BackendFault, ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, performance_metrics, read_detail_log
@@ -27,13 +29,14 @@ from harness.models import ModelInfo, check_model_fits
 from harness.qsl import SquadQSL
 from harness.rundir import RUN_JSON, create_run_dir, mark_complete, mark_incomplete, write_json_atomic
 from harness.scenarios import SutOptions, create_sut
-from harness.settings import LoadGenOverrides, build_test_settings
+from harness.settings import LoadGenOverrides, apply_overrides, build_test_settings
 from harness.squad import FeatureSet
 from harness.sysinfo import harness_commit, machine_info, peak_rss_mb, software_versions
 
 log = logging.getLogger(__name__)
 
 EXIT_BACKEND_FAULT = 3
+SAMPLE_LATENCIES_FILE = "sample_latencies_ms.npy"
 UNTRAINED_NOTE = (
     "model weights are UNTRAINED (architecture-faithful benchmark model): accuracy figures are "
     "meaningless, speed figures are valid"
@@ -59,26 +62,37 @@ class RunRequest:
     fault_grace_s: float = 10.0
     progress: bool = True
     backend_wrapper: object | None = None  # callable(backend) -> backend, for fault injection
+    sut_class: type | None = None  # another SUT design (benchmarks); None: the scenario's own
 
 
-def execute_run(request: RunRequest) -> dict:
+def execute_run(request: RunRequest, *, backend: Backend | None = None, conf_settings=None) -> dict:
     """Run one scenario/mode; returns the run record (also written to ``run.json``).
 
+    ``backend``: an engine built by the caller for several runs (benchmarks; left open here).
+    ``conf_settings``: TestSettings already read from the conf files for this scenario and mode
+    (:func:`harness.settings.conf_test_settings`; LoadGen reads conf files once per process), to which
+    this request's overrides are applied.
     Raises :class:`BackendFault` (after writing the record) when the backend failed during the run."""
     r = request
     # Everything that can reject the input happens before a run directory exists.
     check_model_fits(r.model, r.features.params.max_seq_length)
-    settings, adjustments = build_test_settings(
-        r.scenario, r.mode, mlperf_conf=r.mlperf_conf, user_conf=r.user_conf,
-        total_count=len(r.features), overrides=r.overrides,
-    )
+    if conf_settings is None:
+        settings, adjustments = build_test_settings(
+            r.scenario, r.mode, mlperf_conf=r.mlperf_conf, user_conf=r.user_conf,
+            total_count=len(r.features), overrides=r.overrides,
+        )
+    else:
+        settings, adjustments = conf_settings, apply_overrides(conf_settings, len(r.features), r.overrides)
     buckets = r.backend_options.sequence_buckets
     if buckets and buckets[-1] != r.features.params.max_seq_length:
         raise ConfigError(f"--buckets {','.join(map(str, buckets))}: the largest bucket must be the window length "
                           f"{r.features.params.max_seq_length}, so that every window fits")
-    backend = create_backend(r.backend, r.model, r.backend_options, progress=r.progress)
+    owns_backend = backend is None
+    if owns_backend:
+        backend = create_backend(r.backend, r.model, r.backend_options, progress=r.progress)
     if r.backend_wrapper is not None:
         backend = r.backend_wrapper(backend)
+    warmup_batches = warm_up(backend, r.features)
 
     run_dir = create_run_dir(r.runs_root, r.backend, r.scenario, r.mode)
     log.info("run directory: %s", run_dir)
@@ -87,9 +101,13 @@ def execute_run(request: RunRequest) -> dict:
     record = _base_record(r, run_dir)
     record["backend"] = backend.describe()
     record["settings"]["harness_adjustments"] = adjustments
+    record["warmup_batches"] = warmup_batches
     write_json_atomic(run_dir / RUN_JSON, record)
     qsl = SquadQSL(r.features, settings.performance_sample_count_override or None)
-    sut = create_sut(r.scenario, backend, qsl, r.sut_options)
+    sut = (r.sut_class(backend, qsl, r.sut_options) if r.sut_class is not None
+           else create_sut(r.scenario, backend, qsl, r.sut_options))
+    if r.sut_class is not None:
+        record["sut_design"] = r.sut_class.__name__
 
     import mlperf_loadgen as lg
 
@@ -114,11 +132,21 @@ def execute_run(request: RunRequest) -> dict:
     elapsed = time.time() - started
     sut.destroy()
     qsl.destroy()
-    backend.close()
+    if owns_backend:
+        backend.close()
 
     record["duration_s"] = round(elapsed, 2)
     record["peak_rss_mb"] = peak_rss_mb()
     record["batches_run"] = sut.batches_run
+    if sut.latencies_s:
+        # Issue-to-completion time of every sample as the SUT saw it (LoadGen's figures are the official
+        # ones); kept for latency-distribution plots.
+        latencies_ms = np.asarray(sut.latencies_s, dtype=np.float64) * 1000.0
+        np.save(run_dir / SAMPLE_LATENCIES_FILE, latencies_ms.astype(np.float32))
+        record["sut_latency_ms"] = {
+            "samples": int(latencies_ms.size),
+            **{f"p{q}": round(float(np.percentile(latencies_ms, q)), 3) for q in (50, 90, 99)},
+        }
     if sut.fault is not None:
         _fail(run_dir, record, sut)
         raise BackendFault(
@@ -142,6 +170,21 @@ def execute_run(request: RunRequest) -> dict:
     write_json_atomic(run_dir / RUN_JSON, record)
     mark_complete(run_dir)
     return record
+
+
+def warm_up(backend: Backend, features: FeatureSet) -> int:
+    """Run one batch per engine (each length bucket) before LoadGen starts, so that first-use costs
+    (memory allocation, lazy initialisation) are not timed; returns the number of batches run."""
+    lengths = features.seq_lengths
+    buckets = backend.sequence_buckets or (features.params.max_seq_length,)
+    lower, batches = 0, 0
+    for bucket in buckets:
+        members = np.flatnonzero((lengths > lower) & (lengths <= bucket))[: backend.batch_size]
+        lower = bucket
+        if members.size:
+            backend.predict(features.input_ids[members], features.input_mask[members], features.segment_ids[members])
+            batches += 1
+    return batches
 
 
 def _base_record(r: RunRequest, run_dir: Path) -> dict:

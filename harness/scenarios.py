@@ -71,6 +71,7 @@ class SystemUnderTest:
         self.issued = 0
         self.completed = 0
         self.batches_run = 0
+        self.latencies_s: list[float] = []  # issue-to-completion per sample (Server, SingleStream)
         self.handle = lg.ConstructSUT(self._issue_queries, self._flush_queries)
 
     # -- LoadGen callbacks -------------------------------------------------------------------------
@@ -81,8 +82,9 @@ class SystemUnderTest:
         """LoadGen calls this when no more queries will come; queued work still completes."""
 
     # -- shared machinery --------------------------------------------------------------------------
-    def run_batch(self, samples: list) -> None:
-        """Run one batch and report it; a backend fault answers the samples empty and is remembered."""
+    def run_batch(self, samples: list, issued_at: list[float] | None = None) -> None:
+        """Run one batch and report it; a backend fault answers the samples empty and is remembered.
+        ``issued_at``: each sample's arrival (``time.monotonic()``), to record its latency."""
         if self.fault is not None:
             self._complete_empty(samples)
             return
@@ -102,6 +104,9 @@ class SystemUnderTest:
             lg.QuerySampleResponse(s.id, base + i * row_bytes, row_bytes) for i, s in enumerate(samples)
         ]
         lg.QuerySamplesComplete(responses)  # LoadGen copies the data before returning
+        if issued_at is not None:
+            done = time.monotonic()
+            self.latencies_s.extend(done - t for t in issued_at)  # list.extend is atomic under the GIL
         self.completed += len(samples)
         self.batches_run += 1
 
@@ -217,14 +222,14 @@ class ServerSut(SystemUnderTest):
             self._ready.wait(remaining)
 
     def _take(self, bucket: int, batch_size: int) -> list:
-        """Up to ``batch_size`` samples from buckets <= ``bucket``, oldest first."""
+        """Up to ``batch_size`` (arrival, sample) pairs from buckets <= ``bucket``, oldest first."""
         batch = []
         candidates = self._queues[: bucket + 1]
         while len(batch) < batch_size:
             heads = [q for q in candidates if q]
             if not heads:
                 break
-            batch.append(min(heads, key=lambda q: q[0][0]).popleft()[1])
+            batch.append(min(heads, key=lambda q: q[0][0]).popleft())
         return batch
 
     def _worker(self) -> None:
@@ -235,7 +240,7 @@ class ServerSut(SystemUnderTest):
                     self._ready.notify()  # more work may be due: wake another worker
             if batch is None:
                 return
-            self.run_batch(batch)
+            self.run_batch([sample for _, sample in batch], [arrived for arrived, _ in batch])
 
     def stop(self) -> None:
         with self._ready:
@@ -249,7 +254,7 @@ class SingleStreamSut(SystemUnderTest):
 
     def _issue_queries(self, samples: list) -> None:
         self.issued += len(samples)
-        self.run_batch(samples)
+        self.run_batch(samples, [time.monotonic()] * len(samples))
 
 
 def create_sut(scenario: str, backend: Backend, qsl: SquadQSL, options: SutOptions) -> SystemUnderTest:

@@ -56,6 +56,15 @@ def build_test_settings(
     overrides: LoadGenOverrides,
 ):
     """Returns (lg.TestSettings, dict of adjustments the harness made on its own, with reasons)."""
+    settings = conf_test_settings(scenario, mode, mlperf_conf=mlperf_conf, user_conf=user_conf)
+    return settings, apply_overrides(settings, total_count, overrides)
+
+
+def conf_test_settings(scenario: str, mode: str, *, mlperf_conf: Path, user_conf: Path):
+    """lg.TestSettings from mlperf.conf and user.conf (LoadGen's FromConfig), before any override.
+
+    LoadGen allows one FromConfig pair per process; a benchmark that runs several tests of one scenario
+    in a process builds this once and applies each test's overrides to it (:func:`apply_overrides`)."""
     import mlperf_loadgen as lg
 
     if mode not in MODES:
@@ -72,7 +81,11 @@ def build_test_settings(
         raise ConfigError(f"--user-conf {user_conf}: LoadGen rejected the file")
     settings.scenario = getattr(lg.TestScenario, scenario)
     settings.mode = lg.TestMode.PerformanceOnly if mode == "performance" else lg.TestMode.AccuracyOnly
+    return settings
 
+
+def apply_overrides(settings, total_count: int, overrides: LoadGenOverrides) -> dict[str, str]:
+    """Apply command-line overrides; returns the adjustments the harness made on its own, with reasons."""
     adjustments: dict[str, str] = {}
     o = overrides
     if o.performance_count is not None:
@@ -100,4 +113,4 @@ def build_test_settings(
         settings.server_target_latency_ns = int(o.target_latency_ms * 1e6)
     if o.expected_latency_ms is not None:
         settings.single_stream_expected_latency_ns = int(o.expected_latency_ms * 1e6)
-    return settings, adjustments
+    return adjustments

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,14 +138,22 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
                              inner_options, model, "dynamic")
             engines = {length: session for length in buckets}
         else:
-            bar = tqdm(buckets, desc=f"compiling {name} engines", unit="engine", disable=not progress or None,
-                       file=sys.stderr, leave=False)
-            for length in bar:
-                bar.set_postfix_str(f"seq {length}")
-                variant = write_sequence_variant(model, proto, length, work_dir)
-                engines[length] = _build(create_backend, name, variant, inner_options, model, str(length))
-                variant.onnx_path.unlink(missing_ok=True)  # compiled; keep the temp disk use to one copy
+            # Compiling is mostly single-threaded and releases the GIL: build the engines side by side
+            # (two 14-layer engines on 2 cores: 43 s together instead of 74 s one after the other).
+            variants = {length: write_sequence_variant(model, proto, length, work_dir) for length in buckets}
+            bar = tqdm(total=len(buckets), desc=f"compiling {len(buckets)} {name} engines (seq {','.join(map(str, buckets))})",
+                       unit="engine", disable=not progress or None, file=sys.stderr, leave=False)
+            with ThreadPoolExecutor(max_workers=max(1, min(len(buckets), os.cpu_count() or 1))) as pool:
+                futures = {pool.submit(_build, create_backend, name, variant, inner_options, model, str(length)): length
+                           for length, variant in variants.items()}
+                for future in as_completed(futures):
+                    if future.exception() is None:
+                        engines[futures[future]] = future.result()
+                    bar.update()
             bar.close()
+            failed = sorted((length, f.exception()) for f, length in futures.items() if f.exception() is not None)
+            if failed:
+                raise failed[0][1]
     except BaseException:
         for engine in {id(e): e for e in engines.values()}.values():
             engine.close()

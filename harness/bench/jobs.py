@@ -1,0 +1,173 @@
+"""Benchmark jobs: one compiled engine, several measurements, in a fresh process.
+
+A job builds its backend once (compiling DeepSparse engines is the slow part), then runs an optional
+bare engine loop, any number of LoadGen tests of one scenario and mode, and the bare loop again. LoadGen
+reads conf files once per process (see ``harness.isolated``), so the tests share one TestSettings read
+from mlperf.conf/user.conf and differ only in their overrides (count, duration, target QPS). A tuning
+job instead builds one engine per configuration and measures each with the bare loop only.
+
+``python -m harness.bench.jobs JOB.json RESULT.json``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.sysinfo import REPO_ROOT, peak_rss_mb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadGenTest:
+    label: str
+    overrides: dict  # LoadGenOverrides fields
+    count: int | None = None  # the first N features; None: all
+    design: str = "ours"  # harness.bench.designs.DESIGNS key
+    capacity_fraction: float | None = None  # Server: target QPS = fraction x the job's measured capacity
+
+
+@dataclass
+class TuneConfig:
+    batch_size: int
+    num_streams: int = 1
+    length: int | None = None  # engine sequence length; None: the job's tune_length
+
+
+@dataclass
+class BenchJob:
+    label: str
+    request: dict  # harness.isolated.request_to_spec of the base request (backend, model, options, ...)
+    tests: list[LoadGenTest] = field(default_factory=list)
+    bare_loop_count: int = 0  # bare loop over the first N features before and after the tests
+    capacity_count: int = 0  # bare loop over N features first; its samples/s sizes capacity_fraction tests
+    tune: list[TuneConfig] = field(default_factory=list)  # tuning job: bare loops only
+    tune_length: int = 192  # tuning engines run this sequence length (windows up to it)
+    tune_count: int = 256
+
+
+def run_job_isolated(job: BenchJob) -> dict:
+    """Run ``job`` in a child process (``python -m harness.bench.jobs``); returns its result."""
+    with tempfile.TemporaryDirectory(prefix="obert-bench-") as tmp:
+        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps(asdict(job)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+        proc = subprocess.run([sys.executable, "-m", "harness.bench.jobs", str(job_path), str(result_path)], env=env)
+        if not result_path.is_file():
+            raise HarnessError(f"benchmark job {job.label!r} ended without a result (exit status {proc.returncode})")
+        outcome = json.loads(result_path.read_text())
+    if not outcome["ok"]:
+        raise HarnessError(f"benchmark job {job.label!r} failed: {outcome['error']}")
+    return outcome["result"]
+
+
+def execute_job(job: BenchJob) -> dict:
+    from harness.backends import create_backend
+    from harness.bench.bare import bare_engine_loop
+    from harness.bench.designs import DESIGNS
+    from harness.isolated import request_from_spec
+    from harness.runner import execute_run
+    from harness.settings import LoadGenOverrides, conf_test_settings
+    from harness.squad import select_features
+
+    base = request_from_spec(job.request)
+    if job.tune:
+        return _execute_tuning(job, base)
+    started = time.perf_counter()
+    backend = create_backend(base.backend, base.model, base.backend_options, progress=base.progress)
+    result: dict = {"label": job.label, "build_s": round(time.perf_counter() - started, 1),
+                    "backend": backend.describe(), "records": []}
+    try:
+        features = base.features
+        if job.capacity_count:
+            result["capacity_samples_per_s"] = bare_engine_loop(
+                backend, features, np.arange(min(job.capacity_count, len(features))), workers=base.sut_options.num_workers)
+        bare_indices = np.arange(min(job.bare_loop_count, len(features)))
+        if job.bare_loop_count:
+            result["bare_before"] = bare_engine_loop(backend, features, bare_indices, workers=base.sut_options.num_workers)
+        settings = conf_test_settings(base.scenario, base.mode, mlperf_conf=base.mlperf_conf, user_conf=base.user_conf)
+        for test in job.tests:
+            overrides = dict(test.overrides)
+            if test.capacity_fraction is not None:
+                overrides["target_qps"] = round(test.capacity_fraction * result["capacity_samples_per_s"], 3)
+            request = replace(
+                base, features=select_features(features, test.count) if test.count else features,
+                overrides=LoadGenOverrides(**overrides), sut_class=DESIGNS[test.design],
+            )
+            log.info("%s: %s", job.label, test.label)
+            record = execute_run(request, backend=backend, conf_settings=settings)
+            record["bench_test"] = asdict(test)
+            result["records"].append(record)
+        if job.bare_loop_count:
+            result["bare_after"] = bare_engine_loop(backend, features, bare_indices, workers=base.sut_options.num_workers)
+            result["bare_count"] = int(bare_indices.size)
+    finally:
+        backend.close()
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def _execute_tuning(job: BenchJob, base) -> dict:
+    """Samples/s of the bare loop for each (batch size, streams) on one engine length."""
+    import onnx
+
+    from harness.backends import create_backend
+    from harness.backends.bucketed import write_sequence_variant
+    from harness.bench.bare import bare_engine_loop
+
+    features = base.features
+    proto = onnx.load(str(base.model.onnx_path))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="obert-tune-") as tmp:
+        variants: dict[int, object] = {}
+        for config in job.tune:
+            length = config.length or job.tune_length
+            if length not in variants:
+                variants[length] = write_sequence_variant(base.model, proto, length, Path(tmp))
+            # Windows that fit the length, cut to it: each engine runs full-width batches of real windows.
+            fitting = np.flatnonzero(features.seq_lengths <= length)[: job.tune_count]
+            options = replace(base.backend_options, batch_size=config.batch_size, num_streams=config.num_streams,
+                              scheduler="multi_stream" if config.num_streams > 1 else "default", sequence_buckets=None)
+            started = time.perf_counter()
+            backend = create_backend(base.backend, variants[length], options)
+            build_s = time.perf_counter() - started
+            try:
+                sps = bare_engine_loop(backend, features, fitting, workers=config.num_streams, length=length)
+            finally:
+                backend.close()
+            log.info("tune %s: length %d, batch %d, %d stream(s): %.2f samples/s", job.label, length,
+                     config.batch_size, config.num_streams, sps)
+            rows.append({**asdict(config), "length": length, "samples_per_s": round(sps, 2),
+                         "windows": int(fitting.size), "build_s": round(build_s, 1)})
+    return {"label": job.label, "tune": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def main(argv: list[str]) -> int:
+    job_path, result_path = Path(argv[0]), Path(argv[1])
+    spec = json.loads(job_path.read_text())
+    job = BenchJob(**{**spec, "tests": [LoadGenTest(**t) for t in spec["tests"]],
+                      "tune": [TuneConfig(**t) for t in spec["tune"]]})
+    try:
+        outcome = {"ok": True, "result": execute_job(job)}
+    except HarnessError as exc:
+        outcome = {"ok": False, "error": str(exc)}
+    result_path.write_text(json.dumps(outcome, default=str))
+    return 0 if outcome["ok"] else 1
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,176 @@
+"""The benchmark suite's report: ``report.md`` (tables and targets) and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.runner import SAMPLE_LATENCIES_FILE
+
+TARGET_TEXT = {
+    "ours_vs_published_offline": ("Offline: ours / published design, same model", ">= {:.1f}x", "{:.2f}x"),
+    "ours_vs_ort_fp32_dense_24l": ("Offline: ours / ONNX Runtime FP32 dense MobileBERT-24", ">= {:.0f}x", "{:.2f}x"),
+    "harness_overhead_pct": ("Harness overhead vs bare engine loop", "<= {:.0f}%", "{:.2f}%"),
+    "server_vs_offline": ("Server QPS at p99 <= 130 ms / Offline samples/s", ">= {:.2f}", "{:.3f}"),
+    "peak_rss_mb_full_offline": ("Peak RSS, Offline over all features", "<= {:.0f} MB", "{:.0f} MB"),
+}
+
+
+def write_report(results: dict, out_dir: Path) -> Path:
+    s = results["summary"]
+    machine = results.get("machine", {})
+    lines = [
+        "# Benchmark suite",
+        "",
+        f"Machine: {machine.get('cpu_model')}, {machine.get('logical_cpus', machine.get('cpus', '?'))} logical CPUs, "
+        f"{machine.get('memory_gb', '?')} GB; software: " +
+        ", ".join(f"{k} {v}" for k, v in (results.get("software") or {}).items() if v),
+        f"Features: the first {results['samples']} of {results['features']} windows of "
+        f"{'SQuAD v1.1 dev' if results['official_dataset'] else 'the built-in SAMPLE (not comparable)'}; "
+        "models are UNTRAINED benchmark models (speed valid, accuracy meaningless).",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---:|---|",
+    ]
+    for key, (what, goal, fmt) in TARGET_TEXT.items():
+        value = s["targets"].get(key)
+        met = s["met"].get(key)
+        lines.append(f"| {what} | {goal.format(s['target_values'][key])} | "
+                     f"{fmt.format(value) if value is not None else 'not measured'} | "
+                     f"{'yes' if met else ('no' if met is False else '-')} |")
+    lines += ["", "## Offline", "",
+              "| job | test | backend | model | seq | batch | samples | samples/s | bare samples/s (drift) | overhead "
+              "| GMAC/sample | % of peak | peak RSS MB |",
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in s["offline"]:
+        bare = (f"{r['bare_samples_per_s']:.2f} (±{r['bare_drift_pct']:.1f}%)" if "bare_samples_per_s" in r else "")
+        overhead = f"{r['overhead_pct']:+.2f}%" if "overhead_pct" in r else ""
+        seq = f"buckets {','.join(map(str, r['buckets']))} (mean {r['mean_tokens_computed']:.0f})" if r["buckets"] else "384"
+        lines.append(
+            f"| {r['job']} | {r['test']} | {r['backend']} | {r['model']} | {seq} | {r['batch_size']} | {r['samples']} | "
+            f"{r['samples_per_s']:.2f} | {bare} | {overhead} | {r['gmacs_per_sample'] or ''} | "
+            f"{r['roofline_pct'] if r['roofline_pct'] is not None else ''} {r['precision'] or ''} | {r['peak_rss_mb']} |")
+    lines += ["", f"Peak compute (for '% of peak'): {s['peak']['how']}. MACs per sample count only non-zero "
+              "weights and the tokens actually computed (the bucket length, or 384 when padded); "
+              "see `harness/bench/macs.py`.", ""]
+    if s["server"]:
+        lines += ["## Server (bert target latency 130 ms at p99)", "",
+                  "| design | batch | target QPS | completed samples/s | p50 ms | p90 ms | p99 ms | result |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in s["server"]:
+            lines.append(f"| {r['design']} | {r['batch_size']} | {r['target_qps']} | {r['completed_samples_per_s']} | "
+                         f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['validity']} |")
+        best = s["server_best"]
+        lines += [""]
+        for design, row in best.items():
+            lines.append(f"- highest valid target QPS, {design}: " + (f"{row['target_qps']} (p99 {row['p99_ms']} ms)"
+                                                                     if row else "none of the points tried"))
+        lines.append("")
+    if s.get("bucket_plans"):
+        lines += ["## Bucket sets (expected Offline samples/s from per-length engine speed)", "",
+                  "| buckets | engines | expected samples/s | vs padded 384 |", "|---|---:|---:|---:|"]
+        for r in s["bucket_plans"]:
+            lines.append(f"| {','.join(map(str, r['buckets']))} | {r['engines']} | {r['expected_samples_per_s']} | "
+                         f"{r['vs_padded']}x |")
+        lines.append("")
+    if s["tune"]:
+        lines += [f"## Tuning (bare engine loop, sequence length {s['tune'][0]['length']})", "",
+                  "| batch | streams | samples/s | engine build s |", "|---:|---:|---:|---:|"]
+        for r in s["tune"]:
+            lines.append(f"| {r['batch_size']} | {r['num_streams']} | {r['samples_per_s']} | {r['build_s']} |")
+        lines.append("")
+    if results.get("plots"):
+        lines += ["## Plots", ""] + [f"![{name}]({Path(path).name})" for name, path in results["plots"].items()] + [""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = results["summary"]
+    plots: dict[str, str] = {}
+
+    rows = [r for r in s["offline"] if r["samples"] == results["samples"]]
+    if rows:
+        fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
+        labels = [f"{r['backend']} {r['model'].replace(' (UNTRAINED)', '')}\n"
+                  f"{'published design' if r['design'] != 'ours' else ('buckets' if r['buckets'] else 'padded 384')}"
+                  for r in rows]
+        ax.barh(range(len(rows)), [r["samples_per_s"] for r in rows],
+                color=["tab:green" if r["buckets"] else ("tab:red" if r["design"] != "ours" else "tab:blue") for r in rows])
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"Offline samples/s (first {results['samples']} SQuAD dev windows)")
+        ax.set_title("Offline throughput (untrained models: speed only)")
+        fig.tight_layout()
+        plots["offline_throughput"] = _save(fig, out_dir / "offline_throughput.png")
+
+    if s["server"]:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for design, color in (("ours", "tab:green"), ("published-server", "tab:red")):
+            points = sorted((r for r in s["server"] if r["design"] == design and r["p99_ms"] is not None),
+                            key=lambda r: r["target_qps"])
+            if not points:
+                continue
+            qps = [r["target_qps"] for r in points]
+            for key, style in (("p50_ms", ":"), ("p90_ms", "--"), ("p99_ms", "-")):
+                ax.plot(qps, [r[key] for r in points], style, color=color, marker="o", markersize=3,
+                        label=f"{design} {key[:3]}")
+        ax.axhline(130, color="black", linewidth=0.8)
+        ax.text(ax.get_xlim()[0], 133, "130 ms bound", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xlabel("offered load (LoadGen target QPS)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("Server: latency vs offered QPS")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        plots["latency_vs_qps"] = _save(fig, out_dir / "latency_vs_qps.png")
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for design, color in (("ours", "tab:green"), ("published", "tab:red")):
+            row = s["server_best"].get(design)
+            if row is None:
+                continue
+            path = Path(row["run_dir"]) / SAMPLE_LATENCIES_FILE
+            if path.is_file():
+                latencies = np.load(path)
+                ax.hist(latencies, bins=60, alpha=0.6, color=color,
+                        label=f"{design} at {row['target_qps']} QPS (p99 {row['p99_ms']} ms)")
+        ax.axvline(130, color="black", linewidth=0.8)
+        ax.set_xlabel("per-sample latency, issue to completion (ms)")
+        ax.set_ylabel("samples")
+        ax.set_title("Server latency distribution at the highest valid load")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        plots["latency_distribution"] = _save(fig, out_dir / "latency_distribution.png")
+
+    if s["tune"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for streams in sorted({r["num_streams"] for r in s["tune"]}):
+            points = sorted((r for r in s["tune"] if r["num_streams"] == streams), key=lambda r: r["batch_size"])
+            ax.plot([r["batch_size"] for r in points], [r["samples_per_s"] for r in points], marker="o",
+                    label=f"{streams} stream(s)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples/s (bare engine loop)")
+        ax.set_title(f"DeepSparse sparse INT8 at sequence length {s['tune'][0]['length']}")
+        ax.legend()
+        fig.tight_layout()
+        plots["tuning"] = _save(fig, out_dir / "tuning.png")
+    return plots
+
+
+def _save(fig, path: Path) -> str:
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return str(path)

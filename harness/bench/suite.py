@@ -1,0 +1,342 @@
+"""The benchmark suite behind ``python -m harness bench``: one command, one set of features, every figure
+of the README's performance section (tables in ``report.md``/``bench.json``, plots as PNG).
+
+Jobs, in order (each in its own process, see ``harness.bench.jobs``):
+  1. ours: DeepSparse, 50% 4-block INT8, length bucketing, Offline over the first N features between two
+     bare engine loops (harness overhead), then Offline over every feature (headline, peak memory);
+  2. the same model padded to 384 (no bucketing): our Offline SUT and the published-design Offline
+     loop, with bare loops (overhead without bucketing);
+  3. peers, Offline over the same N features: DeepSparse FP32 dense 14 layers; ONNX Runtime FP32 dense 24
+     and 14 layers, ORT's own dynamic INT8 of the dense 14-layer model, and the sparse INT8 model;
+  4. Server, ours (dynamic batching, buckets) at fractions of job 1's Offline samples/s, and the
+     published design (one sample at a time, synchronous) at fractions of its own batch-1 capacity;
+  5. tuning: bare-loop samples/s over batch size x streams on one engine length.
+All models are the untrained benchmark models: speed figures are valid, accuracy figures would not be.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from harness.backends import BackendOptions
+from harness.bench.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
+from harness.bench.macs import MacProfile, compute_peak, count_macs
+from harness.bucketing import DEFAULT_BUCKETS, bucket_index, buckets_for
+from harness.data import DatasetFiles
+from harness.errors import ConfigError
+from harness.isolated import request_to_spec
+from harness.models import ModelInfo
+from harness.rundir import create_run_dir, mark_complete, mark_incomplete, write_json_atomic
+from harness.runner import RunRequest
+from harness.scenarios import SutOptions
+from harness.settings import LoadGenOverrides
+from harness.squad import FeatureSet
+from harness.sysinfo import machine_info, software_versions
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("offline", "peers", "server", "buckets", "tune")
+TARGETS = {
+    "ours_vs_published_offline": 1.5,
+    "ours_vs_ort_fp32_dense_24l": 6.0,
+    "harness_overhead_pct": 2.0,
+    "server_vs_offline": 0.85,
+    "peak_rss_mb_full_offline": 1536.0,
+}
+SERVER_LATENCY_BOUND_MS = 130.0
+
+
+@dataclass
+class SuiteConfig:
+    samples: int = 512  # features per Offline throughput measurement (the first N of the dev set)
+    offline_batch: int = 16
+    server_batch: int = 8
+    server_timeout_ms: float = 10.0
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    server_fractions: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # of our Offline samples/s
+    published_server_fractions: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)  # of its batch-1 capacity
+    server_duration_ms: int = 30000
+    full_offline: bool = True  # Offline over every feature: headline samples/s and peak RSS
+    sections: tuple[str, ...] = ("offline", "peers", "server", "tune")  # of SECTIONS; the rest may be reused
+    bucket_lengths: tuple[int, ...] = (96, 128, 160, 192, 224, 256, 320, 384)  # section "buckets"
+    tune: tuple[TuneConfig, ...] = field(default_factory=lambda: (
+        TuneConfig(1), TuneConfig(4), TuneConfig(8), TuneConfig(16), TuneConfig(32), TuneConfig(8, 2), TuneConfig(16, 2)))
+
+
+@dataclass
+class SuiteModels:
+    sparse_int8: ModelInfo
+    dense_fp32_14l: ModelInfo | None = None
+    dense_fp32_24l: ModelInfo | None = None
+    ort_int8_14l: ModelInfo | None = None
+
+
+class Suite:
+    def __init__(self, config: SuiteConfig, models: SuiteModels, *, features: FeatureSet, dataset: DatasetFiles,
+                 mlperf_conf: Path, user_conf: Path, out_root: Path, feature_cache_dir: Path, progress: bool = True,
+                 reuse: Path | None = None):
+        self.config = config
+        self.models = models
+        self.features = features
+        self.dataset = dataset
+        self.mlperf_conf = mlperf_conf
+        self.user_conf = user_conf
+        self.feature_cache_dir = feature_cache_dir
+        self.progress = progress
+        unknown = set(config.sections) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"--sections: unknown {sorted(unknown)}; expected some of {', '.join(SECTIONS)}")
+        self.count = min(config.samples, len(features))
+        self.reused = _load_reuse(reuse, self.count, features) if reuse else {}
+        self.out_dir = create_run_dir(out_root, "bench", "suite")
+        self.results: dict = {"jobs": {}, "config": _plain(asdict(config)), "features": len(features),
+                              "samples": self.count, "dataset": str(dataset.dev_json), "official_dataset": dataset.official,
+                              "reused_from": str(reuse) if reuse else None}
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def _job(self, label: str, section: str, *, backend: str, model: ModelInfo, scenario: str, batch_size: int,
+             buckets: tuple[int, ...] | None, tests: list[LoadGenTest], bare_loop_count: int = 0,
+             capacity_count: int = 0, workers: int = 1, timeout_ms: float | None = None,
+             tune: tuple[TuneConfig, ...] = ()) -> dict | None:
+        """Run a job of a selected section, or take its result from the reused suite (None: neither)."""
+        if section not in self.config.sections:
+            if label in self.reused:
+                self.results["jobs"][label] = {**self.reused[label], "reused": True}
+            return self.results["jobs"].get(label)
+        request = RunRequest(
+            scenario=scenario, mode="performance", backend=backend, model=model, features=self.features,
+            dataset=self.dataset,
+            backend_options=BackendOptions(batch_size=batch_size,
+                                           sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length)),
+            sut_options=SutOptions(num_workers=workers, batch_timeout_ms=timeout_ms or self.config.server_timeout_ms),
+            mlperf_conf=self.mlperf_conf, user_conf=self.user_conf, runs_root=self.out_dir / "runs" / label,
+            overrides=LoadGenOverrides(), progress=self.progress,
+        )
+        job = BenchJob(label=label, request=request_to_spec(request, self.feature_cache_dir), tests=tests,
+                       bare_loop_count=bare_loop_count, capacity_count=capacity_count, tune=list(tune))
+        log.info("bench job %s (%s, %s, %s)", label, backend, model.label, "buckets " + ",".join(map(str, buckets))
+                 if buckets else "padded to 384")
+        started = time.perf_counter()
+        result = run_job_isolated(job)
+        result["wall_s"] = round(time.perf_counter() - started, 1)
+        result["model"] = model.label
+        result["backend_name"] = backend
+        result["buckets"] = list(buckets) if buckets else None
+        self.results["jobs"][label] = result
+        self._save()
+        return result
+
+    def _offline_test(self, label: str, count: int | None, design: str = "ours") -> LoadGenTest:
+        n = count or len(self.features)
+        return LoadGenTest(label=label, count=count, design=design,
+                           overrides={"min_duration_ms": 0, "min_query_count": n, "max_query_count": n, "target_qps": 1.0})
+
+    def run(self) -> dict:
+        c, m = self.config, self.models
+        try:
+            tests = [self._offline_test(f"Offline, first {self.count} features", self.count)]
+            if c.full_offline:
+                tests.append(self._offline_test(f"Offline, all {len(self.features)} features", None))
+            ours = self._job("ds-sparse-int8-bucketed", "offline", backend="deepsparse", model=m.sparse_int8,
+                             scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets, tests=tests,
+                             bare_loop_count=self.count)
+            self._job("ds-sparse-int8-padded", "offline", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
+                      batch_size=c.offline_batch, buckets=None, bare_loop_count=self.count,
+                      tests=[self._offline_test(f"Offline, first {self.count} features", self.count),
+                             self._offline_test("published design: padded batch loop", self.count, "published-offline")])
+            peers = [("ds-dense-fp32-14l", "deepsparse", m.dense_fp32_14l),
+                     ("ort-dense-fp32-24l", "onnxruntime", m.dense_fp32_24l),
+                     ("ort-dense-fp32-14l", "onnxruntime", m.dense_fp32_14l),
+                     ("ort-dynamic-int8-14l", "onnxruntime", m.ort_int8_14l),
+                     ("ort-sparse-int8", "onnxruntime", m.sparse_int8)]
+            for label, backend, model in peers:
+                if model is not None or label in self.reused:
+                    self._job(label, "peers", backend=backend, model=model, scenario="Offline", batch_size=c.offline_batch,
+                              buckets=None, tests=[self._offline_test(f"Offline, first {self.count} features", self.count)])
+            if "server" in c.sections:
+                if ours is None:
+                    raise ConfigError("--sections server needs our Offline result: include 'offline' or --reuse a "
+                                      "suite that has it")
+                offline_sps = _records(ours)[-1]["results"]["samples_per_second"]
+                server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
+                tests = [LoadGenTest(label=f"Server {f:.0%} of Offline",
+                                     overrides={**server, "target_qps": round(f * offline_sps, 3)}) for f in c.server_fractions]
+            else:
+                server, tests = {}, []
+            self._job("server-ours", "server", backend="deepsparse", model=m.sparse_int8, scenario="Server",
+                      batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=tests)
+            self._job("server-published", "server", backend="deepsparse", model=m.sparse_int8, scenario="Server",
+                      batch_size=1, buckets=None, capacity_count=64,
+                      tests=[LoadGenTest(label=f"published Server {f:.0%} of batch-1 capacity", overrides=server,
+                                         design="published-server", capacity_fraction=f)
+                             for f in c.published_server_fractions])
+            self._job("bucket-lengths", "buckets", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
+                      batch_size=c.offline_batch, buckets=None, tests=[],
+                      tune=tuple(TuneConfig(c.offline_batch, 1, length) for length in c.bucket_lengths))
+            self._job("tune-ds-sparse-int8", "tune", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
+                      batch_size=c.offline_batch, buckets=None, tests=[], tune=c.tune)
+        except BaseException:
+            self._save()
+            mark_incomplete(self.out_dir, "the benchmark suite stopped before its last job (see bench.json)")
+            raise
+        self.results["summary"] = summarize(self.results, self.models, self.features)
+        self._save()
+        from harness.bench.report import write_plots, write_report
+
+        self.results["plots"] = write_plots(self.results, self.out_dir)
+        self._save()
+        write_report(self.results, self.out_dir)
+        mark_complete(self.out_dir)
+        return self.results
+
+    def _save(self) -> None:
+        self.results.update({"machine": machine_info(), "software": software_versions()})
+        write_json_atomic(self.out_dir / "bench.json", self.results)
+
+
+def _load_reuse(path: Path, count: int, features: FeatureSet) -> dict:
+    """Jobs of an earlier suite run (its bench.json) on the same features, to be reported again."""
+    bench_json = Path(path) / "bench.json" if Path(path).is_dir() else Path(path)
+    try:
+        earlier = json.loads(bench_json.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--reuse {path}: no readable bench.json ({exc})") from exc
+    if earlier.get("samples") != count or earlier.get("features") != len(features):
+        raise ConfigError(f"--reuse {path}: measured on {earlier.get('samples')} of {earlier.get('features')} features, "
+                          f"this run uses {count} of {len(features)} (same --samples and data dir needed)")
+    return earlier.get("jobs", {})
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _records(job: dict) -> list[dict]:
+    return job.get("records", [])
+
+
+def computed_lengths(features: FeatureSet, count: int | None, buckets: list[int] | None) -> np.ndarray:
+    """Tokens each window is computed at: its bucket (bucket-pure batches), or the full window length."""
+    lengths = features.seq_lengths[: count or len(features)]
+    if not buckets:
+        return np.full(lengths.shape, features.params.max_seq_length)
+    return np.asarray(buckets)[bucket_index(tuple(buckets), lengths)]
+
+
+def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
+    """Offline table rows, Server curves, tuning rows and the targets, from the jobs' raw results."""
+    peak = compute_peak()
+    profiles: dict[str, MacProfile] = {}
+
+    def profile(model_label: str) -> MacProfile | None:
+        if model_label not in profiles:
+            for model in (models.sparse_int8, models.dense_fp32_14l, models.dense_fp32_24l, models.ort_int8_14l):
+                if model is not None and model.label == model_label:
+                    profiles[model_label] = count_macs(model)
+        return profiles.get(model_label)
+
+    offline_rows, server_rows, tune_rows, length_rows = [], [], [], []
+    for label, job in results["jobs"].items():
+        for record in _records(job):
+            test = record["bench_test"]
+            r = record["results"]
+            if record["scenario"] == "Offline":
+                sps = float(r["samples_per_second"])
+                lengths = computed_lengths(features, test["count"], job["buckets"])
+                prof = profile(job["model"])
+                macs = float(prof.effective(lengths).mean()) if prof else None
+                row = {
+                    "job": label, "test": test["label"], "design": test["design"], "backend": job["backend_name"],
+                    "model": job["model"], "buckets": job["buckets"], "batch_size": record["backend"].get("batch_size"),
+                    "samples": record["qsl"]["features"], "samples_per_s": round(sps, 2), "validity": r.get("validity"),
+                    "mean_tokens_computed": round(float(lengths.mean()), 1), "peak_rss_mb": record.get("peak_rss_mb"),
+                    "gmacs_per_sample": round(macs / 1e9, 3) if macs else None,
+                    "precision": ("int8" if prof.int8 else "fp32") if prof else None,
+                    "roofline_pct": round(100 * macs * sps / peak.for_precision(prof.int8), 2) if prof else None,
+                }
+                if "bare_before" in job and test["design"] == "ours" and test["count"] == job.get("bare_count"):
+                    bare = (job["bare_before"] + job["bare_after"]) / 2
+                    row.update(bare_samples_per_s=round(bare, 2),
+                               bare_drift_pct=round(100 * abs(job["bare_before"] - job["bare_after"]) / bare, 2),
+                               overhead_pct=round(100 * (1 - sps / bare), 2))
+                offline_rows.append(row)
+            else:
+                latency = r.get("latency_ms", {})
+                server_rows.append({
+                    "job": label, "design": test["design"], "target_qps": r.get("target_qps"),
+                    "completed_samples_per_s": r.get("samples_per_second"), "validity": r.get("validity"),
+                    "p50_ms": latency.get("p50"), "p90_ms": latency.get("p90"), "p99_ms": latency.get("p99"),
+                    "sut_p99_ms": (record.get("sut_latency_ms") or {}).get("p99"), "run_dir": record["run_dir"],
+                    "batch_size": record["backend"].get("batch_size"), "peak_rss_mb": record.get("peak_rss_mb"),
+                })
+        for row in job.get("tune", []):
+            (length_rows if label == "bucket-lengths" else tune_rows).append(row)
+
+    def find(job: str, design: str = "ours", samples: int | None = None) -> dict | None:
+        return next((row for row in offline_rows if row["job"] == job and row["design"] == design
+                     and (samples is None or row["samples"] == samples)), None)
+
+    n = results["samples"]
+    ours = find("ds-sparse-int8-bucketed", samples=n)
+    full = find("ds-sparse-int8-bucketed", samples=len(features)) if len(features) != n else ours
+    published = find("ds-sparse-int8-padded", "published-offline")
+    ort24 = find("ort-dense-fp32-24l")
+
+    def best_valid(design: str) -> dict | None:
+        valid = [s for s in server_rows if s["design"] == design and s["validity"] == "VALID"
+                 and s["p99_ms"] is not None and s["p99_ms"] <= SERVER_LATENCY_BOUND_MS]
+        return max(valid, key=lambda s: s["target_qps"]) if valid else None
+
+    server_ours, server_published = best_valid("ours"), best_valid("published-server")
+    offline_reference = full or ours
+    targets = {
+        "ours_vs_published_offline": _ratio(ours, published),
+        "ours_vs_ort_fp32_dense_24l": _ratio(ours, ort24),
+        "harness_overhead_pct": ours.get("overhead_pct") if ours else None,
+        "server_vs_offline": (round(server_ours["target_qps"] / offline_reference["samples_per_s"], 3)
+                              if server_ours and offline_reference else None),
+        "peak_rss_mb_full_offline": full.get("peak_rss_mb") if full else None,
+    }
+    met = {k: (None if v is None else (v <= TARGETS[k] if k in ("harness_overhead_pct", "peak_rss_mb_full_offline")
+                                       else v >= TARGETS[k])) for k, v in targets.items()}
+    return {
+        "offline": offline_rows, "server": server_rows, "tune": tune_rows,
+        "bucket_plans": bucket_plans(length_rows, features) if length_rows else [],
+        "server_best": {"ours": server_ours, "published": server_published},
+        "offline_reference": offline_reference, "targets": targets, "target_values": TARGETS, "met": met,
+        "peak": asdict(peak),
+    }
+
+
+CANDIDATE_BUCKET_SETS = ((384,), (256, 384), (192, 384), (160, 224, 384), (192, 256, 384), (128, 192, 256, 384),
+                         (160, 192, 256, 384), (128, 160, 192, 256, 384), (128, 192, 256, 320, 384),
+                         (128, 160, 192, 224, 256, 320, 384))
+
+
+def bucket_plans(length_rows: list[dict], features: FeatureSet) -> list[dict]:
+    """Expected Offline samples/s of candidate bucket sets on the dev-set length distribution, from the
+    measured samples/s of an engine at each length (time per window = 1 / samples/s at its bucket)."""
+    seconds = {row["length"]: 1.0 / row["samples_per_s"] for row in length_rows}
+    lengths = features.seq_lengths
+    plans = []
+    for buckets in CANDIDATE_BUCKET_SETS:
+        if not set(buckets) <= seconds.keys():
+            continue
+        per_window = np.asarray([seconds[b] for b in buckets])[bucket_index(buckets, lengths)]
+        plans.append({"buckets": list(buckets), "engines": len(buckets), "expected_samples_per_s": round(1 / per_window.mean(), 2)})
+    full = next((p["expected_samples_per_s"] for p in plans if p["buckets"] == [features.params.max_seq_length]), None)
+    for plan in plans:
+        plan["vs_padded"] = round(plan["expected_samples_per_s"] / full, 2) if full else None
+    return plans
+
+
+def _ratio(a: dict | None, b: dict | None) -> float | None:
+    if not a or not b or not b["samples_per_s"]:
+        return None
+    return round(a["samples_per_s"] / b["samples_per_s"], 2)
