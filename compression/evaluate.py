@@ -49,9 +49,9 @@ def torch_logits(
         index = order[lo:lo + batch_size]
         length = int(features.seq_lengths[index].max())
         output = model(
-            input_ids=torch.as_tensor(features.input_ids[index, :length]).to(device),
-            attention_mask=torch.as_tensor(features.input_mask[index, :length]).to(device),
-            token_type_ids=torch.as_tensor(features.segment_ids[index, :length]).to(device),
+            input_ids=torch.as_tensor(features.input_ids[index, :length], dtype=torch.long).to(device),
+            attention_mask=torch.as_tensor(features.input_mask[index, :length], dtype=torch.long).to(device),
+            token_type_ids=torch.as_tensor(features.segment_ids[index, :length], dtype=torch.long).to(device),
         )
         start, end = output["start_logits"].float().cpu().numpy(), output["end_logits"].float().cpu().numpy()
         for row, feature in enumerate(index):
@@ -74,8 +74,9 @@ def onnx_logits(onnx_path: Path, features: FeatureSet, *, batch_size: int = 32, 
                    leave=False):
         hi = min(lo + batch_size, len(features))
         start, end = session.run(["start_logits", "end_logits"], {
-            "input_ids": features.input_ids[lo:hi], "attention_mask": features.input_mask[lo:hi],
-            "token_type_ids": features.segment_ids[lo:hi],
+            "input_ids": features.input_ids[lo:hi].astype(np.int64),
+            "attention_mask": features.input_mask[lo:hi].astype(np.int64),
+            "token_type_ids": features.segment_ids[lo:hi].astype(np.int64),
         })
         for row in range(hi - lo):
             logits[lo + row] = (start[row], end[row])

@@ -51,7 +51,7 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument("--backend", default="deepsparse", choices=["deepsparse", "onnxruntime"])
     engine = parser.add_argument_group("engine" + note)
     engine.add_argument("--batch-size", type=int,
-                        help="engine batch size (default: Offline 16, Server 8, SingleStream 1)")
+                        help="engine batch size (default: Offline 16, Server 1, SingleStream 1)")
     engine.add_argument("--num-streams", type=int, help="DeepSparse streams (and SUT worker threads)")
     engine.add_argument("--num-cores", type=int, help="DeepSparse cores (default: all)")
     engine.add_argument("--scheduler", default=None,
@@ -305,7 +305,7 @@ def cmd_bench(args) -> int:
 
     sections = tuple(part.strip() for part in args.sections.split(",") if part.strip())
     models = SuiteModels(sparse_int8=model("sparse-int8"))
-    if "peers" in sections:
+    if "peers" in sections or args.reuse:  # reused peer rows need the models for their MAC counts
         dense_dir = benchmark_model_dir("dense-fp32", dataset.vocab)
         models.dense_fp32_14l = resolve_model(str(dense_dir), download_dir=download_dir)
         models.dense_fp32_24l = model("dense-fp32-24l")

@@ -77,7 +77,8 @@ class Backend(ABC):
         n = input_ids.shape[0]
         if n == 0 or n > self.batch_size:
             raise ValueError(f"batch of {n} samples; the backend takes 1..{self.batch_size}")
-        arrays = (input_ids, attention_mask, token_type_ids)
+        # Features are stored compactly (int32 / uint8); models take int64.
+        arrays = tuple(np.asarray(a, dtype=np.int64) for a in (input_ids, attention_mask, token_type_ids))
         if n < self.batch_size and self.pads_batches:
             arrays = tuple(_pad_rows(a, self.batch_size) for a in arrays)
         names = self.model.input_names

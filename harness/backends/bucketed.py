@@ -95,7 +95,7 @@ class BucketedBackend(Backend):
         length = self.bucket_for(attention_mask)
         if input_ids.shape[1] != length:
             input_ids, attention_mask, token_type_ids = (
-                np.ascontiguousarray(a[:, :length]) for a in (input_ids, attention_mask, token_type_ids)
+                np.ascontiguousarray(a[:, :length], dtype=np.int64) for a in (input_ids, attention_mask, token_type_ids)
             )
         return self.engines[length].predict(input_ids, attention_mask, token_type_ids)
 
@@ -141,6 +141,7 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
             # Compiling is mostly single-threaded and releases the GIL: build the engines side by side
             # (two 14-layer engines on 2 cores: 43 s together instead of 74 s one after the other).
             variants = {length: write_sequence_variant(model, proto, length, work_dir) for length in buckets}
+            del proto  # the engines read the files; peak memory matters (one compiled engine is ~240 MB)
             bar = tqdm(total=len(buckets), desc=f"compiling {len(buckets)} {name} engines (seq {','.join(map(str, buckets))})",
                        unit="engine", disable=not progress or None, file=sys.stderr, leave=False)
             with ThreadPoolExecutor(max_workers=max(1, min(len(buckets), os.cpu_count() or 1))) as pool:

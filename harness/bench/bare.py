@@ -15,12 +15,11 @@ from harness.squad import FeatureSet
 
 def batch_inputs(features: FeatureSet, batch: np.ndarray, buckets: tuple[int, ...] | None, length: int | None = None):
     """The batch's arrays, cut to its bucket's length (or ``length``), as the engine will run them."""
-    arrays = (features.input_ids[batch], features.input_mask[batch], features.segment_ids[batch])
     if length is None and buckets:
         length = buckets[int(bucket_index(buckets, features.seq_lengths[batch]).max())]
-    if length is None or length == arrays[0].shape[1]:
-        return arrays
-    return tuple(np.ascontiguousarray(a[:, :length]) for a in arrays)
+    width = length or features.input_ids.shape[1]
+    return tuple(np.ascontiguousarray(a[batch, :width], dtype=np.int64)
+                 for a in (features.input_ids, features.input_mask, features.segment_ids))
 
 
 def bare_engine_loop(

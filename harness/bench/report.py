@@ -58,11 +58,17 @@ def write_report(results: dict, out_dir: Path) -> Path:
               "see `harness/bench/macs.py`.", ""]
     if s["server"]:
         lines += ["## Server (bert target latency 130 ms at p99)", "",
-                  "| design | batch | target QPS | completed samples/s | p50 ms | p90 ms | p99 ms | result |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "| design | batch | target QPS | completed samples/s | queries | p50 ms | p90 ms | p99 ms | latency bound "
+                  "met | early stopping met | LoadGen result |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
         for r in s["server"]:
             lines.append(f"| {r['design']} | {r['batch_size']} | {r['target_qps']} | {r['completed_samples_per_s']} | "
-                         f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['validity']} |")
+                         f"{r.get('query_count')} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | "
+                         f"{'yes' if r.get('latency_bound_met') else 'no'} | {'yes' if r.get('early_stopping_met') else 'no'} | "
+                         f"{r['validity']} |")
+        lines += ["", "A point counts when LoadGen's latency constraint held (p99 <= 130 ms). Sweep points are short, "
+                  "too few queries for LoadGen's early-stopping estimate, so their overall result can read INVALID "
+                  "for that alone; confirm the chosen target with a full run (`./run_server.sh`)."]
         best = s["server_best"]
         lines += [""]
         for design, row in best.items():

@@ -1,0 +1,1 @@
+"""The benchmark suite (`python -m harness bench`); see harness/bench/suite.py."""
