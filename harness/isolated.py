@@ -105,9 +105,15 @@ def main(argv: list[str]) -> int:
     if len(argv) > 2:
         with open(argv[2], "rb") as f:
             wrapper = pickle.load(f)  # written by our own parent process
+    return write_outcome(result_path, "record",
+                         lambda: execute_run(request_from_spec(json.loads(spec_path.read_text()), wrapper)))
+
+
+def write_outcome(result_path: Path, key: str, work) -> int:
+    """Child side of a process boundary: run ``work()`` and write ``{"ok": true, key: result}``, or the
+    user-facing error and its kind, as JSON for the parent; returns the exit status."""
     try:
-        record = execute_run(request_from_spec(json.loads(spec_path.read_text()), wrapper))
-        outcome = {"ok": True, "record": record}
+        outcome = {"ok": True, key: work()}
     except BackendFault as exc:
         outcome = {"ok": False, "kind": "BackendFault", "error": str(exc)}
     except HarnessError as exc:

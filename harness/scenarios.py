@@ -6,8 +6,9 @@
 - Server: ``issue_queries`` only enqueues and returns; workers form dynamic batches, waiting at most
   ``batch_timeout_ms`` after the oldest queued sample before running a partial batch, so queueing delay
   stays inside the latency budget (bert: 130 ms at p99). With length bucketing there is one queue per
-  bucket: a full batch goes at the shortest length that fills it, and a batch whose oldest sample is due
-  is topped up with waiting shorter windows, which fit its length at no extra cost.
+  bucket: a sample that has waited ``batch_timeout_ms`` goes first (topped up with waiting shorter
+  windows, which fit its length at no extra cost); otherwise a full batch goes at the shortest length
+  that fills one.
 - SingleStream: one sample per query, run at once on LoadGen's issue thread (no hand-off latency).
 
 All three share the fault path: if the backend raises, the fault is recorded, every sample in flight
@@ -207,18 +208,20 @@ class ServerSut(SystemUnderTest):
                     return None
                 self._ready.wait()
                 continue
-            # A full batch at the shortest bucket length that can fill one goes at once.
+            if self._stopping:  # drain: everything left, at the length that holds it
+                return self._take(max(b for b, count in enumerate(waiting) if count), batch_size)
+            # An overdue sample goes first (so short windows cannot starve long ones), topped up with
+            # waiting windows that fit its bucket.
+            oldest_bucket = min((b for b, q in enumerate(self._queues) if q), key=lambda b: self._queues[b][0][0])
+            remaining = self._queues[oldest_bucket][0][0] + self._timeout_s - time.monotonic()
+            if remaining <= 0:
+                return self._take(oldest_bucket, batch_size)
+            # Otherwise a full batch at the shortest bucket length that can fill one goes at once.
             total = 0
             for bucket, count in enumerate(waiting):
                 total += count
                 if total >= batch_size:
                     return self._take(bucket, batch_size)
-            # Otherwise the oldest sample decides: when its wait budget is spent, run what fits its bucket.
-            oldest_bucket = min((b for b, q in enumerate(self._queues) if q), key=lambda b: self._queues[b][0][0])
-            remaining = self._queues[oldest_bucket][0][0] + self._timeout_s - time.monotonic()
-            if remaining <= 0 or self._stopping:
-                return self._take(max(b for b, q in enumerate(self._queues) if q) if self._stopping else oldest_bucket,
-                                  batch_size)
             self._ready.wait(remaining)
 
     def _take(self, bucket: int, batch_size: int) -> list:

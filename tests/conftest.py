@@ -47,3 +47,14 @@ def dev_features(dev_files: DatasetFiles, feature_cache_dir: Path):
 def sample_dataset(tmp_path_factory) -> DatasetFiles:
     """The built-in sample dataset and vocab, written to a temp dir."""
     return write_sample_dataset(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="session")
+def sample_features(tmp_path_factory):
+    """(dataset, features, feature cache dir) of the built-in sample with the default MLPerf parameters."""
+    from harness.squad import FeatureParams, load_or_build_features
+
+    root = tmp_path_factory.mktemp("sample-features")
+    dataset = write_sample_dataset(root / "data")
+    cache = root / "cache"
+    return dataset, load_or_build_features(dataset.dev_json, dataset.vocab, FeatureParams(), cache, progress=False), cache

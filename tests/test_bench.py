@@ -13,10 +13,8 @@ import pytest
 from harness.bench.jobs import TuneConfig
 from harness.bench.macs import compute_peak, count_macs
 from harness.bench.suite import Suite, SuiteConfig, SuiteModels
-from harness.data import write_sample_dataset
 from harness.errors import ConfigError
 from harness.models import inspect_onnx_model
-from harness.squad import FeatureParams, load_or_build_features
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import write_toy_qa_model
 
@@ -64,12 +62,8 @@ def test_count_macs_counts_nonzero_weights_and_attention(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    dataset = write_sample_dataset(root / "data")
-    cache = root / "cache"
-    features = load_or_build_features(dataset.dev_json, dataset.vocab, FeatureParams(), cache, progress=False)
-    return dataset, features, cache
+def sample(sample_features):
+    return sample_features
 
 
 def test_published_design_refuses_a_bucketed_backend(sample, tmp_path):

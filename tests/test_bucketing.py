@@ -17,14 +17,12 @@ from harness.bucketing import (
     padded_tokens_per_window,
     parse_buckets,
 )
-from harness.data import write_sample_dataset
 from harness.errors import ConfigError, ModelError
 from harness.loadgen_logs import ACCURACY_LOG
 from harness.models import inspect_onnx_model
 from harness.runner import RunRequest, execute_run
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
-from harness.squad import FeatureParams, load_or_build_features
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import toy_expected, write_toy_qa_model
 
@@ -136,11 +134,8 @@ def test_a_model_whose_output_depends_on_padding_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    dataset = write_sample_dataset(root / "data")
-    features = load_or_build_features(dataset.dev_json, dataset.vocab, FeatureParams(), root / "cache", progress=False)
-    return dataset, features
+def sample(sample_features):
+    return sample_features[:2]
 
 
 def _run(sample, model, tmp_path, name: str, **changes) -> tuple[dict, object]:

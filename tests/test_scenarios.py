@@ -12,7 +12,6 @@ import pytest
 
 from harness.backends import BackendOptions
 from harness.backends.fault import FaultInjectingBackend
-from harness.data import write_sample_dataset
 from harness.errors import BackendFault
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG
 from harness.models import inspect_onnx_model
@@ -20,17 +19,13 @@ from harness.rundir import INCOMPLETE_MARKER, RUN_JSON
 from harness.runner import RunRequest, execute_run
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
-from harness.squad import FeatureParams, load_or_build_features
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import write_toy_qa_model
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    dataset = write_sample_dataset(root / "data")
-    features = load_or_build_features(dataset.dev_json, dataset.vocab, FeatureParams(), root / "cache", progress=False)
-    return dataset, features
+def sample(sample_features):
+    return sample_features[:2]
 
 
 @pytest.fixture(scope="module")

@@ -159,12 +159,9 @@ def main(argv: list[str]) -> int:
     spec = json.loads(job_path.read_text())
     job = BenchJob(**{**spec, "tests": [LoadGenTest(**t) for t in spec["tests"]],
                       "tune": [TuneConfig(**t) for t in spec["tune"]]})
-    try:
-        outcome = {"ok": True, "result": execute_job(job)}
-    except HarnessError as exc:
-        outcome = {"ok": False, "error": str(exc)}
-    result_path.write_text(json.dumps(outcome, default=str))
-    return 0 if outcome["ok"] else 1
+    from harness.isolated import write_outcome
+
+    return write_outcome(result_path, "result", lambda: execute_job(job))
 
 
 if __name__ == "__main__":
