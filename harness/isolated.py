@@ -85,13 +85,10 @@ def execute_run_isolated(request: RunRequest, feature_cache_dir: Path) -> dict:
             with (Path(tmp) / "wrapper.pkl").open("wb") as f:
                 pickle.dump(request.backend_wrapper, f)
             command.append(str(Path(tmp) / "wrapper.pkl"))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        proc = subprocess.run(command, env=env)
-        if not result_path.is_file():
-            raise BackendFault(f"{request.scenario} {request.mode} run ended without a result (exit status "
-                               f"{proc.returncode}); see the newest run directory under {request.runs_root}")
-        outcome = json.loads(result_path.read_text())
+        outcome = run_child(command, result_path)
+        if outcome is None:
+            raise BackendFault(f"{request.scenario} {request.mode} run ended without a result; see the newest run "
+                               f"directory under {request.runs_root}")
     if not outcome["ok"]:
         raise (BackendFault if outcome["kind"] == "BackendFault" else HarnessError)(outcome["error"])
     return outcome["record"]
@@ -107,6 +104,15 @@ def main(argv: list[str]) -> int:
             wrapper = pickle.load(f)  # written by our own parent process
     return write_outcome(result_path, "record",
                          lambda: execute_run(request_from_spec(json.loads(spec_path.read_text()), wrapper)))
+
+
+def run_child(command: list[str], result_path: Path) -> dict | None:
+    """Parent side: run a ``python -m harness...`` child with this checkout importable; returns the
+    outcome it wrote (see :func:`write_outcome`), or None when it died before writing one."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    subprocess.run(command, env=env)
+    return json.loads(result_path.read_text()) if result_path.is_file() else None
 
 
 def write_outcome(result_path: Path, key: str, work) -> int:

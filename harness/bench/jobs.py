@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.sysinfo import REPO_ROOT, peak_rss_mb
+from harness.isolated import run_child
+from harness.sysinfo import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +61,9 @@ def run_job_isolated(job: BenchJob) -> dict:
     with tempfile.TemporaryDirectory(prefix="obert-bench-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(json.dumps(asdict(job)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        proc = subprocess.run([sys.executable, "-m", "harness.bench.jobs", str(job_path), str(result_path)], env=env)
-        if not result_path.is_file():
-            raise HarnessError(f"benchmark job {job.label!r} ended without a result (exit status {proc.returncode})")
-        outcome = json.loads(result_path.read_text())
+        outcome = run_child([sys.executable, "-m", "harness.bench.jobs", str(job_path), str(result_path)], result_path)
+        if outcome is None:
+            raise HarnessError(f"benchmark job {job.label!r} ended without a result (see its log above)")
     if not outcome["ok"]:
         raise HarnessError(f"benchmark job {job.label!r} failed: {outcome['error']}")
     return outcome["result"]
