@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.errors import BackendFault, ConfigError, HarnessError
 from harness.bucketing import DEFAULT_BUCKETS
-from harness.run_options import DEFAULT_BATCH_SIZE, QUICK, EngineSettings, quick_overrides
+from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK, EngineSettings, quick_overrides
 from harness.sysinfo import REPO_ROOT
 
 log = logging.getLogger("harness")
@@ -51,8 +51,11 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument("--backend", default="deepsparse", choices=["deepsparse", "onnxruntime"])
     engine = parser.add_argument_group("engine" + note)
     engine.add_argument("--batch-size", type=int,
-                        help="engine batch size (default: Offline 16, Server 1, SingleStream 1)")
-    engine.add_argument("--num-streams", type=int, help="DeepSparse streams (and SUT worker threads)")
+                        help="engine batch size (default: " +
+                        ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_BATCH_SIZE.items()) + ")")
+    engine.add_argument("--num-streams", type=int,
+                        help="DeepSparse streams (and SUT worker threads) (default: " +
+                        ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_STREAMS.items()) + ")")
     engine.add_argument("--num-cores", type=int, help="DeepSparse cores (default: all)")
     engine.add_argument("--scheduler", default=None,
                         help="DeepSparse scheduler: default | single_stream | multi_stream | elastic "
@@ -125,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sections", default="offline,peers,server,tune",
                        help="what to measure, of offline, peers, server, buckets (an engine at each length 96..384 "
                        "and the expected speed of candidate bucket sets; ~7 min), tune (default: %(default)s)")
-    bench.add_argument("--reuse", help="an earlier suite directory (same --samples and data): its jobs of the "
-                       "sections not measured now are reported again, so one section can be re-measured alone")
+    bench.add_argument("--reuse", action="append", default=[],
+                       help="an earlier suite directory (same --samples and data): its jobs of the sections not "
+                       "measured now are reported again, so one section can be re-measured alone; repeat to "
+                       "combine several (the first that has a job wins)")
     bench.add_argument("--out-dir", default=str(REPO_ROOT / "bench_results"))
     bench.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
     bench.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
@@ -234,7 +239,7 @@ def cmd_run(args) -> int:
     for mode in modes:
         request = RunRequest(
             scenario=args.scenario, mode=mode, backend=engine.backend, model=model, features=features,
-            dataset=dataset, backend_options=engine.backend_options(args.scenario, features.params.max_seq_length), sut_options=engine.sut_options(),
+            dataset=dataset, backend_options=engine.backend_options(args.scenario, features.params.max_seq_length), sut_options=engine.sut_options(args.scenario),
             mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
             overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
             fault_grace_s=args.fault_grace_s,
@@ -315,7 +320,7 @@ def cmd_bench(args) -> int:
     suite = Suite(config, models, features=features, dataset=dataset, mlperf_conf=Path(args.mlperf_conf),
                   user_conf=Path(args.user_conf), out_root=Path(args.out_dir),
                   feature_cache_dir=Path(args.cache_dir) / "features", progress=not args.no_progress,
-                  reuse=Path(args.reuse) if args.reuse else None)
+                  reuse=[Path(path) for path in args.reuse])
     suite.run()
     print((suite.out_dir / "report.md").read_text())
     print(f"results: {suite.out_dir}")

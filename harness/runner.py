@@ -29,7 +29,7 @@ from harness.models import ModelInfo, check_model_fits
 from harness.qsl import SquadQSL
 from harness.rundir import RUN_JSON, create_run_dir, mark_complete, mark_incomplete, write_json_atomic
 from harness.scenarios import SutOptions, create_sut
-from harness.settings import LoadGenOverrides, apply_overrides, build_test_settings
+from harness.settings import ConfSettings, LoadGenOverrides, build_test_settings
 from harness.squad import FeatureSet
 from harness.sysinfo import harness_commit, machine_info, peak_rss_mb, software_versions
 
@@ -65,7 +65,27 @@ class RunRequest:
     sut_class: type | None = None  # another SUT design (benchmarks); None: the scenario's own
 
 
-def execute_run(request: RunRequest, *, backend: Backend | None = None, conf_settings=None) -> dict:
+def harness_overhead_pct(record: dict) -> float | None:
+    """Harness overhead of an Offline run as a share of engine time: LoadGen's measured duration (samples
+    answered / samples per second) times the SUT's worker count, less the time spent inside the backend's
+    ``predict`` (``engine_busy_s``), over that engine time. Both come from the same run, so a drifting
+    machine cannot enter the figure the way it does when comparing with a separate bare engine loop."""
+    busy = record.get("engine_busy_s")
+    samples = record.get("samples_completed")
+    if samples is None:  # records written before samples_completed existed: a pinned query count tells
+        overrides = (record.get("settings") or {}).get("overrides") or {}
+        if overrides.get("min_query_count") == overrides.get("max_query_count"):
+            samples = overrides.get("max_query_count")
+    sps = (record.get("results") or {}).get("samples_per_second")
+    if not busy or not samples or not sps:
+        return None
+    workers = ((record.get("settings") or {}).get("sut_options") or {}).get("num_workers", 1)
+    wall = samples / float(sps)
+    return round(100 * (wall * workers - busy) / busy, 2)
+
+
+def execute_run(request: RunRequest, *, backend: Backend | None = None,
+                conf_settings: ConfSettings | None = None) -> dict:
     """Run one scenario/mode; returns the run record (also written to ``run.json``).
 
     ``backend``: an engine built by the caller for several runs (benchmarks; left open here).
@@ -82,7 +102,7 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None, conf_set
             total_count=len(r.features), overrides=r.overrides,
         )
     else:
-        settings, adjustments = conf_settings, apply_overrides(conf_settings, len(r.features), r.overrides)
+        settings, adjustments = conf_settings.for_run(len(r.features), r.overrides)
     buckets = r.backend_options.sequence_buckets
     if buckets and buckets[-1] != r.features.params.max_seq_length:
         raise ConfigError(f"--buckets {','.join(map(str, buckets))}: the largest bucket must be the window length "
@@ -138,6 +158,8 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None, conf_set
     record["duration_s"] = round(elapsed, 2)
     record["peak_rss_mb"] = peak_rss_mb()
     record["batches_run"] = sut.batches_run
+    record["engine_busy_s"] = round(sut.engine_busy_s, 3)
+    record["samples_completed"] = sut.completed  # a compliant Offline run repeats features
     if sut.latencies_s:
         # Issue-to-completion time of every sample as the SUT saw it (LoadGen's figures are the official
         # ones); kept for latency-distribution plots.
@@ -156,6 +178,8 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None, conf_set
 
     detail = read_detail_log(run_dir / DETAIL_LOG)
     record["results"] = performance_metrics(detail, r.scenario) if r.mode == "performance" else {}
+    if r.scenario == "Offline" and r.mode == "performance":
+        record["harness_overhead_pct"] = harness_overhead_pct(record)
     record["loadgen"] = {"version": detail.get("loadgen_version"), "errors": detail.get("errors", [])}
     if record["loadgen"]["errors"]:
         record["notes"].append(f"LoadGen logged errors (the submission checker rejects such a run): "

@@ -73,6 +73,10 @@ class SystemUnderTest:
         self.completed = 0
         self.batches_run = 0
         self.latencies_s: list[float] = []  # issue-to-completion per sample (Server, SingleStream)
+        # Seconds spent inside backend.predict, summed over workers: the engine's share of the run. The
+        # rest of the wall time x workers is harness overhead (or idle waiting for queries).
+        self.engine_busy_s = 0.0
+        self._busy_lock = threading.Lock()
         self.handle = lg.ConstructSUT(self._issue_queries, self._flush_queries)
 
     # -- LoadGen callbacks -------------------------------------------------------------------------
@@ -92,7 +96,11 @@ class SystemUnderTest:
         try:
             indices = np.fromiter((s.index for s in samples), dtype=np.int64, count=len(samples))
             input_ids, attention_mask, token_type_ids = self.qsl.gather(indices)
+            started = time.perf_counter()
             start_logits, end_logits = self.backend.predict(input_ids, attention_mask, token_type_ids)
+            busy = time.perf_counter() - started
+            with self._busy_lock:
+                self.engine_busy_s += busy
             payload = encode_logits_batch(start_logits, end_logits, self.max_seq_length)
         except Exception as exc:  # any backend failure must end the run, never hang it
             self._record_fault(exc)

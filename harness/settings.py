@@ -56,15 +56,38 @@ def build_test_settings(
     overrides: LoadGenOverrides,
 ):
     """Returns (lg.TestSettings, dict of adjustments the harness made on its own, with reasons)."""
-    settings = conf_test_settings(scenario, mode, mlperf_conf=mlperf_conf, user_conf=user_conf)
-    return settings, apply_overrides(settings, total_count, overrides)
+    return conf_test_settings(scenario, mode, mlperf_conf=mlperf_conf, user_conf=user_conf).for_run(
+        total_count, overrides)
 
 
-def conf_test_settings(scenario: str, mode: str, *, mlperf_conf: Path, user_conf: Path):
-    """lg.TestSettings from mlperf.conf and user.conf (LoadGen's FromConfig), before any override.
+# The TestSettings fields apply_overrides may change.
+_OVERRIDDEN_FIELDS = ("performance_sample_count_override", "min_duration_ms", "max_duration_ms", "min_query_count",
+                      "max_query_count", "offline_expected_qps", "server_target_qps", "server_target_latency_ns",
+                      "single_stream_expected_latency_ns")
 
-    LoadGen allows one FromConfig pair per process; a benchmark that runs several tests of one scenario
-    in a process builds this once and applies each test's overrides to it (:func:`apply_overrides`)."""
+
+@dataclass
+class ConfSettings:
+    """lg.TestSettings read once from the conf files, and the conf files' values of every field an
+    override may change. LoadGen's TestSettings cannot be copied, so runs that share one (several tests
+    in a process) get those fields restored before their own overrides: one run's overrides (a clamped
+    performance count, a duration) never leak into the next."""
+
+    settings: object
+    conf_values: dict
+
+    def for_run(self, total_count: int, overrides: LoadGenOverrides) -> tuple[object, dict[str, str]]:
+        """The settings for one run: the conf values, then ``overrides``; and the harness's adjustments."""
+        for name, value in self.conf_values.items():
+            setattr(self.settings, name, value)
+        return self.settings, apply_overrides(self.settings, total_count, overrides)
+
+
+def conf_test_settings(scenario: str, mode: str, *, mlperf_conf: Path, user_conf: Path) -> ConfSettings:
+    """TestSettings from mlperf.conf and user.conf (LoadGen's FromConfig), before any override.
+
+    A benchmark that runs several tests of one scenario in a process reads the files once and takes each
+    run's settings from :meth:`ConfSettings.for_run`."""
     import mlperf_loadgen as lg
 
     if mode not in MODES:
@@ -81,7 +104,7 @@ def conf_test_settings(scenario: str, mode: str, *, mlperf_conf: Path, user_conf
         raise ConfigError(f"--user-conf {user_conf}: LoadGen rejected the file")
     settings.scenario = getattr(lg.TestScenario, scenario)
     settings.mode = lg.TestMode.PerformanceOnly if mode == "performance" else lg.TestMode.AccuracyOnly
-    return settings
+    return ConfSettings(settings, {name: getattr(settings, name) for name in _OVERRIDDEN_FIELDS})
 
 
 def apply_overrides(settings, total_count: int, overrides: LoadGenOverrides) -> dict[str, str]:

@@ -88,6 +88,8 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
     model = inspect_onnx_model(write_toy_qa_model(tmp_path / "toy" / "model.onnx"))
     config = SuiteConfig(samples=24, offline_batch=4, server_batch=4, buckets=(96, 160, 384),
                          server_fractions=(0.3,), published_server_fractions=(0.3,), server_duration_ms=400,
+                         offline_streams=1, server_streams=1, other_offline_configs=((2, 2),), other_server_streams=(2,),
+                         other_streams_server_fractions=(0.3,), singlestream_duration_ms=300, service_profile_count=3,
                          sections=("offline", "server", "tune"), tune=(TuneConfig(2), TuneConfig(4, 2)))
     suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
@@ -97,16 +99,29 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
     offline = {(r["job"], r["design"], r["samples"]): r for r in summary["offline"]}
     ours = offline[("ds-sparse-int8-bucketed", "ours", 24)]
     assert ours["buckets"] == [96, 160, 384] and ours["mean_tokens_computed"] < 384
-    assert {"bare_samples_per_s", "overhead_pct", "bare_drift_pct"} <= ours.keys()
+    assert {"bare_samples_per_s", "overhead_pct", "bare_spread_pct"} <= ours.keys()
+    assert len(ours["overhead_rounds_pct"]) == 3  # bare, harness, bare, harness, bare, harness, bare
+    assert len(results["jobs"]["ds-sparse-int8-bucketed"]["overhead"]["bare_samples_per_s"]) == 4
     assert ("ds-sparse-int8-bucketed", "ours", len(features)) in offline  # the full run
+    variant = offline[("ds-sparse-int8-bucketed-2x2", "ours", 24)]
+    assert (variant["streams"], variant["batch_size"]) == (2, 2)
+    assert ours["streams"] == 1
     assert offline[("ds-sparse-int8-padded", "published-offline", 24)]["mean_tokens_computed"] == 384
     assert summary["targets"]["ours_vs_published_offline"] is not None
     assert summary["targets"]["peak_rss_mb_full_offline"] > 0
     designs = {r["design"] for r in summary["server"]}
     assert designs == {"ours", "published-server"}
+    assert set(summary["server_best"]) == {"server-ours", "server-ours-2streams", "server-published"}
+    bounds = {r["service"].split(":")[0]: r for r in summary["server_bounds"]}
+    assert bounds.keys() == {"server-ours", "server-ours-2streams"}
+    assert bounds["server-ours-2streams"]["servers"] == 2 and bounds["server-ours"]["max_qps"] > 0
+    assert sorted(bounds["server-ours"]["bucket_service_ms"]) == [96, 160, 384]
+    [single] = summary["singlestream"]
+    assert single["job"] == "singlestream-ours" and single["p90_ms"] > 0
     assert [(r["batch_size"], r["num_streams"]) for r in summary["tune"]] == [(2, 1), (4, 2)]
     report = (suite.out_dir / "report.md").read_text()
-    assert "## Targets" in report and "## Server" in report and "## Tuning" in report
+    assert "## Targets" in report and "## Server" in report and "## Tuning" in report and "## SingleStream" in report
+    assert "queueing model" in report
     for name in ("offline_throughput", "latency_vs_qps", "tuning"):
         assert (suite.out_dir / f"{name}.png").stat().st_size > 1000
     saved = json.loads((suite.out_dir / "bench.json").read_text())
@@ -117,8 +132,69 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
                   feature_cache_dir=cache, progress=False, reuse=suite.out_dir).run()
     assert again["summary"]["offline"] == summary["offline"]
-    assert again["reused_from"] == str(suite.out_dir) and again["jobs"]["server-ours"]["reused"] is True
+    assert again["reused_from"] == [str(suite.out_dir)] and again["jobs"]["server-ours"]["reused"] is True
+    # Several earlier suites combine; the first that has a job wins.
+    other = json.loads((suite.out_dir / "bench.json").read_text())
+    other["jobs"]["server-ours"]["build_s"] = -1.0
+    other["jobs"]["bucket-lengths"] = {**other["jobs"]["tune-ds-sparse-int8"], "label": "bucket-lengths"}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "bench.json").write_text(json.dumps(other))
+    combined = Suite(replace(config, sections=()), SuiteModels(sparse_int8=model), features=features, dataset=dataset,
+                     mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
+                     feature_cache_dir=cache, progress=False, reuse=[suite.out_dir, tmp_path / "other"]).run()
+    assert combined["jobs"]["server-ours"]["build_s"] != -1.0
+    assert "bucket-lengths" in combined["jobs"]
     with pytest.raises(ConfigError, match="--reuse .* measured on 24 of"):
         Suite(replace(config, samples=12), SuiteModels(sparse_int8=model), features=features, dataset=dataset,
               mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
               feature_cache_dir=cache, progress=False, reuse=suite.out_dir)
+
+
+def test_overhead_compares_each_harness_run_with_the_bare_loops_around_it():
+    from harness.bench.suite import overhead_summary
+
+    # The machine speeds up 100 -> 110 -> 120 -> 130 while the harness costs exactly 1%.
+    summary = overhead_summary({"bare_samples_per_s": [100, 110, 120, 130],
+                                "harness_samples_per_s": [0.99 * 105, 0.99 * 115, 0.99 * 125]})
+    assert summary["overhead_pct"] == pytest.approx(1.0)
+    assert summary["overhead_rounds_pct"] == pytest.approx([1.0, 1.0, 1.0])
+    assert summary["bare_spread_pct"] == pytest.approx(100 * 30 / 115, abs=0.01)
+
+
+def test_fifo_queue_matches_mm1_theory_and_more_servers_never_hurt():
+    from harness.bench.queueing import fifo_latencies
+
+    rng = np.random.default_rng(3)
+    gaps, service = rng.exponential(1 / 50, 200_000), rng.exponential(0.01, 200_000)
+    # M/M/1 sojourn time is exponential with rate mu - lambda = 50/s: p99 = ln(100) / 50.
+    assert np.percentile(fifo_latencies(gaps, service), 99) == pytest.approx(np.log(100) / 50, rel=0.03)
+    one, two = fifo_latencies(gaps[:2000], service[:2000]), fifo_latencies(gaps[:2000], service[:2000], servers=2)
+    assert np.all(two <= one + 1e-12) and np.all(two >= service[:2000] - 1e-12)
+
+
+def test_max_rate_within_bound_finds_the_p99_crossing():
+    from harness.bench.queueing import ServiceModel, max_rate_within_bound, percentile_at_rate
+
+    model = ServiceModel(lengths=(128, 384), shares=(0.75, 0.25), seconds=((0.02, 0.022), (0.05, 0.055)))
+    rate = max_rate_within_bound(model, 0.130, queries=5000)
+    assert 0 < rate < 1 / model.mean_s
+    assert percentile_at_rate(model, rate, queries=5000) <= 0.130 < percentile_at_rate(model, rate * 1.05, queries=5000)
+    slower = ServiceModel(model.lengths, model.shares, ((0.2,), (0.2,)))
+    assert max_rate_within_bound(slower, 0.130, queries=5000) == 0.0  # one window alone misses the bound
+    assert max_rate_within_bound(model, 0.130, servers=2, queries=5000) > rate
+
+
+def test_engine_overhead_is_wall_time_beyond_engine_time():
+    from harness.runner import harness_overhead_pct as engine_overhead_pct
+
+    record = {"engine_busy_s": 9.8, "results": {"samples_per_second": 50.0}, "samples_completed": 500,
+              "settings": {"sut_options": {"num_workers": 1}}}
+    assert engine_overhead_pct(record) == pytest.approx(100 * (10.0 - 9.8) / 9.8, abs=0.01)
+    two_workers = {**record, "engine_busy_s": 19.0, "settings": {"sut_options": {"num_workers": 2}}}
+    assert engine_overhead_pct(two_workers) == pytest.approx(100 * (20.0 - 19.0) / 19.0, abs=0.01)
+    assert engine_overhead_pct({**record, "engine_busy_s": None}) is None
+    # Older records: a pinned query count (min == max, as the suite's Offline tests set) gives the samples.
+    pinned = {k: v for k, v in record.items() if k != "samples_completed"}
+    pinned["settings"] = {"sut_options": {"num_workers": 1}, "overrides": {"min_query_count": 500, "max_query_count": 500}}
+    assert engine_overhead_pct(pinned) == engine_overhead_pct(record)
+    assert engine_overhead_pct({**pinned, "settings": {"overrides": {"min_query_count": 500}}}) is None

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from harness.errors import ConfigError
-from harness.settings import LoadGenOverrides, build_test_settings, validate_conf_file
+from harness.settings import LoadGenOverrides, build_test_settings, conf_test_settings, validate_conf_file
 from harness.sysinfo import REPO_ROOT
 
 MLPERF_CONF = REPO_ROOT / "mlperf.conf"
@@ -66,6 +66,18 @@ def test_performance_count_is_clamped_to_qsl_size_and_reported():
     assert settings.server_target_latency_ns == 130 * 10**6  # untouched by unrelated overrides
 
 
+def test_shared_conf_settings_do_not_carry_one_runs_overrides_into_the_next():
+    # The benchmark runs several tests on one TestSettings read once; a 512-feature run clamps the
+    # performance count and sets a duration, which must not stay for a later run over every feature.
+    conf = conf_test_settings("Offline", "performance", mlperf_conf=MLPERF_CONF, user_conf=USER_CONF)
+    first, adjustments = conf.for_run(512, LoadGenOverrides(min_duration_ms=0, target_qps=1.0))
+    assert first.performance_sample_count_override == 512 and "performance_sample_count_override" in adjustments
+    second, adjustments = conf.for_run(10833, LoadGenOverrides())
+    assert second.performance_sample_count_override == 10833 and adjustments == {}
+    assert second.min_duration_ms == 600000
+    assert second.offline_expected_qps == float(conf_value(USER_CONF, "bert", "Offline", "target_qps"))
+
+
 def test_user_conf_typo_is_reported_with_line(tmp_path):
     conf = tmp_path / "user.conf"
     conf.write_text("# ok\nbert.Offline.target_qps = 10\nbert.Offline target_qps 10\n")
@@ -86,3 +98,23 @@ def test_bad_mode_and_qps(tmp_path):
     with pytest.raises(ConfigError, match="--target-qps must be > 0"):
         build_test_settings("Offline", "performance", mlperf_conf=MLPERF_CONF, user_conf=USER_CONF,
                             total_count=10, overrides=LoadGenOverrides(target_qps=0))
+
+
+def test_engine_defaults_per_scenario_and_backend():
+    from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, EngineSettings
+
+    deepsparse = EngineSettings(backend="deepsparse")
+    offline = deepsparse.backend_options("Offline")
+    assert (offline.batch_size, offline.num_streams) == (DEFAULT_BATCH_SIZE["Offline"], DEFAULT_STREAMS["Offline"])
+    assert offline.scheduler == ("multi_stream" if DEFAULT_STREAMS["Offline"] > 1 else "default")
+    assert deepsparse.sut_options("Offline").num_workers == DEFAULT_STREAMS["Offline"]  # one worker per stream
+    server = deepsparse.backend_options("Server")
+    assert (server.batch_size, server.num_streams, server.scheduler) == (1, None, "default")  # engine default: 1
+    assert deepsparse.sut_options("Server").num_workers == 1
+    # Streams are a DeepSparse setting: ONNX Runtime gets none, and one SUT worker.
+    ort = EngineSettings(backend="onnxruntime")
+    assert ort.backend_options("Offline").num_streams is None and ort.sut_options("Offline").num_workers == 1
+    # Explicit settings win.
+    explicit = EngineSettings(backend="deepsparse", num_streams=1, workers=3, scheduler="elastic")
+    assert explicit.backend_options("Offline").num_streams == 1 and explicit.sut_options("Offline").num_workers == 3
+    assert explicit.backend_options("Offline").scheduler == "elastic"

@@ -22,6 +22,31 @@ def batch_inputs(features: FeatureSet, batch: np.ndarray, buckets: tuple[int, ..
                  for a in (features.input_ids, features.input_mask, features.segment_ids))
 
 
+def run_back_to_back(backend: Backend, inputs: list[tuple], workers: int = 1) -> list[float]:
+    """Run every batch of ``inputs`` through the backend, back to back, from ``workers`` threads (one per
+    engine stream) taking the next batch as they free up; returns the seconds each ``predict`` took."""
+    position = iter(range(len(inputs)))
+    lock = threading.Lock()
+    seconds: list[float] = []
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(position, None)
+            if i is None:
+                return
+            started = time.perf_counter()
+            backend.predict(*inputs[i])
+            seconds.append(time.perf_counter() - started)  # list.append is atomic under the GIL
+
+    threads = [threading.Thread(target=work) for _ in range(max(1, workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return seconds
+
+
 def bare_engine_loop(
     backend: Backend, features: FeatureSet, indices: np.ndarray, *, workers: int = 1, length: int | None = None,
 ) -> float:
@@ -33,21 +58,24 @@ def bare_engine_loop(
                                                       backend.batch_size)]
     inputs = [batch_inputs(features, b, buckets, length) for b in batches]
     backend.predict(*inputs[0])  # warm-up, as the harness warms up before LoadGen starts
-    position = iter(range(len(inputs)))
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                i = next(position, None)
-            if i is None:
-                return
-            backend.predict(*inputs[i])
-
     started = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(max(1, workers))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_back_to_back(backend, inputs, workers)
     return len(indices) / (time.perf_counter() - started)
+
+
+def single_window_latencies(backend: Backend, features: FeatureSet, per_bucket: int,
+                            workers: int = 1) -> dict[int, list[float]]:
+    """Seconds one ``predict`` of a single window takes, for up to ``per_bucket`` dev windows of each bucket,
+    run back to back by ``workers`` threads (one per engine stream, so every stream is busy, as near a
+    Server run's latency bound): the service times of a batch-1 Server SUT."""
+    buckets = backend.sequence_buckets or (features.params.max_seq_length,)
+    owner = bucket_index(buckets, features.seq_lengths)
+    times: dict[int, list[float]] = {}
+    for b, length in enumerate(buckets):
+        windows = np.flatnonzero(owner == b)[:per_bucket]
+        if windows.size == 0:
+            continue
+        backend.predict(*batch_inputs(features, windows[:1], buckets))  # warm-up
+        inputs = [batch_inputs(features, np.array([window]), buckets) for window in windows]
+        times[length] = run_back_to_back(backend, inputs, workers)
+    return times

@@ -1,7 +1,11 @@
 """Benchmark jobs: one compiled engine, several measurements, in a fresh process.
 
-A job builds its backend once (compiling DeepSparse engines is the slow part), then runs an optional
-bare engine loop, any number of LoadGen tests of one scenario and mode, and the bare loop again. LoadGen
+A job builds its backend once (compiling DeepSparse engines is the slow part), then runs any number of
+LoadGen tests of one scenario and mode. Harness overhead is measured two ways: within every run (time
+inside the engine vs LoadGen's duration, see ``harness.runner.harness_overhead_pct``), and by
+alternating the bare engine loop with the first test over the same features (bare, test, bare, ..., bare;
+after the other tests): each test run is compared with the mean of the bare loops on either side, so slow
+drift of a shared machine largely cancels. LoadGen
 reads conf files once per process (see ``harness.isolated``), so the tests share one TestSettings read
 from mlperf.conf/user.conf and differ only in their overrides (count, duration, target QPS). A tuning
 job instead builds one engine per configuration and measures each with the bare loop only.
@@ -49,8 +53,10 @@ class BenchJob:
     label: str
     request: dict  # harness.isolated.request_to_spec of the base request (backend, model, options, ...)
     tests: list[LoadGenTest] = field(default_factory=list)
-    bare_loop_count: int = 0  # bare loop over the first N features before and after the tests
+    bare_loop_count: int = 0  # overhead: bare loops over the first N features, alternated with the first test
+    overhead_rounds: int = 3  # times the first test runs between bare loops (when bare_loop_count)
     capacity_count: int = 0  # bare loop over N features first; its samples/s sizes capacity_fraction tests
+    service_profile_count: int = 0  # single-window latencies of up to N windows per bucket (queueing bound)
     tune: list[TuneConfig] = field(default_factory=list)  # tuning job: bare loops only
     tune_length: int = 192  # tuning engines run this sequence length (windows up to it)
     tune_count: int = 256
@@ -71,7 +77,7 @@ def run_job_isolated(job: BenchJob) -> dict:
 
 def execute_job(job: BenchJob) -> dict:
     from harness.backends import create_backend
-    from harness.bench.bare import bare_engine_loop
+    from harness.bench.bare import bare_engine_loop, single_window_latencies
     from harness.bench.designs import DESIGNS
     from harness.isolated import request_from_spec
     from harness.runner import execute_run
@@ -90,11 +96,12 @@ def execute_job(job: BenchJob) -> dict:
         if job.capacity_count:
             result["capacity_samples_per_s"] = bare_engine_loop(
                 backend, features, np.arange(min(job.capacity_count, len(features))), workers=base.sut_options.num_workers)
-        bare_indices = np.arange(min(job.bare_loop_count, len(features)))
-        if job.bare_loop_count:
-            result["bare_before"] = bare_engine_loop(backend, features, bare_indices, workers=base.sut_options.num_workers)
+        if job.service_profile_count:
+            result["service_s"] = {str(length): times for length, times in single_window_latencies(
+                backend, features, job.service_profile_count, workers=base.sut_options.num_workers).items()}
         settings = conf_test_settings(base.scenario, base.mode, mlperf_conf=base.mlperf_conf, user_conf=base.user_conf)
-        for test in job.tests:
+
+        def run_test(test: LoadGenTest) -> dict:
             overrides = dict(test.overrides)
             if test.capacity_fraction is not None:
                 overrides["target_qps"] = round(test.capacity_fraction * result["capacity_samples_per_s"], 3)
@@ -105,10 +112,28 @@ def execute_job(job: BenchJob) -> dict:
             log.info("%s: %s", job.label, test.label)
             record = execute_run(request, backend=backend, conf_settings=settings)
             record["bench_test"] = asdict(test)
-            result["records"].append(record)
-        if job.bare_loop_count:
-            result["bare_after"] = bare_engine_loop(backend, features, bare_indices, workers=base.sut_options.num_workers)
-            result["bare_count"] = int(bare_indices.size)
+            return record
+
+        # The overhead test (the first) runs last, alternated with bare loops, so the other tests' peak
+        # memory (a high-water mark) is that of their own runs, not of the loops' extra inputs.
+        overhead_test = job.tests[0] if job.bare_loop_count and job.tests else None
+        for test in job.tests[1:] if overhead_test else job.tests:
+            result["records"].append(run_test(test))
+        if overhead_test is not None:
+            bare_indices = np.arange(min(job.bare_loop_count, len(features)))
+            if overhead_test.count != bare_indices.size:
+                raise HarnessError(f"job {job.label!r}: the overhead test must cover the bare loop's "
+                                   f"{bare_indices.size} features, not {overhead_test.count}")
+            bare = [bare_engine_loop(backend, features, bare_indices, workers=base.sut_options.num_workers)]
+            harness_sps = []
+            for round_number in range(max(1, job.overhead_rounds)):
+                record = run_test(overhead_test)
+                harness_sps.append(float(record["results"]["samples_per_second"]))
+                if round_number == 0:  # the table row; later rounds only add their samples/s
+                    result["records"].insert(0, record)
+                bare.append(bare_engine_loop(backend, features, bare_indices, workers=base.sut_options.num_workers))
+            result["overhead"] = {"count": int(bare_indices.size), "bare_samples_per_s": bare,
+                                  "harness_samples_per_s": harness_sps}
     finally:
         backend.close()
     result["peak_rss_mb"] = peak_rss_mb()

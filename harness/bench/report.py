@@ -11,10 +11,13 @@ from harness.runner import SAMPLE_LATENCIES_FILE
 TARGET_TEXT = {
     "ours_vs_published_offline": ("Offline: ours / published design, same model", ">= {:.1f}x", "{:.2f}x"),
     "ours_vs_ort_fp32_dense_24l": ("Offline: ours / ONNX Runtime FP32 dense MobileBERT-24", ">= {:.0f}x", "{:.2f}x"),
-    "harness_overhead_pct": ("Harness overhead vs bare engine loop", "<= {:.0f}%", "{:.2f}%"),
+    "harness_overhead_pct": ("Harness overhead, share of engine time (in-run, Offline over all features)", "<= {:.0f}%", "{:.2f}%"),
     "server_vs_offline": ("Server QPS at p99 <= 130 ms / Offline samples/s", ">= {:.2f}", "{:.3f}"),
     "peak_rss_mb_full_offline": ("Peak RSS, Offline over all features", "<= {:.0f} MB", "{:.0f} MB"),
 }
+
+
+SERIES_COLORS = ("tab:green", "tab:blue", "tab:red", "tab:purple", "tab:orange")
 
 
 def write_report(results: dict, out_dir: Path) -> Path:
@@ -42,28 +45,37 @@ def write_report(results: dict, out_dir: Path) -> Path:
                      f"{fmt.format(value) if value is not None else 'not measured'} | "
                      f"{'yes' if met else ('no' if met is False else '-')} |")
     lines += ["", "## Offline", "",
-              "| job | test | backend | model | seq | batch | samples | samples/s | bare samples/s (drift) | overhead "
+              "| job | test | backend | model | seq | batch | streams | samples | samples/s | harness overhead in-run "
+              "| bare samples/s, median (spread) | vs bare loop, median "
               "| GMAC/sample | % of peak | peak RSS MB |",
-              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in s["offline"]:
-        bare = (f"{r['bare_samples_per_s']:.2f} (±{r['bare_drift_pct']:.1f}%)" if "bare_samples_per_s" in r else "")
-        overhead = f"{r['overhead_pct']:+.2f}%" if "overhead_pct" in r else ""
+        bare = (f"{r['bare_samples_per_s']:.2f} (spread {r['bare_spread_pct']:.1f}%)" if "bare_samples_per_s" in r else "")
+        overhead = (f"{r['overhead_pct']:+.2f}% (rounds {', '.join(f'{x:+.1f}' for x in r['overhead_rounds_pct'])})"
+                    if "overhead_pct" in r else "")
         seq = f"buckets {','.join(map(str, r['buckets']))} (mean {r['mean_tokens_computed']:.0f})" if r["buckets"] else "384"
         lines.append(
-            f"| {r['job']} | {r['test']} | {r['backend']} | {r['model']} | {seq} | {r['batch_size']} | {r['samples']} | "
-            f"{r['samples_per_s']:.2f} | {bare} | {overhead} | {r['gmacs_per_sample'] or ''} | "
+            f"| {r['job']} | {r['test']} | {r['backend']} | {r['model']} | {seq} | {r['batch_size']} | {r.get('streams', 1)} | "
+            f"{r['samples']} | {r['samples_per_s']:.2f} | "
+            f"{'' if r.get('engine_overhead_pct') is None else format(r['engine_overhead_pct'], '+.2f') + '%'} | "
+            f"{bare} | {overhead} | {r['gmacs_per_sample'] or ''} | "
             f"{r['roofline_pct'] if r['roofline_pct'] is not None else ''} {r['precision'] or ''} | {r['peak_rss_mb']} |")
     lines += ["", f"Peak compute (for '% of peak'): {s['peak']['how']}. MACs per sample count only non-zero "
               "weights and the tokens actually computed (the bucket length, or 384 when padded); "
-              "see `harness/bench/macs.py`.", ""]
+              "see `harness/bench/macs.py`.", "",
+              "Harness overhead in-run: LoadGen's duration x SUT workers, less the time spent inside the engine's "
+              "`predict`, over that engine time, from the same run (`harness.runner.harness_overhead_pct`). "
+              "vs bare loop: the same features through the engine alone, alternated with the harness run "
+              "(bare, harness, bare, ...); each harness run against the mean of the bare loops around it, "
+              "median of the rounds (each listed), so a drifting machine shows as spread, not as overhead.", ""]
     if s["server"]:
         lines += ["## Server (bert target latency 130 ms at p99)", "",
-                  "| design | batch | target QPS | completed samples/s | queries | p50 ms | p90 ms | p99 ms | latency bound "
-                  "met | early stopping met | LoadGen result |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+                  "| job | design | batch | streams | target QPS | completed samples/s | queries | p50 ms | p90 ms | p99 ms | engine ms "
+                  "per batch | latency bound met | early stopping met | LoadGen result |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
         for r in s["server"]:
-            lines.append(f"| {r['design']} | {r['batch_size']} | {r['target_qps']} | {r['completed_samples_per_s']} | "
-                         f"{r.get('query_count')} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | "
+            lines.append(f"| {r['job']} | {r['design']} | {r['batch_size']} | {r.get('streams', 1)} | {r['target_qps']} | {r['completed_samples_per_s']} | "
+                         f"{r.get('query_count')} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r.get('engine_ms_per_batch') or ''} | "
                          f"{'yes' if r.get('latency_bound_met') else 'no'} | {'yes' if r.get('early_stopping_met') else 'no'} | "
                          f"{r['validity']} |")
         lines += ["", "A point counts when LoadGen's latency constraint held (p99 <= 130 ms). Sweep points are short, "
@@ -71,9 +83,27 @@ def write_report(results: dict, out_dir: Path) -> Path:
                   "for that alone; confirm the chosen target with a full run (`./run_server.sh`)."]
         best = s["server_best"]
         lines += [""]
-        for design, row in best.items():
-            lines.append(f"- highest valid target QPS, {design}: " + (f"{row['target_qps']} (p99 {row['p99_ms']} ms)"
+        for job, row in best.items():
+            lines.append(f"- highest valid target QPS, {job}: " + (f"{row['target_qps']} (p99 {row['p99_ms']} ms)"
                                                                      if row else "none of the points tried"))
+        lines.append("")
+    if s.get("singlestream"):
+        lines += ["## SingleStream", "", "| job | streams | queries | p50 ms | p90 ms | p99 ms | early-stopping p90 ms "
+                  "| LoadGen result |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in s["singlestream"]:
+            lines.append(f"| {r['job']} | {r['streams']} | {r['queries']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | "
+                         f"{r['early_stopping_p90_ms']} | {r['validity']} |")
+        lines.append("")
+    if s.get("server_bounds"):
+        lines += ["## Server: what an ideal batch-1 FIFO SUT could sustain (queueing model)", "",
+                  "Poisson arrivals (as LoadGen issues them), the dev set's window-length mix, service times as "
+                  "below, zero SUT overhead; highest load with simulated p99 <= 130 ms (`harness/bench/queueing.py`).",
+                  "", "| service time | servers (streams) | median ms per bucket | mean ms | max QPS at p99 <= 130 ms | utilisation "
+                  "| / Offline |", "|---|---:|---|---:|---:|---:|---:|"]
+        for r in s["server_bounds"]:
+            per_bucket = ", ".join(f"{n}: {ms}" for n, ms in r["bucket_service_ms"].items())
+            lines.append(f"| {r['service']} | {r['servers']} | {per_bucket} | {r['mean_service_ms']} | {r['max_qps']} | "
+                         f"{r['utilisation']} | {r['vs_offline']} |")
         lines.append("")
     if s.get("bucket_plans"):
         lines += ["## Bucket sets (expected Offline samples/s from per-length engine speed)", "",
@@ -120,36 +150,39 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
         plots["offline_throughput"] = _save(fig, out_dir / "offline_throughput.png")
 
     if s["server"]:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for design, color in (("ours", "tab:green"), ("published-server", "tab:red")):
-            points = sorted((r for r in s["server"] if r["design"] == design and r["p99_ms"] is not None),
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        for job, color in zip(s["server_best"], SERIES_COLORS):
+            points = sorted((r for r in s["server"] if r["job"] == job and r["p99_ms"] is not None),
                             key=lambda r: r["target_qps"])
             if not points:
                 continue
             qps = [r["target_qps"] for r in points]
             for key, style in (("p50_ms", ":"), ("p90_ms", "--"), ("p99_ms", "-")):
                 ax.plot(qps, [r[key] for r in points], style, color=color, marker="o", markersize=3,
-                        label=f"{design} {key[:3]}")
+                        label=f"{job} {key[:3]}")
+        for bound, style in zip(s.get("server_bounds", []), ("-.", ":", "--")):
+            what = bound["service"].split(":")[0] if ":" in bound["service"] else "at Offline speed"
+            ax.axvline(bound["max_qps"], color="gray", linestyle=style, linewidth=0.8,
+                       label=f"ideal queue, {what}: {bound['max_qps']} QPS")
         ax.axhline(130, color="black", linewidth=0.8)
         ax.text(ax.get_xlim()[0], 133, "130 ms bound", fontsize=7)
         ax.set_yscale("log")
         ax.set_xlabel("offered load (LoadGen target QPS)")
         ax.set_ylabel("latency (ms)")
         ax.set_title("Server: latency vs offered QPS")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         plots["latency_vs_qps"] = _save(fig, out_dir / "latency_vs_qps.png")
 
         fig, ax = plt.subplots(figsize=(7, 4))
-        for design, color in (("ours", "tab:green"), ("published", "tab:red")):
-            row = s["server_best"].get(design)
+        for (job, row), color in zip(s["server_best"].items(), SERIES_COLORS):
             if row is None:
                 continue
             path = Path(row["run_dir"]) / SAMPLE_LATENCIES_FILE
             if path.is_file():
                 latencies = np.load(path)
                 ax.hist(latencies, bins=60, alpha=0.6, color=color,
-                        label=f"{design} at {row['target_qps']} QPS (p99 {row['p99_ms']} ms)")
+                        label=f"{job} at {row['target_qps']} QPS (p99 {row['p99_ms']} ms)")
         ax.axvline(130, color="black", linewidth=0.8)
         ax.set_xlabel("per-sample latency, issue to completion (ms)")
         ax.set_ylabel("samples")

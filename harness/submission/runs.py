@@ -61,7 +61,7 @@ class RunContext:
         return RunRequest(
             scenario=scenario, mode=mode, backend=self.engine.backend, model=self.model, features=self.features,
             dataset=self.dataset, backend_options=self.engine.backend_options(scenario, self.features.params.max_seq_length),
-            sut_options=self.engine.sut_options(), mlperf_conf=self.mlperf_conf, user_conf=self.user_conf,
+            sut_options=self.engine.sut_options(scenario), mlperf_conf=self.mlperf_conf, user_conf=self.user_conf,
             runs_root=self.runs_root, overrides=self.overrides_for(scenario), audit_config=audit_config,
             progress=self.progress, backend_wrapper=self.backend_wrapper,
         )
@@ -83,7 +83,7 @@ class RunContext:
             (settings.get("backend_options") == _as_json(asdict(self.engine.backend_options(
                 scenario, self.features.params.max_seq_length))),
              "other engine settings"),
-            (settings.get("sut_options") == _as_json(asdict(self.engine.sut_options())), "other SUT settings"),
+            (settings.get("sut_options") == _as_json(asdict(self.engine.sut_options(scenario))), "other SUT settings"),
             (settings.get("overrides", {}) == self.overrides_for(scenario).given(),
              "other LoadGen overrides (--quick differs?)"),
             (_same_text(run_dir / "user.conf", self.user_conf), "another user.conf"),
