@@ -18,6 +18,12 @@ DEFAULT_BATCH_SIZE = {"Offline": 8, "Server": 1, "SingleStream": 1}
 DEFAULT_STREAMS = {"Offline": 2, "Server": 1, "SingleStream": 1}
 
 
+def default_scheduler(streams: int | None) -> str:
+    """DeepSparse scheduler for a stream count: multi_stream runs parallel streams, one per core group;
+    otherwise the engine default (one stream across all cores)."""
+    return "multi_stream" if streams and streams > 1 else "default"
+
+
 @dataclass(frozen=True)
 class QuickPreset:
     """A short smoke run: a few hundred features, seconds instead of the official 10 minutes."""
@@ -75,7 +81,7 @@ class EngineSettings:
             sequence_buckets=buckets_for(self.buckets, max_seq_length),
             batch_size=self.batch_size or DEFAULT_BATCH_SIZE[scenario], num_cores=self.num_cores,
             num_streams=streams,
-            scheduler=self.scheduler or ("multi_stream" if streams and streams > 1 else "default"),
+            scheduler=self.scheduler or default_scheduler(streams),
             intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads,
         )
 

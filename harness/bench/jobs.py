@@ -147,6 +147,7 @@ def _execute_tuning(job: BenchJob, base) -> dict:
     from harness.backends import create_backend
     from harness.backends.bucketed import write_sequence_variant
     from harness.bench.bare import bare_engine_loop
+    from harness.run_options import default_scheduler
 
     features = base.features
     proto = onnx.load(str(base.model.onnx_path))
@@ -160,7 +161,7 @@ def _execute_tuning(job: BenchJob, base) -> dict:
             # Windows that fit the length, cut to it: each engine runs full-width batches of real windows.
             fitting = np.flatnonzero(features.seq_lengths <= length)[: job.tune_count]
             options = replace(base.backend_options, batch_size=config.batch_size, num_streams=config.num_streams,
-                              scheduler="multi_stream" if config.num_streams > 1 else "default", sequence_buckets=None)
+                              scheduler=default_scheduler(config.num_streams), sequence_buckets=None)
             started = time.perf_counter()
             backend = create_backend(base.backend, variants[length], options)
             build_s = time.perf_counter() - started

@@ -36,7 +36,7 @@ from harness.errors import ConfigError
 from harness.isolated import request_to_spec
 from harness.models import ModelInfo
 from harness.rundir import create_run_dir, mark_complete, mark_incomplete, write_json_atomic
-from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS
+from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, default_scheduler
 from harness.runner import RunRequest, harness_overhead_pct
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
@@ -122,8 +122,7 @@ class Suite:
     # -- jobs -------------------------------------------------------------------------------------
     def _job(self, label: str, section: str, *, backend: str, model: ModelInfo, scenario: str, batch_size: int,
              buckets: tuple[int, ...] | None, tests: list[LoadGenTest], bare_loop_count: int = 0,
-             service_profile_count: int = 0,
-             capacity_count: int = 0, streams: int = 1, timeout_ms: float | None = None,
+             capacity_count: int = 0, service_profile_count: int = 0, streams: int = 1, timeout_ms: float | None = None,
              tune: tuple[TuneConfig, ...] = ()) -> dict | None:
         """Run a job of a selected section, or take its result from the reused suite (None: neither)."""
         if section not in self.config.sections:
@@ -134,7 +133,7 @@ class Suite:
             scenario=scenario, mode="performance", backend=backend, model=model, features=self.features,
             dataset=self.dataset,
             backend_options=BackendOptions(batch_size=batch_size, num_streams=streams if streams > 1 else None,
-                                           scheduler="multi_stream" if streams > 1 else "default",
+                                           scheduler=default_scheduler(streams),
                                            sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length)),
             sut_options=SutOptions(num_workers=streams, batch_timeout_ms=timeout_ms or self.config.server_timeout_ms),
             mlperf_conf=self.mlperf_conf, user_conf=self.user_conf, runs_root=self.out_dir / "runs" / label,
