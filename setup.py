@@ -33,7 +33,7 @@ setup(
     description="MLPerf Inference harness (LoadGen + DeepSparse/ONNX Runtime) and oBERT compression "
     "pipeline for MobileBERT on SQuAD v1.1",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["harness", "harness.*", "compression", "compression.*"]),
+    packages=find_packages(include=["squad", "squad.*", "harness", "harness.*", "compression", "compression.*"]),
     package_data={"compression": ["recipes/*.yaml"], "harness": ["conf/*.conf"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0"]},

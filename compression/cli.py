@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.errors import HarnessError
+from squad.errors import UserError
 
 log = logging.getLogger("compression")
 
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with logging_redirect_tqdm():  # log lines print above progress bars instead of through them
             return args.handler(args)
-    except HarnessError as exc:  # CompressionError and friends: one line, no traceback
+    except UserError as exc:  # CompressionError and friends: one line, no traceback
         print(f"obert-compress: error: {exc}", file=sys.stderr)
         return 1
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness.errors import DatasetError
-from harness.squad import parse_squad_examples
+from squad.errors import DatasetError
+from squad.features import parse_squad_examples
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
 """Error types of the compression pipeline.
 
-They derive from :class:`harness.errors.HarnessError`, so a CLI (``obert-compress`` or ``obert-harness``)
+They derive from :class:`squad.errors.UserError`, so a CLI (``obert-compress`` or ``obert-harness``)
 prints their message as one line instead of a traceback. Every message names the file, setting or
 parameter at fault and what was expected.
 """
 
-from harness.errors import HarnessError
+from squad.errors import UserError
 
 
-class CompressionError(HarnessError):
+class CompressionError(UserError):
     """Base class for user-facing errors raised by ``compression``."""
 
 

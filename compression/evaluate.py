@@ -1,9 +1,9 @@
 """Evaluation of models during and after compression: SQuAD F1/EM the way the harness scores them,
 and the held-out loss.
 
-F1/EM use the harness's own path: MLPerf-style windows (:mod:`harness.squad`), the reference
-post-processing (:func:`harness.accuracy.predict_answers`) and the official metric
-(:func:`harness.accuracy.squad_v1_scores`), restricted to the questions the evaluated windows cover
+F1/EM use the harness's own path: MLPerf-style windows (:mod:`squad.features`), the reference
+post-processing (:func:`squad.scoring.predict_answers`) and the official metric
+(:func:`squad.scoring.squad_v1_scores`), restricted to the questions the evaluated windows cover
 when only part of the file is evaluated. Any PyTorch QA model (plain or QAT) or an ONNX file (through
 ONNX Runtime) can be scored.
 """
@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from compression.data import TrainFeatures
-from harness.accuracy import predict_answers, squad_v1_scores
-from harness.squad import FeatureParams, FeatureSet, load_or_build_features, select_features
+from squad.scoring import predict_answers, squad_v1_scores
+from squad.features import FeatureParams, FeatureSet, load_or_build_features, select_features
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from compression.recipes import (
 )
 from compression.sparsity import sparsity_report
 from compression.train import CHECKPOINT_DIR, CHECKPOINT_FILE, TrainSettings, train_with_recipe
-from harness.squad import FeatureParams
+from squad.features import FeatureParams
 
 log = logging.getLogger(__name__)
 

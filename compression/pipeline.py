@@ -77,8 +77,8 @@ from compression.report import (
 from compression.schedule import pruning_schedule
 from compression.sparsity import plot_sparsity_heatmap, sparsity_report
 from compression.train import TrainResult, TrainSettings, resolve_device, train_with_recipe
-from harness.data import find_dataset
-from harness.squad import FeatureParams
+from squad.data import find_dataset
+from squad.features import FeatureParams
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class DataBundle:
 
 
 def dataset_files(config: RunConfig):
-    from harness.data import resolve_data_dir
+    from squad.data import resolve_data_dir
 
     data_dir = config.data_dir or resolve_data_dir(None)
     return find_dataset(data_dir, sample_dir=config.out_dir / "data" / "sample", allow_sample=False)

@@ -24,7 +24,7 @@ from typing import Any
 
 from compression.errors import CompressionError
 from compression.data import WindowParams
-from harness.squad import FeatureParams
+from squad.features import FeatureParams
 
 PUBLISHED_TEACHER = "neuralmagic/mobilebert-uncased-finetuned-squadv1"
 

@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_dataset_and_features(args, *, count: int | None = None):
     """Resolve the data directory, then load (or build once) the tokenized features."""
-    from harness.data import find_dataset, resolve_data_dir
-    from harness.squad import FeatureParams, load_or_build_features, select_features
+    from squad.data import find_dataset, resolve_data_dir
+    from squad.features import FeatureParams, load_or_build_features, select_features
 
     cache_dir = Path(args.cache_dir)
     dataset = find_dataset(resolve_data_dir(args.data_dir), sample_dir=cache_dir / "sample")
@@ -279,7 +279,7 @@ def cmd_accuracy(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from harness.data import download_squad_dev, download_vocab, resolve_data_dir
+    from squad.data import download_squad_dev, download_vocab, resolve_data_dir
 
     if args.download:
         target = args.data_dir or os.environ.get("OBERT_DATA_DIR")

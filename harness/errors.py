@@ -1,25 +1,16 @@
-"""Error types that carry one clear, user-facing message.
+"""The harness's user-facing error types (see :mod:`squad.errors` for the shared base)."""
 
-The CLI catches :class:`HarnessError` and prints its message (no traceback): the message must name the
-file or setting at fault and what was expected.
-"""
+from squad.errors import ConfigError, DatasetError, UserError
 
+# The harness's name for the shared base: every error the harness reports as one line.
+HarnessError = UserError
 
-class HarnessError(Exception):
-    """Base class for errors reported to the user as a single line."""
-
-
-class DatasetError(HarnessError):
-    """A dataset or vocabulary file is missing, unreadable or not in the expected format."""
+__all__ = ["BackendFault", "ConfigError", "DatasetError", "HarnessError", "ModelError", "UserError"]
 
 
-class ModelError(HarnessError):
+class ModelError(UserError):
     """A model is missing, not ONNX, or does not have the expected inputs/outputs."""
 
 
-class ConfigError(HarnessError):
-    """A setting (CLI flag, conf file, environment variable) is invalid."""
-
-
-class BackendFault(HarnessError):
+class BackendFault(UserError):
     """The inference backend raised during a run; the run is stopped and marked incomplete."""

@@ -45,11 +45,11 @@ def request_to_spec(request: RunRequest, feature_cache_dir: Path) -> dict:
 
 def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
     from harness.backends import BackendOptions
-    from harness.data import DatasetFiles
+    from squad.data import DatasetFiles
     from harness.models import resolve_model
     from harness.scenarios import SutOptions
     from harness.settings import LoadGenOverrides
-    from harness.squad import FeatureParams, load_or_build_features, select_features
+    from squad.features import FeatureParams, load_or_build_features, select_features
 
     data = spec["dataset"]
     dataset = DatasetFiles(Path(data["dev_json"]), Path(data["vocab"]), data["official"], data["source"])

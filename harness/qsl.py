@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from harness.errors import ConfigError
-from harness.squad import FeatureSet
+from squad.features import FeatureSet
 
 log = logging.getLogger(__name__)
 

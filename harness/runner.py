@@ -22,7 +22,7 @@ import numpy as np
 from harness import __version__
 from harness.accuracy import evaluate_accuracy_log
 from harness.backends import Backend, BackendOptions, create_backend
-from harness.data import DatasetFiles
+from squad.data import DatasetFiles
 from harness.errors import BackendFault, ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, performance_metrics, read_detail_log
 from harness.models import ModelInfo, check_model_fits
@@ -30,7 +30,7 @@ from harness.qsl import SquadQSL
 from harness.rundir import RUN_JSON, create_run_dir, mark_complete, mark_incomplete, write_json_atomic
 from harness.scenarios import SutOptions, create_sut
 from harness.settings import ConfSettings, LoadGenOverrides, build_test_settings
-from harness.squad import FeatureSet
+from squad.features import FeatureSet
 from harness.sysinfo import harness_commit, machine_info, peak_rss_mb, software_versions
 
 log = logging.getLogger(__name__)

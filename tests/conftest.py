@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.data import DEFAULT_DATA_ENV, DatasetFiles, write_sample_dataset
+from squad.data import DEFAULT_DATA_ENV, DatasetFiles, write_sample_dataset
 
 # Beside the checkout: <parent of repo>/shared/data
 DEFAULT_TEST_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -24,7 +24,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def dev_files(data_dir: Path, tmp_path_factory) -> DatasetFiles:
-    from harness.data import find_dataset
+    from squad.data import find_dataset
 
     return find_dataset(data_dir, sample_dir=tmp_path_factory.mktemp("unused-sample"), allow_sample=False)
 
@@ -37,7 +37,7 @@ def feature_cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dev_features(dev_files: DatasetFiles, feature_cache_dir: Path):
     """The full dev set's features (default MLPerf parameters), built once per test session."""
-    from harness.squad import FeatureParams, load_or_build_features
+    from squad.features import FeatureParams, load_or_build_features
 
     return load_or_build_features(dev_files.dev_json, dev_files.vocab, FeatureParams(), feature_cache_dir,
                                   progress=False)
@@ -52,7 +52,7 @@ def sample_dataset(tmp_path_factory) -> DatasetFiles:
 @pytest.fixture(scope="session")
 def sample_features(tmp_path_factory):
     """(dataset, features, feature cache dir) of the built-in sample with the default MLPerf parameters."""
-    from harness.squad import FeatureParams, load_or_build_features
+    from squad.features import FeatureParams, load_or_build_features
 
     root = tmp_path_factory.mktemp("sample-features")
     dataset = write_sample_dataset(root / "data")

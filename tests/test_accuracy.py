@@ -15,17 +15,12 @@ from harness.accuracy import (
     encode_logits,
     encode_logits_batch,
     evaluate_accuracy_log,
-    exact_match_score,
-    f1_score,
-    get_final_text,
-    normalize_answer,
-    predict_answers,
     read_accuracy_log,
-    squad_v1_scores,
 )
-from harness.data import sample_vocab
+from squad.data import sample_vocab
+from squad.scoring import exact_match_score, f1_score, get_final_text, normalize_answer, predict_answers, squad_v1_scores
 from harness.errors import HarnessError
-from harness.squad import (
+from squad.features import (
     FeatureParams,
     FeatureSet,
     SquadExample,

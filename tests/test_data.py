@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from harness import data
-from harness.data import (
+from squad import data
+from squad.data import (
     DEFAULT_DATA_ENV,
     SQUAD_DEV_MD5,
     download_squad_dev,
@@ -198,7 +198,7 @@ def test_sample_vocab_layout(sample_dataset):
 def test_sample_tokenizes_without_unk_and_has_a_multi_window_paragraph(sample_dataset):
     from transformers import BertTokenizer
 
-    from harness.squad import FeatureParams, convert_examples_to_features, load_squad_examples, make_tokenizer
+    from squad.features import FeatureParams, convert_examples_to_features, load_squad_examples, make_tokenizer
 
     slow = BertTokenizer(str(sample_dataset.vocab), do_lower_case=True)
     examples = load_squad_examples(sample_dataset.dev_json)

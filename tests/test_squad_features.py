@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import squad
+from squad import features as squad_features
 from harness.errors import ConfigError, DatasetError
-from harness.squad import (
+from squad.features import (
     OFFICIAL_DEV_FEATURE_COUNT,
     FeatureParams,
     FeatureSet,
@@ -140,7 +140,7 @@ def test_fast_tokenizer_matches_slow_reference_on_real_contexts(dev_files, dev_f
 
 
 def test_cache_reload_is_identical_and_skips_tokenizing(dev_files, dev_features, feature_cache_dir, monkeypatch):
-    monkeypatch.setattr(squad, "make_tokenizer", lambda vocab: pytest.fail("rebuilt instead of using the cache"))
+    monkeypatch.setattr(squad_features, "make_tokenizer", lambda vocab: pytest.fail("rebuilt instead of using the cache"))
     again = load_or_build_features(dev_files.dev_json, dev_files.vocab, FeatureParams(), feature_cache_dir,
                                    progress=False)
     assert again.fingerprint == dev_features.fingerprint
@@ -209,9 +209,9 @@ def test_long_context_windows(sample_tokenizer, sample_dataset):
 
 
 def test_max_context_prefers_centered_window():
-    spans = squad.doc_spans(20, 10, 4)
+    spans = squad_features.doc_spans(20, 10, 4)
     assert spans == [(0, 10), (4, 10), (8, 10), (12, 8)]
-    mask = squad.max_context_mask(spans, 20)
+    mask = squad_features.max_context_mask(spans, 20)
     # token 5: left/right context 5/4 in span 0 -> 4.1, 1/8 in span 1 -> 1.1: span 0 wins
     assert mask[:, 5].tolist() == [True, False, False, False]
     # token 9 is at the centre of span 1 (4 left, 4 right) -> span 1
@@ -367,7 +367,7 @@ def test_killed_write_leaves_no_entry(sample_dataset, tmp_path, monkeypatch, cap
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(squad.np, "savez", crash)
+    monkeypatch.setattr(squad_features.np, "savez", crash)
     with caplog.at_level(logging.WARNING):
         features = load_or_build_features(sample_dataset.dev_json, sample_dataset.vocab, FeatureParams(), tmp_path,
                                           progress=False)

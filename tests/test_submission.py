@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.data import write_sample_dataset
+from squad.data import write_sample_dataset
 from harness.errors import ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG
 from harness.models import inspect_onnx_model
 from harness.settings import LoadGenOverrides
-from harness.squad import FeatureParams, load_or_build_features
+from squad.features import FeatureParams, load_or_build_features
 from harness.submission import rules
 from harness.submission.compliance import (
     read_log_entries,
@@ -26,12 +26,13 @@ from harness.submission.compliance import (
     verify_accuracy,
     verify_performance,
 )
+from harness.submission.official import CSV_NAME, LOG_NAME, parse_verdict
 from harness.submission.package import truncate_accuracy_log
 from harness.run_options import EngineSettings
 from harness.submission.runs import RunContext, candidate_run_dirs, select_runs
 from harness.submission.system import build_system_description, load_template, system_description_problems
-from harness.submission.validate import validate_tree
-from harness.submission.workflow import make_submission
+from harness.submission.validate import STRICTER_MARK, validate_tree
+from harness.submission.workflow import NO_COMPLIANCE_NOTE, make_submission, print_result
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import write_toy_qa_model
 
@@ -324,3 +325,248 @@ def test_cli_validate_only(package, capsys):
 def test_test01_sampled_log_is_parsed(package, ctx):
     entries = read_log_entries(_runs(ctx)["SingleStream"]["TEST01"] / ACCURACY_LOG)
     assert entries and all(len(data) == 2 * 384 * 2 * 4 for _, data in entries)
+
+
+# --- per-division rules, --no-compliance, --official-checker (issue 15) ---
+
+def _as_division(tree: Path, division: str) -> Path:
+    """The same tree filed under another division (folder and system JSON), as a submitter would move it."""
+    source = next(d for d in tree.iterdir() if d.is_dir())
+    source.rename(tree / division)
+    for system_json in (tree / division).glob("*/systems/*.json"):
+        description = json.loads(system_json.read_text())
+        description["division"] = division
+        system_json.write_text(json.dumps(description, indent=2))
+    return tree
+
+
+def _no_runs_allowed(monkeypatch) -> None:
+    """Any attempt to start a run fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run was started")
+    monkeypatch.setattr("harness.submission.runs.execute_isolated", refuse)
+
+
+def test_open_tree_with_only_offline_validates(package, ctx, tmp_path):
+    before = sorted(p.name for p in ctx.runs_root.iterdir())
+    result = make_submission(ctx, output=tmp_path / "offline", submitter="TestOrg", scenarios=["Offline"],
+                             from_runs=[ctx.runs_root], allow=EVERYTHING)
+    assert sorted(p.name for p in ctx.runs_root.iterdir()) == before  # reused, nothing run
+    assert result.accepted and result.path == tmp_path / "offline", result.blocking
+    assert not [f for f in result.findings if f.category == "missing"], result.findings
+    bench = _org(result) / "results"
+    assert [p.name for p in next(bench.iterdir()).joinpath("bert-99").iterdir()] == ["Offline"]
+    assert not [f for f in validate_tree(result.path, quick=True) if f.category == "missing"]
+
+
+def test_closed_tree_with_only_offline_is_refused_for_missing_singlestream(package, tmp_path):
+    tree = tmp_path / "closed"
+    shutil.copytree(package.path, tree)
+    _as_division(tree, "closed")
+    shutil.rmtree(next((tree / "closed" / "TestOrg" / "results").iterdir()) / "bert-99" / "SingleStream")
+    missing = [f for f in validate_tree(tree, quick=True) if f.category == "missing" and f.level == "error"]
+    assert [Path(f.path).name for f in missing] == ["SingleStream"], missing
+    assert "closed division" in missing[0].message and "open division accepts" in missing[0].message
+
+
+def test_closed_offline_only_request_is_refused_before_any_run(ctx, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    _no_runs_allowed(monkeypatch)
+    fresh = RunContext(**{**ctx.__dict__, "runs_root": tmp_path / "runs"})
+    with pytest.raises(ConfigError, match=r"closed division.*SingleStream.*--division open|SingleStream.*open division"):
+        make_submission(fresh, output=tmp_path / "closed", division="closed", submitter="TestOrg",
+                        scenarios=["Offline"])
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("closed*"))
+    # the command refuses it before it even loads the data (the data directory here does not exist)
+    assert main(["submission", "--division", "closed", "--scenarios", "Offline", "--data-dir", str(tmp_path / "none"),
+                 "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SingleStream" in err and "--scenarios Offline" in err
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("cli*"))
+
+
+def test_no_compliance_is_refused_in_the_closed_division(ctx, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    _no_runs_allowed(monkeypatch)
+    fresh = RunContext(**{**ctx.__dict__, "runs_root": tmp_path / "runs"})
+    with pytest.raises(ConfigError, match="--no-compliance.*only with --division open"):
+        make_submission(fresh, output=tmp_path / "closed", division="closed", submitter="TestOrg", no_compliance=True)
+    assert main(["submission", "--division", "closed", "--no-compliance", "--data-dir", str(tmp_path / "none"),
+                 "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --no-compliance") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_compliance_in_open_packages_without_test01_and_says_so(package, ctx, tmp_path):
+    before = sorted(p.name for p in ctx.runs_root.iterdir())
+    result = make_submission(ctx, output=tmp_path / "nc", submitter="TestOrg", from_runs=[ctx.runs_root],
+                             allow=EVERYTHING, no_compliance=True)
+    assert sorted(p.name for p in ctx.runs_root.iterdir()) == before  # no TEST01 (or other) run was made
+    assert result.accepted, result.blocking
+    assert not [f for f in result.findings if f.level == "error" and f.category == "missing"], result.findings
+    assert not list(result.path.rglob("TEST01"))
+    org = _org(result)
+    for scenario in SCENARIOS:
+        sdir = _scenario_dir(result, scenario)
+        assert "--no-compliance" in json.loads((sdir / "measurements.json").read_text())["notes"]
+        assert NO_COMPLIANCE_NOTE in (sdir / "README.md").read_text()
+    docs = org / "documentation"
+    assert "skipped (--no-compliance)" in (docs / "results.md").read_text()
+    assert NO_COMPLIANCE_NOTE in (docs / "README.md").read_text()
+    assert "--no-compliance" in (docs / "validation.md").read_text()
+    assert "--no-compliance" in json.loads(next((org / "systems").glob("*.json")).read_text())["sw_notes"]
+    # without --no-compliance the validator still wants TEST01 in open, and says the checker would not
+    missing = [f for f in validate_tree(result.path, quick=True) if f.level == "error" and "TEST01" in f.path]
+    assert len(missing) == len(SCENARIOS) and all(f.stricter and "--no-compliance" in f.message for f in missing)
+
+
+def test_stricter_than_checker_findings_carry_the_note(package, tmp_path):
+    below = [f for f in package.findings if f.category == "accuracy"]
+    assert below and all(f.stricter and STRICTER_MARK in f.message and "warning" in f.message
+                          and "--allow-below-target" in f.message for f in below)
+    validation = (_org(package) / "documentation" / "validation.md").read_text()
+    assert f"Where this validator is {STRICTER_MARK}" in validation
+    assert all(f.path in validation for f in below)
+    # an INVALID run: the checker does not look at LoadGen's validity; a failed TEST01 in open: it skips TEST01
+    tree = tmp_path / "copy"
+    shutil.copytree(package.path, tree)
+    sdir = next((tree / "open" / "TestOrg" / "results").iterdir()) / "bert-99"
+    detail = sdir / "Offline" / "performance" / "run_1" / DETAIL_LOG
+    detail.write_text(detail.read_text().replace('"result_validity", "value": "VALID"',
+                                                 '"result_validity", "value": "INVALID"'))
+    verify = sdir / "SingleStream" / "TEST01" / "verify_performance.txt"
+    verify.write_text(verify.read_text().replace("TEST PASS", "TEST FAIL: Test score invalid"))
+    findings = validate_tree(tree, quick=True)
+    invalid = [f for f in findings if f.category == "invalid" and f.level == "error"]
+    assert {Path(f.path).name for f in invalid} == {DETAIL_LOG, "verify_performance.txt"}
+    assert all(f.stricter and STRICTER_MARK in f.message for f in invalid)
+    # in the closed division the same accuracy and TEST01 failures are errors for the checker too
+    closed = validate_tree(_as_division(tree, "closed"), quick=True)
+    assert not [f for f in closed if f.stricter and f.category == "accuracy"]
+    assert [f for f in closed if Path(f.path).name == "verify_performance.txt" and not f.stricter]
+
+
+FAKE_CHECKER_MAIN = """
+# Stand-in for tools/submission/submission_checker/main.py of mlcommons/inference: same command line, same
+# log format, same summary lines; it reports what the real one reports for a --quick tree (short runs).
+import argparse, json, logging, os, sys
+from .constants import MODEL_CONFIG
+
+logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(filename)s:%(lineno)d %(levelname)s] %(message)s")
+log = logging.getLogger("main")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--version", default="v5.1", choices=list(MODEL_CONFIG))
+    parser.add_argument("--submitter")
+    parser.add_argument("--csv", default="summary.csv")
+    args = parser.parse_args()
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "invocation.json"), "w") as f:
+        json.dump({"argv": sys.argv[1:], "cwd": os.getcwd()}, f)
+    errors = 0
+    for dirpath, _, files in sorted(os.walk(args.input)):
+        if "TEST01" in dirpath:
+            continue
+        if dirpath.endswith(os.path.join("performance", "run_1")):
+            for line in open(os.path.join(dirpath, "mlperf_log_detail.txt")):
+                if '"effective_min_duration_ms"' in line:
+                    found = json.loads(line.split(":::MLLOG", 1)[1])["value"]
+                    if found < 600000:
+                        log.error("%s Test duration less than 600s in user config. expected=600000, found=%s",
+                                  dirpath, found)
+                        errors += 1
+        if "accuracy.txt" in files:
+            log.warning("%s accuracy not met: expected=89.965260, found=0.0", dirpath)
+    with open(args.csv, "w") as f:
+        f.write("Organization,Division\\n")
+    if errors:
+        log.error("SUMMARY: submission has errors")
+        return 1
+    log.info("SUMMARY: submission looks OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+def _fake_checker(root: Path, rounds=("v6.0", "v6.1")) -> Path:
+    """A directory laid out like a clone of mlcommons/inference, holding a stand-in checker."""
+    package = root / "tools" / "submission" / "submission_checker"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "constants.py").write_text("MODEL_CONFIG = {%s}\n" % ", ".join(f'"{r}": {{}}' for r in rounds))
+    (package / "main.py").write_text(FAKE_CHECKER_MAIN)
+    return root
+
+
+def test_official_checker_log_and_verdict_are_recorded_and_never_rename_the_tree(package, ctx, tmp_path, capsys):
+    clone = _fake_checker(tmp_path / "inference")
+    out = tmp_path / "checked"
+    result = make_submission(ctx, output=out, submitter="TestOrg", from_runs=[ctx.runs_root], allow=EVERYTHING,
+                             official_checker=clone)
+    # the checker finds errors (10-minute minimum), yet our verdict alone decides: packaged, not renamed
+    assert result.accepted and result.path == out and out.is_dir() and not list(tmp_path.glob("checked.*"))
+    invocation = json.loads((clone / "tools" / "submission" / "invocation.json").read_text())
+    assert Path(invocation["cwd"]) == clone / "tools" / "submission"
+    argv = invocation["argv"]
+    assert argv[:6] == ["--input", str(out.resolve()), "--version", rules.CHECKER_VERSION, "--submitter", "TestOrg"]
+    assert argv[6] == "--csv" and len(argv) == 8
+    verdict = result.official
+    assert verdict.status == "errors" and verdict.exit_status == 1 and verdict.warnings == len(SCENARIOS)
+    assert verdict.first_errors and all("Test duration less than 600s" in e for e in verdict.first_errors)
+    docs = _org(result) / "documentation"
+    assert verdict.log_path == docs / LOG_NAME and "SUMMARY: submission has errors" in verdict.log_path.read_text()
+    assert (docs / CSV_NAME).read_text().startswith("Organization")
+    validation = (docs / "validation.md").read_text()
+    assert "## Official submission checker" in validation and "**errors**" in validation
+    print_result(result)
+    printed = capsys.readouterr().out
+    assert "local validator: packaged" in printed and "official checker v6.1: errors" in printed
+    assert "Test duration less than 600s" in printed
+    # a tree we refuse is checked too (the checker only warns about open accuracy), and stays where it is
+    strict = make_submission(ctx, output=tmp_path / "strict", submitter="TestOrg", from_runs=[ctx.runs_root],
+                             allow=frozenset({"invalid", "noncompliant"}), official_checker=clone)
+    assert not strict.accepted and strict.path == tmp_path / "strict.REFUSED" and strict.path.is_dir()
+    assert (strict.path / "open" / "TestOrg" / "documentation" / LOG_NAME).is_file()
+    assert all(f.stricter for f in strict.blocking)  # the official checker would only have warned
+
+
+def test_bad_official_checker_dir_is_refused_before_any_run(ctx, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    _no_runs_allowed(monkeypatch)
+    fresh = RunContext(**{**ctx.__dict__, "runs_root": tmp_path / "runs"})
+    not_a_clone = tmp_path / "empty"
+    not_a_clone.mkdir()
+    with pytest.raises(ConfigError, match="--official-checker .*not a clone of mlcommons/inference"):
+        make_submission(fresh, output=tmp_path / "o1", submitter="TestOrg", official_checker=not_a_clone)
+    old_round = _fake_checker(tmp_path / "old", rounds=("v5.1", "v6.0"))
+    with pytest.raises(ConfigError, match="does not know round v6.1.*update the clone"):
+        make_submission(fresh, output=tmp_path / "o2", submitter="TestOrg", official_checker=old_round)
+    assert main(["submission", "--official-checker", str(tmp_path / "missing"), "--data-dir", str(tmp_path / "none"),
+                 "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "o3")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --official-checker") and "not a directory" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("o[123]*"))
+
+
+def test_official_checker_verdicts_are_parsed():
+    ok = parse_verdict("[2026-01-01 10:00:00,000 main.py:300 INFO] Results x 46.6\n"
+                       "[2026-01-01 10:00:00,000 accuracy_check.py:80 WARNING] x accuracy not met\n"
+                       "[2026-01-01 10:00:00,000 main.py:390 INFO] SUMMARY: submission looks OK\n", 0)
+    assert ok.ok and ok.status == "looks OK" and ok.warnings == 1 and not ok.first_errors
+    bad = parse_verdict("ERROR:main:/t/open/Org/results/s/bert-99/Offline qsl_rng_seed is wrong\n"
+                        "ERROR:main:NoResults /t/open/Org/results/s/bert-99/Offline\n"
+                        "ERROR:main:SUMMARY: submission has errors\n", 1)
+    assert bad.status == "errors" and bad.first_errors == [
+        "/t/open/Org/results/s/bert-99/Offline qsl_rng_seed is wrong", "NoResults /t/open/Org/results/s/bert-99/Offline"]
+    crashed = parse_verdict("usage: main.py [-h] --input INPUT\n"
+                            "main.py: error: argument --version: invalid choice: 'v6.1'\n", 2)
+    assert crashed.status == "did not complete" and "invalid choice" in crashed.first_errors[-1]

@@ -10,7 +10,7 @@ import numpy as np
 
 from harness.backends import Backend
 from harness.bucketing import bucket_batches, bucket_index
-from harness.squad import FeatureSet
+from squad.features import FeatureSet
 
 
 def batch_inputs(features: FeatureSet, batch: np.ndarray, buckets: tuple[int, ...] | None, length: int | None = None):

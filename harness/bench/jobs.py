@@ -82,7 +82,7 @@ def execute_job(job: BenchJob) -> dict:
     from harness.isolated import request_from_spec
     from harness.runner import execute_run
     from harness.settings import LoadGenOverrides, conf_test_settings
-    from harness.squad import select_features
+    from squad.features import select_features
 
     base = request_from_spec(job.request)
     if job.tune:

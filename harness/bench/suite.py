@@ -31,7 +31,7 @@ from harness.backends import BackendOptions
 from harness.bench.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
 from harness.bench.macs import MacProfile, compute_peak, count_macs
 from harness.bucketing import DEFAULT_BUCKETS, bucket_index, buckets_for
-from harness.data import DatasetFiles
+from squad.data import DatasetFiles
 from harness.errors import ConfigError
 from harness.isolated import request_to_spec
 from harness.models import ModelInfo
@@ -40,7 +40,7 @@ from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, default_sch
 from harness.runner import RunRequest, harness_overhead_pct
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
-from harness.squad import FeatureSet
+from squad.features import FeatureSet
 from harness.sysinfo import machine_info, software_versions
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,9 @@ def add_submission_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--system-template", default=str(DEFAULT_TEMPLATE),
                    help=f"user-editable system description fields (default: {DEFAULT_TEMPLATE.relative_to(REPO_ROOT)})")
     p.add_argument("--scenarios", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-                   help="comma-separated (default: Offline,SingleStream, plus Server when --from-runs has a "
-                   "matching Server performance run)")
+                   help="comma-separated (default: Offline,SingleStream, plus Server in the open division when "
+                   "--from-runs has a matching Server performance run). The closed division needs exactly the "
+                   "edge suite (Offline,SingleStream); the open division accepts any non-empty set")
     p.add_argument("--from-runs", action="append", default=[], metavar="DIR",
                    help="run directory, or parent of run directories, to reuse (repeatable); only complete runs "
                    "with matching model, data, engine and LoadGen settings are used")
@@ -48,14 +49,23 @@ def add_submission_parser(sub) -> argparse.ArgumentParser:
                    help=f"quick runs (first ~{QUICK.count} features, {QUICK.min_duration_ms / 1000:.0f} s minimum "
                    "duration) for trying the tool: the package is marked NOT COMPLIANT")
     p.add_argument("--allow-below-target", action="store_true",
-                   help="package even though F1 is below the bert-99 target (recorded in the notes)")
+                   help="package even though F1 is below the bert-99 target (recorded in the notes; in the open "
+                   "division the official checker would only warn, our validator refuses by default)")
     p.add_argument("--allow-invalid", action="store_true",
                    help="package even with INVALID performance runs, LoadGen errors, failed TEST01 or non-compliant "
                    "settings (recorded in the notes)")
     p.add_argument("--allow-missing", action="store_true",
-                   help="package even with missing files or scenarios (e.g. --scenarios Offline alone)")
+                   help="package even with missing files, or scenarios the closed division requires")
+    p.add_argument("--no-compliance", action="store_true",
+                   help="open division only: skip TEST01 (about 11 minutes per scenario; the official checker does "
+                   "not require it in open). Recorded in the notes. Refused with --division closed")
+    p.add_argument("--official-checker", metavar="DIR",
+                   help=f"a local clone of mlcommons/inference: after packaging, run its tools/submission checker "
+                   f"(round {rules.CHECKER_VERSION}) on the tree, keep its log in documentation/ and print its verdict "
+                   "beside ours (it never changes the tree's fate). Never downloaded by the harness")
     p.add_argument("--validate", metavar="TREE",
-                   help="only validate an existing submission tree (with --layout, --quick) and exit")
+                   help="only validate an existing submission tree (with --layout, --quick, --no-compliance, "
+                   "--official-checker) and exit")
     p.add_argument("--model", default=None, help="as for `run` (default: the untrained benchmark model in ./models)")
     add_engine_args(p, note=" (as for `run`; reused runs must have been made with the same values)")
     _add_data_args(p)
@@ -69,13 +79,23 @@ def cmd_submission(args) -> int:
     from harness.cli import load_dataset_and_features, resolve_run_model
     from harness.run_options import QUICK, EngineSettings
     from harness.submission.runs import RunContext
-    from harness.submission.validate import summarize, validate_tree
-    from harness.submission.workflow import make_submission, print_result
+    from harness.submission.system import load_template
+    from harness.submission.workflow import make_submission, preflight, print_result
 
     if args.validate:
-        findings = validate_tree(Path(args.validate), quick=args.quick, layout=args.layout)
-        print(summarize(findings))
-        return EXIT_REFUSED if any(f.level == "error" for f in findings) else 0
+        return _validate_only(args)
+
+    allow = set()
+    if args.allow_below_target:
+        allow.add("accuracy")
+    if args.allow_invalid:
+        allow |= {"invalid", "noncompliant"}
+    if args.allow_missing:
+        allow.add("missing")
+    # refusals known from the request alone come before the data is loaded and before any run
+    preflight(division=args.division, scenarios=args.scenarios,
+              system_type=load_template(Path(args.system_template)).get("system_type"),
+              no_compliance=args.no_compliance, official_checker=args.official_checker, allow=frozenset(allow))
 
     dataset, features = load_dataset_and_features(args, count=QUICK.count if args.quick else None)
     model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir))
@@ -84,13 +104,6 @@ def cmd_submission(args) -> int:
                      mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
                      quick=args.quick, progress=not args.no_progress,
                      feature_cache_dir=Path(args.cache_dir) / "features")
-    allow = set()
-    if args.allow_below_target:
-        allow.add("accuracy")
-    if args.allow_invalid:
-        allow |= {"invalid", "noncompliant"}
-    if args.allow_missing:
-        allow.add("missing")
     submitter_label = args.submitter or "submitter"
     output = Path(args.output) if args.output else (
         DEFAULT_SUBMISSIONS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}_{submitter_label}_{args.division}")
@@ -100,6 +113,29 @@ def cmd_submission(args) -> int:
         from_runs=[Path(p) for p in args.from_runs], layout=args.layout, allow=frozenset(allow),
         command_line=shlex.join(["python", "-m", "harness", *sys.argv[1:]]) if sys.argv[1:2] == ["submission"]
         else "python -m harness submission",
+        no_compliance=args.no_compliance, official_checker=Path(args.official_checker) if args.official_checker else None,
     )
     print_result(result)
     return 0 if result.accepted else EXIT_REFUSED
+
+
+def _validate_only(args) -> int:
+    """``--validate TREE``: the local validator, then the official checker if asked. The tree is left as it is:
+    the checker's log goes beside it (``<tree>.official_checker-<time>.log``)."""
+    from harness.submission.official import locate_checker, run_official_checker
+    from harness.submission.validate import summarize, validate_tree
+
+    tree = Path(args.validate)
+    tools = locate_checker(Path(args.official_checker)) if args.official_checker else None
+    findings = validate_tree(tree, quick=args.quick, layout=args.layout, test01_in_open=not args.no_compliance)
+    print(summarize(findings))
+    if tools is not None:
+        organizations = [org for division in tree.iterdir() if division.is_dir() for org in division.iterdir()
+                         if org.is_dir()]
+        submitter = args.submitter or (organizations[0].name if len(organizations) == 1 else None)
+        if submitter is None:
+            print("official checker: not run (pass --submitter ORG: the tree holds several organizations)")
+        else:
+            log_path = tree.with_name(f"{tree.name}.official_checker-{time.strftime('%Y%m%d-%H%M%S')}.log")
+            print(run_official_checker(tools, tree, submitter, log_path).summary())
+    return EXIT_REFUSED if any(f.level == "error" for f in findings) else 0

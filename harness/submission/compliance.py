@@ -246,7 +246,8 @@ class Test01Result:
 
 def squad_subset_scorer(features, dev_json: Path) -> Scorer:
     """F1/EM over the questions the given responses cover (the TEST01 fallback's apples-to-apples score)."""
-    from harness.accuracy import decode_logits, predict_answers, squad_v1_scores
+    from harness.accuracy import decode_logits
+    from squad.scoring import predict_answers, squad_v1_scores
 
     def score(responses: dict[int, bytes]) -> dict:
         seq = features.params.max_seq_length

@@ -21,9 +21,10 @@ from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG
 from harness.submission import rules
 from harness.submission.compliance import Test01Result, accuracy_line, write_test01_dir
 from harness.submission.layout import Layout
+from harness.submission.official import CheckerVerdict
 from harness.submission.report import csv_table, markdown_table, result_rows
 from harness.submission.runs import ScenarioRuns
-from harness.submission.validate import Finding, summarize, validate_tree
+from harness.submission.validate import Finding, stricter_section, summarize, validate_tree
 
 INCOMPLETE_MARKER = "INCOMPLETE.md"
 REFUSED_MARKER = "REFUSED.md"
@@ -44,6 +45,7 @@ class PackageRequest:
     allow: frozenset[str] = frozenset()  # validator categories the user accepted explicitly
     notes: list[str] = field(default_factory=list)  # package-level notes (untrained model, --quick...)
     scenario_notes: dict[str, str] = field(default_factory=dict)
+    test01_skipped: bool = False  # --no-compliance (open division): no TEST01 runs, no TEST01/ folders
 
 
 @dataclass
@@ -52,6 +54,7 @@ class PackageResult:
     accepted: bool
     findings: list[Finding]
     blocking: list[Finding]
+    official: CheckerVerdict | None = None  # the official checker's verdict, with --official-checker
 
 
 def truncate_accuracy_log(source: Path, dest: Path) -> str:
@@ -125,7 +128,7 @@ def _measurements(request: PackageRequest, scenario: str) -> dict:
         "weight_transformations": ", ".join(transformations) or "none",
         "implementation": request.layout.implementation,
         "model": model.get("name"),
-        "notes": request.scenario_notes.get(scenario, "") or "; ".join(request.notes),
+        "notes": "; ".join(n for n in [request.scenario_notes.get(scenario, ""), *request.notes] if n),
     }
 
 
@@ -174,6 +177,7 @@ def _scenario_readme(request: PackageRequest, scenario: str) -> str:
         "```shell",
         "# performance run", run_command(perf), "",
         "# accuracy run (writes accuracy.txt)", run_command(acc), "",
+        "# this package (TEST01 skipped with --no-compliance):" if request.test01_skipped else
         "# TEST01 (performance mode with the bert audit.config), its verification, and this package:",
         request.command_line,
         "```", "",
@@ -230,9 +234,11 @@ def _documentation(request: PackageRequest, rows: list[dict]) -> dict[str, str]:
         f"- `systems/{layout.system}.json`: system description",
         f"- `{layout.relative(layout.code_dir).split('/', 2)[-1]}/`: pointer to the harness version used",
         f"- `results/{layout.system}/{rules.BENCHMARK}/<scenario>/`: performance/run_1, accuracy, "
-        + ("measurements.json, README.md (reproduce), user.conf, mlperf.conf, TEST01" if layout.name == "v6"
+        + ("measurements.json, README.md (reproduce), user.conf, mlperf.conf"
+           + ("" if request.test01_skipped else ", TEST01") if layout.name == "v6"
            else "with measurements/ and compliance/ beside results/ (v5 layout)"),
-        "- `documentation/`: this file, results.md/.csv, calibration.md, validation.md",
+        "- `documentation/`: this file, results.md/.csv, calibration.md, validation.md (local validator, "
+        "and the official checker's verdict and log when it was run)",
         "",
         "## Workflow", "",
         "```shell", request.command_line, "```", "",
@@ -286,7 +292,7 @@ def assemble(request: PackageRequest) -> PackageResult:
     (layout.code_dir / "README.md").write_text(_code_readme(request))
 
     for scenario, runs in request.scenario_runs.items():
-        perf_run, acc_run, test01_run = (runs.runs[r] for r in ("performance", "accuracy", "TEST01"))
+        perf_run, acc_run, test01_run = (runs.runs.get(r) for r in ("performance", "accuracy", "TEST01"))
         perf_dir = layout.performance_dir(scenario)
         perf_dir.mkdir(parents=True)
         for name in (SUMMARY_LOG, DETAIL_LOG):
@@ -306,24 +312,31 @@ def assemble(request: PackageRequest) -> PackageResult:
         (mdir / "README.md").write_text(_scenario_readme(request, scenario))
         for name in ("user.conf", "mlperf.conf"):
             shutil.copy2(perf_run / name, mdir / name)
-        write_test01_dir(layout.test01_dir(scenario), test01_run, request.test01[scenario],
-                         subset_scores=request.test01_scores.get(scenario))
+        if test01_run is not None:
+            write_test01_dir(layout.test01_dir(scenario), test01_run, request.test01[scenario],
+                             subset_scores=request.test01_scores.get(scenario))
 
     rows = result_rows(layout, list(request.scenario_runs), availability=str(request.system_description.get("status")),
-                       notes=request.scenario_notes)
+                       notes=request.scenario_notes, test01_skipped=request.test01_skipped)
     layout.documentation_dir.mkdir(parents=True)
     for name, text in _documentation(request, rows).items():
         (layout.documentation_dir / name).write_text(text)
 
-    findings = validate_tree(staging, quick=request.quick, layout=layout.name)
+    findings = validate_tree(staging, quick=request.quick, layout=layout.name,
+                             test01_in_open=not request.test01_skipped)
     blocking = [f for f in findings if f.level == "error" and f.category not in request.allow]
     accepted_errors = [f for f in findings if f.level == "error" and f.category in request.allow]
-    validation = ["# Validation", "", "Local validator (mirrors the MLPerf submission checker for bert-99).", "",
+    validation = ["# Validation", "", "Local validator (mirrors the MLPerf submission checker for bert-99, per "
+                  "division; stricter in the places listed below).", "",
                   "```", summarize(findings), "```", ""]
     if accepted_errors:
         validation += ["Errors accepted on the command line (categories: "
                        f"{', '.join(sorted({f.category for f in accepted_errors}))}): this package is NOT a "
                        "compliant submission as it stands.", ""]
+    if request.test01_skipped:
+        validation += ["TEST01 was skipped with --no-compliance (open division only): the official checker does "
+                       "not require it there, but the results were not audited for accuracy in performance mode.", ""]
+    validation += [stricter_section(findings)]
     (layout.documentation_dir / "validation.md").write_text("\n".join(validation))
 
     (staging / INCOMPLETE_MARKER).unlink()  # our own marker: the tree is complete now

@@ -30,7 +30,8 @@ def _passed(path: Path) -> bool:
     return path.is_file() and rules.PASS_LINE in [line.strip() for line in path.read_text(errors="replace").splitlines()]
 
 
-def result_rows(layout: Layout, scenarios: list[str], *, availability: str, notes: dict[str, str]) -> list[dict]:
+def result_rows(layout: Layout, scenarios: list[str], *, availability: str, notes: dict[str, str],
+                test01_skipped: bool = False) -> list[dict]:
     """One row per scenario, read back from the packaged files (so the table shows what was packaged)."""
     rows = []
     for scenario in scenarios:
@@ -56,7 +57,8 @@ def result_rows(layout: Layout, scenarios: list[str], *, availability: str, note
             "Result": "" if value is None else f"{value:.3f}",
             "Units": rules.UNITS[scenario] + (" (early-stopping p90)" if scenario == "SingleStream" else ""),
             "Validity": detail.get("result_validity", "missing"),
-            "TEST01": "PASS" if acc_ok and perf_ok else
+            "TEST01": "skipped (--no-compliance)" if test01_skipped and not test01.exists() else
+                      "PASS" if acc_ok and perf_ok else
                       f"FAIL ({', '.join(n for n, ok in (('accuracy', acc_ok), ('performance', perf_ok)) if not ok)})",
             "Notes": notes.get(scenario, ""),
         })

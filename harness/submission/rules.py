@@ -14,9 +14,17 @@ LOADGEN_MODEL = "bert"  # the name mlperf.conf / user.conf / audit.config use
 CHECKER_VERSION = "v6.1"  # the round whose RNG seeds LoadGen 6.0.17 carries (see README, Submitting)
 
 DIVISIONS = ("open", "closed")
-REQUIRED_SCENARIOS = ("Offline", "SingleStream")  # required-scenarios-edge["bert-99"]
-OPTIONAL_SCENARIOS = ("Server",)  # accepted in open; not in the edge suite's closed list
-ALL_SCENARIOS = ("Offline", "SingleStream", "Server")
+ALL_SCENARIOS = ("Offline", "SingleStream", "Server")  # what this harness runs; open accepts any non-empty subset
+EDGE_SUITE = ("Offline", "SingleStream")  # required-scenarios-edge["bert-99"]; also the default set to run
+# The scenario suites the checker enforces, in the closed division only (loader.check_scenarios is called for
+# closed/network; open gets no scenario check at all). Keyed by system_type; bert-99 has no optional
+# scenarios in any of them (optional-scenarios-*), and no datacenter-only suite since v5.0.
+CLOSED_SUITES = {
+    "edge": EDGE_SUITE,  # required-scenarios-edge
+    "datacenter,edge": EDGE_SUITE,  # required-scenarios-datacenter-edge
+    "edge,datacenter": EDGE_SUITE,
+}
+TEST01_REQUIRED_DIVISIONS = ("closed",)  # compliance_check skips every compliance test in the open division
 SYSTEM_TYPES = ("edge", "datacenter", "datacenter,edge", "edge,datacenter")  # system_check.system_type_check
 AVAILABILITIES = ("available", "preview", "rdi")  # constants.VALID_AVAILABILITIES
 
@@ -101,3 +109,32 @@ PASS_LINE = "TEST PASS"  # the checker looks for this line in verify_*.txt
 
 def accuracy_target_met(f1: float) -> bool:
     return f1 >= ACCURACY_TARGET_F1
+
+
+def scenario_set_problems(division: str, system_type: str, scenarios: list[str]) -> list[tuple[str | None, str]]:
+    """Why a bert-99 result with these scenarios cannot be submitted in ``division``, as (scenario or None,
+    message) pairs; empty when it can. Closed: exactly the suite of the system type. Open: any non-empty
+    set of bert-99 scenarios."""
+    problems: list[tuple[str | None, str]] = []
+    if not scenarios:
+        problems.append((None, f"no scenario: a bert-99 result needs at least one of {', '.join(ALL_SCENARIOS)}"))
+    for scenario in scenarios:
+        if scenario not in ALL_SCENARIOS:
+            problems.append((scenario, f"{scenario!r} is not a bert-99 scenario ({', '.join(ALL_SCENARIOS)})"))
+    if division != "closed":
+        return problems
+    suite = CLOSED_SUITES.get(str(system_type).replace(" ", "").lower())
+    if suite is None:
+        problems.append((None, f"system_type {system_type!r} has no bert-99 suite in the closed division (bert-99 is "
+                               "an edge benchmark since v5.0): set system_type to edge in the system template"))
+        return problems
+    for scenario in suite:
+        if scenario not in scenarios:
+            problems.append((scenario, f"required scenario {scenario} missing: the closed division needs the full "
+                                       f"bert-99 {system_type} suite ({' + '.join(suite)}); the open division "
+                                       "accepts any non-empty set of scenarios"))
+    for scenario in scenarios:
+        if scenario in ALL_SCENARIOS and scenario not in suite:
+            problems.append((scenario, f"{scenario} is not part of the bert-99 {system_type} suite "
+                                       f"({' + '.join(suite)}), the only scenarios the closed division accepts"))
+    return problems

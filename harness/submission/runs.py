@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.data import DatasetFiles
+from squad.data import DatasetFiles
 from harness.errors import BackendFault, ConfigError, HarnessError
 from harness.loadgen_logs import DETAIL_LOG, read_detail_log
 from harness.models import ModelInfo
@@ -24,13 +24,14 @@ from harness.isolated import execute_run_isolated
 from harness.run_options import EngineSettings, quick_overrides
 from harness.runner import RunRequest
 from harness.settings import LoadGenOverrides
-from harness.squad import FeatureSet
+from squad.features import FeatureSet
 from harness.submission.compliance import write_audit_config
 from harness.sysinfo import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
 ROLES = ("performance", "accuracy", "TEST01")
+ROLES_WITHOUT_COMPLIANCE = ("performance", "accuracy")  # --no-compliance (open division only)
 
 
 @dataclass
@@ -122,9 +123,10 @@ class ScenarioRuns:
     scenario: str
     runs: dict[str, Path] = field(default_factory=dict)  # role -> run directory
     reused: dict[str, bool] = field(default_factory=dict)
+    roles: tuple[str, ...] = ROLES  # the runs this package needs for the scenario
 
     def missing(self) -> list[str]:
-        return [role for role in ROLES if role not in self.runs]
+        return [role for role in self.roles if role not in self.runs]
 
 
 def candidate_run_dirs(paths: list[Path]) -> list[Path]:
@@ -141,9 +143,10 @@ def candidate_run_dirs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def select_runs(ctx: RunContext, scenarios: list[str], candidates: list[Path]) -> tuple[dict[str, ScenarioRuns], list[str]]:
+def select_runs(ctx: RunContext, scenarios: list[str], candidates: list[Path],
+                roles: tuple[str, ...] = ROLES) -> tuple[dict[str, ScenarioRuns], list[str]]:
     """The newest matching run per scenario and role; also a line per candidate that was passed over."""
-    selected = {s: ScenarioRuns(s) for s in scenarios}
+    selected = {s: ScenarioRuns(s, roles=roles) for s in scenarios}
     skipped: list[str] = []
     records = []
     for run_dir in candidates:
@@ -157,7 +160,7 @@ def select_runs(ctx: RunContext, scenarios: list[str], candidates: list[Path]) -
         if scenario not in selected:
             continue
         reasons = []
-        for role in ROLES:
+        for role in roles:
             if role in selected[scenario].runs:
                 continue
             reason = ctx.mismatch(run_dir, record, scenario, role)

@@ -2,9 +2,11 @@
 
 Mirrors mlcommons/inference ``tools/submission/submission_checker`` (structure rules of
 ``check_results_dir``, ``checks/system_check.py``, ``performance_check.py``, ``accuracy_check.py``,
-``measurements_checks.py``, ``compliance_check.py``), and is stricter where the issue asks: an INVALID
-performance run, a failed TEST01, or accuracy below the bert-99 target is an error in the open division
-too (the checker lets open results through on accuracy and skips compliance there).
+``measurements_checks.py``, ``compliance_check.py``), applying each rule per division as the checker
+does (the closed division needs the full scenario suite, TEST01 and the accuracy target; the open division
+accepts any non-empty set of scenarios). Where it is deliberately stricter than the checker (see
+:data:`STRICTER_RULES`), the finding says so in its message and is flagged ``stricter``, so that
+``documentation/validation.md`` can list it.
 
 Each finding has a category, so the packager can refuse a tree unless the user explicitly accepts it:
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,24 @@ from harness.submission.system import system_description_problems
 from harness.sysinfo import REPO_ROOT
 
 CATEGORIES = ("missing", "invalid", "noncompliant", "accuracy")
+STRICTER_MARK = "stricter than the official checker"
+
+# What the official checker does instead, for each rule where this validator is deliberately stricter
+OPEN_ACCURACY_NOTE = ("in the open division the official checker only logs a warning for accuracy below the "
+                      "target and accepts the result; package it with --allow-below-target")
+OPEN_TEST01_NOTE = ("the official checker skips compliance tests in the open division; skip TEST01 there with "
+                    "--no-compliance")
+INVALID_RESULT_NOTE = ("the official checker does not look at LoadGen's result validity; package it with "
+                       "--allow-invalid")
+AUDIT_CONFIG_NOTE = "the official checker does not check which settings the TEST01 run used"
+
+# (where, rule, what the official checker does): the table documentation/validation.md shows
+STRICTER_RULES = (
+    ("open", "accuracy below the bert-99 target is an error", OPEN_ACCURACY_NOTE),
+    ("open", "TEST01 is run, required and verified", OPEN_TEST01_NOTE),
+    ("open, closed", "a performance or TEST01 run that LoadGen marked INVALID is an error", INVALID_RESULT_NOTE),
+    ("open, closed", "the TEST01 run must show the audit.config's accuracy-log sampling", AUDIT_CONFIG_NOTE),
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,7 @@ class Finding:
     category: str  # one of CATEGORIES
     path: str  # relative to the tree root
     message: str
+    stricter: bool = False  # the official checker would not report this (the message says why)
 
     def __str__(self) -> str:
         return f"{self.level.upper():7} [{self.category}] {self.path}: {self.message}"
@@ -57,10 +80,12 @@ def official_seeds(mlperf_conf: Path = REPO_ROOT / "mlperf.conf") -> dict[str, i
 
 
 class _Collector:
-    def __init__(self, root: Path, quick: bool):
+    def __init__(self, root: Path, quick: bool, test01_in_open: bool = True):
         self.root = root
         self.quick = quick
+        self.test01_in_open = test01_in_open
         self.findings: list[Finding] = []
+        self._stricter_note: str | None = None  # applies to every error while set (see stricter())
 
     def rel(self, path: Path) -> str:
         try:
@@ -68,10 +93,23 @@ class _Collector:
         except ValueError:
             return str(path)
 
-    def error(self, category: str, path: Path, message: str) -> None:
+    def error(self, category: str, path: Path, message: str, stricter: str | None = None) -> None:
+        """An error; ``stricter`` says what the official checker does instead when it would not report it."""
         # --quick runs are non-compliant by design: reported, but not errors
         level = "warning" if (category == "noncompliant" and self.quick) else "error"
-        self.findings.append(Finding(level, category, self.rel(path), message))
+        note = stricter or self._stricter_note
+        if note:
+            message = f"{message} [{STRICTER_MARK}: {note}]"
+        self.findings.append(Finding(level, category, self.rel(path), message, stricter=bool(note)))
+
+    @contextmanager
+    def stricter(self, note: str | None) -> Iterator[None]:
+        """Every error reported inside is one the official checker would not report (``note`` says why)."""
+        previous, self._stricter_note = self._stricter_note, note or self._stricter_note
+        try:
+            yield
+        finally:
+            self._stricter_note = previous
 
     def warn(self, category: str, path: Path, message: str) -> None:
         self.findings.append(Finding("warning", category, self.rel(path), message))
@@ -101,12 +139,16 @@ def _file_list_check(c: _Collector, path: Path, required: tuple[str, ...], optio
             c.error("missing", path / name, "file is empty")
 
 
-def validate_tree(root: Path, *, quick: bool = False, layout: str = "v6", seeds: dict[str, int] | None = None) -> list[Finding]:
-    """Every finding for the submission tree at ``root`` (the folder holding ``open/`` or ``closed/``)."""
+def validate_tree(root: Path, *, quick: bool = False, layout: str = "v6", seeds: dict[str, int] | None = None,
+                  test01_in_open: bool = True) -> list[Finding]:
+    """Every finding for the submission tree at ``root`` (the folder holding ``open/`` or ``closed/``).
+
+    ``test01_in_open=False`` (``--no-compliance``) accepts open results without TEST01, as the official
+    checker does; the closed division always requires it."""
     root = Path(root)
     if not root.is_dir():
         raise HarnessError(f"{root}: not a directory (expected a submission tree holding open/ or closed/)")
-    c = _Collector(root, quick)
+    c = _Collector(root, quick, test01_in_open)
     seeds = seeds or official_seeds()
     divisions = [d for d in _dirs(root) if d.name in rules.DIVISIONS]
     if not divisions:
@@ -195,16 +237,11 @@ def _validate_benchmark(c: _Collector, org: Path, bench_dir: Path, division: str
         c.error("missing", bench_dir, f"benchmark folder must be named {rules.BENCHMARK!r} for this harness")
         return
     scenarios = [d.name for d in _dirs(bench_dir)]
-    for scenario in rules.REQUIRED_SCENARIOS:
-        if scenario not in scenarios:
-            c.error("missing", bench_dir / scenario, f"required scenario {scenario} missing (bert-99 edge suite)")
+    for scenario, problem in rules.scenario_set_problems(division, system_type, scenarios):
+        c.error("missing", bench_dir / scenario if scenario else bench_dir, problem)
     for scenario in scenarios:
-        if scenario not in rules.ALL_SCENARIOS:
-            c.error("missing", bench_dir / scenario, "not a bert-99 scenario")
-            continue
-        if division == "closed" and scenario not in rules.REQUIRED_SCENARIOS and "datacenter" not in system_type:
-            c.error("missing", bench_dir / scenario, f"{scenario} is not part of the edge suite in the closed division")
-        _validate_scenario(c, org, bench_dir / scenario, division, layout, seeds)
+        if scenario in rules.ALL_SCENARIOS:
+            _validate_scenario(c, org, bench_dir / scenario, division, layout, seeds)
 
 
 def _measurement_paths(org: Path, scenario_dir: Path, layout: str) -> tuple[Path, Path | None]:
@@ -244,11 +281,18 @@ def _validate_scenario(c: _Collector, org: Path, scenario_dir: Path, division: s
     acc_dir = scenario_dir / "accuracy"
     _file_list_check(c, acc_dir, rules.REQUIRED_ACC_FILES)
     if acc_dir.is_dir():
-        _accuracy_checks(c, acc_dir)
+        _accuracy_checks(c, acc_dir, division)
 
     test01 = (scenario_dir / "TEST01" if layout == "v6"
               else org / "compliance" / system / benchmark / scenario / "TEST01")
-    _test01_checks(c, test01, scenario, division, seeds)
+    if division in rules.TEST01_REQUIRED_DIVISIONS:
+        _test01_checks(c, test01, scenario, division, seeds)
+    elif test01.is_dir() or c.test01_in_open:
+        with c.stricter(OPEN_TEST01_NOTE):  # the checker never looks at TEST01 in the open division
+            _test01_checks(c, test01, scenario, division, seeds)
+    else:
+        c.warn("missing", test01, "no TEST01 (--no-compliance): accepted in the open division, as the official "
+               "checker does; the results were not audited for accuracy in performance mode")
 
 
 def _detail(c: _Collector, path: Path) -> dict | None:
@@ -272,7 +316,8 @@ def _performance_checks(c: _Collector, detail_path: Path, scenario: str, divisio
         c.error("invalid", detail_path, f"{role} is not a performance-mode run ({d.get('effective_test_mode')})")
     if d.get("result_validity") != "VALID":
         reason = d.get("result_invalid_reason") or "see the summary's recommendations"
-        c.error("invalid", detail_path, f"{role} result is {d.get('result_validity')}: {reason}".strip())
+        c.error("invalid", detail_path, f"{role} result is {d.get('result_validity')}: {reason}".strip(),
+                stricter=INVALID_RESULT_NOTE)
     for error in d.get("errors", []):
         c.error("invalid", detail_path, f"LoadGen error in {role}: {error}")
     count = d.get("effective_performance_sample_count") or 0
@@ -298,7 +343,7 @@ def _performance_checks(c: _Collector, detail_path: Path, scenario: str, divisio
                 f"{rules.OFFLINE_MIN_SAMPLES_PER_QUERY} (closed division)")
 
 
-def _accuracy_checks(c: _Collector, acc_dir: Path) -> None:
+def _accuracy_checks(c: _Collector, acc_dir: Path, division: str) -> None:
     """accuracy_check.AccuracyCheck: F1 line and hash in accuracy.txt, truncated log, full dataset, no errors."""
     txt = acc_dir / "accuracy.txt"
     if txt.is_file():
@@ -313,8 +358,9 @@ def _accuracy_checks(c: _Collector, acc_dir: Path) -> None:
         if f1 is None:
             c.error("missing", txt, 'no line matching the checker\'s F1 pattern {"exact_match": X, "f1": Y}')
         elif not rules.accuracy_target_met(f1):
+            # closed: the checker rejects it too; open: it only warns, we refuse unless accepted explicitly
             c.error("accuracy", txt, f"F1 {f1:.3f} is below the bert-99 target {rules.ACCURACY_TARGET_F1:.3f} "
-                    f"(99% of {rules.REFERENCE_F1})")
+                    f"(99% of {rules.REFERENCE_F1})", stricter=OPEN_ACCURACY_NOTE if division == "open" else None)
         if hash_value is None:
             c.error("missing", txt, "no 'hash=<sha256 of mlperf_log_accuracy.json>' line")
     log = acc_dir / "mlperf_log_accuracy.json"
@@ -337,7 +383,9 @@ def _accuracy_checks(c: _Collector, acc_dir: Path) -> None:
 def _test01_checks(c: _Collector, test01: Path, scenario: str, division: str, seeds: dict[str, int]) -> None:
     """compliance_check.ComplianceCheck for TEST01 (the only compliance test bert-99 has)."""
     if not test01.is_dir():
-        c.error("missing", test01, "TEST01 compliance directory missing")
+        why = ("required in the closed division; --no-compliance applies to the open division only"
+               if division == "closed" else "run by default; --no-compliance leaves it out in the open division")
+        c.error("missing", test01, f"TEST01 compliance directory missing ({why})")
         return
     verify_acc = test01 / "verify_accuracy.txt"
     verify_perf = test01 / "verify_performance.txt"
@@ -372,7 +420,7 @@ def _test01_checks(c: _Collector, test01: Path, scenario: str, division: str, se
         d = read_detail_log(perf_dir / DETAIL_LOG)
         if not d.get("effective_accuracy_log_sampling_target") and not d.get("effective_accuracy_log_probability"):
             c.error("invalid", perf_dir / DETAIL_LOG, "the TEST01 run did not use the audit.config "
-                    "(no accuracy-log sampling in its settings)")
+                    "(no accuracy-log sampling in its settings)", stricter=AUDIT_CONFIG_NOTE)
 
 
 def _fallback_delta(acc_dir: Path) -> float | None:
@@ -396,5 +444,19 @@ def summarize(findings: list[Finding]) -> str:
     errors = [f for f in findings if f.level == "error"]
     warnings = [f for f in findings if f.level == "warning"]
     lines = [str(f) for f in errors + warnings]
-    lines.append(f"{len(errors)} error(s), {len(warnings)} warning(s)")
+    stricter = sum(f.stricter for f in errors)
+    lines.append(f"{len(errors)} error(s), {len(warnings)} warning(s)"
+                 + (f"; {stricter} error(s) {STRICTER_MARK}" if stricter else ""))
     return "\n".join(lines)
+
+
+def stricter_section(findings: list[Finding]) -> str:
+    """The part of validation.md that lists where this validator is stricter than the official checker."""
+    lines = [f"## Where this validator is {STRICTER_MARK}", "",
+             "Deliberately stricter rules (the official checker's behaviour in the last column):", "",
+             "| division | rule here | official checker |", "|---|---|---|"]
+    lines += [f"| {where} | {rule} | {note} |" for where, rule, note in STRICTER_RULES]
+    flagged = [f for f in findings if f.stricter and f.level == "error"]
+    lines += ["", "Findings in this tree that the official checker would not report:", ""]
+    lines += [f"- `{f.path}`: {f.message}" for f in flagged] or ["- none"]
+    return "\n".join(lines) + "\n"

@@ -17,31 +17,66 @@ from harness.submission.compliance import (
     squad_subset_scorer,
 )
 from harness.submission.layout import Layout
+from harness.submission.official import CSV_NAME as OFFICIAL_CSV_NAME
+from harness.submission.official import LOG_NAME as OFFICIAL_LOG_NAME
+from harness.submission.official import locate_checker, run_official_checker, verdict_section
 from harness.submission.package import PackageRequest, PackageResult, assemble
-from harness.submission.runs import RunContext, ScenarioRuns, candidate_run_dirs, complete_runs, select_runs
+from harness.submission.runs import (
+    ROLES,
+    ROLES_WITHOUT_COMPLIANCE,
+    RunContext,
+    ScenarioRuns,
+    candidate_run_dirs,
+    complete_runs,
+    select_runs,
+)
 from harness.submission.system import build_system_description, load_template, slugify
+from harness.submission.validate import STRICTER_MARK
 
 log = logging.getLogger(__name__)
 
 ALLOW_FLAGS = {"accuracy": "--allow-below-target", "invalid": "--allow-invalid", "missing": "--allow-missing"}
+NO_COMPLIANCE_NOTE = ("TEST01 compliance test skipped (--no-compliance; the open division does not require it): "
+                      "the results were not audited for accuracy in performance mode")
 
 
 def implementation_name(ctx: RunContext) -> str:
     return slugify(f"{ctx.engine.backend}-{ctx.model.manifest.get('name') or ctx.model.model_dir.name}")
 
 
-def resolve_scenarios(requested: list[str] | None, selected_server: bool) -> list[str]:
-    scenarios = list(requested or rules.REQUIRED_SCENARIOS)
+def resolve_scenarios(requested: list[str] | None, selected_server: bool, division: str = "open") -> list[str]:
+    scenarios = list(requested or rules.EDGE_SUITE)
     for scenario in scenarios:
         if scenario not in rules.ALL_SCENARIOS:
             raise ConfigError(f"--scenarios: {scenario!r} is not a bert-99 scenario ({', '.join(rules.ALL_SCENARIOS)})")
     if requested is None and selected_server:
-        scenarios.append("Server")  # Server results are included when the user's runs have them
+        if division == "open":
+            scenarios.append("Server")  # Server results are included when the user's runs have them
+        else:
+            log.info("a matching Server run was found, but the closed bert-99 edge suite has no Server: not packaged")
     return scenarios
 
 
+def preflight(*, division: str, scenarios: list[str] | None, system_type: str | None, no_compliance: bool,
+              official_checker: Path | None, allow: frozenset[str] = frozenset()) -> Path | None:
+    """Everything that can refuse a request before any run starts (a refusal after 30 minutes of runs that
+    was known at the start helps nobody). Returns ``tools/submission`` of the official checker, if given."""
+    if division not in rules.DIVISIONS:
+        raise ConfigError(f"--division {division!r}: expected one of {', '.join(rules.DIVISIONS)}")
+    if no_compliance and division != "open":
+        raise ConfigError(f"--no-compliance: TEST01 is required in the {division} division; the flag is allowed "
+                          "only with --division open")
+    wanted = list(scenarios or rules.EDGE_SUITE)
+    problems = rules.scenario_set_problems(division, system_type or "edge", wanted)
+    if problems and "missing" not in allow:
+        raise ConfigError(f"--scenarios {','.join(wanted)} cannot be packaged in the {division} division: "
+                          + "; ".join(message for _, message in problems)
+                          + " (or accept an incomplete package with --allow-missing)")
+    return locate_checker(Path(official_checker)) if official_checker else None
+
+
 def _notes(ctx: RunContext, records: dict[str, dict[str, dict]], test01: dict[str, Test01Result],
-           allow: frozenset[str]) -> tuple[list[str], dict[str, str]]:
+           allow: frozenset[str], no_compliance: bool = False) -> tuple[list[str], dict[str, str]]:
     notes = []
     if ctx.model.trained is False:
         notes.append(UNTRAINED_NOTE)
@@ -50,6 +85,8 @@ def _notes(ctx: RunContext, records: dict[str, dict[str, dict]], test01: dict[st
     if ctx.quick or any(r["performance"]["settings"].get("overrides") for r in records.values()):
         notes.append(f"NOT COMPLIANT: runs with LoadGen overrides ({'--quick: ' if ctx.quick else ''}"
                      f"{len(ctx.features)} features, shortened durations); for trying the tool only")
+    if no_compliance:
+        notes.append(NO_COMPLIANCE_NOTE)
     per_scenario: dict[str, str] = {}
     for scenario, recs in records.items():
         parts = []
@@ -63,8 +100,8 @@ def _notes(ctx: RunContext, records: dict[str, dict[str, dict]], test01: dict[st
         validity = (recs["performance"].get("results") or {}).get("validity")
         if validity != "VALID":
             parts.append(f"performance run {validity}" + ("; packaged with --allow-invalid" if "invalid" in allow else ""))
-        result = test01[scenario]
-        if not result.passed:
+        result = test01.get(scenario)
+        if result is not None and not result.passed:
             failed = [n for n, ok in (("accuracy", result.accuracy.passed), ("performance", result.performance.passed))
                       if not ok]
             parts.append(f"TEST01 {'/'.join(failed)} check failed" + ("; packaged with --allow-invalid" if "invalid" in allow else ""))
@@ -81,7 +118,7 @@ def _accepted_notes(records: dict[str, dict[str, dict]], test01: dict[str, Test0
     if below and "accuracy" in allow:
         notes.append(f"bert-99 accuracy target NOT met ({', '.join(below)}); packaged with --allow-below-target")
     failed = [s for s, r in records.items() if (r["performance"].get("results") or {}).get("validity") != "VALID"
-              or not test01[s].passed]
+              or (s in test01 and not test01[s].passed)]
     if failed and "invalid" in allow:
         notes.append(f"INVALID result or failed TEST01 ({', '.join(failed)}); packaged with --allow-invalid")
     return notes
@@ -91,19 +128,27 @@ def make_submission(
     ctx: RunContext, *, output: Path, division: str = "open", submitter: str | None = None,
     system_template: Path | None = None, scenarios: list[str] | None = None, from_runs: list[Path] | None = None,
     layout: str = "v6", allow: frozenset[str] = frozenset(), command_line: str = "python -m harness submission",
+    no_compliance: bool = False, official_checker: Path | None = None,
 ) -> PackageResult:
-    """Everything `python -m harness submission` does, for a prepared :class:`RunContext`."""
+    """Everything `python -m harness submission` does, for a prepared :class:`RunContext`.
+
+    ``no_compliance`` skips TEST01 (open division only); ``official_checker`` (a clone of mlcommons/inference)
+    runs the official checker on the packaged tree and records its verdict beside the validator's."""
     template = load_template(system_template)
     submitter = submitter or template.get("submitter")
     if not submitter:
         raise ConfigError("no submitter: pass --submitter ORG or set \"submitter\" in the system template")
     if Path(output).exists():
         raise ConfigError(f"--output {output}: already exists; refusing to overwrite it")
+    system_type = template.get("system_type")
+    checker_tools = preflight(division=division, scenarios=scenarios, system_type=system_type,
+                              no_compliance=no_compliance, official_checker=official_checker, allow=allow)
+    roles = ROLES_WITHOUT_COMPLIANCE if no_compliance else ROLES
     candidates = candidate_run_dirs(list(from_runs or []))
-    wanted = resolve_scenarios(scenarios, selected_server=False)
-    probe, _ = select_runs(ctx, list(rules.ALL_SCENARIOS), candidates)
-    wanted = resolve_scenarios(scenarios, selected_server="performance" in probe["Server"].runs)
-    selected, skipped = select_runs(ctx, wanted, candidates)
+    probe, _ = select_runs(ctx, list(rules.ALL_SCENARIOS), candidates, roles)
+    # Server is added from --from-runs in the open division only, where any set of scenarios is accepted
+    wanted = resolve_scenarios(scenarios, selected_server="performance" in probe["Server"].runs, division=division)
+    selected, skipped = select_runs(ctx, wanted, candidates, roles)
     for line in skipped:
         log.info("%s", line)
     for scenario, runs in selected.items():
@@ -117,6 +162,8 @@ def make_submission(
     test01: dict[str, Test01Result] = {}
     test01_scores: dict[str, dict] = {}
     for scenario, runs in selected.items():
+        if "TEST01" not in runs.runs:  # --no-compliance
+            continue
         result = run_test01_verification(runs.runs["performance"], runs.runs["accuracy"], runs.runs["TEST01"],
                                          scorer=scorer)
         test01[scenario] = result
@@ -125,11 +172,11 @@ def make_submission(
         log.info("TEST01 %s: accuracy %s, performance %s", scenario,
                  "PASS" if result.accuracy.passed else "FAIL", "PASS" if result.performance.passed else "FAIL")
 
-    notes, scenario_notes = _notes(ctx, records, test01, allow)
+    notes, scenario_notes = _notes(ctx, records, test01, allow, no_compliance)
     description = build_system_description(
         template, division=division, submitter=submitter, backend=ctx.engine.backend,
-        extra_sw_notes=[n for n in notes if n.startswith("NOT COMPLIANT") or "UNTRAINED" in n] + _accepted_notes(
-            records, test01, allow),
+        extra_sw_notes=[n for n in notes if n.startswith("NOT COMPLIANT") or "UNTRAINED" in n or n == NO_COMPLIANCE_NOTE]
+        + _accepted_notes(records, test01, allow),
     )
     system_id = template.get("system_id") or slugify(str(description["system_name"]))
     package_layout = Layout(layout, Path(output), division, str(description["submitter"]), str(system_id),
@@ -137,9 +184,17 @@ def make_submission(
     request = PackageRequest(
         output=Path(output), layout=package_layout, system_description=description, scenario_runs=selected,
         test01=test01, test01_scores=test01_scores, records=records, quick=ctx.quick, command_line=command_line,
-        allow=allow, notes=notes, scenario_notes=scenario_notes,
+        allow=allow, notes=notes, scenario_notes=scenario_notes, test01_skipped=no_compliance,
     )
-    return assemble(request)
+    result = assemble(request)
+    if checker_tools is not None:
+        # after our verdict (accepted or REFUSED); the official one is recorded, never acted upon
+        docs = result.path / package_layout.documentation_dir.relative_to(package_layout.root)
+        result.official = run_official_checker(checker_tools, result.path, str(description["submitter"]),
+                                               docs / OFFICIAL_LOG_NAME, csv_copy=docs / OFFICIAL_CSV_NAME)
+        with (docs / "validation.md").open("a") as validation:
+            validation.write("\n" + verdict_section(result.official))
+    return result
 
 
 def print_result(result: PackageResult) -> None:
@@ -147,13 +202,22 @@ def print_result(result: PackageResult) -> None:
         print(finding)
     errors = sum(f.level == "error" for f in result.findings)
     warnings = sum(f.level == "warning" for f in result.findings)
+    stricter = sum(f.stricter for f in result.blocking)
     if result.accepted:
         accepted = errors - len(result.blocking)
         print(f"PACKAGED {result.path}: {errors} error(s) ({accepted} accepted on the command line), {warnings} warning(s)")
     else:
         flags = sorted({ALLOW_FLAGS.get(f.category, "--allow-invalid") for f in result.blocking})
-        print(f"REFUSED: {len(result.blocking)} error(s) block this package; the tree is kept for inspection in "
-              f"{result.path}. Fix them, or accept them explicitly with {' '.join(flags)}.")
+        print(f"REFUSED: {len(result.blocking)} error(s) block this package"
+              + (f" ({stricter} of them only because this validator is stricter than the official checker)"
+                 if stricter else "")
+              + f"; the tree is kept for inspection in {result.path}. Fix them, or accept them explicitly with "
+              f"{' '.join(flags)}.")
+    if result.official is not None:
+        print("Verdicts:")
+        print(f"  local validator: {'packaged' if result.accepted else 'REFUSED'} "
+              f"({len(result.blocking)} blocking error(s), {stricter} {STRICTER_MARK})")
+        print("  " + result.official.summary().replace("\n", "\n  "))
 
 
-__all__ = ["make_submission", "print_result", "ScenarioRuns"]
+__all__ = ["make_submission", "preflight", "print_result", "ScenarioRuns"]

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import DatasetError
+from squad.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

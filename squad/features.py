@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from harness.errors import ConfigError, DatasetError
+from squad.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:  # transformers is slow to import; only building features needs it
     from transformers import PreTrainedTokenizerFast
