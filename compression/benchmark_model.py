@@ -294,7 +294,7 @@ class BuildResult:
 def build_benchmark_model(
     out_dir: Path,
     *,
-    vocab: Path,
+    vocab: Path | None,
     variant: str = DEFAULT_VARIANT,
     seed: int = 42,
     preset: str = DEFAULT_PRESET,
@@ -303,6 +303,10 @@ def build_benchmark_model(
     verify: bool = True,
 ) -> Path:
     """Build an untrained benchmark model directory and return its path.
+
+    ``vocab``: the WordPiece vocabulary whose tokenizer files go into the directory (its size must be the
+    geometry's vocab_size); None writes no tokenizer files (the manifest says so), for a model built before
+    the real vocabulary is at hand.
 
     With ``verify`` the staged directory is checked (:func:`compression.verify.verify_model_dir`, which
     writes ``verify.json``) before it is moved into place; a failed check publishes nothing.
@@ -316,7 +320,7 @@ def build_benchmark_model(
 def build_benchmark_model_detailed(
     out_dir: Path,
     *,
-    vocab: Path,
+    vocab: Path | None,
     variant: str = DEFAULT_VARIANT,
     seed: int = 42,
     preset: str = DEFAULT_PRESET,
@@ -331,7 +335,8 @@ def build_benchmark_model_detailed(
     started = time.perf_counter()
     spec = get_variant(variant)
     # Fail on a bad vocabulary or an occupied output directory before minutes of work, not after.
-    tokenizer = load_vocab_tokenizer(Path(vocab), vocab_size=int(get_preset(preset).config["vocab_size"]))
+    tokenizer = (None if vocab is None
+                 else load_vocab_tokenizer(Path(vocab), vocab_size=int(get_preset(preset).config["vocab_size"])))
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise OutputExistsError(
             f"output directory {out_dir} already exists and is not empty; pass overwrite=True "

@@ -290,13 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not verbose:
-        # sparseml logs every graph transform at INFO through its own handler, and resets its logger to
-        # INFO when first imported: import it now, then quieten it.
-        import sparseml.log  # noqa: F401
+    configure_sparseml_logging(verbose)
 
-        for name in ("sparseml", "compression.sparseml"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+
+def configure_sparseml_logging(verbose: bool) -> None:
+    """sparseml logs every graph transform at INFO through a handler of its own (so each line also
+    reaches the root handler: printed twice), and sets this up when first imported. Import it now, drop
+    its handler so its records print once, through ours, and show them only with ``verbose``."""
+    import sparseml.log  # noqa: F401
+
+    logger = logging.getLogger("sparseml")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    # Without -v only its errors: its warnings are about its own internals (e.g. a distillation modifier
+    # disabled on purpose while building untrained benchmark models).
+    for name in ("sparseml", "compression.sparseml"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

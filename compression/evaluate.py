@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from compression.data import TrainFeatures
-from squad.scoring import predict_answers, squad_v1_scores
+from squad.scoring import score_windows
 from squad.features import FeatureParams, FeatureSet, load_or_build_features, select_features
 
 log = logging.getLogger(__name__)
@@ -83,24 +83,20 @@ def onnx_logits(onnx_path: Path, features: FeatureSet, *, batch_size: int = 32, 
     return logits
 
 
-def score_logits(features: FeatureSet, logits: dict[int, tuple[np.ndarray, np.ndarray]], squad_json: Path) -> dict[str, Any]:
+def score_logits(features: FeatureSet, logits: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
     """F1/EM (percent) over the questions ``features`` covers (all of the file when it covers all)."""
-    predicted = predict_answers(features, logits)
-    covered = {int(i) for i in np.unique(features.example_index)}
-    subset = len(covered) < len(features.examples)
-    question_ids = {features.examples[i].qas_id for i in covered} if subset else None
-    scores = squad_v1_scores(Path(squad_json), predicted.answers, question_ids=question_ids)
+    _, scores = score_windows(features, logits)
     return {"f1": round(scores["f1"], 4), "exact_match": round(scores["exact_match"], 4),
-            "questions": scores["questions"], "windows": len(features), "subset_of_file": subset}
+            "questions": scores["questions"], "windows": len(features), "subset_of_file": scores["subset"]}
 
 
-def evaluate_squad(model: torch.nn.Module, features: FeatureSet, squad_json: Path, *, device: str = "cpu",
+def evaluate_squad(model: torch.nn.Module, features: FeatureSet, *, device: str = "cpu",
                    batch_size: int = 64, progress: bool = True, description: str = "evaluating") -> dict[str, Any]:
-    """F1/EM of a PyTorch QA model on ``features`` (built from ``squad_json``)."""
+    """F1/EM of a PyTorch QA model on ``features`` (their examples carry the gold answers)."""
     started = time.perf_counter()
     logits = torch_logits(model, features, batch_size=batch_size, device=device, progress=progress,
                           description=description)
-    result = score_logits(features, logits, squad_json)
+    result = score_logits(features, logits)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 

@@ -191,7 +191,10 @@ def _readme(manifest: Mapping[str, Any]) -> str:
         "",
         f"- `{ONNX_FILE}`: the ONNX graph (runs on DeepSparse and ONNX Runtime)",
         f"- `{MANIFEST_FILE}`: machine-readable description (read by the harness)",
-        "- `config.json`, tokenizer files: Hugging Face config and the BERT uncased tokenizer",
+        ("- `config.json`, tokenizer files: Hugging Face config and the BERT uncased tokenizer"
+         if manifest.get("tokenizer", "vocab.txt") else
+         "- `config.json`: Hugging Face config (no tokenizer files: built without the bert-base-uncased vocab, so "
+         "the harness tokenizes with the data directory's vocab)"),
         "",
         "Use it with the harness by passing this directory as `--model`.",
         "",
@@ -242,7 +245,8 @@ def export_model_dir(
 ) -> Path:
     """Export ``model`` into the model directory ``out_dir`` and return it.
 
-    Give the tokenizer as a WordPiece ``vocab`` file or as a ready ``tokenizer`` object. ``manifest``
+    Give the tokenizer as a WordPiece ``vocab`` file or as a ready ``tokenizer`` object (neither: no
+    tokenizer files, and the manifest's ``tokenizer`` is null). ``manifest``
     describes the model and must contain ``trained`` (True/False, or None when unknown); the interface
     fields (precision, sequence length, input/output names, opset, file sizes, software versions) are
     added here. ``extra_files`` (name -> existing file) are copied in; ``before_publish`` runs on the
@@ -251,8 +255,8 @@ def export_model_dir(
     out_dir = Path(out_dir)
     if "trained" not in manifest:
         raise CompressionError("the manifest must say whether the model is trained ('trained': true/false/null)")
-    if (vocab is None) == (tokenizer is None):
-        raise CompressionError("export_model_dir needs exactly one of vocab= or tokenizer=")
+    if vocab is not None and tokenizer is not None:
+        raise CompressionError("export_model_dir takes one of vocab= or tokenizer=, not both")
     if vocab is not None:
         tokenizer = load_vocab_tokenizer(Path(vocab), vocab_size=getattr(model.config, "vocab_size", None))
 
@@ -266,7 +270,8 @@ def export_model_dir(
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
         model.config.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, staging / name)
 
@@ -282,6 +287,7 @@ def export_model_dir(
             "output_names": list(OUTPUT_NAMES),
             "inputs": {name: {"dtype": "int64", "shape": ["batch", sequence_length]} for name in INPUT_NAMES},
             "outputs": {name: {"dtype": "float32", "shape": ["batch", sequence_length]} for name in OUTPUT_NAMES},
+            "tokenizer": "vocab.txt" if tokenizer is not None else None,  # None: tokenize with the data's vocab
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "software": _software_versions(),
         }

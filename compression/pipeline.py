@@ -261,7 +261,7 @@ def prepare_data(config: RunConfig, tokenizer, window: WindowParams | None = Non
 def evaluate_model(model: torch.nn.Module, data: DataBundle, config: RunConfig, label: str) -> dict[str, Any]:
     """Held-out F1/EM (harness scoring) and loss of a PyTorch model."""
     device = resolve_device(config.device)
-    result = evaluate_squad(model, data.eval_features, data.eval_json, device=device, progress=config.progress,
+    result = evaluate_squad(model, data.eval_features, device=device, progress=config.progress,
                             description=f"evaluating {label}")
     if data.heldout_features is not None and len(data.heldout_features):
         result["loss"] = round(evaluate_loss(model, data.heldout_features, device=device), 6)
@@ -788,7 +788,7 @@ def evaluate_onnx(config: RunConfig, model_dir: Path, tokenizer) -> dict[str, An
                                                                         max_query_length=64),
                                   data_root / "features", config.effective_max_eval_windows)
     logits = onnx_logits(model_dir / ONNX_FILE, features, progress=config.progress, threads=config.threads)
-    result = score_logits(features, logits, Path(eval_json))
+    result = score_logits(features, logits)
     result.update({"eval_json": eval_json, "engine": "onnxruntime", "window": "384/128 (MLPerf)",
                    "seconds": round(time.perf_counter() - started, 2)})
     log.info("exported model (ONNX Runtime): F1 %.2f, EM %.2f on %d questions", result["f1"], result["exact_match"],

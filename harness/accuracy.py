@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from squad.features import FeatureSet
-from squad.scoring import predict_answers, squad_v1_scores
+from squad.scoring import score_windows
 
 PAD_LOGIT = -10000.0  # logit for positions the model did not return (reference value)
 
@@ -105,13 +105,19 @@ def read_accuracy_log(path: Path) -> dict[int, bytes]:
     return responses
 
 
-def evaluate_accuracy_log(accuracy_log: Path, features: FeatureSet, dataset_json: Path, out_dir: Path) -> dict:
+def evaluate_accuracy_log(accuracy_log: Path, features: FeatureSet, out_dir: Path, *,
+                          complete: bool = False, partial: bool = False) -> dict:
     """Score a run: writes ``predictions.json`` and the checker's one-line ``accuracy.txt`` to ``out_dir``.
 
     With the full feature set every dataset question counts (official). With a subset (``--count``)
     only the questions the subset covers are scored, so quick runs give a meaningful number.
+    ``complete``: refuse a log without a response for every feature (an interrupted or truncated run)
+    instead of scoring the missing questions as wrong; with ``partial`` such a log is scored over the
+    questions it has responses for, and says so (``partial_log``).
     """
     responses = read_accuracy_log(accuracy_log)
+    if not responses:
+        raise AccuracyLogError(f"{accuracy_log}: the accuracy log holds no responses; nothing to score")
     too_big = [i for i in responses if i >= len(features)]
     if too_big:
         raise AccuracyLogError(
@@ -121,16 +127,17 @@ def evaluate_accuracy_log(accuracy_log: Path, features: FeatureSet, dataset_json
     seq = features.params.max_seq_length
     # An empty response is what the SUT sends for a sample whose batch failed: it carries no logits.
     logits = {index: decode_logits(data, seq) for index, data in responses.items() if data}
-    predicted = predict_answers(features, logits)
-
-    covered = {int(i) for i in np.unique(features.example_index)}
-    subset = len(covered) < len(features.examples)
-    question_ids = {features.examples[i].qas_id for i in covered} if subset else None
-    # Questions without any logits are written as "" but scored as unanswered (0), like the official
-    # script does for absent ids: "" would otherwise match the few golds that normalize to "" (e.g. ".").
-    missing = set(predicted.missing_examples)
-    answered = {qas_id: text for qas_id, text in predicted.answers.items() if qas_id not in missing}
-    scores = squad_v1_scores(dataset_json, answered, question_ids=question_ids)
+    partial_log = len(logits) < len(features)
+    if partial_log and complete and not partial:
+        raise AccuracyLogError(
+            f"{accuracy_log}: responses with logits for only {len(logits)} of the {len(features)} features; the "
+            "missing questions would score 0. Score a complete log, or pass --partial to score only the questions "
+            "the log covers (not a result to report)"
+        )
+    question_ids = None
+    if partial and partial_log:  # only the questions with at least one window in the log
+        question_ids = {features.examples[int(features.example_index[i])].qas_id for i in logits}
+    predicted, scores = score_windows(features, logits, question_ids=question_ids)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,5 +154,6 @@ def evaluate_accuracy_log(accuracy_log: Path, features: FeatureSet, dataset_json
         "examples_scored": scores["questions"],
         "examples_with_logits": predicted.examples_with_logits,
         "missing_examples": len(predicted.missing_examples),
-        "subset": subset,
+        "subset": scores["subset"],
+        "partial_log": partial_log,
     }

@@ -16,9 +16,13 @@ from functools import partial
 import logging
 import os
 import sys
+import threading
+import warnings
 from pathlib import Path
 
-from harness.errors import BackendFault, ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, RunStopped
+from harness.interrupts import describe as describe_interrupt
+from harness.interrupts import exit_now, exit_status, install_sigterm_handler
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK, EngineSettings, quick_overrides
 from harness.sysinfo import REPO_ROOT
@@ -26,16 +30,21 @@ from harness.sysinfo import REPO_ROOT
 log = logging.getLogger("harness")
 
 DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+MODELS_DIR_ENV = "OBERT_MODELS_DIR"  # where the default benchmark models are built and kept
+# The geometry of the default model built on first use; tests set "tiny" to exercise the same path quickly.
+BENCHMARK_PRESET_ENV = "OBERT_BENCHMARK_PRESET"
 DEFAULT_MODEL_VARIANT = "sparse-int8"
 DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
 DEFAULT_CACHE_ENV = "OBERT_CACHE_DIR"
+DEFAULT_DATA_SUBDIR = "data"  # the default data dir, under the cache dir: first-run downloads go there
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
-        help="directory holding dev-v1.1.json and vocab.txt/bert-uncased-vocab.txt (default: $OBERT_DATA_DIR; "
-        "without either, a small built-in sample is used and results are NOT comparable)",
+        help="directory holding dev-v1.1.json and vocab.txt/bert-uncased-vocab.txt (default: $OBERT_DATA_DIR, else "
+        "<cache dir>/data, where the first run downloads the official files; offline, a small built-in sample is "
+        "used and results are NOT comparable)",
     )
     parser.add_argument(
         "--cache-dir",
@@ -65,10 +74,10 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--workers", type=int, help="SUT worker threads (default: --num-streams or 1)")
     engine.add_argument("--batch-timeout-ms", type=float, default=10.0,
                         help="Server: longest wait to fill a dynamic batch (default 10)")
-    engine.add_argument("--buckets", default=",".join(map(str, DEFAULT_BUCKETS)),
+    engine.add_argument("--buckets", default=None,
                         help="length bucketing: sequence lengths to build engines for; each batch runs at the "
-                        "smallest that holds its longest window (default %(default)s; the window length is "
-                        "always one)")
+                        f"smallest that holds its longest window (default {','.join(map(str, DEFAULT_BUCKETS))}; "
+                        f"with --quick {','.join(map(str, QUICK.buckets))}; the window length is always one)")
     engine.add_argument("--no-bucketing", action="store_true",
                         help="run every window padded to the full 384 tokens, like the MLPerf reference (closed-"
                         "division style)")
@@ -90,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(run)
     run.add_argument("--quick", action="store_true",
                      help=f"smoke run: first ~{QUICK.count} features, {QUICK.min_duration_ms / 1000:.0f} s minimum "
-                     "duration (not a compliant run)")
+                     f"duration, buckets {','.join(map(str, QUICK.buckets))} (fewer engines to compile); not a "
+                     "compliant run")
     loadgen = run.add_argument_group("LoadGen overrides (any of these makes the run non-compliant)")
     loadgen.add_argument("--count", type=int, help="use only the first N features (accuracy is scored over the questions they cover)")
     loadgen.add_argument("--performance-count", type=int, help="performance sample count (default: mlperf.conf)")
@@ -105,17 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
     add_engine_args(run)
     run.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="parent of the run directories")
+    run.add_argument("--abort-when-invalid", action="store_true",
+                     help="Server: stop as soon as more samples have missed the latency bound than p99 allows over "
+                     "the whole run (it can no longer be VALID): the rest is answered empty, the run is kept, marked "
+                     "INVALID with the reason, exit status 5. Without it the run goes on and a warning says so")
     run.add_argument("--inject-fault-after", type=int, help=argparse.SUPPRESS)  # tests: fail after N batches
+    run.add_argument("--inject-delay-ms", type=float, help=argparse.SUPPRESS)  # tests: a slow engine
     run.add_argument("--fault-grace-s", type=float, default=10.0, help=argparse.SUPPRESS)
 
     acc = sub.add_parser("accuracy", help="score the accuracy log of a run directory")
-    acc.add_argument("run_dir", help="a run directory holding mlperf_log_accuracy.json and run.json")
+    acc.add_argument("run_dir", help="an accuracy-mode run directory holding mlperf_log_accuracy.json and run.json; an "
+                     "earlier accuracy.txt / predictions.json there is kept and the new score goes to rescored-<time>/")
+    acc.add_argument("--partial", action="store_true",
+                     help="score a log that lacks responses for some features over the questions it covers (refused "
+                     "otherwise; not a result to report)")
     _add_data_args(acc)
 
     prep = sub.add_parser("prepare", help="resolve the dataset and build the feature cache")
     _add_data_args(prep)
     prep.add_argument("--download", action="store_true",
-                      help="download SQuAD v1.1 dev (md5-checked) and the BERT vocab into --data-dir (needs internet)")
+                      help="download SQuAD v1.1 dev (md5-checked) and the bert-base-uncased vocab (sha256-checked) into "
+                      "--data-dir, $OBERT_DATA_DIR or the default data dir <cache dir>/data (needs internet)")
     bench = sub.add_parser("bench", help="the benchmark suite: throughput of ours vs peers and the published "
                            "design, harness overhead, Server latency vs QPS, memory, roofline, plots")
     _add_data_args(bench)
@@ -145,10 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-    )
+    configure_logging(args.verbose)
+    install_sigterm_handler()
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -162,25 +180,48 @@ def main(argv: list[str] | None = None) -> int:
             from harness.submission.cli import cmd_submission
 
             return cmd_submission(args)
-    except BackendFault as exc:
+    except RunStopped as exc:  # --abort-when-invalid: the summary line says why
+        print(exc)
+        return exc.exit_status
+    except HarnessError as exc:  # BackendFault exits 3, the others 1
         print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return exc.exit_status
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM; a run in progress is already marked
+        print(describe_interrupt(interrupt), file=sys.stderr)
+        exit_now(exit_status(interrupt))
     return 2
 
 
+# Libraries that log routine progress at INFO (sparseml's export transforms, DeepSparse's engine banner and
+# CPU notices): a user sees them with -v only.
+_CHATTY_LOGGERS = ("sparseml", "sparsezoo", "deepsparse", "onnx", "onnxruntime", "transformers", "torch", "accelerate")
+
+
+def configure_logging(verbose: bool) -> None:
+    """Quiet by default: progress bars, the summary and warnings; -v shows every library's details."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:
+        # sparseml imports pkg_resources, which warns about its own deprecation on every start
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        # DeepSparse's engine logs natively (read when it loads): keep its errors, drop notices such as the
+        # once-per-process note that INT8 is emulated without VNNI (run.json records cpu_vnni anyway).
+        os.environ.setdefault("NM_LOGGING_LEVEL", "error")
+
+
 def load_dataset_and_features(args, *, count: int | None = None):
-    """Resolve the data directory, then load (or build once) the tokenized features."""
-    from squad.data import find_dataset, resolve_data_dir
+    """Find the dataset (data dir, default data dir with first-run download, or the built-in sample), then
+    load (or build once) the tokenized features."""
+    from squad.data import locate_dataset
     from squad.features import FeatureParams, load_or_build_features, select_features
 
     cache_dir = Path(args.cache_dir)
-    dataset = find_dataset(resolve_data_dir(args.data_dir), sample_dir=cache_dir / "sample")
+    dataset = locate_dataset(args.data_dir, default_dir=cache_dir / DEFAULT_DATA_SUBDIR, sample_dir=cache_dir / "sample",
+                             progress=not args.no_progress)
     features = load_or_build_features(
         dataset.dev_json, dataset.vocab, FeatureParams(), cache_dir / "features", progress=not args.no_progress
     )
@@ -190,13 +231,23 @@ def load_dataset_and_features(args, *, count: int | None = None):
 
 
 def benchmark_model_dir(variant: str, vocab: Path) -> Path:
-    """The untrained benchmark model of a variant in ./models, built on first use."""
+    """The untrained benchmark model of a variant in ./models, built on first use. Its tokenizer files are
+    written only from the bert-base-uncased vocab (the model's 30,522-token geometry); with other data (the
+    built-in sample) it gets none and the harness tokenizes with the data's vocab."""
+    from compression.architecture import DEFAULT_PRESET
     from compression.benchmark_model import build_benchmark_model, default_model_dir
+    from squad.data import BERT_VOCAB_SHA256, file_sha256
 
-    model_dir = default_model_dir(variant, root=DEFAULT_MODELS_DIR)
+    preset = os.environ.get(BENCHMARK_PRESET_ENV) or DEFAULT_PRESET
+    model_dir = default_model_dir(variant, root=Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR),
+                                  preset=preset)
     if not (model_dir / "model.onnx").is_file():
-        log.info("benchmark model %s not found: building it (one-off, a few minutes)", model_dir)
-        build_benchmark_model(model_dir, vocab=vocab, variant=variant)
+        from compression.cli import configure_sparseml_logging
+
+        configure_sparseml_logging(log.isEnabledFor(logging.DEBUG))
+        print(f"building the benchmark model {model_dir} (first use only, a few minutes)", file=sys.stderr)
+        tokenizer_vocab = vocab if file_sha256(vocab) == BERT_VOCAB_SHA256 else None
+        build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset)
     return model_dir
 
 
@@ -209,17 +260,27 @@ def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path):
 
 
 def cmd_run(args) -> int:
-    from harness.isolated import execute_run_isolated
+    from harness.backends import create_backend
+    from harness.models import check_model_fits, check_vocab_fits
     from harness.runner import RunRequest, execute_run
-    from harness.settings import LoadGenOverrides
+    from harness.settings import LoadGenOverrides, conf_test_settings
+    from squad.data import SAMPLE
 
     count = args.count if args.count is not None else (QUICK.count if args.quick else None)
     if count is not None and count < 1:
         raise ConfigError(f"--count must be >= 1, got {count}")
+    modes = ["performance", "accuracy"] if args.mode == "both" else [args.mode]
+    # The conf files are read once for every test of this command (see harness.settings.ConfSettings).
+    conf = conf_test_settings(args.scenario, modes[0], mlperf_conf=Path(args.mlperf_conf),
+                              user_conf=Path(args.user_conf))
+    engine = EngineSettings.from_args(args)
     dataset, features = load_dataset_and_features(args, count=count)
     model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir))
+    backend_options = engine.backend_options(args.scenario, features.params.max_seq_length)
+    sut_options = engine.sut_options(args.scenario)
+    check_model_fits(model, features.params.max_seq_length)
+    check_vocab_fits(model, dataset.vocab, sample=dataset.kind == SAMPLE)
 
-    engine = EngineSettings.from_args(args)
     explicit = {
         "performance_count": args.performance_count, "min_duration_ms": args.min_duration_ms,
         "max_duration_ms": args.max_duration_ms, "min_query_count": args.min_query_count,
@@ -228,35 +289,53 @@ def cmd_run(args) -> int:
     }
     preset = quick_overrides(args.scenario, len(features)) if args.quick else {}
     overrides = LoadGenOverrides(**{**preset, **{k: v for k, v in explicit.items() if v is not None}})
-    wrapper = None
+    wrapper = _test_wrapper(args)
+
+    # One engine serves every test of the command: compiling the length-bucket engines is most of a short
+    # run's time. Both tests share one reading of the conf files, so neither log carries LoadGen's
+    # "Multiple conf files are used" error.
+    if "accuracy" in modes:  # scoring needs transformers' basic tokenizer (~4 s to import): load it meanwhile
+        from squad.scoring import warm_up as warm_up_scoring
+
+        threading.Thread(target=warm_up_scoring, name="warm-up-scoring", daemon=True).start()
+    backend = create_backend(engine.backend, model, backend_options, progress=not args.no_progress)
+    records = []
+    try:
+        for mode in modes:
+            request = RunRequest(
+                scenario=args.scenario, mode=mode, backend=engine.backend, model=model, features=features,
+                dataset=dataset, backend_options=backend_options, sut_options=sut_options,
+                mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
+                overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
+                fault_grace_s=args.fault_grace_s, abort_when_invalid=args.abort_when_invalid,
+                requested_count=args.count,
+            )
+            records.append(execute_run(request, backend=backend, conf_settings=conf))
+    finally:
+        backend.close()
+    for note in dict.fromkeys(note for record in records for note in record["notes"]):
+        print(f"NOTE: {note}")
+    for record in records:
+        print(record["summary"])
+    return 0
+
+
+def _test_wrapper(args):
+    """The backend wrapper of the hidden test flags (fault injection, a slowed engine), or None."""
     if args.inject_fault_after is not None:
         from harness.backends.fault import FaultInjectingBackend
 
-        wrapper = partial(FaultInjectingBackend, fail_after=args.inject_fault_after)  # picklable
+        return partial(FaultInjectingBackend, fail_after=args.inject_fault_after)  # picklable
+    if args.inject_delay_ms is not None:
+        from harness.backends.fault import SlowBackend
 
-    modes = ["performance", "accuracy"] if args.mode == "both" else [args.mode]
-    summaries = []
-    for mode in modes:
-        request = RunRequest(
-            scenario=args.scenario, mode=mode, backend=engine.backend, model=model, features=features,
-            dataset=dataset, backend_options=engine.backend_options(args.scenario, features.params.max_seq_length), sut_options=engine.sut_options(args.scenario),
-            mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
-            overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
-            fault_grace_s=args.fault_grace_s,
-        )
-        # One LoadGen test per process when there are several (see harness.isolated).
-        record = (execute_run_isolated(request, Path(args.cache_dir) / "features") if len(modes) > 1
-                  else execute_run(request))
-        summaries.append(record["summary"])
-    for note in record["notes"]:
-        print(f"NOTE: {note}")
-    for line in summaries:
-        print(line)
-    return 0
+        return partial(SlowBackend, delay_s=args.inject_delay_ms / 1000.0)
+    return None
 
 
 def cmd_accuracy(args) -> int:
     import json
+    import time
 
     from harness.accuracy import evaluate_accuracy_log
     from harness.loadgen_logs import ACCURACY_LOG
@@ -267,28 +346,40 @@ def cmd_accuracy(args) -> int:
     if not record_path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {RUN_JSON})")
     record = json.loads(record_path.read_text())
+    if record.get("mode") != "accuracy":
+        raise ConfigError(f"{run_dir}: a {record.get('mode')}-mode run; LoadGen logs the responses to score only in "
+                          "accuracy mode (run with --mode accuracy or both)")
     dataset, features = load_dataset_and_features(args, count=record["qsl"]["features"])
     if features.fingerprint.split(":")[0] != str(record["qsl"]["fingerprint"]).split(":")[0]:
         raise ConfigError(
             f"{run_dir}: the run used features {record['qsl']['fingerprint']}, but --data-dir gives "
             f"{features.fingerprint}; point --data-dir at the dataset the run used"
         )
-    result = evaluate_accuracy_log(run_dir / ACCURACY_LOG, features, dataset.dev_json, run_dir)
+    # An earlier score stays where it is; a new one goes beside it.
+    earlier = [name for name in ("accuracy.txt", "predictions.json") if (run_dir / name).exists()]
+    out_dir = run_dir / f"rescored-{time.strftime('%Y%m%d-%H%M%S')}" if earlier else run_dir
+    result = evaluate_accuracy_log(run_dir / ACCURACY_LOG, features, out_dir, complete=True,
+                                   partial=args.partial)
     print(json.dumps({"exact_match": result["exact_match"], "f1": result["f1"]}))
+    if result["partial_log"]:
+        print(f"NOTE: partial log: {result['examples_scored']} questions scored, those with responses only "
+              "(--partial); not a result to report", file=sys.stderr)
+    print(f"written to {out_dir}" + (f" (the earlier {' and '.join(earlier)} kept)" if earlier else ""),
+          file=sys.stderr)
     return 0
 
 
 def cmd_prepare(args) -> int:
-    from squad.data import download_squad_dev, download_vocab, resolve_data_dir
+    from squad.data import DEFAULT_DATA_ENV, fetch_official_data
 
     if args.download:
-        target = args.data_dir or os.environ.get("OBERT_DATA_DIR")
-        if not target:
-            raise ConfigError("--download needs --data-dir (or $OBERT_DATA_DIR) to know where to put the files")
-        Path(target).mkdir(parents=True, exist_ok=True)
-        data_dir = resolve_data_dir(target)
-        download_squad_dev(data_dir)
-        download_vocab(data_dir)
+        target = Path(args.data_dir or os.environ.get(DEFAULT_DATA_ENV) or Path(args.cache_dir) / DEFAULT_DATA_SUBDIR)
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"--download: {target} is not a directory")
+        target.mkdir(parents=True, exist_ok=True)
+        fetch_official_data(target, progress=not args.no_progress)
+        if not (args.data_dir or os.environ.get(DEFAULT_DATA_ENV)):
+            print(f"downloaded into the default data dir {target}; commands use it when no --data-dir is given")
     dataset, features = load_dataset_and_features(args)
     print(f"{len(features)} features from {dataset.dev_json} ({dataset.source}); cache key {features.fingerprint}")
     return 0

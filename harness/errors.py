@@ -5,7 +5,7 @@ from squad.errors import ConfigError, DatasetError, UserError
 # The harness's name for the shared base: every error the harness reports as one line.
 HarnessError = UserError
 
-__all__ = ["BackendFault", "ConfigError", "DatasetError", "HarnessError", "ModelError", "UserError"]
+__all__ = ["BackendFault", "ConfigError", "DatasetError", "HarnessError", "ModelError", "RunStopped", "UserError"]
 
 
 class ModelError(UserError):
@@ -14,3 +14,11 @@ class ModelError(UserError):
 
 class BackendFault(UserError):
     """The inference backend raised during a run; the run is stopped and marked incomplete."""
+
+    exit_status = 3
+
+
+class RunStopped(UserError):
+    """A run was stopped on purpose because it could no longer be VALID (``--abort-when-invalid``)."""
+
+    exit_status = 5

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.errors import BackendFault, HarnessError
+from harness.interrupts import Terminated, describe, exit_now, exit_status, install_sigterm_handler
 from harness.runner import RunRequest
 from harness.sysinfo import REPO_ROOT
+
+CHILD_EXIT_GRACE_S = 30.0  # how long an interrupted child gets to record its run before it is killed
 
 
 def request_to_spec(request: RunRequest, feature_cache_dir: Path) -> dict:
@@ -32,14 +36,15 @@ def request_to_spec(request: RunRequest, feature_cache_dir: Path) -> dict:
     return {
         "scenario": r.scenario, "mode": r.mode, "backend": r.backend, "model_path": str(r.model.onnx_path),
         "dataset": {"dev_json": str(r.dataset.dev_json), "vocab": str(r.dataset.vocab),
-                    "official": r.dataset.official, "source": r.dataset.source},
+                    "kind": r.dataset.kind, "source": r.dataset.source},
         "feature_params": asdict(r.features.params), "feature_cache_dir": str(feature_cache_dir),
         "count": len(r.features) if ":first" in r.features.fingerprint else None,
         "fingerprint": r.features.fingerprint,
         "backend_options": asdict(r.backend_options), "sut_options": asdict(r.sut_options),
         "overrides": r.overrides.given(), "mlperf_conf": str(r.mlperf_conf), "user_conf": str(r.user_conf),
         "runs_root": str(r.runs_root), "audit_config": str(r.audit_config) if r.audit_config else None,
-        "fault_grace_s": r.fault_grace_s, "progress": r.progress,
+        "fault_grace_s": r.fault_grace_s, "progress": r.progress, "abort_when_invalid": r.abort_when_invalid,
+        "requested_count": r.requested_count,
     }
 
 
@@ -52,7 +57,7 @@ def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
     from squad.features import FeatureParams, load_or_build_features, select_features
 
     data = spec["dataset"]
-    dataset = DatasetFiles(Path(data["dev_json"]), Path(data["vocab"]), data["official"], data["source"])
+    dataset = DatasetFiles(Path(data["dev_json"]), Path(data["vocab"]), data["kind"], data["source"])
     features = load_or_build_features(dataset.dev_json, dataset.vocab, FeatureParams(**spec["feature_params"]),
                                       Path(spec["feature_cache_dir"]), progress=False)
     if spec["count"] is not None:
@@ -69,6 +74,7 @@ def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
         overrides=LoadGenOverrides(**spec["overrides"]),
         audit_config=Path(spec["audit_config"]) if spec["audit_config"] else None,
         fault_grace_s=spec["fault_grace_s"], progress=spec["progress"], backend_wrapper=wrapper,
+        abort_when_invalid=spec.get("abort_when_invalid", False), requested_count=spec.get("requested_count"),
     )
 
 
@@ -111,7 +117,19 @@ def run_child(command: list[str], result_path: Path) -> dict | None:
     outcome it wrote (see :func:`write_outcome`), or None when it died before writing one."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    subprocess.run(command, env=env)
+    child = subprocess.Popen(command, env=env)
+    try:
+        child.wait()
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C reaches the child too (same process group); SIGTERM only us: pass it on. Either way the
+        # child marks its run interrupted and exits; wait for that instead of killing it mid-write.
+        if isinstance(interrupt, Terminated):
+            child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=CHILD_EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
     return json.loads(result_path.read_text()) if result_path.is_file() else None
 
 
@@ -129,8 +147,12 @@ def write_outcome(result_path: Path, key: str, work) -> int:
 
 
 if __name__ == "__main__":
-    import logging
+    from harness.cli import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    sys.exit(main(sys.argv[1:]))
+    configure_logging(verbose=False)
+    install_sigterm_handler()
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt as interrupt:  # the run is already marked interrupted
+        print(describe(interrupt), file=sys.stderr)
+        exit_now(exit_status(interrupt))

@@ -41,6 +41,7 @@ class ModelInfo:
     sequence_length: int | None  # None when the sequence axis is dynamic
     batch_size: int | None  # None when the batch axis is dynamic
     manifest: dict = field(default_factory=dict)
+    embedding_rows: int | None = None  # rows of the word embedding the input ids index (None: not found)
 
     @property
     def model_dir(self) -> Path:
@@ -162,7 +163,61 @@ def inspect_onnx_model(onnx_path: Path) -> ModelInfo:
         batch_size=_static_dim(dims[0]),
         sequence_length=_static_dim(dims[1]),
         manifest=manifest,
+        embedding_rows=_word_embedding_rows(graph, roles["input_ids"]) or _config_vocab_size(onnx_path.parent),
     )
+
+
+def _word_embedding_rows(graph, input_ids: str) -> int | None:
+    """Rows of the table a Gather looks the input ids up in (through Casts), from the graph's initializers;
+    None when the graph has no such lookup (the shapes are read without loading any weights)."""
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    ids_names = {input_ids}
+    for node in graph.node:  # Cast chains on the ids (int64 -> int32 exports) keep them the ids
+        if node.op_type == "Cast" and node.input and node.input[0] in ids_names:
+            ids_names.update(node.output)
+    for node in graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in ids_names:
+            table = shapes.get(node.input[0])
+            if table is not None and len(table) == 2:
+                return int(table[0])
+    return None
+
+
+def _config_vocab_size(model_dir: Path) -> int | None:
+    """``vocab_size`` of a Hugging Face ``config.json`` beside the model, if any."""
+    try:
+        value = json.loads((model_dir / "config.json").read_text()).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def check_vocab_fits(model: ModelInfo, vocab: Path, *, sample: bool = False) -> dict:
+    """Check that the token ids of ``vocab`` are ids of the model's embedding, before anything runs.
+
+    More vocabulary entries than embedding rows would index past the table (an engine error mid-run): an
+    error. A model directory that ships its own ``vocab.txt`` must be given exactly that vocabulary (other
+    ids mean other tokens to the model), except with the built-in sample, whose small vocabulary is by
+    design not the model's. Fewer entries than rows is allowed (some exports pad the table) but noted.
+    Returns what was checked, with a ``note`` when there is something to record."""
+    entries = sum(1 for _ in vocab.open(encoding="utf-8", errors="replace"))
+    check: dict = {"vocab_entries": entries, "embedding_rows": model.embedding_rows, "note": None}
+    rows = model.embedding_rows
+    if rows is not None and entries > rows:
+        raise ModelError(
+            f"vocabulary {vocab} has {entries} entries but the model's word embedding ({model.onnx_path}) has {rows} "
+            f"rows: token ids up to {entries - 1} would index past it; use the vocabulary the model was trained with"
+        )
+    own = model.model_dir / "vocab.txt"
+    if own.is_file() and not sample and own.resolve() != vocab.resolve() and own.read_bytes() != vocab.read_bytes():
+        raise ModelError(
+            f"vocabulary {vocab} differs from the model's own {own}: the same token would get another id than the "
+            "model was trained with; use that vocabulary (or a data dir holding it)"
+        )
+    if rows is not None and entries < rows and not sample:
+        check["note"] = (f"vocabulary {vocab} has {entries} entries, the model's word embedding {rows} rows: check "
+                         "that it is the vocabulary the model was trained with")
+    return check
 
 
 def check_model_fits(model: ModelInfo, max_seq_length: int) -> None:

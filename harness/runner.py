@@ -3,7 +3,9 @@
 A run never hangs on a backend fault: the SUT answers everything empty once the backend fails, and
 if LoadGen still has not returned after ``fault_grace_s`` (Server and SingleStream keep issuing until
 their minimum duration), the run is recorded as failed and the process exits hard, leaving the
-``INCOMPLETE`` marker and whatever LoadGen had written.
+``INCOMPLETE`` marker and whatever LoadGen had written. A Server run whose p99 latency bound is already
+lost can be stopped the same way (``abort_when_invalid``); Ctrl-C and SIGTERM mark the run interrupted
+(see :mod:`harness.interrupts`).
 """
 
 from __future__ import annotations
@@ -22,26 +24,26 @@ import numpy as np
 from harness import __version__
 from harness.accuracy import evaluate_accuracy_log
 from harness.backends import Backend, BackendOptions, create_backend
-from squad.data import DatasetFiles
-from harness.errors import BackendFault, ConfigError
+from harness.errors import BackendFault, ConfigError, RunStopped
+from harness.interrupts import describe as describe_interrupt
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, performance_metrics, read_detail_log
-from harness.models import ModelInfo, check_model_fits
+from harness.machine_load import LoadMonitor
+from harness.models import ModelInfo, check_model_fits, check_vocab_fits
 from harness.qsl import SquadQSL
 from harness.rundir import RUN_JSON, create_run_dir, mark_complete, mark_incomplete, write_json_atomic
 from harness.scenarios import SutOptions, create_sut
 from harness.settings import ConfSettings, LoadGenOverrides, build_test_settings
 from squad.features import FeatureSet
 from harness.sysinfo import harness_commit, machine_info, peak_rss_mb, software_versions
+from squad.data import DATA_LABELS, DATA_NOTES, SAMPLE, DatasetFiles
 
 log = logging.getLogger(__name__)
 
-EXIT_BACKEND_FAULT = 3
 SAMPLE_LATENCIES_FILE = "sample_latencies_ms.npy"
 UNTRAINED_NOTE = (
     "model weights are UNTRAINED (architecture-faithful benchmark model): accuracy figures are "
     "meaningless, speed figures are valid"
 )
-SAMPLE_DATA_NOTE = "dataset is the built-in sample, not SQuAD v1.1 dev: results are NOT comparable"
 
 
 @dataclass
@@ -61,6 +63,8 @@ class RunRequest:
     audit_config: Path | None = None  # compliance tests (TEST01) only
     fault_grace_s: float = 10.0
     progress: bool = True
+    abort_when_invalid: bool = False  # Server: stop once the p99 bound is provably missed
+    requested_count: int | None = None  # --count as given (it may exceed the dataset's features)
     backend_wrapper: object | None = None  # callable(backend) -> backend, for fault injection
     sut_class: type | None = None  # another SUT design (benchmarks); None: the scenario's own
 
@@ -89,20 +93,21 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
     """Run one scenario/mode; returns the run record (also written to ``run.json``).
 
     ``backend``: an engine built by the caller for several runs (benchmarks; left open here).
-    ``conf_settings``: TestSettings already read from the conf files for this scenario and mode
-    (:func:`harness.settings.conf_test_settings`; LoadGen reads conf files once per process), to which
-    this request's overrides are applied.
+    ``conf_settings``: TestSettings already read from the conf files for this scenario
+    (:func:`harness.settings.conf_test_settings`): LoadGen must read the conf files only once per process,
+    or every later test logs "Multiple conf files are used"; this request's mode and overrides are applied.
     Raises :class:`BackendFault` (after writing the record) when the backend failed during the run."""
     r = request
     # Everything that can reject the input happens before a run directory exists.
     check_model_fits(r.model, r.features.params.max_seq_length)
+    vocab_check = check_vocab_fits(r.model, r.dataset.vocab, sample=r.dataset.kind == SAMPLE)
     if conf_settings is None:
         settings, adjustments = build_test_settings(
             r.scenario, r.mode, mlperf_conf=r.mlperf_conf, user_conf=r.user_conf,
             total_count=len(r.features), overrides=r.overrides,
         )
     else:
-        settings, adjustments = conf_settings.for_run(len(r.features), r.overrides)
+        settings, adjustments = conf_settings.for_run(len(r.features), r.overrides, mode=r.mode)
     buckets = r.backend_options.sequence_buckets
     if buckets and buckets[-1] != r.features.params.max_seq_length:
         raise ConfigError(f"--buckets {','.join(map(str, buckets))}: the largest bucket must be the window length "
@@ -119,10 +124,25 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
     shutil.copy2(r.mlperf_conf, run_dir / "mlperf.conf")
     shutil.copy2(r.user_conf, run_dir / "user.conf")
     record = _base_record(r, run_dir)
+    record["dataset"]["vocab_check"] = vocab_check
+    if vocab_check["note"]:
+        record["notes"].append(vocab_check["note"])
     record["backend"] = backend.describe()
     record["settings"]["harness_adjustments"] = adjustments
     record["warmup_batches"] = warmup_batches
     write_json_atomic(run_dir / RUN_JSON, record)
+    try:
+        return _run_loadgen(r, backend, settings, run_dir, record, owns_backend)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: keep what there is, say why it stopped
+        reason = describe_interrupt(interrupt)
+        mark_incomplete(run_dir, reason)
+        record.update(status="interrupted", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), interrupted=reason)
+        record["summary"] = summary_line(record)
+        write_json_atomic(run_dir / RUN_JSON, record)
+        raise
+
+
+def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, record: dict, owns_backend: bool) -> dict:
     qsl = SquadQSL(r.features, settings.performance_sample_count_override or None)
     sut = (r.sut_class(backend, qsl, r.sut_options) if r.sut_class is not None
            else create_sut(r.scenario, backend, qsl, r.sut_options))
@@ -141,6 +161,13 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
     if r.audit_config is not None:
         shutil.copy2(r.audit_config, audit_path)
 
+    monitor = LoadMonitor()
+    at_start = monitor.start()
+    if at_start.competing_commands or at_start.other_cores_at_start > 0.3:
+        log.warning("the machine is busy at the start of the run (%.2f cores used by other processes%s): speed "
+                    "figures will not be representative", at_start.other_cores_at_start,
+                    "; " + "; ".join(at_start.competing_commands[:3]) if at_start.competing_commands else "")
+    watch = LatencyWatch.for_settings(r, settings)
     started = time.time()
     loadgen_thread = threading.Thread(
         target=lg.StartTestWithLogSettings,
@@ -148,8 +175,9 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
         name="loadgen", daemon=True,
     )
     loadgen_thread.start()
-    _wait_with_progress(loadgen_thread, sut, r, run_dir, record)
+    _wait_with_progress(loadgen_thread, sut, r, run_dir, record, watch)
     elapsed = time.time() - started
+    load = monitor.stop()
     sut.destroy()
     qsl.destroy()
     if owns_backend:
@@ -160,6 +188,14 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
     record["batches_run"] = sut.batches_run
     record["engine_busy_s"] = round(sut.engine_busy_s, 3)
     record["samples_completed"] = sut.completed  # a compliant Offline run repeats features
+    record["machine_load"] = load.as_dict()
+    if load.warning:
+        record["notes"].append(load.warning)
+        log.warning("%s", load.warning)
+    if watch is not None:
+        record["latency_watch"] = watch.as_dict()
+        if watch.lost_note:
+            record["notes"].append(watch.lost_note)
     if sut.latencies_s:
         # Issue-to-completion time of every sample as the SUT saw it (LoadGen's figures are the official
         # ones); kept for latency-distribution plots.
@@ -175,6 +211,9 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
             f"the {r.backend} backend failed during the run ({type(sut.fault).__name__}: {sut.fault}); "
             f"partial logs kept in {run_dir}"
         )
+    if sut.abandoned is not None:
+        _record_stopped(run_dir, record, sut, watch)
+        raise RunStopped(f"{record['summary']}")
 
     detail = read_detail_log(run_dir / DETAIL_LOG)
     record["results"] = performance_metrics(detail, r.scenario) if r.mode == "performance" else {}
@@ -185,9 +224,7 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
         record["notes"].append(f"LoadGen logged errors (the submission checker rejects such a run): "
                                f"{'; '.join(record['loadgen']['errors'])}")
     if r.mode == "accuracy":
-        record["accuracy"] = evaluate_accuracy_log(
-            run_dir / ACCURACY_LOG, r.features, r.dataset.dev_json, run_dir
-        )
+        record["accuracy"] = evaluate_accuracy_log(run_dir / ACCURACY_LOG, r.features, run_dir)
     record["status"] = "complete"
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record["summary"] = summary_line(record)
@@ -215,8 +252,11 @@ def _base_record(r: RunRequest, run_dir: Path) -> dict:
     notes = []
     if r.model.trained is False:
         notes.append(UNTRAINED_NOTE)
-    if not r.dataset.official:
-        notes.append(SAMPLE_DATA_NOTE)
+    if r.dataset.kind in DATA_NOTES:
+        notes.append(DATA_NOTES[r.dataset.kind])
+    if r.requested_count is not None and r.requested_count > len(r.features):
+        notes.append(f"--count {r.requested_count} asks for more features than the dataset has: all "
+                     f"{len(r.features)} are used")
     overrides = r.overrides.given()
     if overrides:
         notes.append(f"LoadGen settings overridden on the command line ({', '.join(overrides)}): not a "
@@ -230,14 +270,10 @@ def _base_record(r: RunRequest, run_dir: Path) -> dict:
         "mode": r.mode,
         "backend": {"backend": r.backend},
         "model": r.model.describe(),
-        "dataset": {
-            "dev_json": str(r.dataset.dev_json),
-            "vocab": str(r.dataset.vocab),
-            "official": r.dataset.official,
-            "source": r.dataset.source,
-        },
+        "dataset": r.dataset.describe(),
         "qsl": {
             "features": len(r.features),
+            "requested_count": r.requested_count,
             "examples": len({int(i) for i in r.features.example_index}),
             "fingerprint": r.features.fingerprint,
             **asdict(r.features.params),
@@ -256,39 +292,119 @@ def _base_record(r: RunRequest, run_dir: Path) -> dict:
     }
 
 
-def _wait_with_progress(thread: threading.Thread, sut, r: RunRequest, run_dir: Path, record: dict) -> None:
-    """Show completed samples while LoadGen runs; enforce the fault grace period."""
+class LatencyWatch:
+    """Server performance runs: counts samples over the latency bound as they complete, and knows when so
+    many are late that p99 over the whole run can no longer meet the bound (the run will be INVALID).
+
+    LoadGen issues queries until ``min_duration`` has passed at ``target_qps`` (and ``min_query_count`` are
+    issued); the run's query count is taken generously (expected + 5 standard deviations of the Poisson
+    count), so "lost" is only declared when more than 1% of even that many queries are already late."""
+
+    def __init__(self, bound_s: float, expected_queries: float, percentile: float) -> None:
+        self.bound_s = bound_s
+        self.total_upper = int(expected_queries + 5 * expected_queries ** 0.5) + 1
+        self.allowed_late = int((1.0 - percentile) * self.total_upper)
+        self.late = 0
+        self.lost_at: float | None = None  # seconds into the run when the bound was lost
+        self._scanned = 0
+
+    @classmethod
+    def for_settings(cls, r: RunRequest, settings) -> LatencyWatch | None:
+        if r.scenario != "Server" or r.mode != "performance":
+            return None
+        expected = max(float(settings.min_query_count),
+                       float(settings.server_target_qps) * settings.min_duration_ms / 1000.0)
+        return cls(settings.server_target_latency_ns / 1e9, expected, settings.server_target_latency_percentile)
+
+    def update(self, latencies_s: list, elapsed_s: float) -> bool:
+        """Count the newly completed samples; True exactly when the bound has just been lost."""
+        end = len(latencies_s)
+        self.late += sum(1 for latency in latencies_s[self._scanned:end] if latency > self.bound_s)
+        self._scanned = end
+        if self.lost_at is None and self.late > self.allowed_late:
+            self.lost_at = elapsed_s
+            return True
+        return False
+
+    @property
+    def lost_note(self) -> str | None:
+        if self.lost_at is None:
+            return None
+        return (f"the latency bound was lost {self.lost_at:.0f} s into the run: {self.late} samples over "
+                f"{self.bound_s * 1000:.0f} ms, more than the {self.allowed_late} that p99 allows of the at most "
+                f"{self.total_upper} queries the run issues; the run cannot be VALID")
+
+    def as_dict(self) -> dict:
+        return {"bound_ms": self.bound_s * 1000, "late_samples": self.late, "allowed_late": self.allowed_late,
+                "queries_upper_bound": self.total_upper, "lost_after_s": self.lost_at}
+
+
+def _wait_with_progress(thread: threading.Thread, sut, r: RunRequest, run_dir: Path, record: dict,
+                        watch: LatencyWatch | None) -> None:
+    """Show progress while LoadGen runs (completed / issued, the queue, late samples); enforce the fault
+    grace period; stop a Server run whose latency bound is lost when asked to."""
     from tqdm import tqdm
 
     bar = tqdm(
         desc=f"{r.scenario} {r.mode}", unit="sample", disable=not r.progress or None,
         dynamic_ncols=True, leave=True, file=sys.stderr,
     )
-    fault_seen_at: float | None = None
+    started = time.monotonic()
+    ended_at: float | None = None  # when the SUT stopped answering for real (fault or stop)
     try:
         while thread.is_alive():
             thread.join(timeout=0.5)
             if sut.issued and bar.total != sut.issued:
                 bar.total = sut.issued
             bar.update(sut.completed - bar.n)
-            if sut.fault is not None:
-                fault_seen_at = fault_seen_at or time.monotonic()
-                if thread.is_alive() and time.monotonic() - fault_seen_at > r.fault_grace_s:
+            postfix = {"queued": sut.issued - sut.completed}
+            if watch is not None:
+                if watch.update(sut.latencies_s, time.monotonic() - started):
+                    _latency_bound_lost(watch, sut, r, bar)
+                postfix["late"] = watch.late
+            bar.set_postfix(postfix, refresh=False)
+            if sut.fault is not None or sut.abandoned is not None:
+                ended_at = ended_at or time.monotonic()
+                if thread.is_alive() and time.monotonic() - ended_at > r.fault_grace_s:
                     bar.close()
-                    _fail(run_dir, record, sut, note="LoadGen did not return within the fault grace period; "
-                          "the process was ended")
-                    log.error("backend fault and LoadGen still running after %.0f s: exiting; partial "
-                              "logs in %s", r.fault_grace_s, run_dir)
-                    sys.stderr.flush()
-                    sys.stdout.flush()
-                    os._exit(EXIT_BACKEND_FAULT)  # LoadGen has no abort call; nothing else ends it
-    except KeyboardInterrupt:
-        mark_incomplete(run_dir, "interrupted by the user (Ctrl-C)")
-        record["status"] = "interrupted"
-        write_json_atomic(run_dir / RUN_JSON, record)
-        raise
+                    _end_process(run_dir, record, sut, r, watch)
     finally:
         bar.close()
+
+
+def _latency_bound_lost(watch: LatencyWatch, sut, r: RunRequest, bar) -> None:
+    message = watch.lost_note
+    if r.abort_when_invalid:
+        bar.write(f"WARNING: {message}; stopping (--abort-when-invalid)", file=sys.stderr)
+        sut.abandon(message)
+    else:
+        bar.write(f"WARNING: {message}. Ctrl-C ends it now (the run is kept, marked interrupted); "
+                  "--abort-when-invalid stops such runs by itself", file=sys.stderr)
+
+
+def _end_process(run_dir: Path, record: dict, sut, r: RunRequest, watch: LatencyWatch | None) -> None:
+    """LoadGen keeps issuing until its minimum duration and has no abort call: record the run and exit."""
+    from harness.interrupts import exit_now
+
+    if sut.fault is not None:
+        _fail(run_dir, record, sut, note="LoadGen did not return within the fault grace period; the process was ended")
+        log.error("backend fault and LoadGen still running after %.0f s: exiting; partial logs in %s",
+                  r.fault_grace_s, run_dir)
+        exit_now(BackendFault.exit_status)
+    _record_stopped(run_dir, record, sut, watch)
+    print(record["summary"])
+    exit_now(RunStopped.exit_status)
+
+
+def _record_stopped(run_dir: Path, record: dict, sut, watch: LatencyWatch | None) -> None:
+    """A run stopped because it could no longer be VALID: INVALID with the reason, marked incomplete."""
+    record.update(status="stopped", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  results={"validity": "INVALID", "invalid_reason": sut.abandoned},
+                  samples_completed=sut.completed, latency_watch=watch.as_dict() if watch else None)
+    record["notes"].append(f"stopped early (--abort-when-invalid): {sut.abandoned}")
+    record["summary"] = summary_line(record)
+    write_json_atomic(run_dir / RUN_JSON, record)
+    mark_incomplete(run_dir, f"stopped early because the run could no longer be VALID: {sut.abandoned}")
 
 
 def _fail(run_dir: Path, record: dict, sut, note: str | None = None) -> None:
@@ -311,7 +427,9 @@ def summary_line(record: dict) -> str:
     head = f"[{record['status'].upper()}] {backend} {record['scenario']} {record['mode']}"
     parts = [head]
     results = record.get("results") or {}
-    if record["mode"] == "performance" and results:
+    if record["status"] == "stopped":
+        parts.append(f"INVALID: {results.get('invalid_reason')}")
+    elif record["mode"] == "performance" and results:
         sps = results.get("samples_per_second")
         latency = results.get("latency_ms", {})
         if record["scenario"] == "Offline":
@@ -331,9 +449,17 @@ def summary_line(record: dict) -> str:
         parts.append("LOADGEN ERRORS (see run.json)")
     if record.get("fault"):
         parts.append(f"FAULT {record['fault']['error']}")
-    parts.append(f"{record['qsl']['features']} features")
+    if record.get("interrupted"):
+        parts.append(record["interrupted"].upper())
+    if (record.get("machine_load") or {}).get("warning"):
+        parts.append(f"MACHINE NOT IDLE ({record['machine_load']['other_cores_mean']:.2f} cores used by others)")
+
+    requested = record["qsl"].get("requested_count")
+    cut = f" (--count {requested} cut to all the dataset has)" if requested and requested > record["qsl"]["features"] else ""
+    parts.append(f"{record['qsl']['features']} features{cut}")
     parts.append(record["model"]["name"] + (" (UNTRAINED)" if record["model"].get("trained") is False else ""))
-    if not record["dataset"]["official"]:
-        parts.append("SAMPLE DATA")
+    kind = record["dataset"].get("kind") or ("official" if record["dataset"]["official"] else SAMPLE)
+    if kind in DATA_LABELS:
+        parts.append(DATA_LABELS[kind])
     parts.append(record["run_dir"])
     return " | ".join(parts)

@@ -71,6 +71,7 @@ class SystemUnderTest:
         # Read by the progress monitor; plain int updates are atomic enough under the GIL.
         self.issued = 0
         self.completed = 0
+        self.abandoned: str | None = None  # why the run stopped computing (see abandon)
         self.batches_run = 0
         self.latencies_s: list[float] = []  # issue-to-completion per sample (Server, SingleStream)
         # Seconds spent inside backend.predict, summed over workers: the engine's share of the run. The
@@ -90,7 +91,7 @@ class SystemUnderTest:
     def run_batch(self, samples: list, issued_at: list[float] | None = None) -> None:
         """Run one batch and report it; a backend fault answers the samples empty and is remembered.
         ``issued_at``: each sample's arrival (``time.monotonic()``), to record its latency."""
-        if self.fault is not None:
+        if self.fault is not None or self.abandoned is not None:
             self._complete_empty(samples)
             return
         try:
@@ -131,6 +132,11 @@ class SystemUnderTest:
                 self.fault_traceback = traceback.format_exc()
                 log.error("backend fault: %s: %s; answering the remaining samples empty", type(exc).__name__, exc)
         self.fault_event.set()
+
+    def abandon(self, reason: str) -> None:
+        """Stop computing: every queued and later sample is answered empty at once, so LoadGen finishes
+        without draining a queue the engine can no longer serve in time (the run is then INVALID)."""
+        self.abandoned = reason
 
     def stop(self) -> None:
         """Stop worker threads (after LoadGen's test returned)."""

@@ -3,6 +3,7 @@ command-line overrides (which make a run non-compliant, and are recorded as such
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,9 +12,6 @@ from harness.errors import ConfigError
 
 MLPERF_MODEL = "bert"  # the benchmark name mlperf.conf/user.conf use for bert-99 and bert-99.9
 MODES = ("performance", "accuracy")
-
-_CONF_LINE = re.compile(r"^\s*([\w.-]+|\*)\.(\w+|\*)\.(\w+)\s*=\s*(\S+)\s*$")
-
 
 @dataclass(frozen=True)
 class LoadGenOverrides:
@@ -32,18 +30,86 @@ class LoadGenOverrides:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def validate_conf_file(path: Path, setting: str) -> None:
-    """Check a LoadGen conf file exists and every line is ``model.scenario.key = value`` or a comment.
+LOADGEN_SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+# The settings LoadGen 6.0.17's TestSettings::FromConfig looks up (tests/test_settings.py checks this list
+# against the library: each one it honours in user.conf changes a TestSettings field there).
+KNOWN_CONF_KEYS = frozenset({
+    "mode", "min_duration", "max_duration", "min_query_count", "max_query_count", "target_qps", "target_latency",
+    "target_latency_percentile", "target_duration", "samples_per_query", "max_async_queries", "coalesce_queries",
+    "performance_sample_count_override", "accuracy_sample_count_override", "performance_issue_unique",
+    "performance_issue_same", "performance_issue_same_index", "print_timestamps", "accuracy_log_rng_seed",
+    "accuracy_log_sampling_target", "accuracy_log_probability", "qsl_rng_seed", "sample_index_rng_seed",
+    "schedule_rng_seed", "test05", "test05_qsl_rng_seed", "test05_sample_index_rng_seed", "test05_schedule_rng_seed",
+    "sample_concatenate_permutation", "use_token_latencies", "infer_token_latencies", "token_latency_scaling_factor",
+    "ttft_latency", "tpot_latency",
+})
+# Taken only from the official rules LoadGen carries; in user.conf they are silently ignored.
+RULES_ONLY_KEYS = frozenset({
+    "qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed", "test05", "test05_qsl_rng_seed",
+    "test05_sample_index_rng_seed", "test05_schedule_rng_seed", "accuracy_log_probability",
+})
+# What LoadGen's parser accepts as a value: all of it must parse with strtoul(..., 0) or strtod.
+_NUMBER = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf(inity)?|nan)", re.IGNORECASE)
 
-    LoadGen skips lines it cannot parse without saying so; a typo would silently drop a target."""
+
+@dataclass(frozen=True)
+class ConfEntry:
+    line: int
+    model: str
+    scenario: str
+    key: str
+    value: str
+
+
+def read_conf_file(path: Path, setting: str, *, user_conf: bool = False) -> list[ConfEntry]:
+    """Every setting of a LoadGen conf file, checked line by line the way LoadGen tokenizes it.
+
+    LoadGen's parser splits on whitespace and silently skips much of what it cannot use: a misspelled
+    key, ``key=value`` without spaces, a scenario it does not know, a seed in user.conf. So a typo would
+    silently drop a target. Here each of those is one error naming the file, the line and the key."""
     if not path.is_file():
         raise ConfigError(f"{setting} {path}: file not found")
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        stripped = line.split("#", 1)[0].strip()
-        if stripped and not _CONF_LINE.match(stripped):
-            raise ConfigError(
-                f"{path}:{number}: cannot parse {line.strip()!r}; expected 'model.scenario.key = value'"
-            )
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{setting} {path}: cannot read it ({exc})") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens or tokens[0] == "#" or tokens[0].startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        if len(tokens) < 3 or tokens[1] != "=":
+            raise ConfigError(f"{where}: cannot parse {line.strip()!r}; expected 'model.scenario.key = value' "
+                              "with spaces around '=' (LoadGen skips other lines without a word)")
+        if len(tokens) > 3:
+            raise ConfigError(f"{where}: {tokens[0]}: unexpected text after the value {tokens[2]!r} (LoadGen reads "
+                              "every word after '=' as a value; put comments on their own line)")
+        parts = tokens[0].rsplit(".", 2)
+        if len(parts) != 3 or not all(parts):
+            raise ConfigError(f"{where}: {tokens[0]!r} is not 'model.scenario.key' (e.g. bert.Offline.target_qps)")
+        model, scenario, key = parts
+        if scenario != "*" and scenario not in LOADGEN_SCENARIOS:
+            raise ConfigError(f"{where}: {tokens[0]}: unknown scenario {scenario!r}; LoadGen knows "
+                              f"{', '.join(LOADGEN_SCENARIOS)} and *")
+        if key not in KNOWN_CONF_KEYS:
+            close = difflib.get_close_matches(key, sorted(KNOWN_CONF_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: {tokens[0]}: unknown LoadGen setting {key!r} (LoadGen would ignore the line "
+                              f"without a word){hint}")
+        if user_conf and key in RULES_ONLY_KEYS:
+            raise ConfigError(f"{where}: {tokens[0]}: {key} is taken only from the official mlperf.conf; LoadGen "
+                              "ignores it in user.conf")
+        if not _NUMBER.fullmatch(tokens[2]):
+            raise ConfigError(f"{where}: {tokens[0]}: value {tokens[2]!r} is not a number (LoadGen takes integers "
+                              "and decimals only)")
+        entries.append(ConfEntry(number, model, scenario, key, tokens[2]))
+    return entries
+
+
+def validate_conf_file(path: Path, setting: str, *, user_conf: bool = False) -> None:
+    """Check a LoadGen conf file before LoadGen reads it (see :func:`read_conf_file`)."""
+    read_conf_file(path, setting, user_conf=user_conf)
 
 
 def build_test_settings(
@@ -76,10 +142,15 @@ class ConfSettings:
     settings: object
     conf_values: dict
 
-    def for_run(self, total_count: int, overrides: LoadGenOverrides) -> tuple[object, dict[str, str]]:
-        """The settings for one run: the conf values, then ``overrides``; and the harness's adjustments."""
+    def for_run(self, total_count: int, overrides: LoadGenOverrides,
+                mode: str | None = None) -> tuple[object, dict[str, str]]:
+        """The settings for one run: the conf values, then ``overrides``; and the harness's adjustments.
+        ``mode`` switches the test mode, so that one reading of the conf files serves the performance and
+        the accuracy test of a scenario in one process."""
         for name, value in self.conf_values.items():
             setattr(self.settings, name, value)
+        if mode is not None:
+            self.settings.mode = _test_mode(mode)
         return self.settings, apply_overrides(self.settings, total_count, overrides)
 
 
@@ -93,7 +164,7 @@ def conf_test_settings(scenario: str, mode: str, *, mlperf_conf: Path, user_conf
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     validate_conf_file(mlperf_conf, "--mlperf-conf")
-    validate_conf_file(user_conf, "--user-conf")
+    validate_conf_file(user_conf, "--user-conf", user_conf=True)
 
     settings = lg.TestSettings()
     # LoadGen >= 5 carries the official mlperf.conf inside the library and loads it for conf_type=0
@@ -103,8 +174,16 @@ def conf_test_settings(scenario: str, mode: str, *, mlperf_conf: Path, user_conf
     if settings.FromConfig(str(user_conf), MLPERF_MODEL, scenario, 1) != 0:
         raise ConfigError(f"--user-conf {user_conf}: LoadGen rejected the file")
     settings.scenario = getattr(lg.TestScenario, scenario)
-    settings.mode = lg.TestMode.PerformanceOnly if mode == "performance" else lg.TestMode.AccuracyOnly
+    settings.mode = _test_mode(mode)
     return ConfSettings(settings, {name: getattr(settings, name) for name in _OVERRIDDEN_FIELDS})
+
+
+def _test_mode(mode: str):
+    import mlperf_loadgen as lg
+
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    return lg.TestMode.PerformanceOnly if mode == "performance" else lg.TestMode.AccuracyOnly
 
 
 def apply_overrides(settings, total_count: int, overrides: LoadGenOverrides) -> dict[str, str]:

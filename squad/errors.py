@@ -8,6 +8,8 @@ message without a traceback: the message must name the file or setting at fault 
 class UserError(Exception):
     """Base class for errors reported to the user as a single line."""
 
+    exit_status = 1  # what the command line exits with
+
 
 class DatasetError(UserError):
     """A dataset or vocabulary file is missing, unreadable or not in the expected format."""

@@ -170,6 +170,12 @@ def parse_squad_examples(raw: bytes, path: Path) -> list[SquadExample]:
                 where_q = f"{where_p}.qas[{q}]"
                 if not isinstance(qa, dict):
                     raise fail(where_q, 'a question object with "id" and "question"', qa)
+                if "is_impossible" in qa or "plausible_answers" in qa:
+                    # v2.0 adds unanswerable questions; v1.1 scoring would give them answers and count them
+                    raise DatasetError(
+                        f"{path}: {where_q} has 'is_impossible': this is a SQuAD v2.0 file; MLPerf bert uses SQuAD "
+                        "v1.1 dev (dev-v1.1.json), where every question has an answer"
+                    )
                 qas_id = field(qa, "id", str, where_q, "a string id")
                 question = field(qa, "question", str, where_q, "a question string")
                 if qas_id in seen_ids:
@@ -231,6 +237,13 @@ def _vocab_tokens(raw: bytes, path: Path) -> list[str]:
         raise DatasetError(
             f"{path}: not a BERT WordPiece vocabulary (one token per line): {', '.join(missing)} missing"
         )
+    first_line: dict[str, int] = {}
+    for line, token in enumerate(tokens, start=1):
+        if token in first_line:
+            # the tokenizer maps a repeated token to its last line, an id the model may not have
+            raise DatasetError(f"{path}: line {line} repeats the token {token!r} of line {first_line[token]}; "
+                               "a WordPiece vocabulary has one line per distinct token")
+        first_line[token] = line
     return tokens
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from squad.features import FeatureSet, load_squad_examples
+from squad.features import FeatureSet, SquadExample, load_squad_examples
 
 N_BEST_SIZE = 20
 MAX_ANSWER_LENGTH = 30
@@ -34,6 +34,11 @@ def _basic_tokenizer(do_lower_case: bool):
     from transformers.models.bert.tokenization_bert import BasicTokenizer
 
     return BasicTokenizer(do_lower_case=do_lower_case)
+
+
+def warm_up() -> None:
+    """Load the tokenizer post-processing uses, so that a caller can do it ahead of the first answer."""
+    _basic_tokenizer(True)
 
 
 def _strip_spaces(text: str) -> tuple[str, list[int]]:
@@ -204,16 +209,19 @@ def f1_score(prediction: str, ground_truth: str) -> float:
 
 
 def squad_v1_scores(
-    dataset_json: Path, predictions: Mapping[str, str], *, question_ids: Collection[str] | None = None,
+    dataset: Path | Sequence[SquadExample], predictions: Mapping[str, str], *,
+    question_ids: Collection[str] | None = None,
 ) -> dict:
     """Exact match and F1 in percent, averaged over all questions (unanswered ones score 0).
 
-    ``question_ids`` restricts the average to those questions (used for partial runs only; the MLPerf
-    number is the one over the whole dataset).
+    ``dataset``: the SQuAD file, or its examples already read (a FeatureSet's ``examples``: the same
+    questions and gold answers, without parsing the file again). ``question_ids`` restricts the average
+    to those questions (used for partial runs only; the MLPerf number is the one over the whole dataset).
     """
+    examples = load_squad_examples(Path(dataset)) if isinstance(dataset, (str, Path)) else dataset
     exact = f1 = 0.0
     total = 0
-    for example in load_squad_examples(Path(dataset_json)):
+    for example in examples:
         if question_ids is not None and example.qas_id not in question_ids:
             continue
         total += 1
@@ -228,3 +236,24 @@ def squad_v1_scores(
     if total == 0:
         return {"exact_match": 0.0, "f1": 0.0, "questions": 0}
     return {"exact_match": 100.0 * exact / total, "f1": 100.0 * f1 / total, "questions": total}
+
+
+def score_windows(
+    features: FeatureSet, logits: Mapping[int, tuple[np.ndarray, np.ndarray]], *,
+    question_ids: Collection[str] | None = None,
+) -> tuple[Predictions, dict]:
+    """Answers from per-window logits, and their exact match / F1 over the questions ``features`` covers
+    (every question of the file when the features are all of it; fewer for a ``--count`` subset), or over
+    ``question_ids`` when given. Returns the predictions and the scores (with ``subset``: whether fewer
+    than all of the file's questions were scored)."""
+    predicted = predict_answers(features, logits)
+    if question_ids is None:
+        covered = {int(i) for i in np.unique(features.example_index)}
+        if len(covered) < len(features.examples):
+            question_ids = {features.examples[i].qas_id for i in covered}
+    # Questions without any logits are written as "" but scored as unanswered (0), like the official
+    # script does for absent ids: "" would otherwise match the few golds that normalize to "" (e.g. ".").
+    missing = set(predicted.missing_examples)
+    answered = {qas_id: text for qas_id, text in predicted.answers.items() if qas_id not in missing}
+    scores = squad_v1_scores(features.examples, answered, question_ids=question_ids)
+    return predicted, {**scores, "subset": question_ids is not None and scores["questions"] < len(features.examples)}

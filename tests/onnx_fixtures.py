@@ -14,9 +14,12 @@ def write_toy_qa_model(
     output_names: tuple[str, str] = ("start_logits", "end_logits"),
     seq_len: int | str = 384,
     batch: int | str = "batch",
+    embedding_rows: int | None = None,
 ) -> Path:
     """start = ids * 0.01 + mask, end = ids * -0.01 + type ids (float32): cheap, deterministic, and
-    sensitive to every input, so input routing mistakes show up in the outputs."""
+    sensitive to every input, so input routing mistakes show up in the outputs. With ``embedding_rows``
+    the ids also index a zero word-embedding table of that many rows (added to start), so an id past the
+    table fails in the engine, as it does in a real model."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -36,6 +39,17 @@ def write_toy_qa_model(
         helper.make_tensor("scale_pos", TensorProto.FLOAT, [], [0.01]),
         helper.make_tensor("scale_neg", TensorProto.FLOAT, [], [-0.01]),
     ]
+    if embedding_rows is not None:
+        nodes[5] = helper.make_node("Add", ["ids_pos", "mask_f"], ["start_raw"])
+        nodes += [
+            helper.make_node("Gather", ["word_embeddings", ids], ["embedded"]),
+            helper.make_node("ReduceSum", ["embedded", "last_axis"], ["embedded_sum"], keepdims=0),
+            helper.make_node("Add", ["start_raw", "embedded_sum"], [output_names[0]]),
+        ]
+        initializers += [
+            helper.make_tensor("word_embeddings", TensorProto.FLOAT, [embedding_rows, 2], [0.0] * (2 * embedding_rows)),
+            helper.make_tensor("last_axis", TensorProto.INT64, [1], [-1]),
+        ]
     graph = helper.make_graph(nodes, "toy_qa", inputs, outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

@@ -319,7 +319,7 @@ def test_perfect_logits_score_100_on_real_dev_examples(dev_features, dev_files, 
     entries = [{"seq_id": 100 + f, "qsl_idx": f, "data": encode_logits(*pair, 384).hex()}
                for f, pair in gold_token_logits(features, tokenizer).items()]
     log = write_log(tmp_path / "mlperf_log_accuracy.json", entries + entries[:3])  # plus harmless repeats
-    result = evaluate_accuracy_log(log, features, subset_json, tmp_path / "out")
+    result = evaluate_accuracy_log(log, features, tmp_path / "out")
     assert result["exact_match"] == 100.0 and result["f1"] == 100.0
     assert result["examples_scored"] == len(chosen) and result["features_in_log"] == len(features)
     assert result["missing_examples"] == 0 and result["subset"] is False
@@ -338,7 +338,7 @@ def test_subset_scores_only_its_questions(dev_features, dev_files, tmp_path):
     entries.append({"seq_id": count, "qsl_idx": count, "data": ""})  # a failed sample: no logits
     log = write_log(tmp_path / "mlperf_log_accuracy.json", entries)
 
-    subset = evaluate_accuracy_log(log, select_features(dev_features, count + 1), dev_files.dev_json, tmp_path / "a")
+    subset = evaluate_accuracy_log(log, select_features(dev_features, count + 1), tmp_path / "a")
     predictions = json.loads((tmp_path / "a" / "predictions.json").read_text())
     golds = {e.qas_id: [a["text"] for a in e.answers] for e in dev_features.examples[:11]}
     exact = sum(max(exact_match_score(predictions[q], g) for g in golds[q]) for q in list(golds)[:10])
@@ -347,7 +347,7 @@ def test_subset_scores_only_its_questions(dev_features, dev_files, tmp_path):
     assert subset["exact_match"] == pytest.approx(100.0 * 10 / 11)
     assert predictions[dev_features.examples[10].qas_id] == ""
 
-    full = evaluate_accuracy_log(log, dev_features, dev_files.dev_json, tmp_path / "b")
+    full = evaluate_accuracy_log(log, dev_features, tmp_path / "b")
     assert full["subset"] is False and full["examples_scored"] == 10570 and full["missing_examples"] == 10560
     # unanswered questions score 0, even the three whose gold "." normalizes to "" like a "" prediction
     assert full["exact_match"] == pytest.approx(100.0 * 10 / 10570)
@@ -359,4 +359,4 @@ def test_subset_scores_only_its_questions(dev_features, dev_files, tmp_path):
 def test_log_from_other_dataset_is_rejected(dev_features, dev_files, tmp_path):
     log = write_log(tmp_path / "log.json", [{"seq_id": 0, "qsl_idx": 10833, "data": ""}])
     with pytest.raises(AccuracyLogError, match="qsl_idx 10833 is beyond the 10833 features"):
-        evaluate_accuracy_log(log, dev_features, dev_files.dev_json, tmp_path)
+        evaluate_accuracy_log(log, dev_features, tmp_path)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +85,156 @@ def test_quick_run_both_modes_prints_summaries_and_no_loadgen_errors(tmp_path, t
     for run_dir in (tmp_path / "runs").iterdir():
         record = json.loads((run_dir / "run.json").read_text())
         assert record["loadgen"]["errors"] == [], record["loadgen"]["errors"]
+
+
+# ---- a fresh machine -------------------------------------------------------------------------------
+
+
+def test_fresh_machine_runs_the_main_job_without_a_data_dir(tmp_path):
+    """The README's main job on a fresh machine, offline, with no data dir: the default model is built
+    into an empty models dir (tiny geometry, same code path), then performance and accuracy run on the
+    built-in sample with the loud not-comparable notice, on a quiet console."""
+    env = {k: v for k, v in os.environ.items() if k != "OBERT_DATA_DIR"}
+    env.update(OBERT_OFFLINE="1", OBERT_MODELS_DIR=str(tmp_path / "models"), OBERT_BENCHMARK_PRESET="tiny")
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--scenario", "Offline", "--mode", "both", "--quick",
+         "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith("[COMPLETE]")]
+    assert len(summaries) == 2 and "performance" in summaries[0] and "F1 " in summaries[1]
+    assert all("SAMPLE DATA" in line and "UNTRAINED" in line for line in summaries)
+    assert "NOT COMPARABLE TO MLPERF" in proc.stderr and "OBERT_OFFLINE is set" in proc.stderr
+    # quiet by default: no library progress logs, no engine notices
+    for noise in ("Transformed", "VNNI", "verify onnx_checker", "pkg_resources", " INFO "):
+        assert noise not in proc.stderr, noise
+    model_dir = next((tmp_path / "models").iterdir())
+    assert json.loads((model_dir / "manifest.json").read_text())["tokenizer"] is None  # built from the sample
+    assert not (model_dir / "vocab.txt").exists()
+    for run_dir in (tmp_path / "runs").iterdir():
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["dataset"]["kind"] == "sample" and record["loadgen"]["errors"] == []
+
+
+def test_named_data_dir_without_the_files_is_an_error(tmp_path, toy_model_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli(*common(tmp_path, empty, toy_model_dir))
+    assert_one_clear_error(proc, f"--data-dir {empty} holds no dev-v1.1.json and no vocab.txt")
+    assert not (tmp_path / "runs").exists()
+
+
+# ---- bad input that used to be accepted ----------------------------------------------------------
+
+
+def _data_dir_with_vocab(tmp_path, dev_files, vocab_lines) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dev-v1.1.json").write_bytes(dev_files.dev_json.read_bytes())
+    (data / "vocab.txt").write_text("".join(vocab_lines), encoding="utf-8")
+    return data
+
+
+@pytest.mark.parametrize("damage, fragments", [
+    ("shifted", ("30533 entries", "30522 rows")),
+    ("duplicates", ("line 30523 repeats the token",)),
+])
+def test_a_vocab_that_does_not_fit_the_model_is_refused_before_anything_runs(tmp_path, dev_files, damage, fragments):
+    lines = dev_files.vocab.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = lines[:1] + [f"[inserted{i}]\n" for i in range(11)] + lines[1:] if damage == "shifted" else lines + lines[:11]
+    data = _data_dir_with_vocab(tmp_path, dev_files, lines)
+    model = tmp_path / "model"
+    write_toy_qa_model(model / "model.onnx", embedding_rows=30522)
+    proc = run_cli(*common(tmp_path, data, model), "--count", "16")
+    assert_one_clear_error(proc, *fragments)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_cut_vocab_is_run_as_unofficial_and_says_so(tmp_path, dev_files, toy_model_dir):
+    lines = dev_files.vocab.read_text(encoding="utf-8").splitlines(keepends=True)[:20000]
+    data = _data_dir_with_vocab(tmp_path, dev_files, lines)
+    proc = run_cli(*common(tmp_path, data, toy_model_dir), "--count", "16", "--mode", "accuracy")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "UNOFFICIAL DATA" in proc.stdout and "not the bert-base-uncased vocab" in proc.stderr
+    record = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert record["dataset"]["kind"] == "unofficial" and record["dataset"]["official"] is False
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--workers"])
+def test_zero_batch_size_or_workers_is_an_error(tmp_path, sample_dataset, toy_model_dir, flag):
+    proc = run_cli(*common(tmp_path, sample_dataset.dev_json.parent, toy_model_dir), flag, "0")
+    assert_one_clear_error(proc, flag, ">= 1, got 0")
+
+
+def test_a_count_beyond_the_dataset_is_said(tmp_path, sample_dataset, toy_model_dir):
+    proc = run_cli(*common(tmp_path, sample_dataset.dev_json.parent, toy_model_dir)[:-1], "--count", "999999",
+                   "--min-duration-ms", "100", "--min-query-count", "39")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--count 999999 cut to all the dataset has" in proc.stdout
+    record = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert record["qsl"]["requested_count"] == 999999 and record["qsl"]["features"] == 39
+    assert any("--count 999999 asks for more features" in note for note in record["notes"])
+
+
+@pytest.mark.parametrize("line, fragments", [
+    ("bert.Offline.target_qpz = 10", ("user.conf:2", "target_qpz", "unknown LoadGen setting", "'target_qps'")),
+    ("bert.Offline.target_qps = ten", ("user.conf:2", "target_qps", "'ten' is not a number")),
+    ("bert.Offline.target_qps=10", ("user.conf:2", "spaces around '='")),
+    ("bert.Offline.target_qps = 10 # a comment", ("user.conf:2", "put comments on their own line")),
+    ("bert.Offlne.target_qps = 10", ("user.conf:2", "unknown scenario 'Offlne'")),
+    ("*.Offline.qsl_rng_seed = 1", ("user.conf:2", "taken only from the official mlperf.conf")),
+])
+def test_user_conf_mistakes_name_file_line_and_key(tmp_path, sample_dataset, toy_model_dir, line, fragments):
+    conf = tmp_path / "user.conf"
+    conf.write_text(f"# my targets\n{line}\n")
+    proc = run_cli(*common(tmp_path, sample_dataset.dev_json.parent, toy_model_dir), "--user-conf", str(conf))
+    assert_one_clear_error(proc, *fragments)
+    assert not (tmp_path / "runs").exists()
+
+
+# ---- re-scoring an accuracy log --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scored_runs(tmp_path_factory, sample_dataset):
+    """A performance run and an accuracy run of the toy model on the sample."""
+    root = tmp_path_factory.mktemp("scored")
+    write_toy_qa_model(root / "toy" / "model.onnx")
+    proc = run_cli(*common(root, sample_dataset.dev_json.parent, root / "toy"), "--mode", "both")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = sorted((root / "runs").iterdir())
+    return root, {json.loads((d / "run.json").read_text())["mode"]: d for d in runs}
+
+
+def _accuracy_cli(root, run_dir, sample_dataset, *extra):
+    return run_cli("accuracy", str(run_dir), "--data-dir", str(sample_dataset.dev_json.parent),
+                   "--cache-dir", str(root / "cache"), *extra)
+
+
+def test_rescoring_refuses_a_performance_run(scored_runs, sample_dataset):
+    root, runs = scored_runs
+    proc = _accuracy_cli(root, runs["performance"], sample_dataset)
+    assert_one_clear_error(proc, "a performance-mode run")
+    assert not (runs["performance"] / "accuracy.txt").exists()
+
+
+def test_rescoring_never_overwrites_and_refuses_incomplete_logs(scored_runs, sample_dataset, tmp_path):
+    root, runs = scored_runs
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs["accuracy"], run_dir)
+    before = (run_dir / "accuracy.txt").read_bytes()
+    proc = _accuracy_cli(root, run_dir, sample_dataset)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run_dir / "accuracy.txt").read_bytes() == before
+    rescored = [d for d in run_dir.iterdir() if d.name.startswith("rescored-")]
+    assert len(rescored) == 1 and json.loads((rescored[0] / "accuracy.txt").read_text()) == json.loads(before)
+
+    log = run_dir / "mlperf_log_accuracy.json"
+    entries = json.loads(log.read_text())
+    log.write_text(json.dumps(entries[: len(entries) // 2]))
+    proc = _accuracy_cli(root, run_dir, sample_dataset)
+    assert_one_clear_error(proc, "responses with logits for only", "--partial")
+    proc = _accuracy_cli(root, run_dir, sample_dataset, "--partial")
+    assert proc.returncode == 0 and "partial log" in proc.stderr
+    log.write_text("[]")
+    assert_one_clear_error(_accuracy_cli(root, run_dir, sample_dataset), "holds no responses")

@@ -10,11 +10,14 @@ import pytest
 
 from squad import data
 from squad.data import (
+    BERT_VOCAB_SHA256,
     DEFAULT_DATA_ENV,
+    OFFLINE_ENV,
     SQUAD_DEV_MD5,
     download_squad_dev,
     download_vocab,
     find_dataset,
+    locate_dataset,
     resolve_data_dir,
     write_sample_dataset,
 )
@@ -65,44 +68,94 @@ def test_real_data_dir_is_official(data_dir, tmp_path):
     assert not (tmp_path / "sample").exists()
 
 
-def test_dataset_without_vocab_is_an_error(tmp_path):
-    (tmp_path / "dev-v1.1.json").write_text("{}")
-    with pytest.raises(DatasetError, match="no vocabulary: expected vocab.txt or bert-uncased-vocab.txt"):
-        find_dataset(tmp_path, sample_dir=tmp_path / "sample")
+def test_real_vocab_digest_is_the_known_one(dev_files):
+    assert hashlib.sha256(dev_files.vocab.read_bytes()).hexdigest() == BERT_VOCAB_SHA256
 
 
-def test_vocab_without_dataset_is_an_error(tmp_path):
-    (tmp_path / "bert-uncased-vocab.txt").write_text("[PAD]\n")
-    with pytest.raises(DatasetError, match=r"has bert-uncased-vocab.txt but no dev-v1.1.json"):
-        find_dataset(tmp_path, sample_dir=tmp_path / "sample")
+@pytest.mark.parametrize("present, missing", [
+    ("dev-v1.1.json", "no vocab.txt or bert-uncased-vocab.txt"),
+    ("bert-uncased-vocab.txt", "no dev-v1.1.json"),
+    (None, "no dev-v1.1.json and no vocab.txt or bert-uncased-vocab.txt"),
+])
+def test_a_named_data_dir_must_hold_both_files(tmp_path, present, missing):
+    """A directory the user names is meant: anything missing there is an error naming it, never the sample."""
+    if present:
+        (tmp_path / present).write_text("{}")
+    with pytest.raises(DatasetError, match=rf"--data-dir {tmp_path} holds {missing}"):
+        find_dataset(tmp_path, sample_dir=tmp_path / "sample", setting="--data-dir")
+    assert not (tmp_path / "sample").exists()
 
 
-def test_other_dataset_is_not_official(tmp_path, sample_dataset, caplog):
-    (tmp_path / "dev-v1.1.json").write_bytes(sample_dataset.dev_json.read_bytes())
-    (tmp_path / "vocab.txt").write_bytes(sample_dataset.vocab.read_bytes())
+def _copy_data(source_dev, source_vocab, target):
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "dev-v1.1.json").write_bytes(source_dev.read_bytes())
+    (target / "vocab.txt").write_bytes(source_vocab.read_bytes())
+    return target
+
+
+def test_other_dataset_is_unofficial_not_sample(tmp_path, sample_dataset, caplog):
+    _copy_data(sample_dataset.dev_json, sample_dataset.vocab, tmp_path)
     with caplog.at_level(logging.WARNING):
         files = find_dataset(tmp_path, sample_dir=tmp_path / "sample")
-    assert files.official is False and files.vocab == tmp_path / "vocab.txt"
-    assert "not the official SQuAD v1.1 dev set" in caplog.text
+    assert files.official is False and files.kind == "unofficial" and files.vocab == tmp_path / "vocab.txt"
+    assert "not the official SQuAD v1.1 dev set" in caplog.text and "unofficial" in files.source
 
 
-@pytest.mark.parametrize("with_dir", [False, True])
-def test_falls_back_to_sample_loudly(tmp_path, caplog, capsys, with_dir):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with caplog.at_level(logging.WARNING):
-        files = find_dataset(empty if with_dir else None, sample_dir=tmp_path / "sample")
-    assert files.official is False and "NOT comparable" in files.source
+@pytest.mark.parametrize("damage", ["cut", "shifted"])
+def test_official_needs_the_exact_vocab(tmp_path, dev_files, damage):
+    """The real dev set with a cut or shifted vocab is not official (the ids it gives are not the model's)."""
+    lines = dev_files.vocab.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = lines[:20000] if damage == "cut" else lines[:1] + [f"[extra{i}]\n" for i in range(11)] + lines[1:]
+    _copy_data(dev_files.dev_json, dev_files.vocab, tmp_path)
+    (tmp_path / "vocab.txt").write_text("".join(lines), encoding="utf-8")
+    files = find_dataset(tmp_path, sample_dir=tmp_path / "sample")
+    assert files.kind == "unofficial" and "not the bert-base-uncased vocab" in files.source
+
+
+def test_sample_only_without_any_data_dir(tmp_path, caplog, capsys, monkeypatch):
+    monkeypatch.delenv(DEFAULT_DATA_ENV, raising=False)
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    files = locate_dataset(None, default_dir=tmp_path / "data", sample_dir=tmp_path / "sample")
+    assert files.kind == "sample" and "NOT comparable" in files.source
     assert files.dev_json.is_file() and files.vocab.is_file()
-    assert "NOT COMPARABLE TO MLPERF" in caplog.text
-    assert "NOT COMPARABLE TO MLPERF" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "NOT COMPARABLE TO MLPERF" in err and "OBERT_OFFLINE is set" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_first_run_provisions_the_default_data_dir(tmp_path, dev_files, capsys, monkeypatch):
+    """With network access (here file:// URLs), the first run downloads and checks both files into the
+    default data dir and uses them from then on; a failed download falls back to the sample and says why."""
+    monkeypatch.delenv(DEFAULT_DATA_ENV, raising=False)
+    monkeypatch.delenv(OFFLINE_ENV, raising=False)
+    default = tmp_path / "data"
+    monkeypatch.setattr(data, "SQUAD_DEV_URL", UNREACHABLE)
+    monkeypatch.setattr(data, "BERT_VOCAB_URL", dev_files.vocab.as_uri())
+    files = locate_dataset(None, default_dir=default, sample_dir=tmp_path / "sample", progress=False)
+    assert files.kind == "sample" and "could not download dev-v1.1.json" in capsys.readouterr().err
+
+    monkeypatch.setattr(data, "SQUAD_DEV_URL", dev_files.dev_json.as_uri())
+    files = locate_dataset(None, default_dir=default, sample_dir=tmp_path / "sample", progress=False)
+    assert files.official and files.dev_json == default / "dev-v1.1.json" and files.vocab == default / "vocab.txt"
+    assert "default data dir" in files.source
+    monkeypatch.setattr(data, "SQUAD_DEV_URL", UNREACHABLE)  # from now on nothing is downloaded
+    assert locate_dataset(None, default_dir=default, sample_dir=tmp_path / "sample").official
+
+
+def test_a_named_data_dir_is_never_replaced_by_downloads(tmp_path, monkeypatch):
+    monkeypatch.delenv(DEFAULT_DATA_ENV, raising=False)
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DatasetError, match="--data-dir .*mine holds no dev-v1.1.json"):
+        locate_dataset(str(tmp_path / "mine"), default_dir=tmp_path / "data", sample_dir=tmp_path / "sample")
+    monkeypatch.setenv(DEFAULT_DATA_ENV, str(tmp_path / "mine"))
+    with pytest.raises(DatasetError, match=rf"\${DEFAULT_DATA_ENV} .*mine holds no dev-v1.1.json"):
+        locate_dataset(None, default_dir=tmp_path / "data", sample_dir=tmp_path / "sample")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "sample").exists()
 
 
 def test_no_sample_when_not_allowed(tmp_path):
     with pytest.raises(DatasetError, match="no data dir given"):
         find_dataset(None, sample_dir=tmp_path / "sample", allow_sample=False)
-    with pytest.raises(DatasetError, match="holds neither"):
-        find_dataset(tmp_path, sample_dir=tmp_path / "sample", allow_sample=False)
     assert not (tmp_path / "sample").exists()
 
 
@@ -136,17 +189,21 @@ def test_download_success_via_file_url(tmp_path):
     assert download_squad_dev(tmp_path / "dest", url=UNREACHABLE, expected_md5=md5, progress=False) == path
 
 
-def test_download_vocab_checks_shape(tmp_path):
+def test_download_vocab_checks_shape_and_digest(tmp_path, dev_files):
     bad = tmp_path / "bad.txt"
     bad.write_text("[PAD]\nhello\n")
     with pytest.raises(DatasetError, match="has 2 lines, expected 30522"):
         download_vocab(tmp_path / "dest", url=bad.as_uri(), progress=False)
     assert list((tmp_path / "dest").iterdir()) == []
 
-    good = tmp_path / "good.txt"
-    good.write_text("[PAD]\n" + "".join(f"tok{i}\n" for i in range(30521)))
-    path = download_vocab(tmp_path / "dest", url=good.as_uri(), progress=False)
-    assert path.name == "vocab.txt" and path.read_bytes() == good.read_bytes()
+    lookalike = tmp_path / "lookalike.txt"  # the right shape, other tokens
+    lookalike.write_text("[PAD]\n" + "".join(f"tok{i}\n" for i in range(30521)))
+    with pytest.raises(DatasetError, match=f"has sha256 [0-9a-f]{{64}}, expected {BERT_VOCAB_SHA256}"):
+        download_vocab(tmp_path / "dest", url=lookalike.as_uri(), progress=False)
+    assert list((tmp_path / "dest").iterdir()) == []
+
+    path = download_vocab(tmp_path / "dest", url=dev_files.vocab.as_uri(), progress=False)
+    assert path.name == "vocab.txt" and path.read_bytes() == dev_files.vocab.read_bytes()
 
 
 def test_download_vocab_failure(tmp_path):
@@ -230,5 +287,5 @@ def test_md5_is_cached(tmp_path, monkeypatch):
     path.write_bytes(b"abc")
     expected = hashlib.md5(b"abc").hexdigest()
     assert data.file_md5(path) == expected
-    monkeypatch.setattr(data.hashlib, "md5", lambda: pytest.fail("md5 recomputed"))
+    monkeypatch.setattr(data.hashlib, "new", lambda name: pytest.fail(f"{name} recomputed"))
     assert data.file_md5(path) == expected

@@ -105,3 +105,34 @@ def test_model_with_other_sequence_length_is_refused(tmp_path):
     with pytest.raises(ModelError, match="takes sequences of 128 tokens, but the features are 384-token windows"):
         check_model_fits(info, 384)
     check_model_fits(info, 128)
+
+
+def test_word_embedding_rows_are_read_from_the_graph(tmp_path):
+    assert inspect_onnx_model(write_toy_qa_model(tmp_path / "a.onnx", embedding_rows=123)).embedding_rows == 123
+    assert inspect_onnx_model(write_toy_qa_model(tmp_path / "b" / "model.onnx")).embedding_rows is None
+    (tmp_path / "b" / "config.json").write_text(json.dumps({"vocab_size": 77}))  # no lookup in the graph: config
+    assert inspect_onnx_model(tmp_path / "b" / "model.onnx").embedding_rows == 77
+
+
+def _vocab(path, entries: int):
+    path.write_text("".join(f"tok{i}\n" for i in range(entries)))
+    return path
+
+
+def test_vocab_check_against_the_model(tmp_path):
+    from harness.models import check_vocab_fits
+
+    model = inspect_onnx_model(write_toy_qa_model(tmp_path / "m" / "model.onnx", embedding_rows=100))
+    assert check_vocab_fits(model, _vocab(tmp_path / "exact.txt", 100))["note"] is None
+    with pytest.raises(ModelError, match=r"has 101 entries but the model's word embedding .* has 100 rows"):
+        check_vocab_fits(model, _vocab(tmp_path / "long.txt", 101))
+    short = check_vocab_fits(model, _vocab(tmp_path / "short.txt", 90))
+    assert "90 entries" in short["note"] and short["embedding_rows"] == 100
+    assert check_vocab_fits(model, tmp_path / "short.txt", sample=True)["note"] is None  # the sample's own vocab
+
+    # a model that ships its own vocabulary must get exactly that one
+    _vocab(tmp_path / "m" / "vocab.txt", 100)
+    assert check_vocab_fits(model, tmp_path / "m" / "vocab.txt")["note"] is None
+    (tmp_path / "other.txt").write_text("".join(f"other{i}\n" for i in range(100)))
+    with pytest.raises(ModelError, match=r"differs from the model's own .*vocab.txt"):
+        check_vocab_fits(model, tmp_path / "other.txt")

@@ -4,9 +4,11 @@ and a failing backend ends the run (non-zero, marked incomplete) instead of hang
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +144,103 @@ def test_run_directories_are_never_reused(sample, toy_model, tmp_path):
     second = execute_run(make_request(sample, toy_model, tmp_path))
     assert first["run_dir"] != second["run_dir"]
     assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+# ---- interruption, overload, a busy machine --------------------------------------------------------
+
+
+def _server_cli(sample, tmp_path, *extra: str) -> list[str]:
+    dataset, _ = sample
+    model_dir = tmp_path / "toy"
+    write_toy_qa_model(model_dir / "model.onnx")
+    return [sys.executable, "-m", "harness", "run", "--scenario", "Server", "--backend", "onnxruntime",
+            "--model", str(model_dir), "--data-dir", str(dataset.dev_json.parent), "--cache-dir", str(tmp_path / "c"),
+            "--runs-dir", str(tmp_path / "runs"), "--no-progress", *extra]
+
+
+def _wait_for_running_run(runs: Path, proc: subprocess.Popen, timeout_s: float = 60) -> Path:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        records = list(runs.glob("*/run.json")) if runs.is_dir() else []
+        if records:
+            time.sleep(2.0)  # LoadGen is issuing by now
+            return records[0].parent
+        time.sleep(0.2)
+    raise AssertionError("the run never started")
+
+
+@pytest.mark.parametrize("sig, status, reason", [
+    (signal.SIGINT, 130, "interrupted by the user (Ctrl-C)"),
+    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+])
+def test_ctrl_c_and_sigterm_end_a_run_cleanly(sample, tmp_path, sig, status, reason):
+    # As from a terminal: a test suite started in the background inherits SIGINT ignored, and Python keeps
+    # an ignored SIGINT ignored (the Unix convention for background jobs), so restore the default first.
+    proc = subprocess.Popen(_server_cli(sample, tmp_path, "--min-duration-ms", "120000", "--target-qps", "20"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    run_dir = _wait_for_running_run(tmp_path / "runs", proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == status, stderr[-2000:]
+    assert "terminate called" not in stderr and "Traceback" not in stderr
+    assert reason in stderr
+    saved = json.loads((run_dir / RUN_JSON).read_text())
+    assert saved["status"] == "interrupted" and saved["interrupted"] == reason
+    assert reason in (run_dir / INCOMPLETE_MARKER).read_text()
+
+
+def test_an_overloaded_server_run_says_when_it_cannot_be_valid(sample, tmp_path):
+    """Offered far more than the engine serves: the run says early that the bound is lost, shows its queue
+    draining, and finishes."""
+    proc = subprocess.run(_server_cli(sample, tmp_path, "--min-duration-ms", "2000", "--target-qps", "100",
+                                      "--inject-delay-ms", "20"),
+                          capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "the latency bound was lost" in proc.stderr and "--abort-when-invalid" in proc.stderr
+    saved = json.loads(next((tmp_path / "runs").iterdir()).joinpath(RUN_JSON).read_text())
+    assert saved["results"]["validity"] == "INVALID" and saved["latency_watch"]["lost_after_s"] is not None
+
+
+def test_abort_when_invalid_stops_a_lost_server_run(sample, tmp_path):
+    started = time.monotonic()
+    proc = subprocess.run(_server_cli(sample, tmp_path, "--min-duration-ms", "120000", "--target-qps", "100",
+                                      "--inject-delay-ms", "20", "--abort-when-invalid", "--fault-grace-s", "2"),
+                          capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert time.monotonic() - started < 60  # not the 120 s minimum duration
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    run_dir = next((tmp_path / "runs").iterdir())
+    saved = json.loads((run_dir / RUN_JSON).read_text())
+    assert saved["status"] == "stopped" and saved["results"]["validity"] == "INVALID"
+    assert "latency bound was lost" in saved["results"]["invalid_reason"]
+    assert "INVALID: the latency bound was lost" in proc.stdout
+    assert (run_dir / INCOMPLETE_MARKER).is_file()
+
+
+def test_competing_commands_are_recognised():
+    from harness.machine_load import is_competing_command
+
+    assert is_competing_command(["/venv/bin/python", "-m", "harness", "run", "--quick"])
+    assert is_competing_command(["python3", "-m", "harness.isolated", "spec.json", "out.json"])
+    assert is_competing_command(["/venv/bin/obert-compress", "prune"])
+    assert not is_competing_command(["python", "-m", "http.server"])
+    assert not is_competing_command(["bash", "-c", "harness"])
+
+
+def test_a_run_beside_another_busy_run_records_that_the_machine_was_not_idle(sample, toy_model, tmp_path):
+    # A busy loop whose command line looks like another harness run.
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\nwhile time.time() < end: pass",
+                               "-m", "harness", "run"])
+    try:
+        time.sleep(0.5)
+        record = execute_run(make_request(sample, toy_model, tmp_path,
+                                          overrides=LoadGenOverrides(min_duration_ms=3000, target_qps=500)))
+    finally:
+        burner.kill()
+        burner.wait()
+    load = record["machine_load"]
+    assert load["warning"] and "not idle" in load["warning"]
+    assert any(str(burner.pid) in command for command in load["competing_commands"])
+    assert load["other_cores_mean"] > 0.3
+    assert any("not idle" in note for note in record["notes"]) and "MACHINE NOT IDLE" in record["summary"]

@@ -118,3 +118,67 @@ def test_engine_defaults_per_scenario_and_backend():
     explicit = EngineSettings(backend="deepsparse", num_streams=1, workers=3, scheduler="elastic")
     assert explicit.backend_options("Offline").num_streams == 1 and explicit.sut_options("Offline").num_workers == 3
     assert explicit.backend_options("Offline").scheduler == "elastic"
+
+
+# Keys LoadGen honours in user.conf, with a scenario where each one changes a TestSettings field. The
+# rest of KNOWN_CONF_KEYS are either rules-only (ignored in user.conf) or apply only to LLM token latencies.
+_USER_CONF_PROBES = {
+    "mode": "Offline", "min_duration": "Offline", "max_duration": "Offline", "min_query_count": "Offline",
+    "max_query_count": "Offline", "target_qps": "Server", "target_latency": "Server",
+    "target_latency_percentile": "Server", "samples_per_query": "MultiStream", "max_async_queries": "Server",
+    "coalesce_queries": "Server", "performance_sample_count_override": "Offline",
+    "accuracy_sample_count_override": "Offline", "performance_issue_unique": "Offline",
+    "performance_issue_same": "Offline", "performance_issue_same_index": "Offline", "print_timestamps": "Offline",
+    "accuracy_log_rng_seed": "Offline", "accuracy_log_sampling_target": "Offline",
+    "sample_concatenate_permutation": "Offline", "use_token_latencies": "Offline", "infer_token_latencies": "Offline",
+}
+
+
+def _fields(settings) -> dict:
+    return {name: str(getattr(settings, name)) for name in dir(settings) if not name.startswith("_")
+            and name != "FromConfig"}
+
+
+@pytest.mark.parametrize("key", sorted(_USER_CONF_PROBES))
+def test_known_user_conf_keys_are_honoured_by_loadgen(tmp_path, key):
+    """The key list the validator accepts is LoadGen's: each key changes a setting when LoadGen reads it."""
+    import mlperf_loadgen as lg
+
+    from harness.settings import KNOWN_CONF_KEYS, RULES_ONLY_KEYS
+
+    assert key in KNOWN_CONF_KEYS and key not in RULES_ONLY_KEYS
+    scenario = _USER_CONF_PROBES[key]
+    base = lg.TestSettings()
+    base.FromConfig(str(MLPERF_CONF), "bert", scenario, 0)
+    conf = tmp_path / "user.conf"
+    # 1: accuracy mode, or the one "on" value of these switches; 7 differs from every other default
+    value = "1" if key in ("mode", "infer_token_latencies", "sample_concatenate_permutation", "use_token_latencies") else "7"
+    conf.write_text(f"bert.{scenario}.{key} = {value}\n")
+    validate_conf_file(conf, "--user-conf", user_conf=True)
+    changed = lg.TestSettings()
+    changed.FromConfig(str(MLPERF_CONF), "bert", scenario, 0)
+    changed.FromConfig(str(conf), "bert", scenario, 1)
+    assert _fields(changed) != _fields(base)
+
+
+@pytest.mark.parametrize("key", ["target_qpz", "qsl_rng_seed"])
+def test_keys_loadgen_would_ignore_in_user_conf_are_refused(tmp_path, key):
+    import mlperf_loadgen as lg
+
+    base = lg.TestSettings()
+    base.FromConfig(str(MLPERF_CONF), "bert", "Offline", 0)
+    conf = tmp_path / "user.conf"
+    conf.write_text(f"bert.Offline.{key} = 3\n")
+    ignored = lg.TestSettings()
+    ignored.FromConfig(str(MLPERF_CONF), "bert", "Offline", 0)
+    ignored.FromConfig(str(conf), "bert", "Offline", 1)
+    assert _fields(ignored) == _fields(base)  # LoadGen drops the line without a word...
+    with pytest.raises(ConfigError, match=rf"user.conf:1: bert.Offline.{key}"):  # ...we do not
+        validate_conf_file(conf, "--user-conf", user_conf=True)
+
+
+def test_official_mlperf_conf_passes_the_validator():
+    from harness.settings import read_conf_file
+
+    entries = read_conf_file(MLPERF_CONF, "--mlperf-conf")
+    assert len(entries) > 100 and {e.key for e in entries} >= {"target_latency", "performance_sample_count_override"}

@@ -310,6 +310,8 @@ def good_document() -> dict:
      r"answers\[0\].answer_start 40 .* outside the context"),
     (lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].__setitem__("answer_start", "5"),
      r"answers\[0\].answer_start: expected an integer character offset, got str"),
+    (lambda d: d["data"][0]["paragraphs"][0]["qas"][1].update(is_impossible=True, plausible_answers=[]),
+     r"qas\[1\] has 'is_impossible': this is a SQuAD v2.0 file; MLPerf bert uses SQuAD v1.1"),
 ])
 def test_schema_errors_name_the_json_path(tmp_path, mutate, message):
     document = good_document()
@@ -340,6 +342,9 @@ def test_bad_vocab_is_a_dataset_error(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("hello\nworld\n")
     with pytest.raises(DatasetError, match=r"vocab.txt: not a BERT WordPiece vocabulary"):
+        make_tokenizer(vocab)
+    vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nworld\nhello\n")
+    with pytest.raises(DatasetError, match=r"vocab.txt: line 7 repeats the token 'hello' of line 5"):
         make_tokenizer(vocab)
 
 

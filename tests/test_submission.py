@@ -188,7 +188,7 @@ def test_test01_accuracy_passes_on_real_runs_and_fails_on_tampered_responses(pac
         assert "TEST PASS" in result.report().splitlines()
 
     runs = _runs(ctx)["Offline"]
-    scorer = squad_subset_scorer(ctx.features, ctx.dataset.dev_json)
+    scorer = squad_subset_scorer(ctx.features)
     fake = tmp_path / ACCURACY_LOG
     # one response altered where it cannot change an answer ([CLS] logits): not bit-identical, so the
     # deterministic check fails; the rules' fallback then compares the subset's accuracy, which is unchanged

@@ -244,18 +244,16 @@ class Test01Result:
         return self.accuracy.passed and self.performance.passed
 
 
-def squad_subset_scorer(features, dev_json: Path) -> Scorer:
+def squad_subset_scorer(features) -> Scorer:
     """F1/EM over the questions the given responses cover (the TEST01 fallback's apples-to-apples score)."""
     from harness.accuracy import decode_logits
-    from squad.scoring import predict_answers, squad_v1_scores
+    from squad.scoring import score_windows
 
     def score(responses: dict[int, bytes]) -> dict:
         seq = features.params.max_seq_length
         logits = {i: decode_logits(data, seq) for i, data in responses.items() if data and i < len(features)}
-        predicted = predict_answers(features, logits)
         covered = {features.examples[int(features.example_index[i])].qas_id for i in logits}
-        answered = {q: a for q, a in predicted.answers.items() if q in covered}
-        scores = squad_v1_scores(dev_json, answered, question_ids=covered)
+        _, scores = score_windows(features, logits, question_ids=covered)
         return {"f1": scores["f1"], "exact_match": scores["exact_match"], "questions": scores["questions"]}
 
     return score

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.rundir import RUN_JSON
-from harness.runner import SAMPLE_DATA_NOTE, UNTRAINED_NOTE
+from harness.runner import UNTRAINED_NOTE
 from harness.submission import rules
 from harness.submission.compliance import (
     Test01Result,
@@ -32,6 +32,7 @@ from harness.submission.runs import (
 )
 from harness.submission.system import build_system_description, load_template, slugify
 from harness.submission.validate import STRICTER_MARK
+from squad.data import DATA_NOTES
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ def _notes(ctx: RunContext, records: dict[str, dict[str, dict]], test01: dict[st
     notes = []
     if ctx.model.trained is False:
         notes.append(UNTRAINED_NOTE)
-    if not ctx.dataset.official:
-        notes.append(SAMPLE_DATA_NOTE)
+    if ctx.dataset.kind in DATA_NOTES:
+        notes.append(DATA_NOTES[ctx.dataset.kind])
     if ctx.quick or any(r["performance"]["settings"].get("overrides") for r in records.values()):
         notes.append(f"NOT COMPLIANT: runs with LoadGen overrides ({'--quick: ' if ctx.quick else ''}"
                      f"{len(ctx.features)} features, shortened durations); for trying the tool only")
@@ -158,7 +159,7 @@ def make_submission(
 
     records = {s: {role: json.loads((path / RUN_JSON).read_text()) for role, path in runs.runs.items()}
                for s, runs in selected.items()}
-    scorer = squad_subset_scorer(ctx.features, ctx.dataset.dev_json)
+    scorer = squad_subset_scorer(ctx.features)
     test01: dict[str, Test01Result] = {}
     test01_scores: dict[str, dict] = {}
     for scenario, runs in selected.items():
