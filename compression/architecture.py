@@ -22,6 +22,7 @@ import torch
 from transformers import MobileBertConfig, MobileBertForQuestionAnswering
 
 from compression.errors import CompressionError
+from compression.families import encoder_layers, family_of
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +136,12 @@ def build_model(
     return model.eval()
 
 
-def encoder_layer_count(model: MobileBertForQuestionAnswering) -> int:
+def encoder_layer_count(model: torch.nn.Module) -> int:
     """Number of encoder layers the model actually holds (not what its config claims)."""
-    return len(model.mobilebert.encoder.layer)
+    return len(encoder_layers(model))
 
 
-def drop_layers(model: MobileBertForQuestionAnswering, keep: int) -> MobileBertForQuestionAnswering:
+def drop_layers(model: torch.nn.Module, keep: int) -> torch.nn.Module:
     """Keep encoder layers ``0 .. keep-1`` and delete the rest, in place; embeddings are untouched.
 
     This is the direct form of the recipe's ``LayerPruningModifier`` (which swaps the dropped layers for
@@ -152,28 +153,8 @@ def drop_layers(model: MobileBertForQuestionAnswering, keep: int) -> MobileBertF
     if not 1 <= keep <= current:
         raise CompressionError(f"cannot keep {keep} encoder layers: the model has {current} (keep must be 1..{current})")
     if keep < current:
-        model.mobilebert.encoder.layer = torch.nn.ModuleList(list(model.mobilebert.encoder.layer)[:keep])
+        encoder = getattr(model, family_of(model).base_prefix).encoder
+        encoder.layer = torch.nn.ModuleList(list(encoder.layer)[:keep])
         log.info("dropped encoder layers %d..%d; %d remain", keep, current - 1, keep)
     model.config.num_hidden_layers = keep
     return model
-
-
-def geometry_summary(config: MobileBertConfig) -> dict[str, Any]:
-    """The geometry fields worth recording in a manifest."""
-    keys = (
-        "vocab_size",
-        "embedding_size",
-        "hidden_size",
-        "true_hidden_size",
-        "intra_bottleneck_size",
-        "intermediate_size",
-        "num_attention_heads",
-        "num_hidden_layers",
-        "num_feedforward_networks",
-        "normalization_type",
-        "trigram_input",
-        "use_bottleneck",
-        "key_query_shared_bottleneck",
-        "max_position_embeddings",
-    )
-    return {key: getattr(config, key) for key in keys}

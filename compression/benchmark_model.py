@@ -34,10 +34,10 @@ from compression.architecture import (
     build_model,
     drop_layers,
     encoder_layer_count,
-    geometry_summary,
     get_preset,
 )
 from compression.errors import CompressionError, OutputExistsError, RecipeError
+from compression.families import geometry_summary
 from compression.export import ONNX_OPSET, export_model_dir, load_vocab_tokenizer
 from compression.quantize import prepare_qat
 from compression.recipes import (

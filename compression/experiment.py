@@ -43,13 +43,14 @@ from compression.pipeline import (
 from compression.presets import PipelinePreset
 from compression.recipes import (
     COMPRESSION_RECIPE,
-    RecipeModifier,
+    SHARED_PRUNING_FIELDS,
     derive_recipe,
     dump_recipe,
     find_modifiers,
     load_recipe,
     match_params,
     pruned_param_patterns,
+    swap_obs_for_magnitude,
 )
 from compression.sparsity import sparsity_report
 from compression.train import CHECKPOINT_DIR, CHECKPOINT_FILE, TrainSettings, train_with_recipe
@@ -58,9 +59,6 @@ from squad.features import FeatureParams
 log = logging.getLogger(__name__)
 
 RESULTS_STEM = "obs_vs_magnitude"  # + "-<sparsity>pct.json" / ".md": one pair per sparsity, one cached dense model
-# Fields the magnitude modifier shares with the OBS one; the rest (num_grads, damp, ...) are OBS-only.
-SHARED_PRUNING_FIELDS = ("params", "init_sparsity", "final_sparsity", "start_epoch", "end_epoch",
-                         "update_frequency", "inter_func", "mask_type")
 
 
 @dataclass(frozen=True)
@@ -106,19 +104,8 @@ def magnitude_recipe(obs_recipe_path: Path, out_path: Path) -> Path:
     """The OBS recipe with its OBSPruningModifier swapped for a block4 GlobalMagnitudePruningModifier that
     has the same parameters and schedule."""
     recipe = load_recipe(obs_recipe_path)
-    replaced = 0
-    for group, entries in recipe.items():
-        if not isinstance(entries, list):
-            continue
-        for index, modifier in enumerate(entries):
-            if isinstance(modifier, RecipeModifier) and modifier.tag == "OBSPruningModifier":
-                fields = {k: modifier.fields[k] for k in SHARED_PRUNING_FIELDS if k in modifier.fields}
-                entries[index] = RecipeModifier("GlobalMagnitudePruningModifier", fields)
-                replaced += 1
-    if replaced != 1:
-        raise ValueError(f"{obs_recipe_path}: expected one OBSPruningModifier, found {replaced}")
-    out_path.write_text(dump_recipe(recipe, header=f"{obs_recipe_path.name} with magnitude (GMP) instead of OBS pruning, "
-                                                   "same params, block4 mask, sparsities and schedule"))
+    change = swap_obs_for_magnitude(recipe)
+    out_path.write_text(dump_recipe(recipe, header=f"{obs_recipe_path.name}: {change}"))
     return out_path
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from compression.architecture import PRESETS as GEOMETRIES
-from compression.architecture import build_model, drop_layers, encoder_layer_count, geometry_summary
+from compression.architecture import build_model, drop_layers, encoder_layer_count
 from compression.data import (
     DEV_SPLIT_NOTE,
     HF_SQUAD_SOURCE,
@@ -45,6 +45,7 @@ from compression.data import (
     split_dev_by_article,
 )
 from compression.errors import CompressionError
+from compression.families import RECIPE_FAMILY, family_of, geometry_summary, qa_model_class
 from compression.evaluate import evaluate_loss, evaluate_squad, load_eval_features, onnx_logits, score_logits
 from compression.presets import PipelinePreset
 from compression.recipes import (
@@ -129,6 +130,7 @@ class RunConfig:
             batch_size=self.effective_batch_size, seed=self.effective_seed, learning_rate=learning_rate,
             fp16=fp16 and device.startswith("cuda"), device=device, trim_padding=self.preset.trim_padding,
             num_threads=self.threads or self.preset.threads, progress=self.progress,
+            checkpoint_interval_s=self.preset.checkpoint_interval_s,
         )
 
 
@@ -302,9 +304,7 @@ def load_qa_model(spec: str | Path) -> torch.nn.Module:
         model = AutoModelForQuestionAnswering.from_pretrained(str(spec))
     except Exception as exc:
         raise CompressionError(_load_error(spec, "model", exc)) from None
-    if type(model).__name__ != "MobileBertForQuestionAnswering":
-        raise CompressionError(f"{spec}: is a {type(model).__name__}; the recipes are written for MobileBERT "
-                               "(MobileBertForQuestionAnswering)")
+    family_of(model)  # a supported family, or one clear error
     return model
 
 
@@ -338,13 +338,13 @@ def save_qat_dir(model: torch.nn.Module, tokenizer, recipe_path: Path, out_dir: 
 
 def load_qat_model(model_dir: Path) -> torch.nn.Module:
     """Rebuild a QAT model saved by :func:`save_qat_dir`: same structure from its recipe, then its state."""
-    from transformers import MobileBertConfig, MobileBertForQuestionAnswering
+    from transformers import AutoConfig
 
     from compression.quantize import load_manager, sparseml_loggers
 
     model_dir = Path(model_dir)
-    config = MobileBertConfig.from_pretrained(str(model_dir))
-    model = MobileBertForQuestionAnswering(config)
+    config = AutoConfig.from_pretrained(str(model_dir))
+    model = qa_model_class(family_of(config))(config)
     manager = load_manager(model_dir / "recipe.yaml")
     manager.initialize(model, epoch=0.0, loggers=sparseml_loggers())  # wraps the modules exactly as in training
     manager.finalize(model)
@@ -479,8 +479,10 @@ def result_dir_name(recipe_path: Path) -> str:
 def run_prune(
     config: RunConfig, *, model_spec: str | None = None, teacher_spec: str | None = None,
     keep_layers: int | None = None, resume: bool = False, stop_after_steps: int | None = None,
+    pruning_method: str = "obs",
 ) -> dict[str, Any]:
-    """Layer dropping + gradual 4-block oBERT pruning with distillation; returns the report."""
+    """Layer dropping (MobileBERT) + gradual 4-block oBERT pruning with distillation; returns the report.
+    ``pruning_method="magnitude"`` runs the same recipe with magnitude instead of second-order scores."""
     preset = config.preset
     started = time.perf_counter()
     stage_dir = config.out_dir / "prune"
@@ -495,22 +497,27 @@ def run_prune(
     teacher = load_qa_model(teacher_spec).eval()
     data = prepare_data(config, tokenizer)
 
-    recipe_source = load_recipe(COMPRESSION_RECIPE)
-    patterns = pruned_param_patterns(recipe_source)
-    target = pruning_target(recipe_source)
-    frozen = [name for m in find_modifiers(recipe_source, "TrainableParamsModifier") for name in m.fields["params"]]
+    family = family_of(model)
     original_layers = encoder_layer_count(model)
-    keep, keep_reason = layers_to_keep(model, COMPRESSION_RECIPE, keep_layers)
-    embeddings_before = snapshot_params(model, frozen)
-    drop_layers(model, keep)
+    if family.drops_layers:
+        keep, keep_reason = layers_to_keep(model, COMPRESSION_RECIPE, keep_layers)
+    else:
+        keep, keep_reason = original_layers, (f"not applied: layer dropping is {RECIPE_FAMILY.name}'s (the recipe's "
+                                              f"LayerPruningModifier), the model is a {family.name}")
+    drop_layers(model, keep)  # before the recipe: its parameter names must be those of the model it runs on
 
     recipe_path = derive_recipe(
         COMPRESSION_RECIPE, stage_dir / "recipe.yaml", drop_layer_pruning=True, epoch_scale=preset.prune_epoch_scale,
-        overrides=preset.recipe_overrides or None,
+        overrides=preset.recipe_overrides or None, target=model, pruning_method=pruning_method,
         reason="encoder layers are dropped directly before training (LayerPruningModifier followed by "
                "OBSPruningModifier fails in sparseml 1.8: a pruned layer's parameters get no gradient)"
                + (f"; smoke preset: epochs x{preset.prune_epoch_scale}" if preset.prune_epoch_scale else ""),
     )
+    recipe = load_recipe(recipe_path)
+    patterns = pruned_param_patterns(recipe)
+    target = pruning_target(recipe)
+    frozen = [name for m in find_modifiers(recipe, "TrainableParamsModifier") for name in m.fields["params"]]
+    embeddings_before = snapshot_params(model, frozen)
     teacher_eval = cached_teacher_evaluation(teacher_spec, data) or evaluate_model(teacher, data, config, "teacher")
     on_epoch_end = ((lambda epoch, m: {"eval": evaluate_model(m, data, config, f"prune epoch {epoch}")})
                     if preset.eval_every_epoch else None)
@@ -549,9 +556,9 @@ def run_prune(
                                                   "prune: sparsity of the recipe's weights vs its schedule")),
     }
     output_dir = stage_dir / "model"
-    info = {"step": "prune", "source_model": str(model_spec), "teacher": str(teacher_spec),
+    info = {"step": "prune", "source_model": str(model_spec), "teacher": str(teacher_spec), "family": family.name,
             "layers": {"original": original_layers, "kept": keep, "reason": keep_reason}, "recipe": str(recipe_path),
-            "sparsity": report_sparsity["global_sparsity"], "trained": True}
+            "pruning_method": pruning_method, "sparsity": report_sparsity["global_sparsity"], "trained": True}
     if result.finished:
         save_checkpoint_dir(model, tokenizer, output_dir, info)
     report = {
@@ -594,13 +601,14 @@ def run_quantize(
     teacher = load_qa_model(teacher_spec).eval()
     data = prepare_data(config, tokenizer)
 
-    patterns = pruned_param_patterns(load_recipe(QUANTIZATION_RECIPE))
-    masks_before = zero_masks(model, patterns)
     recipe_path = derive_recipe(
         QUANTIZATION_RECIPE, stage_dir / "recipe.yaml", drop_layer_pruning=True, epoch_scale=preset.quantize_epoch_scale,
+        target=model,
         reason="encoder layers were dropped before pruning, so the LayerPruningModifier's layers do not exist"
                + (f"; smoke preset: epochs x{preset.quantize_epoch_scale}" if preset.quantize_epoch_scale else ""),
     )
+    patterns = pruned_param_patterns(load_recipe(recipe_path))
+    masks_before = zero_masks(model, patterns)
     quant_fields = find_modifiers(load_recipe(recipe_path), "QuantizationModifier")[0].fields
     freeze_epoch = quant_fields.get("disable_quantization_observer_epoch")
     on_epoch_end = ((lambda epoch, m: {"eval": evaluate_model(m, data, config, f"quantize epoch {epoch}")})
@@ -678,8 +686,17 @@ def run_export(
     quantized = (stage_model / QAT_STATE_FILE).is_file()
     model = load_qa_model(stage_model).eval()
     tokenizer = load_tokenizer(stage_model)
-    patterns = pruned_param_patterns(load_recipe(COMPRESSION_RECIPE))
-    target = pruning_target(load_recipe(COMPRESSION_RECIPE))
+    family = family_of(model)
+    # The pruning recipe as it ran (derived for the model's family; magnitude or OBS scores).
+    prune_recipe_path = config.out_dir / "prune" / "recipe.yaml"
+    if not prune_recipe_path.is_file():
+        prune_recipe_path = derive_recipe(COMPRESSION_RECIPE, config.out_dir / "export" / "prune_recipe.yaml",
+                                          target=model, reason="the pruning recipe for the exported model's family")
+    prune_recipe = load_recipe(prune_recipe_path)
+    patterns = pruned_param_patterns(prune_recipe)
+    target = pruning_target(prune_recipe)
+    scoring = ("oBERT (OBSPruningModifier)" if find_modifiers(prune_recipe, "OBSPruningModifier")
+               else "magnitude (GlobalMagnitudePruningModifier)")
     report_sparsity = sparsity_report(model, match_params(model, patterns))
     pipeline = read_pipeline(config.out_dir)
     out_dir = Path(model_dir or config.out_dir / "model")
@@ -697,8 +714,10 @@ def run_export(
         layers = prune_report.get("model", {})
         steps.append(f"layer dropping: kept encoder layers 0..{num_layers - 1} of {layers.get('layers_original', '?')} "
                      f"({layers.get('keep_reason', 'recipe')})")
-        steps.append(f"gradual oBERT pruning with distillation ({COMPRESSION_RECIPE}, {pipeline['steps']['prune']['steps']} "
-                     f"steps): {100 * report_sparsity['global_sparsity']:.2f}% 4-block sparsity")
+        steps.append(f"gradual {scoring.split(' ')[0]} pruning with distillation ({COMPRESSION_RECIPE}"
+                     f"{'' if family == RECIPE_FAMILY else f', derived for {family.name}'}, "
+                     f"{pipeline['steps']['prune']['steps']} steps): {100 * report_sparsity['global_sparsity']:.2f}% "
+                     "4-block sparsity")
     if quantized and "quantize" in pipeline["steps"]:
         steps.append(f"INT8 quantization-aware training with distillation, masks held ({QUANTIZATION_RECIPE}, "
                      f"{pipeline['steps']['quantize']['steps']} steps)")
@@ -706,7 +725,8 @@ def run_export(
     warning = " ".join(notes) if notes else None
     manifest = {
         "name": out_dir.name,
-        "description": f"oBERT-MobileBERT ({config.preset.name} preset): {num_layers} encoder layers, "
+        "description": f"{scoring.split(' ')[0]}-pruned {family.name} ({config.preset.name} preset): {num_layers} "
+                       "encoder layers, "
                        f"{100 * report_sparsity['global_sparsity']:.1f}% 4-block sparse, {'INT8' if quantized else 'FP32'}"
                        + (f". {warning}" if warning else ""),
         "trained": True,
@@ -719,7 +739,7 @@ def run_export(
         "sparsity_details": {
             "target": target.final_sparsity, "achieved": report_sparsity["global_sparsity"],
             "block_sparsity": report_sparsity["block_sparsity"], "block4_aligned": report_sparsity["block4_aligned"],
-            "global_ranking": target.global_sparsity, "scoring": "oBERT (OBSPruningModifier)",
+            "global_ranking": target.global_sparsity, "scoring": scoring,
             "num_weights": report_sparsity["total_weights"], "param_patterns": patterns,
             "params": [*report_sparsity["params"]],
         },

@@ -64,6 +64,7 @@ class PipelinePreset:
     eval_every_epoch: bool = False
     trim_padding: bool = False
     teacher_finetune: TeacherFinetune | None = None
+    checkpoint_interval_s: float | None = None  # also checkpoint mid-epoch this often (long CPU epochs)
     expected: dict[str, str] = field(default_factory=dict)
 
 

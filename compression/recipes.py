@@ -28,6 +28,7 @@ COMPRESSION_RECIPE = "obert_mobilebert_compression_recipe.yaml"
 QUANTIZATION_RECIPE = "obert_mobilebert_quantization_recipe.yaml"
 
 Recipe = dict[str, Any]  # top-level YAML mapping; modifier groups hold lists of RecipeModifier
+GRADUAL_PRUNING_TAGS = ("OBSPruningModifier", "GlobalMagnitudePruningModifier")
 
 # Epoch-valued fields scaled by derive_recipe(epoch_scale=...); -1 means "unset" in sparseml and stays.
 _EPOCH_FIELDS = re.compile(r"(^|_)epochs?$|^update_frequency$")
@@ -107,8 +108,8 @@ def find_modifiers(recipe: Recipe, tag: str) -> list[RecipeModifier]:
 
 
 def _pruning_modifier(recipe: Recipe) -> RecipeModifier:
-    """The modifier that defines which parameters are sparse: OBS pruning, else constant pruning."""
-    for tag in ("OBSPruningModifier", "ConstantPruningModifier"):
+    """The modifier that defines which parameters are sparse: OBS (or magnitude) pruning, else constant pruning."""
+    for tag in (*GRADUAL_PRUNING_TAGS, "ConstantPruningModifier"):
         found = find_modifiers(recipe, tag)
         if len(found) > 1:
             raise RecipeError(f"recipe has {len(found)} {tag} entries; expected one")
@@ -136,11 +137,14 @@ class PruningTarget:
 
 
 def pruning_target(recipe: Recipe) -> PruningTarget:
-    """Final sparsity, mask type and global/per-layer ranking of the recipe's OBSPruningModifier."""
-    found = find_modifiers(recipe, "OBSPruningModifier")
+    """Final sparsity, mask type and global/per-layer ranking of the recipe's gradual pruning modifier."""
+    found = [m for tag in GRADUAL_PRUNING_TAGS for m in find_modifiers(recipe, tag)]
     if len(found) != 1:
-        raise RecipeError(f"expected exactly one OBSPruningModifier in the recipe, found {len(found)}")
+        raise RecipeError(f"expected exactly one gradual pruning modifier ({' or '.join(GRADUAL_PRUNING_TAGS)}) in "
+                          f"the recipe, found {len(found)}")
     fields = found[0].fields
+    if found[0].tag == "GlobalMagnitudePruningModifier":  # global by definition
+        fields = {**fields, "global_sparsity": True}
     try:
         return PruningTarget(
             final_sparsity=float(fields["final_sparsity"]),
@@ -219,6 +223,75 @@ def match_params(model: torch.nn.Module, patterns: list[str]) -> list[str]:
     return matched
 
 
+# Fields a GlobalMagnitudePruningModifier shares with the OBSPruningModifier it replaces; the rest (num_grads,
+# damp, fisher_block_size, grad_sampler_kwargs, global_sparsity) are OBS-only.
+SHARED_PRUNING_FIELDS = ("params", "init_sparsity", "final_sparsity", "start_epoch", "end_epoch",
+                         "update_frequency", "inter_func", "mask_type")
+PRUNING_METHODS = ("obs", "magnitude")
+
+
+def swap_obs_for_magnitude(recipe: Recipe) -> str:
+    """Replace the recipe's OBSPruningModifier by a GlobalMagnitudePruningModifier with the same parameters,
+    mask, sparsities and schedule (in place); returns what was changed, for the derived recipe's header."""
+    replaced = 0
+    for entries in recipe.values():
+        if not isinstance(entries, list):
+            continue
+        for index, modifier in enumerate(entries):
+            if isinstance(modifier, RecipeModifier) and modifier.tag == "OBSPruningModifier":
+                fields = {k: modifier.fields[k] for k in SHARED_PRUNING_FIELDS if k in modifier.fields}
+                entries[index] = RecipeModifier("GlobalMagnitudePruningModifier", fields)
+                replaced += 1
+    if replaced != 1:
+        raise RecipeError(f"expected one OBSPruningModifier to replace by magnitude pruning, found {replaced}")
+    return ("replaced OBSPruningModifier by GlobalMagnitudePruningModifier (same params, mask, sparsities and "
+            "schedule; magnitude scores instead of second-order ones)")
+
+
+def translate_for_family(recipe: Recipe, target: torch.nn.Module) -> list[str]:
+    """Rewrite a recipe written for MobileBERT for ``target``'s family (in place); returns the changes.
+
+    Parameter and module names get the family's base-model prefix; parameter patterns that match nothing
+    in ``target`` (MobileBERT's bottleneck and stacked-FFN weights in a BERT) are dropped; the
+    LayerPruningModifier is removed when the family does not drop layers."""
+    from compression.families import RECIPE_FAMILY, family_of, translate_name
+
+    family = family_of(target)
+    if family == RECIPE_FAMILY:
+        return []
+    changes = [f"renamed {RECIPE_FAMILY.base_prefix}.* to {family.base_prefix}.* in every params/submodules list "
+               f"(the recipe is written for {RECIPE_FAMILY.name}, the model is a {family.name})"]
+    names = [canonical_param_name(name) for name, _ in target.named_parameters()]
+    for group, entries in list(recipe.items()):
+        if not isinstance(entries, list):
+            continue
+        kept_entries = []
+        for entry in entries:
+            if isinstance(entry, RecipeModifier) and entry.tag == "LayerPruningModifier" and not family.drops_layers:
+                changes.append(f"removed LayerPruningModifier from {group}: layer dropping is {RECIPE_FAMILY.name}'s "
+                               f"(first 14 of 24 layers) and is not applied to a {family.name} model")
+                continue
+            kept_entries.append(entry)
+            if not isinstance(entry, RecipeModifier):
+                continue
+            for key in ("params", "submodules"):
+                value = entry.fields.get(key)
+                if isinstance(value, list):
+                    entry.fields[key] = [translate_name(str(name), family) for name in value]
+            params = entry.fields.get("params")
+            if isinstance(params, list):
+                present = [p for p in params if any(name_matches(n, [p]) for n in names)]
+                absent = [p for p in params if p not in present]
+                if not present:
+                    raise RecipeError(f"{entry.tag}.params: none of {params} names a parameter of the {family.name} model")
+                if absent:
+                    entry.fields["params"] = present
+                    changes.append(f"{entry.tag}: dropped {len(absent)} pattern(s) naming {RECIPE_FAMILY.name}-only "
+                                   f"modules: {', '.join(absent)}")
+        recipe[group] = kept_entries
+    return changes
+
+
 def derive_recipe(
     source: str | Path | Recipe,
     out_path: Path,
@@ -227,6 +300,8 @@ def derive_recipe(
     epoch_scale: float | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     reason: str = "",
+    target: torch.nn.Module | None = None,
+    pruning_method: str = "obs",
 ) -> Path:
     """Write a runtime variant of a recipe to ``out_path`` and return that path.
 
@@ -241,7 +316,13 @@ def derive_recipe(
 
     ``overrides`` maps a modifier tag to fields to set on every modifier with that tag (e.g.
     ``{"OBSPruningModifier": {"num_grads": 16}}`` for a smoke run); a tag the recipe lacks is an error.
+
+    ``target``: the model the recipe will run on; a model of another family than MobileBERT gets the
+    recipe translated for it (:func:`translate_for_family`). ``pruning_method`` ``"magnitude"`` swaps the
+    OBS pruning for magnitude pruning with everything else equal (:func:`swap_obs_for_magnitude`).
     """
+    if pruning_method not in PRUNING_METHODS:
+        raise RecipeError(f"pruning method {pruning_method!r}: expected one of {', '.join(PRUNING_METHODS)}")
     if isinstance(source, (str, Path)):
         path = recipe_path(source)
         origin = path.name if path.parent == RECIPE_DIR else str(path)  # packaged: the name says it all
@@ -249,7 +330,7 @@ def derive_recipe(
     else:
         origin = "an in-memory recipe"
         recipe = copy.deepcopy(source)
-    changes: list[str] = []
+    changes: list[str] = translate_for_family(recipe, target) if target is not None else []
 
     if drop_layer_pruning:
         for group, entries in list(recipe.items()):
@@ -275,6 +356,9 @@ def derive_recipe(
         for modifier in targets:
             modifier.fields.update(fields)
         changes.append(f"set {', '.join(f'{k}={v}' for k, v in fields.items())} on {tag}")
+
+    if pruning_method == "magnitude":
+        changes.append(swap_obs_for_magnitude(recipe))
 
     header = "\n".join(
         [f"Derived from {origin}", *(f"- {change}" for change in changes or ["unchanged"])]

@@ -16,6 +16,7 @@ import torch
 
 from compression.recipes import canonical_param_name, match_params
 from compression.schedule import PruningSchedule, lr_schedule
+from compression.families import encoder_layers
 
 LR_RELATIVE_TOLERANCE = 1e-6  # the LR is set by formula: actual and expected agree to rounding
 SPARSITY_TOLERANCE = 0.005  # +-0.5 percentage points (the acceptance bound)
@@ -39,7 +40,7 @@ def check(passed: bool, **details: Any) -> dict[str, Any]:
 
 
 def layer_check(model: torch.nn.Module, expected: int) -> dict[str, Any]:
-    found = len(model.mobilebert.encoder.layer)
+    found = len(encoder_layers(model))
     return check(found == expected == model.config.num_hidden_layers, expected=expected, found=found,
                  config_num_hidden_layers=model.config.num_hidden_layers)
 

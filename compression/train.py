@@ -69,6 +69,9 @@ class TrainSettings:
     trim_padding: bool = False  # CPU speed-up: cut each batch to its longest sequence (not in the published run)
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
     progress: bool = True
+    # Also checkpoint mid-epoch at least this often (long CPU epochs outlast a working session); None: epoch
+    # ends only. A resumed run continues bit-exactly from any step.
+    checkpoint_interval_s: float | None = None
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "optimizer": "AdamW (torch)", "adam_betas": list(self.adam_betas)}
@@ -395,6 +398,7 @@ def train_with_recipe(
             "grad_sampler_rounds": grad_source.rounds, "rng": _rng_state(), "recipe": str(recipe_path),
         })
 
+    last_checkpoint = time.monotonic()
     log_file = log_path.open("a")
     bar = tqdm(total=total_steps, initial=start_step, desc=description, unit="step", disable=not settings.progress,
                dynamic_ncols=True)
@@ -445,8 +449,14 @@ def train_with_recipe(
                 bar.update()
                 bar.set_postfix({k: _short(record[k]) for k in ("loss", "distill_loss", "lr", "sparsity")
                                  if record.get(k) is not None}, refresh=False)
+                if (settings.checkpoint_interval_s is not None and step % spe and step != end_step
+                        and time.monotonic() - last_checkpoint > settings.checkpoint_interval_s):
+                    log_file.flush()
+                    checkpoint(step)
+                    last_checkpoint = time.monotonic()
                 if step % spe == 0 or step == end_step:
                     log_file.flush()
+                    last_checkpoint = time.monotonic()
                     entry: dict[str, Any] = {"step": step, "epoch": round(step / spe, 6)}
                     if step % spe == 0 and on_epoch_end is not None:
                         entry.update(on_epoch_end(step // spe, model) or {})

@@ -78,6 +78,9 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
                         help="length bucketing: sequence lengths to build engines for; each batch runs at the "
                         f"smallest that holds its longest window (default {','.join(map(str, DEFAULT_BUCKETS))}; "
                         f"with --quick {','.join(map(str, QUICK.buckets))}; the window length is always one)")
+    engine.add_argument("--fast-vnni-emulation", action="store_true",
+                        help="DeepSparse on CPUs without AVX-512 VNNI: NM_FAST_VNNI_EMULATION, a faster INT8 emulation "
+                        "that changes the numerics slightly (see README, real-accuracy experiment; off by default)")
     engine.add_argument("--no-bucketing", action="store_true",
                         help="run every window padded to the full 384 tokens, like the MLPerf reference (closed-"
                         "division style)")

@@ -61,6 +61,7 @@ class EngineSettings:
     workers: int | None = None  # None: one SUT worker per engine stream
     batch_timeout_ms: float = 10.0
     buckets: tuple[int, ...] | None = DEFAULT_BUCKETS  # length bucketing; None: every window runs at full length
+    fast_vnni_emulation: bool = False
 
     @classmethod
     def from_args(cls, args) -> EngineSettings:
@@ -71,6 +72,7 @@ class EngineSettings:
             buckets=None if args.no_bucketing else (
                 parse_buckets(args.buckets) if args.buckets is not None
                 else QUICK.buckets if getattr(args, "quick", False) else DEFAULT_BUCKETS),
+            fast_vnni_emulation=args.fast_vnni_emulation,
         )
 
     def streams(self, scenario: str) -> int | None:
@@ -90,6 +92,7 @@ class EngineSettings:
             num_streams=streams,
             scheduler=self.scheduler or default_scheduler(streams),
             intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads,
+            fast_vnni_emulation=self.fast_vnni_emulation,
         )
 
     def sut_options(self, scenario: str) -> SutOptions:

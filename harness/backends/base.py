@@ -27,6 +27,8 @@ class BackendOptions:
     intra_op_threads: int = 0  # ONNX Runtime: 0 = ORT default (all cores)
     inter_op_threads: int = 0  # ONNX Runtime: 0 = ORT default
     sequence_buckets: tuple[int, ...] | None = None  # length bucketing (harness.bucketing); None = off
+    # DeepSparse without VNNI: faster INT8 emulation "at the expense of accuracy" (NM_FAST_VNNI_EMULATION)
+    fast_vnni_emulation: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from harness.backends.base import Backend, BackendOptions
 from harness.errors import ConfigError, ModelError
 from harness.models import ModelInfo
+
+
+FAST_VNNI_ENV = "NM_FAST_VNNI_EMULATION"
 
 
 class DeepSparseBackend(Backend):
@@ -24,6 +29,9 @@ class DeepSparseBackend(Backend):
                 f"--scheduler {options.scheduler!r}: DeepSparse knows {', '.join(Scheduler.__members__)}"
             ) from None
         self._version = deepsparse.__version__
+        if options.fast_vnni_emulation:
+            # read by the engine when it compiles (checked: set after import, it still takes effect)
+            os.environ[FAST_VNNI_ENV] = "1"
         try:
             self.engine = deepsparse.compile_model(
                 str(model.onnx_path),
@@ -55,6 +63,7 @@ class DeepSparseBackend(Backend):
             "scheduler": str(engine.scheduler).split(".")[-1],
             "cpu_avx_type": engine.cpu_avx_type,
             "cpu_vnni": engine.cpu_vnni,
+            "fast_vnni_emulation": os.environ.get(FAST_VNNI_ENV, "0") not in ("", "0"),
             "fraction_of_supported_ops": round(float(engine.fraction_of_supported_ops), 4),
         }
 

