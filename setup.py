@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "psutil==7.2.2",
     "PyYAML==6.0.4",
     "requests==2.34.2",
+    "ray==2.60.0",  # --cluster ray: engines on the nodes of a Ray cluster (harness/backends/ray_pool.py)
 ]
 
 setup(

@@ -78,6 +78,16 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
                         help="length bucketing: sequence lengths to build engines for; each batch runs at the "
                         f"smallest that holds its longest window (default {','.join(map(str, DEFAULT_BUCKETS))}; "
                         f"with --quick {','.join(map(str, QUICK.buckets))}; the window length is always one)")
+    engine.add_argument("--cluster", default="local", choices=["local", "ray"],
+                        help="local: the engines run in this process (default); ray: one engine per Ray actor on the "
+                        "nodes of a Ray cluster, LoadGen and the scheduling stay here (README, Scaling out)")
+    engine.add_argument("--ray-address", default=None,
+                        help="--cluster ray: 'auto' joins the cluster started with `ray start` on this machine, HOST:PORT "
+                        "a remote head; without it Ray is started on this machine")
+    engine.add_argument("--ray-workers", type=int, default=None,
+                        help="--cluster ray: engine actors (default: one per node, with all its CPUs)")
+    engine.add_argument("--ray-cpus-per-worker", type=int, default=None,
+                        help="--cluster ray: CPUs (engine cores) per actor (default: the node's CPUs / its actors)")
     engine.add_argument("--fast-vnni-emulation", action="store_true",
                         help="DeepSparse on CPUs without AVX-512 VNNI: NM_FAST_VNNI_EMULATION, a faster INT8 emulation "
                         "that changes the numerics slightly (see README, real-accuracy experiment; off by default)")

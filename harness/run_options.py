@@ -62,6 +62,10 @@ class EngineSettings:
     batch_timeout_ms: float = 10.0
     buckets: tuple[int, ...] | None = DEFAULT_BUCKETS  # length bucketing; None: every window runs at full length
     fast_vnni_emulation: bool = False
+    cluster: str = "local"
+    ray_address: str | None = None
+    ray_workers: int | None = None
+    ray_cpus_per_worker: int | None = None
 
     @classmethod
     def from_args(cls, args) -> EngineSettings:
@@ -72,7 +76,8 @@ class EngineSettings:
             buckets=None if args.no_bucketing else (
                 parse_buckets(args.buckets) if args.buckets is not None
                 else QUICK.buckets if getattr(args, "quick", False) else DEFAULT_BUCKETS),
-            fast_vnni_emulation=args.fast_vnni_emulation,
+            fast_vnni_emulation=args.fast_vnni_emulation, cluster=args.cluster, ray_address=args.ray_address,
+            ray_workers=args.ray_workers, ray_cpus_per_worker=args.ray_cpus_per_worker,
         )
 
     def streams(self, scenario: str) -> int | None:
@@ -92,9 +97,15 @@ class EngineSettings:
             num_streams=streams,
             scheduler=self.scheduler or default_scheduler(streams),
             intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads,
-            fast_vnni_emulation=self.fast_vnni_emulation,
+            fast_vnni_emulation=self.fast_vnni_emulation, cluster=self.cluster, ray_address=self.ray_address,
+            ray_workers=self.ray_workers, ray_cpus_per_worker=self.ray_cpus_per_worker,
         )
 
     def sut_options(self, scenario: str) -> SutOptions:
-        workers = (self.streams(scenario) or 1) if self.workers is None else self.workers
+        if self.workers is not None:
+            workers = self.workers
+        elif self.cluster == "ray":
+            workers = None  # as many as the Ray pool takes at once, known once its actors exist
+        else:
+            workers = self.streams(scenario) or 1
         return SutOptions(num_workers=workers, batch_timeout_ms=self.batch_timeout_ms)

@@ -16,7 +16,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +117,8 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
         backend = create_backend(r.backend, r.model, r.backend_options, progress=r.progress)
     if r.backend_wrapper is not None:
         backend = r.backend_wrapper(backend)
+    if r.sut_options.num_workers is None:  # as many SUT workers as the backend runs batches at once
+        r = replace(r, sut_options=replace(r.sut_options, num_workers=backend.parallelism))
     warmup_batches = warm_up(backend, r.features)
 
     run_dir = create_run_dir(r.runs_root, r.backend, r.scenario, r.mode)
@@ -189,6 +191,10 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
     record["engine_busy_s"] = round(sut.engine_busy_s, 3)
     record["samples_completed"] = sut.completed  # a compliant Offline run repeats features
     record["machine_load"] = load.as_dict()
+    record["backend"] = backend.describe()  # again: a Ray pool records lost workers and its round trips
+    if record["backend"].get("degraded"):
+        record["notes"].append("DEGRADED: Ray workers were lost during the run and their batches ran again on the "
+                               f"others: {'; '.join(e['error'] for e in record['backend'].get('events', []))}")
     if load.warning:
         record["notes"].append(load.warning)
         log.warning("%s", load.warning)
@@ -451,6 +457,8 @@ def summary_line(record: dict) -> str:
         parts.append(f"FAULT {record['fault']['error']}")
     if record.get("interrupted"):
         parts.append(record["interrupted"].upper())
+    if record["backend"].get("degraded"):
+        parts.append(f"DEGRADED ({len(record['backend'].get('events', []))} Ray worker(s) lost)")
     if (record.get("machine_load") or {}).get("warning"):
         parts.append(f"MACHINE NOT IDLE ({record['machine_load']['other_cores_mean']:.2f} cores used by others)")
 

@@ -41,11 +41,11 @@ SCENARIOS = ("Offline", "Server", "SingleStream")
 
 @dataclass(frozen=True)
 class SutOptions:
-    num_workers: int = 1  # threads feeding the backend; match the engine's stream count
+    num_workers: int | None = 1  # threads feeding the backend; None: the backend's parallelism
     batch_timeout_ms: float = 10.0  # Server: longest wait to fill a batch after the oldest sample
 
     def __post_init__(self) -> None:
-        if self.num_workers < 1:
+        if self.num_workers is not None and self.num_workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.num_workers}")
         if self.batch_timeout_ms < 0:
             raise ConfigError(f"--batch-timeout-ms must be >= 0, got {self.batch_timeout_ms}")

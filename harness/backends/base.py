@@ -16,6 +16,9 @@ from harness.errors import ConfigError
 from harness.models import ModelInfo
 
 
+CLUSTERS = ("local", "ray")
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     """Engine settings; each backend reads the ones that apply to it (see ``describe()``)."""
@@ -29,6 +32,10 @@ class BackendOptions:
     sequence_buckets: tuple[int, ...] | None = None  # length bucketing (harness.bucketing); None = off
     # DeepSparse without VNNI: faster INT8 emulation "at the expense of accuracy" (NM_FAST_VNNI_EMULATION)
     fast_vnni_emulation: bool = False
+    cluster: str = "local"  # "local": engines in this process; "ray": one engine per Ray actor (ray_pool)
+    ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
+    ray_workers: int | None = None  # actors (None: one per node)
+    ray_cpus_per_worker: int | None = None  # None: the node's CPUs shared by its actors
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -37,6 +44,12 @@ class BackendOptions:
             raise ConfigError(f"--num-streams must be >= 1, got {self.num_streams}")
         if self.num_cores is not None and self.num_cores < 1:
             raise ConfigError(f"--num-cores must be >= 1, got {self.num_cores}")
+        if self.cluster not in CLUSTERS:
+            raise ConfigError(f"--cluster {self.cluster!r}: expected one of {', '.join(CLUSTERS)}")
+        for name in ("ray_workers", "ray_cpus_per_worker"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if self.sequence_buckets is not None:
             from harness.bucketing import validate_buckets
 
@@ -66,6 +79,11 @@ class Backend(ABC):
     def sequence_buckets(self) -> tuple[int, ...] | None:
         """The sequence lengths this backend has engines for (length bucketing), or None: one length."""
         return None
+
+    @property
+    def parallelism(self) -> int:
+        """How many ``predict`` calls can usefully run at once (the SUT's default worker count)."""
+        return self.options.num_streams or 1
 
     @property
     def pads_batches(self) -> bool:

@@ -148,13 +148,34 @@ def slugify(text: str) -> str:
     return slug or "system"
 
 
+def cluster_facts(cluster: dict) -> dict[str, str]:
+    """System fields of a run on a Ray cluster: the nodes that computed (the Ray workers), not the driver."""
+    nodes = cluster.get("nodes") or []
+    models = sorted({str(node.get("cpu_model")) for node in nodes})
+    cpus = sorted({int(node["node_cpus"]) for node in nodes if node.get("node_cpus")})
+    per_node = "; ".join(f"{node.get('hostname')}: {node.get('workers')} worker(s), {node.get('node_cpus')} logical CPUs"
+                         for node in nodes)
+    return {
+        "number_of_nodes": str(cluster.get("number_of_nodes") or len(nodes)),
+        "host_processor_model_name": " / ".join(models),
+        "host_processor_core_count": " / ".join(map(str, cpus)),
+        "hw_notes": (f"Ray {cluster.get('ray_version')} cluster of {len(nodes)} node(s) ({per_node}); "
+                     f"{cluster.get('workers')} engine worker(s) with {cluster.get('cpus_per_worker')} CPUs each; "
+                     "LoadGen and the scheduling ran on a separate driver; core counts are logical CPUs per node"),
+    }
+
+
 def build_system_description(
     template: dict, *, division: str, submitter: str | None, backend: str, extra_sw_notes: list[str] | None = None,
+    cluster: dict | None = None,
 ) -> dict:
-    """The full system JSON: detected values, overridden by the template, plus division/submitter."""
+    """The full system JSON: detected values (of the Ray workers' nodes when ``cluster`` is given), overridden by
+    the template, plus division/submitter."""
     if division not in rules.DIVISIONS:
         raise ConfigError(f"--division {division!r}: expected one of {', '.join(rules.DIVISIONS)}")
     description = detect_system(backend)
+    if cluster:
+        description.update(cluster_facts(cluster))
     description.update({k: v for k, v in template.items() if v is not None and k not in TEMPLATE_ONLY_KEYS})
     description["division"] = division
     if submitter:

@@ -174,8 +174,10 @@ def make_submission(
                  "PASS" if result.accuracy.passed else "FAIL", "PASS" if result.performance.passed else "FAIL")
 
     notes, scenario_notes = _notes(ctx, records, test01, allow, no_compliance)
+    cluster = next((r["performance"]["backend"].get("cluster") for r in records.values()
+                    if r["performance"]["backend"].get("cluster")), None)
     description = build_system_description(
-        template, division=division, submitter=submitter, backend=ctx.engine.backend,
+        template, division=division, submitter=submitter, backend=ctx.engine.backend, cluster=cluster,
         extra_sw_notes=[n for n in notes if n.startswith("NOT COMPLIANT") or "UNTRAINED" in n or n == NO_COMPLIANCE_NOTE]
         + _accepted_notes(records, test01, allow),
     )

@@ -1,0 +1,310 @@
+"""Inference engines on the nodes of a Ray cluster, behind the one backend interface.
+
+LoadGen, the QSL and the scenario's scheduling stay in the driver process; each Ray actor holds its own
+compiled engine (length-bucketed like a local one) on one node. The SUT's worker threads call
+:meth:`RayPoolBackend.predict` as they call any backend; each call goes to the least-loaded live actor and
+blocks until its logits are back, so the SUT's own scheduling (Offline batches, Server dynamic batching)
+is unchanged and the number of batches in flight is bounded by the SUT's workers (``parallelism``: actors
+x ``in_flight`` per actor). Every result returns to the call that sent it, so responses always reach
+LoadGen under the ids of the samples they belong to (the MLPerf reference's Ray SUT pairs results with
+queries in completion order instead).
+
+Data movement: the model is put into Ray's object store once and every actor writes it to a local file;
+a request carries only the batch's compact windows (int32 ids, uint8 masks and segments), cut to the bucket
+length that holds them; a response carries the start/end logits of those positions.
+
+Faults: a call to a dead actor (its process or its node died), or one that does not answer within
+``call_timeout_s``, marks that actor lost, records the event and runs the same batch again on a surviving
+actor (engines are deterministic, so re-running is safe). The pool is then ``degraded`` (run.json and the
+summary say so). With no actor left, ``predict`` raises and the SUT's fault path ends the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from harness.backends.base import Backend, BackendOptions
+from harness.errors import ConfigError, ModelError
+from harness.models import ModelInfo
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 120.0  # a batch of 8 x 384 tokens takes ~0.5 s on one core; anything near this is a dead node
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class EngineWorker:
+    """The actor body (made a Ray actor class at run time: importing this module does not need Ray)."""
+
+    def __init__(self, backend: str, model_bytes, manifest: dict, options: dict, wrapper=None) -> None:
+        from harness.backends import create_backend
+        from harness.models import inspect_onnx_model
+
+        self._dir = tempfile.mkdtemp(prefix="obert-ray-model-")
+        path = Path(self._dir) / "model.onnx"
+        path.write_bytes(model_bytes)
+        model = inspect_onnx_model(path)
+        model.manifest = manifest
+        self.cpus = options.get("num_cores")
+        self.backend = create_backend(backend, model, BackendOptions(**options))
+        if wrapper is not None:  # tests: a slow or failing engine on this worker only
+            self.backend = wrapper(self.backend)
+
+    def info(self) -> dict:
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": platform.node(), "pid": os.getpid(),
+                "cpu_model": _cpu_model(), "node_cpus": os.cpu_count(), "cpus": self.cpus,
+                "engine": self.backend.describe()}
+
+    def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray):
+        started = time.perf_counter()
+        start, end = self.backend.predict(input_ids, attention_mask, token_type_ids)
+        return start, end, time.perf_counter() - started
+
+    def ping(self) -> bool:
+        return True
+
+
+class _Actor:
+    def __init__(self, handle, info: dict, capacity: int) -> None:
+        self.handle = handle
+        self.info = info
+        self.capacity = capacity  # batches it takes at once: one per engine stream, plus one waiting
+        self.in_flight = 0
+        self.alive = True
+
+
+class RayPoolBackend(Backend):
+    """One engine per Ray actor; see the module docstring."""
+
+    name = "ray"
+
+    def __init__(self, engine: str, model: ModelInfo, options: BackendOptions, *, progress: bool = False,
+                 worker_wrappers: list | None = None) -> None:
+        super().__init__(model, options)
+        import ray
+
+        self.engine_name = engine
+        self._ray = ray
+        self._started_ray = False
+        self._lock = threading.Condition()
+        self.events: list[dict] = []
+        self._round_trips_ms: list[float] = []
+        self._compute_ms: list[float] = []
+        self.call_timeout_s = CALL_TIMEOUT_S
+        self._connect(options.ray_address)
+        try:
+            self.actors = self._start_actors(engine, model, options, worker_wrappers or [], progress)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- cluster --------------------------------------------------------------------------------------
+    def _connect(self, address: str | None) -> None:
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        # Ray forks its workers; the tokenizers library (used to build the features) warns after every fork
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            # None starts a Ray instance on this machine; "auto" or HOST:PORT joins a running cluster
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+        except Exception as exc:
+            where = f"--ray-address {address}" if address else "a local Ray instance"
+            raise ConfigError(f"{where}: could not connect ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                              "start the head with `ray start --head` and the workers with `ray start --address=HEAD:6379`, "
+                              "or leave --ray-address out to start Ray on this machine") from None
+        self._started_ray = address is None
+
+    def _placement(self, options: BackendOptions) -> list[tuple[str, int]]:
+        """(node id, CPUs) per actor: by default one actor per node with all its CPUs; ``ray_workers`` actors
+        spread round-robin over the nodes; ``ray_cpus_per_worker`` CPUs each (default: the node's share)."""
+        nodes = [n for n in self._ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
+        if not nodes:
+            raise ConfigError("the Ray cluster has no live node with a CPU to run an engine on")
+        nodes.sort(key=lambda n: n["NodeID"])
+        count = options.ray_workers or len(nodes)
+        if count < 1:
+            raise ConfigError(f"--ray-workers must be >= 1, got {count}")
+        assignment = [nodes[i % len(nodes)] for i in range(count)]
+        placement = []
+        for node in assignment:
+            per_node = sum(1 for n in assignment if n["NodeID"] == node["NodeID"])
+            cpus = options.ray_cpus_per_worker or max(1, int(node["Resources"]["CPU"]) // per_node)
+            placement.append((node["NodeID"], cpus))
+        return placement
+
+    def _start_actors(self, engine: str, model: ModelInfo, options: BackendOptions, wrappers: list,
+                      progress: bool) -> list[_Actor]:
+        ray = self._ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        model_ref = ray.put(model.onnx_path.read_bytes())  # once into the object store; each node fetches it once
+        actor_class = ray.remote(EngineWorker)
+        handles, capacities = [], []
+        for index, (node_id, cpus) in enumerate(self._placement(options)):
+            # An actor's engine gets the actor's CPUs, and at most one stream per CPU.
+            streams = min(options.num_streams or 1, cpus)
+            engine_options = replace(options, cluster="local", ray_address=None, ray_workers=None,
+                                     ray_cpus_per_worker=None, num_cores=cpus, num_streams=streams if streams > 1 else None,
+                                     scheduler=options.scheduler if streams > 1 else "default")
+            # Each stream computes one batch; one more waits in the actor so the round trip is hidden.
+            capacities.append(streams + 1)
+            handles.append(actor_class.options(
+                num_cpus=cpus, max_concurrency=capacities[-1], max_restarts=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(engine, model_ref, model.manifest, asdict(engine_options),
+                     wrappers[index] if index < len(wrappers) else None))
+        from tqdm import tqdm
+
+        infos = []
+        bar = tqdm(handles, desc=f"starting {len(handles)} Ray workers ({engine} engines)", unit="worker",
+                   disable=not progress or None, leave=False)
+        for handle in bar:  # engines compile on their nodes in parallel; an error is the model's
+            try:
+                infos.append(ray.get(handle.info.remote()))
+            except ray.exceptions.RayActorError as exc:
+                cause = getattr(exc, "cause", None) or exc
+                raise ModelError(f"{model.onnx_path}: a Ray worker could not build its {engine} engine "
+                                 f"({str(cause).splitlines()[-1][:300]})") from None
+        return [_Actor(handle, info, capacity) for handle, info, capacity in zip(handles, infos, capacities)]
+
+    # -- the backend interface --------------------------------------------------------------------------
+    @property
+    def sequence_buckets(self) -> tuple[int, ...] | None:
+        return self.options.sequence_buckets
+
+    @property
+    def parallelism(self) -> int:
+        return sum(actor.capacity for actor in self.actors)
+
+    def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        n = input_ids.shape[0]
+        if n == 0 or n > self.batch_size:
+            raise ValueError(f"batch of {n} samples; the backend takes 1..{self.batch_size}")
+        length = self._request_length(attention_mask)
+        payload = (np.ascontiguousarray(input_ids[:, :length], dtype=np.int32),
+                   np.ascontiguousarray(attention_mask[:, :length], dtype=np.uint8),
+                   np.ascontiguousarray(token_type_ids[:, :length], dtype=np.uint8))
+        while True:
+            actor = self._acquire()
+            sent = time.perf_counter()
+            try:
+                start, end, compute_s = self._ray.get(actor.handle.predict.remote(*payload),
+                                                      timeout=self.call_timeout_s)
+            except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError) as exc:
+                self._lose(actor, exc)
+                continue  # the same batch again, on a surviving actor
+            finally:
+                self._release(actor)
+            with self._lock:
+                self._round_trips_ms.append(1000 * (time.perf_counter() - sent))
+                self._compute_ms.append(1000 * compute_s)
+            return start, end
+
+    def _request_length(self, attention_mask: np.ndarray) -> int:
+        """The bucket length that holds the batch (its windows are cut to it before they travel)."""
+        used = np.flatnonzero(attention_mask.any(axis=0))
+        needed = int(used[-1]) + 1 if used.size else 1
+        buckets = self.options.sequence_buckets or (attention_mask.shape[1],)
+        return next((b for b in buckets if b >= needed), attention_mask.shape[1])
+
+    def _acquire(self) -> _Actor:
+        with self._lock:
+            alive = [a for a in self.actors if a.alive]
+            if not alive:
+                raise RuntimeError("every Ray worker of the pool is lost: " +
+                                   "; ".join(e["error"] for e in self.events[-3:]))
+            actor = min(alive, key=lambda a: a.in_flight / a.capacity)
+            actor.in_flight += 1
+            return actor
+
+    def _release(self, actor: _Actor) -> None:
+        with self._lock:
+            actor.in_flight -= 1
+
+    def _lose(self, actor: _Actor, exc: BaseException) -> None:
+        with self._lock:
+            if not actor.alive:
+                return
+            actor.alive = False
+            event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": "worker lost",
+                     "node_id": actor.info["node_id"], "hostname": actor.info["hostname"], "pid": actor.info["pid"],
+                     "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                     "workers_left": sum(1 for a in self.actors if a.alive)}
+            self.events.append(event)
+        log.warning("Ray worker on %s (pid %s) lost (%s); its batches run again on the %d left", event["hostname"],
+                    event["pid"], event["error"], event["workers_left"])
+
+    @property
+    def degraded(self) -> bool:
+        return any(not a.alive for a in self.actors)
+
+    def describe(self) -> dict:
+        import ray
+
+        with self._lock:
+            round_trips = np.asarray(self._round_trips_ms)
+            overhead = round_trips - np.asarray(self._compute_ms)
+        nodes: dict[str, dict] = {}
+        for actor in self.actors:
+            node = nodes.setdefault(actor.info["node_id"], {
+                "node_id": actor.info["node_id"], "hostname": actor.info["hostname"],
+                "cpu_model": actor.info["cpu_model"], "node_cpus": actor.info["node_cpus"], "workers": 0})
+            node["workers"] += 1
+        engine = self.actors[0].info["engine"] if self.actors else {}
+        return {
+            **engine,
+            "backend": f"{self.engine_name} on ray",
+            "engine": self.engine_name,
+            "cluster": {
+                "kind": "ray", "ray_version": ray.__version__, "address": self.options.ray_address or "local",
+                "number_of_nodes": len(nodes), "workers": len(self.actors),
+                "cpus_per_worker": sorted({a.info["cpus"] for a in self.actors}),
+                "in_flight_per_worker": sorted({a.capacity for a in self.actors}), "nodes": list(nodes.values()),
+            },
+            "sequence_buckets": list(self.options.sequence_buckets) if self.options.sequence_buckets else None,
+            "round_trip_ms": _percentiles(round_trips), "dispatch_overhead_ms": _percentiles(overhead),
+            "degraded": self.degraded,
+            "events": list(self.events),
+        }
+
+    def _run(self, feeds):  # pragma: no cover - predict() is overridden
+        raise NotImplementedError
+
+    def close(self) -> None:
+        ray = self._ray
+        for actor in getattr(self, "actors", []):
+            try:
+                ray.kill(actor.handle)
+            except Exception:  # a lost actor is already gone
+                pass
+        self.actors = []
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+
+
+def _percentiles(values: np.ndarray) -> dict | None:
+    if values.size == 0:
+        return None
+    return {"calls": int(values.size), **{f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}}

@@ -1,0 +1,224 @@
+"""Scale-out on Ray: a local multi-node cluster on loopback (a head without CPUs and worker nodes of one CPU
+each), one LoadGen driver, engines in Ray actors. One cluster per module; fault tests add their own nodes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from functools import partial
+
+import pytest
+
+from harness.backends import BackendOptions, create_backend
+from harness.backends.fault import FaultInjectingBackend, SlowBackend
+from harness.errors import BackendFault
+from harness.loadgen_logs import ACCURACY_LOG
+from harness.models import inspect_onnx_model
+from harness.rundir import INCOMPLETE_MARKER, RUN_JSON
+from harness.runner import RunRequest, execute_run
+from harness.scenarios import SutOptions
+from harness.settings import LoadGenOverrides
+from harness.sysinfo import REPO_ROOT
+from tests.onnx_fixtures import write_toy_qa_model
+
+ray = pytest.importorskip("ray")
+
+NODE_ARGS = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 * 2**20,
+                                                             "include_dashboard": False})
+    nodes = [cluster.add_node(**NODE_ARGS) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    cluster.worker_nodes_started = nodes
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def fresh_worker_nodes(cluster, count: int = 2) -> list:
+    """Replace every worker node by ``count`` new ones (fault tests kill theirs)."""
+    for node in list(cluster.worker_nodes):
+        cluster.remove_node(node)
+    nodes = [cluster.add_node(**NODE_ARGS) for _ in range(count)]
+    cluster.wait_for_nodes()
+    deadline = time.monotonic() + 30
+    while sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")) != count:
+        assert time.monotonic() < deadline, "the new Ray nodes did not register"
+        time.sleep(0.2)
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def sample(sample_features):
+    return sample_features[:2]
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    return inspect_onnx_model(write_toy_qa_model(tmp_path_factory.mktemp("toy") / "model.onnx"))
+
+
+def request(sample, model, tmp_path, **changes) -> RunRequest:
+    dataset, features = sample
+    fields = dict(
+        scenario="Offline", mode="accuracy", backend="onnxruntime", model=model, features=features, dataset=dataset,
+        backend_options=BackendOptions(batch_size=4, sequence_buckets=(128, 192, 384)),
+        sut_options=SutOptions(num_workers=None), mlperf_conf=REPO_ROOT / "mlperf.conf",
+        user_conf=REPO_ROOT / "user.conf", runs_root=tmp_path / "runs",
+        overrides=LoadGenOverrides(min_duration_ms=300, min_query_count=len(features), target_qps=500), progress=False,
+    )
+    fields.update(changes)
+    return RunRequest(**fields)
+
+
+def ray_options(options: BackendOptions, **changes) -> BackendOptions:
+    return replace(options, cluster="ray", **changes)
+
+
+def run_with(backend, req: RunRequest) -> dict:
+    try:
+        return execute_run(req, backend=backend)
+    finally:
+        backend.close()
+
+
+def accuracy_log(record: dict) -> list[dict]:
+    """The accuracy log's responses by qsl_idx (LoadGen's order of completion is not part of the result)."""
+    from pathlib import Path
+
+    entries = json.loads((Path(record["run_dir"]) / ACCURACY_LOG).read_text())
+    return sorted(({"qsl_idx": e["qsl_idx"], "data": e["data"]} for e in entries), key=lambda e: e["qsl_idx"])
+
+
+@pytest.fixture(scope="module")
+def local_accuracy(sample, toy_model, tmp_path_factory):
+    req = request(sample, toy_model, tmp_path_factory.mktemp("local"))
+    return run_with(create_backend("onnxruntime", toy_model, req.backend_options), req)
+
+
+def test_offline_accuracy_over_ray_is_byte_identical_to_local_even_out_of_order(cluster, sample, toy_model,
+                                                                                 local_accuracy, tmp_path):
+    """Two workers, one of them slow: batches finish in another order than they were sent, and every
+    response must still reach LoadGen under its own sample (the reference Ray SUT's ordering bug)."""
+    req = request(sample, toy_model, tmp_path)
+    from harness.backends.ray_pool import RayPoolBackend
+
+    pool = RayPoolBackend("onnxruntime", toy_model, ray_options(req.backend_options),
+                          worker_wrappers=[partial(SlowBackend, delay_s=0.05)])
+    sent, finished, lock = [], [], threading.Lock()
+    original = pool.predict
+
+    def tracking_predict(ids, mask, types):
+        with lock:
+            sent.append(len(sent))
+            mine = sent[-1]
+        result = original(ids, mask, types)
+        with lock:
+            finished.append(mine)
+        return result
+
+    pool.predict = tracking_predict
+    parallelism = pool.parallelism  # 2 workers x (1 stream + 1 batch waiting)
+    record = run_with(pool, req)
+    assert finished != sorted(finished)  # batches did complete out of order
+    assert accuracy_log(record) == accuracy_log(local_accuracy)
+    assert record["accuracy"] == local_accuracy["accuracy"]
+    cluster_info = record["backend"]["cluster"]
+    assert cluster_info["number_of_nodes"] == 2 and cluster_info["workers"] == 2
+    assert cluster_info["cpus_per_worker"] == [1] and cluster_info["ray_version"] == ray.__version__
+    assert record["backend"]["round_trip_ms"]["calls"] == record["batches_run"] + record["warmup_batches"]
+    assert record["settings"]["sut_options"]["num_workers"] == parallelism == 4
+    assert not record["backend"]["degraded"]
+
+
+def test_server_over_ray(cluster, sample, toy_model, tmp_path):
+    req = request(sample, toy_model, tmp_path, scenario="Server", mode="performance",
+                  backend_options=BackendOptions(batch_size=1, sequence_buckets=(128, 384)),
+                  overrides=LoadGenOverrides(min_duration_ms=1500, min_query_count=30, target_qps=40))
+    record = run_with(create_backend("onnxruntime", toy_model, ray_options(req.backend_options)), req)
+    assert record["status"] == "complete" and record["results"]["query_count"] >= 30
+    assert record["backend"]["dispatch_overhead_ms"]["p50"] >= 0  # the Ray round trip is measured
+
+
+def test_deepsparse_engines_in_ray_workers(cluster, sample, toy_model, tmp_path, local_accuracy):
+    req = request(sample, toy_model, tmp_path, backend="deepsparse")
+    record = run_with(create_backend("deepsparse", toy_model, ray_options(req.backend_options)), req)
+    assert record["backend"]["engine"] == "deepsparse" and record["backend"]["num_cores"] == 1
+    assert record["accuracy"]["f1"] == pytest.approx(local_accuracy["accuracy"]["f1"])
+
+
+def _kill_later(cluster, nodes, after_s: float) -> threading.Thread:
+    def kill():
+        time.sleep(after_s)
+        for node in nodes:
+            cluster.remove_node(node)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_worker_lost_mid_run_is_survived_and_the_run_marked_degraded(cluster, sample, toy_model, tmp_path,
+                                                                       local_accuracy):
+    nodes = fresh_worker_nodes(cluster)
+    req = request(sample, toy_model, tmp_path)
+    from harness.backends.ray_pool import RayPoolBackend
+
+    slow = [partial(SlowBackend, delay_s=0.3)] * 2  # a few seconds of work, so the kill lands mid-run
+    pool = RayPoolBackend("onnxruntime", toy_model, ray_options(req.backend_options), worker_wrappers=slow)
+    killer = _kill_later(cluster, nodes[:1], after_s=1.0)
+    record = run_with(pool, req)
+    killer.join()
+    assert record["status"] == "complete"
+    assert accuracy_log(record) == accuracy_log(local_accuracy)  # every query answered, re-runs identical
+    assert record["backend"]["degraded"] and record["backend"]["events"][0]["event"] == "worker lost"
+    assert "DEGRADED" in record["summary"] and any(n.startswith("DEGRADED") for n in record["notes"])
+
+
+def test_all_workers_lost_ends_with_the_fault_path_without_hanging(cluster, sample, toy_model, tmp_path):
+    nodes = fresh_worker_nodes(cluster)
+    req = request(sample, toy_model, tmp_path, mode="performance")
+    from harness.backends.ray_pool import RayPoolBackend
+
+    pool = RayPoolBackend("onnxruntime", toy_model, ray_options(req.backend_options),
+                          worker_wrappers=[partial(SlowBackend, delay_s=0.3)] * 2)
+    killer = _kill_later(cluster, nodes, after_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(BackendFault, match="every Ray worker of the pool is lost"):
+        run_with(pool, req)
+    killer.join()
+    assert time.monotonic() - started < 60
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert (run_dir / INCOMPLETE_MARKER).is_file()
+    assert json.loads((run_dir / RUN_JSON).read_text())["status"] == "failed"
+    fresh_worker_nodes(cluster)  # leave two nodes for whatever runs next
+
+
+def test_ray_options_are_checked():
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--cluster 'k8s'"):
+        BackendOptions(cluster="k8s")
+    with pytest.raises(ConfigError, match="--ray-workers must be >= 1"):
+        BackendOptions(cluster="ray", ray_workers=0)
+
+
+def test_a_submission_made_on_ray_describes_the_worker_nodes():
+    from harness.submission.system import build_system_description
+
+    cluster = {"ray_version": "2.60.0", "number_of_nodes": 2, "workers": 2, "cpus_per_worker": [16],
+               "nodes": [{"hostname": "a", "cpu_model": "Xeon 8480", "node_cpus": 16, "workers": 1},
+                         {"hostname": "b", "cpu_model": "Xeon 8480", "node_cpus": 16, "workers": 1}]}
+    description = build_system_description({"submitter": "Org"}, division="open", submitter=None, backend="deepsparse",
+                                           cluster=cluster)
+    assert description["number_of_nodes"] == "2"
+    assert description["host_processor_model_name"] == "Xeon 8480" and description["host_processor_core_count"] == "16"
+    assert "Ray 2.60.0 cluster of 2 node(s)" in description["hw_notes"]
