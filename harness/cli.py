@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-full", action="store_true", help="skip the Offline run over every feature")
     bench.add_argument("--sections", default="offline,peers,server,tune",
                        help="what to measure, of offline, peers, server, buckets (an engine at each length 96..384 "
-                       "and the expected speed of candidate bucket sets; ~7 min), tune (default: %(default)s)")
+                       "and the expected speed of candidate bucket sets; ~7 min), tune, ray (the headline job through a "
+                       "Ray pool of one-core workers on a loopback cluster, a Server sweep through it, and the projection "
+                       "to 1..64 nodes; ~20 min) (default: %(default)s)")
     bench.add_argument("--reuse", action="append", default=[],
                        help="an earlier suite directory (same --samples and data): its jobs of the sections not "
                        "measured now are reported again, so one section can be re-measured alone; repeat to "

@@ -198,3 +198,26 @@ def test_engine_overhead_is_wall_time_beyond_engine_time():
     pinned["settings"] = {"sut_options": {"num_workers": 1}, "overrides": {"min_query_count": 500, "max_query_count": 500}}
     assert engine_overhead_pct(pinned) == engine_overhead_pct(record)
     assert engine_overhead_pct({**pinned, "settings": {"overrides": {"min_query_count": 500}}}) is None
+
+
+def test_ray_section_compares_with_local_and_projects_to_many_nodes(sample, tmp_path):
+    pytest.importorskip("ray")
+    dataset, features, cache = sample
+    model = inspect_onnx_model(write_toy_qa_model(tmp_path / "toy" / "model.onnx"))
+    config = SuiteConfig(samples=24, offline_batch=4, server_batch=1, buckets=(96, 160, 384), full_offline=False,
+                         offline_streams=1, other_offline_configs=(), server_duration_ms=500, ray_server_fractions=(0.2,),
+                         service_profile_count=3, sections=("offline", "ray"))
+    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
+                  mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
+                  feature_cache_dir=cache, progress=False)
+    ray = suite.run()["summary"]["ray"]
+    assert ray["offline_local"] > 0 and ray["offline_ray"] > 0 and ray["ray_vs_local"] is not None
+    assert ray["workers"] == 2 and ray["cluster"]["number_of_nodes"] == 2 and ray["cluster"]["cpus_per_worker"] == [1]
+    assert ray["dispatch_overhead_ms"]["calls"] > 0
+    projection = {row["nodes"]: row for row in ray["projection"]}
+    assert sorted(projection) == [1, 2, 4, 8, 16, 32, 64]
+    assert projection[64]["offline_samples_per_s"] == pytest.approx(32 * ray["offline_ray"], rel=1e-3)
+    assert projection[64]["server_qps"] >= projection[1]["server_qps"] > 0  # more servers never hurt
+    report = (suite.out_dir / "report.md").read_text()
+    assert "## Scale-out on Ray" in report and "| 64 |" in report
+    assert (suite.out_dir / "ray_projection.png").stat().st_size > 1000

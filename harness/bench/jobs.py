@@ -89,6 +89,8 @@ def execute_job(job: BenchJob) -> dict:
         return _execute_tuning(job, base)
     started = time.perf_counter()
     backend = create_backend(base.backend, base.model, base.backend_options, progress=base.progress)
+    if base.sut_options.num_workers is None:  # a Ray pool: as many workers as it takes batches at once
+        base = replace(base, sut_options=replace(base.sut_options, num_workers=backend.parallelism))
     result: dict = {"label": job.label, "build_s": round(time.perf_counter() - started, 1),
                     "backend": backend.describe(), "records": []}
     try:

@@ -105,6 +105,31 @@ def write_report(results: dict, out_dir: Path) -> Path:
             lines.append(f"| {r['service']} | {r['servers']} | {per_bucket} | {r['mean_service_ms']} | {r['max_qps']} | "
                          f"{r['utilisation']} | {r['vs_offline']} |")
         lines.append("")
+    ray = s.get("ray")
+    if ray:
+        cluster = ray.get("cluster") or {}
+        lines += ["## Scale-out on Ray", "",
+                  f"{ray['workers']} worker(s) of {cluster.get('cpus_per_worker')} CPU on a loopback cluster of "
+                  f"{cluster.get('number_of_nodes')} node(s) (Ray {cluster.get('ray_version')}), one LoadGen driver, "
+                  "against the local engine on the same cores and features.", "",
+                  "| | local | through Ray | Ray / local |", "|---|---:|---:|---:|",
+                  f"| Offline samples/s | {ray['offline_local']} | {ray['offline_ray']} | {ray['ray_vs_local']} |"]
+        best_ray, best_local = ray.get("server_ray"), ray.get("server_local")
+        if best_ray or best_local:
+            lines.append(f"| Server: highest target QPS with p99 <= 130 ms | {best_local['target_qps'] if best_local else '-'} | "
+                         f"{best_ray['target_qps'] if best_ray else '-'} | "
+                         f"{round(best_ray['target_qps'] / best_local['target_qps'], 3) if best_ray and best_local else '-'} |")
+        lines += ["", f"Ray round trip per batch (Offline job): {ray.get('round_trip_ms')}; of it, outside the engine: "
+                      f"{ray.get('dispatch_overhead_ms')} (ms).", ""]
+        if ray.get("projection"):
+            lines += ["Projection (`harness/bench/scaleout.py`): each node one worker like the measured ones; Offline "
+                      "linear in nodes; Server = an ideal least-loaded FIFO dispatcher over that many workers with the "
+                      f"measured single-window service times through Ray (mean {ray['mean_service_ms_through_ray']} ms), "
+                      "p99 <= 130 ms; the driver assumed not to saturate.", "",
+                      "| nodes | Offline samples/s | Server QPS at p99 <= 130 ms | Server / Offline |", "|---:|---:|---:|---:|"]
+            for row in ray["projection"]:
+                lines.append(f"| {row['nodes']} | {row['offline_samples_per_s']} | {row['server_qps']} | {row['server_vs_offline']} |")
+            lines.append("")
     if s.get("bucket_plans"):
         lines += ["## Bucket sets (expected Offline samples/s from per-length engine speed)", "",
                   "| buckets | engines | expected samples/s | vs padded 384 |", "|---|---:|---:|---:|"]
@@ -204,6 +229,14 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
         ax.legend()
         fig.tight_layout()
         plots["tuning"] = _save(fig, out_dir / "tuning.png")
+
+    ray = s.get("ray") or {}
+    if ray.get("projection"):
+        from harness.bench.scaleout import plot_projection
+
+        measured = {"nodes": ray["workers"], "offline_samples_per_s": ray["offline_ray"],
+                    "server_qps": (ray.get("server_ray") or {}).get("target_qps")}
+        plots["ray_projection"] = str(plot_projection(ray["projection"], measured, out_dir / "ray_projection.png"))
     return plots
 
 

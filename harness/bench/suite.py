@@ -13,7 +13,10 @@ Jobs, in order (each in its own process, see ``harness.bench.jobs``):
      stream counts, each with single-window service times for the queueing bound
      (``harness.bench.queueing``); a SingleStream run; and the published design (one sample at a time,
      synchronous) at fractions of its own batch-1 capacity;
-  5. tuning: bare-loop samples/s over batch size x streams on one engine length.
+  5. tuning: bare-loop samples/s over batch size x streams on one engine length;
+  6. scale-out (section ``ray``): the headline job's model and features through a Ray pool of one-core workers
+     on a loopback cluster, Offline and a Server sweep, and the projection to N nodes
+     (``harness.bench.scaleout``).
 All models are the untrained benchmark models: speed figures are valid, accuracy figures would not be.
 """
 
@@ -45,7 +48,7 @@ from harness.sysinfo import machine_info, software_versions
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("offline", "peers", "server", "buckets", "tune")
+SECTIONS = ("offline", "peers", "server", "buckets", "tune", "ray")
 TARGETS = {
     "ours_vs_published_offline": 1.5,
     "ours_vs_ort_fp32_dense_24l": 6.0,
@@ -82,6 +85,10 @@ class SuiteConfig:
     full_offline: bool = True  # Offline over every feature: headline samples/s and peak RSS
     sections: tuple[str, ...] = ("offline", "peers", "server", "tune")  # of SECTIONS; the rest may be reused
     bucket_lengths: tuple[int, ...] = (96, 128, 160, 192, 224, 256, 320, 384)  # section "buckets"
+    # Section "ray": as many one-CPU nodes as this machine has cores, one one-core worker each, against the
+    # headline local job on the same cores.
+    ray_nodes: int = 2
+    ray_server_fractions: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3)  # of the Ray Offline samples/s
     tune: tuple[TuneConfig, ...] = field(default_factory=lambda: (
         TuneConfig(1), TuneConfig(4), TuneConfig(8), TuneConfig(16), TuneConfig(32), TuneConfig(8, 2), TuneConfig(16, 2)))
 
@@ -123,7 +130,7 @@ class Suite:
     def _job(self, label: str, section: str, *, backend: str, model: ModelInfo, scenario: str, batch_size: int,
              buckets: tuple[int, ...] | None, tests: list[LoadGenTest], bare_loop_count: int = 0,
              capacity_count: int = 0, service_profile_count: int = 0, streams: int = 1, timeout_ms: float | None = None,
-             tune: tuple[TuneConfig, ...] = ()) -> dict | None:
+             tune: tuple[TuneConfig, ...] = (), ray: dict | None = None) -> dict | None:
         """Run a job of a selected section, or take its result from the reused suite (None: neither)."""
         if section not in self.config.sections:
             if label in self.reused:
@@ -134,8 +141,10 @@ class Suite:
             dataset=self.dataset,
             backend_options=BackendOptions(batch_size=batch_size, num_streams=streams if streams > 1 else None,
                                            scheduler=default_scheduler(streams),
-                                           sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length)),
-            sut_options=SutOptions(num_workers=streams, batch_timeout_ms=timeout_ms or self.config.server_timeout_ms),
+                                           sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length),
+                                           **(ray or {})),
+            sut_options=SutOptions(num_workers=None if ray else streams,  # Ray: the pool's parallelism
+                                   batch_timeout_ms=timeout_ms or self.config.server_timeout_ms),
             mlperf_conf=self.mlperf_conf, user_conf=self.user_conf, runs_root=self.out_dir / "runs" / label,
             overrides=LoadGenOverrides(), progress=self.progress,
         )
@@ -220,6 +229,8 @@ class Suite:
                       tune=tuple(TuneConfig(c.reference_batch, 1, length) for length in c.bucket_lengths))
             self._job("tune-ds-sparse-int8", "tune", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
                       batch_size=c.reference_batch, buckets=None, tests=[], tune=c.tune)
+            self._ray_jobs(tests=[self._offline_test(f"Offline, all {len(self.features)} features", None)]
+                           if c.full_offline else [self._offline_test(f"Offline, first {self.count} features", self.count)])
         except BaseException:
             self._save()
             mark_incomplete(self.out_dir, "the benchmark suite stopped before its last job (see bench.json)")
@@ -233,6 +244,32 @@ class Suite:
         write_report(self.results, self.out_dir)
         mark_complete(self.out_dir)
         return self.results
+
+    def _ray_jobs(self, tests: list[LoadGenTest]) -> None:
+        """Section ray: Offline and a Server sweep through a pool of one-core workers on a loopback cluster."""
+        c, m = self.config, self.models
+        cluster = None
+        if "ray" in c.sections:
+            from harness.bench.scaleout import loopback_cluster
+
+            cluster = loopback_cluster(c.ray_nodes)
+        ray = {"cluster": "ray", "ray_address": cluster.address if cluster else None, "ray_workers": c.ray_nodes,
+               "ray_cpus_per_worker": 1}
+        try:
+            offline = self._job("ray-offline", "ray", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
+                                batch_size=c.offline_batch, buckets=c.buckets, tests=tests, ray=ray)
+            sweep = []
+            if offline is not None and "ray" in c.sections:
+                sps = _records(offline)[-1]["results"]["samples_per_second"]
+                server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
+                sweep = [LoadGenTest(label=f"Server through Ray {f:.0%} of its Offline",
+                                     overrides={**server, "target_qps": round(f * sps, 3)}) for f in c.ray_server_fractions]
+            self._job("ray-server", "ray", backend="deepsparse", model=m.sparse_int8, scenario="Server",
+                      batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=sweep,
+                      service_profile_count=c.service_profile_count, ray=ray)
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
 
     def _save(self) -> None:
         self.results.update({"machine": machine_info(), "software": software_versions()})
@@ -366,6 +403,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
     met = {k: (None if v is None else (v <= TARGETS[k] if k in ("harness_overhead_pct", "peak_rss_mb_full_offline")
                                        else v >= TARGETS[k])) for k, v in targets.items()}
     return {
+        "ray": ray_summary(results["jobs"], offline_rows, server_best, features),
         "server_bounds": server_bounds(results["jobs"], length_rows, features,
                                        offline_reference["samples_per_s"] if offline_reference else None),
         "offline": offline_rows, "server": server_rows, "singlestream": singlestream_rows, "tune": tune_rows,
@@ -374,6 +412,33 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
         "offline_reference": offline_reference, "targets": targets, "target_values": TARGETS, "met": met,
         "peak": asdict(peak),
     }
+
+
+def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, features: FeatureSet) -> dict | None:
+    """Local vs Ray (same features, model and cores), and the projection to N nodes."""
+    from harness.bench.queueing import service_model
+    from harness.bench.scaleout import project
+
+    ray_offline = next((r for r in offline_rows if r["job"] == "ray-offline"), None)
+    if ray_offline is None:
+        return None
+    local = next((r for r in offline_rows if r["job"] == "ds-sparse-int8-bucketed" and r["samples"] == ray_offline["samples"]),
+                 None)
+    backend = (jobs.get("ray-offline") or {}).get("records", [{}])[-1].get("backend", {})
+    workers = (backend.get("cluster") or {}).get("workers") or 1
+    summary = {
+        "offline_local": local["samples_per_s"] if local else None, "offline_ray": ray_offline["samples_per_s"],
+        "ray_vs_local": round(ray_offline["samples_per_s"] / local["samples_per_s"], 3) if local else None,
+        "workers": workers, "cluster": backend.get("cluster"),
+        "round_trip_ms": backend.get("round_trip_ms"), "dispatch_overhead_ms": backend.get("dispatch_overhead_ms"),
+        "server_ray": server_best.get("ray-server"), "server_local": server_best.get("server-ours"),
+    }
+    service = (jobs.get("ray-server") or {}).get("service_s")
+    if service:
+        model = service_model({int(n): times for n, times in service.items()}, features.seq_lengths)
+        summary["projection"] = project(ray_offline["samples_per_s"] / workers, model, SERVER_LATENCY_BOUND_MS / 1000)
+        summary["mean_service_ms_through_ray"] = round(1000 * model.mean_s, 2)
+    return summary
 
 
 def server_bounds(jobs: dict, length_rows: list[dict], features: FeatureSet, offline_sps: float | None) -> list[dict]:
