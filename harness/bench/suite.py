@@ -246,7 +246,8 @@ class Suite:
         return self.results
 
     def _ray_jobs(self, tests: list[LoadGenTest]) -> None:
-        """Section ray: Offline and a Server sweep through a pool of one-core workers on a loopback cluster."""
+        """Section ray, one invocation: Offline and a Server sweep locally (the harness's defaults) and through a
+        pool of one-core workers on a loopback cluster of as many one-CPU nodes, same model and features."""
         c, m = self.config, self.models
         cluster = None
         if "ray" in c.sections:
@@ -256,17 +257,20 @@ class Suite:
         ray = {"cluster": "ray", "ray_address": cluster.address if cluster else None, "ray_workers": c.ray_nodes,
                "ray_cpus_per_worker": 1}
         try:
-            offline = self._job("ray-offline", "ray", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
-                                batch_size=c.offline_batch, buckets=c.buckets, tests=tests, ray=ray)
-            sweep = []
-            if offline is not None and "ray" in c.sections:
-                sps = _records(offline)[-1]["results"]["samples_per_second"]
-                server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
-                sweep = [LoadGenTest(label=f"Server through Ray {f:.0%} of its Offline",
-                                     overrides={**server, "target_qps": round(f * sps, 3)}) for f in c.ray_server_fractions]
-            self._job("ray-server", "ray", backend="deepsparse", model=m.sparse_int8, scenario="Server",
-                      batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=sweep,
-                      service_profile_count=c.service_profile_count, ray=ray)
+            for where, options in (("local", None), ("ray", ray)):
+                offline = self._job(f"{where}-offline", "ray", backend="deepsparse", model=m.sparse_int8,
+                                    scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets, tests=tests,
+                                    streams=c.offline_streams if options is None else 1, ray=options)
+                sweep = []
+                if offline is not None and "ray" in c.sections:
+                    sps = _records(offline)[-1]["results"]["samples_per_second"]
+                    server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
+                    sweep = [LoadGenTest(label=f"Server {where} {f:.0%} of its Offline",
+                                         overrides={**server, "target_qps": round(f * sps, 3)}) for f in c.ray_server_fractions]
+                self._job(f"{where}-server", "ray", backend="deepsparse", model=m.sparse_int8, scenario="Server",
+                          batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=sweep,
+                          streams=c.server_streams if options is None else 1,
+                          service_profile_count=c.service_profile_count if options else 0, ray=options)
         finally:
             if cluster is not None:
                 cluster.shutdown()
@@ -388,7 +392,8 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
 
     server_jobs = list(dict.fromkeys(row["job"] for row in server_rows))
     server_best = {job: best_valid([r for r in server_rows if r["job"] == job]) for job in server_jobs}
-    server_ours = best_valid([r for r in server_rows if r["design"] == "ours"])
+    # the Server target: the server section's own jobs (the ray section's local/Ray sweeps are compared apart)
+    server_ours = best_valid([r for r in server_rows if r["design"] == "ours" and not r["job"].startswith(("local-", "ray-"))])
     offline_reference = full or ours
     targets = {
         "ours_vs_published_offline": _ratio(ours, published),
@@ -422,8 +427,7 @@ def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, feature
     ray_offline = next((r for r in offline_rows if r["job"] == "ray-offline"), None)
     if ray_offline is None:
         return None
-    local = next((r for r in offline_rows if r["job"] == "ds-sparse-int8-bucketed" and r["samples"] == ray_offline["samples"]),
-                 None)
+    local = next((r for r in offline_rows if r["job"] == "local-offline" and r["samples"] == ray_offline["samples"]), None)
     backend = (jobs.get("ray-offline") or {}).get("records", [{}])[-1].get("backend", {})
     workers = (backend.get("cluster") or {}).get("workers") or 1
     summary = {
@@ -431,7 +435,7 @@ def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, feature
         "ray_vs_local": round(ray_offline["samples_per_s"] / local["samples_per_s"], 3) if local else None,
         "workers": workers, "cluster": backend.get("cluster"),
         "round_trip_ms": backend.get("round_trip_ms"), "dispatch_overhead_ms": backend.get("dispatch_overhead_ms"),
-        "server_ray": server_best.get("ray-server"), "server_local": server_best.get("server-ours"),
+        "server_ray": server_best.get("ray-server"), "server_local": server_best.get("local-server"),
     }
     service = (jobs.get("ray-server") or {}).get("service_s")
     if service:
