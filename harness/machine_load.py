@@ -68,6 +68,10 @@ class LoadReport:
     competing_commands: list[str] = field(default_factory=list)
     warning: str | None = None
 
+    @property
+    def busy_at_start(self) -> bool:
+        return bool(self.competing_commands) or self.other_cores_at_start > BUSY_CORES_THRESHOLD
+
     def as_dict(self) -> dict:
         return {
             "cpu_count": self.cpu_count,
@@ -90,6 +94,7 @@ class LoadMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._first: tuple[float, float, float] | None = None  # the sample the run's mean starts from
         self.report: LoadReport | None = None
 
     def _sample(self) -> tuple[float, float, float]:

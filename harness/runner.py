@@ -165,7 +165,7 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
 
     monitor = LoadMonitor()
     at_start = monitor.start()
-    if at_start.competing_commands or at_start.other_cores_at_start > 0.3:
+    if at_start.busy_at_start:
         log.warning("the machine is busy at the start of the run (%.2f cores used by other processes%s): speed "
                     "figures will not be representative", at_start.other_cores_at_start,
                     "; " + "; ".join(at_start.competing_commands[:3]) if at_start.competing_commands else "")
@@ -182,6 +182,7 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
     load = monitor.stop()
     sut.destroy()
     qsl.destroy()
+    record["backend"] = backend.describe()  # again: a Ray pool records lost workers and its round trips
     if owns_backend:
         backend.close()
 
@@ -191,7 +192,6 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
     record["engine_busy_s"] = round(sut.engine_busy_s, 3)
     record["samples_completed"] = sut.completed  # a compliant Offline run repeats features
     record["machine_load"] = load.as_dict()
-    record["backend"] = backend.describe()  # again: a Ray pool records lost workers and its round trips
     if record["backend"].get("degraded"):
         record["notes"].append("DEGRADED: Ray workers were lost during the run and their batches ran again on the "
                                f"others: {'; '.join(e['error'] for e in record['backend'].get('events', []))}")
