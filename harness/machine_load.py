@@ -3,8 +3,9 @@ while each still reports VALID, so a run watches the CPU time the rest of the ma
 and throughout) and records a warning in ``run.json`` and the summary when it was not alone.
 
 Other load = (machine-wide busy CPU time - this process's CPU time) / wall time, in cores. Other harness
-commands (runs, benchmarks, submissions, compression jobs, test suites) are named explicitly, since their
-load is what most often spoils a measurement.
+commands (runs, benchmarks, submissions, compression jobs, test suites) are named explicitly when they
+compute during the run (a paused or waiting one is harmless), since their load is what most often spoils a
+measurement.
 """
 
 from __future__ import annotations
@@ -44,17 +45,27 @@ def _own_seconds(process: psutil.Process) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def competing_commands(exclude: set[int]) -> list[str]:
-    """'pid: command' of every other harness/compression/test process now running."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+ACTIVE_CORES = 0.1  # a competing command counts only while it computes (not paused, not waiting)
+
+
+def command_cpu(exclude: set[int]) -> dict[int, tuple[str, float]]:
+    """pid -> (command, CPU seconds so far) of every other harness/compression/test process."""
+    found = {}
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
         try:
-            cmdline = proc.info["cmdline"] or []
+            cmdline, times = proc.info["cmdline"] or [], proc.info["cpu_times"]
         except (psutil.Error, KeyError):
             continue
-        if proc.info["pid"] not in exclude and is_competing_command(cmdline):
-            found.append(f"{proc.info['pid']}: {' '.join(cmdline)[:120]}")
+        if proc.info["pid"] not in exclude and times is not None and is_competing_command(cmdline):
+            found[proc.info["pid"]] = (" ".join(cmdline)[:120], times.user + times.system)
     return found
+
+
+def active_commands(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                    wall_s: float) -> list[str]:
+    """'pid: command' of the competing processes that used more than ACTIVE_CORES between two snapshots."""
+    return [f"{pid}: {command}" for pid, (command, seconds) in after.items()
+            if pid in before and wall_s > 0 and (seconds - before[pid][1]) / wall_s > ACTIVE_CORES]
 
 
 @dataclass
@@ -100,6 +111,9 @@ class LoadMonitor:
     def _sample(self) -> tuple[float, float, float]:
         return time.monotonic(), _busy_seconds(), _own_seconds(self._process)
 
+    def _commands(self) -> dict[int, tuple[str, float]]:
+        return command_cpu(self._exclude)
+
     @staticmethod
     def _other_cores(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
         wall = after[0] - before[0]
@@ -109,23 +123,24 @@ class LoadMonitor:
 
     def start(self) -> LoadReport:
         """Probe the load now (a short wait) and start watching; returns the start-up report."""
-        first = self._sample()
+        first, commands = self._sample(), self._commands()
         time.sleep(START_PROBE_S)
-        second = self._sample()
+        second, commands_now = self._sample(), self._commands()
         self.report = LoadReport(cpu_count=psutil.cpu_count() or 1,
                                  other_cores_at_start=self._other_cores(first, second),
-                                 competing_commands=competing_commands(self._exclude))
+                                 competing_commands=active_commands(commands, commands_now, second[0] - first[0]))
         self._first = second
-        self._thread = threading.Thread(target=self._watch, args=(second,), name="load-monitor", daemon=True)
+        self._thread = threading.Thread(target=self._watch, args=(second, commands_now), name="load-monitor",
+                                        daemon=True)
         self._thread.start()
         return self.report
 
-    def _watch(self, previous: tuple[float, float, float]) -> None:
+    def _watch(self, previous: tuple[float, float, float], previous_commands: dict) -> None:
         while not self._stop.wait(self.interval_s):
-            now = self._sample()
+            now, commands_now = self._sample(), self._commands()
             cores = self._other_cores(previous, now)
-            previous = now
-            commands = competing_commands(self._exclude)
+            commands = active_commands(previous_commands, commands_now, now[0] - previous[0])
+            previous, previous_commands = now, commands_now
             with self._lock:
                 self.report.other_cores_max = max(self.report.other_cores_max, cores)
                 for command in commands:

@@ -228,6 +228,17 @@ def test_competing_commands_are_recognised():
     assert not is_competing_command(["bash", "-c", "harness"])
 
 
+def test_only_competing_commands_that_compute_count():
+    from harness.machine_load import active_commands
+
+    before = {1: ("python -m harness run", 10.0), 2: ("python -m compression experiment", 50.0)}
+    after = {1: ("python -m harness run", 11.0), 2: ("python -m compression experiment", 50.0),
+             3: ("python -m harness bench", 0.5)}
+    # 1 used a core for 1 s of 2 s; 2 is paused (a SIGSTOPped experiment); 3 started in between (no baseline).
+    assert active_commands(before, after, wall_s=2.0) == ["1: python -m harness run"]
+    assert active_commands(before, after, wall_s=0.0) == []
+
+
 def test_a_run_beside_another_busy_run_records_that_the_machine_was_not_idle(sample, toy_model, tmp_path):
     # A busy loop whose command line looks like another harness run.
     burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\nwhile time.time() < end: pass",
