@@ -218,6 +218,13 @@ def test_ray_section_compares_with_local_and_projects_to_many_nodes(sample, tmp_
     assert sorted(projection) == [1, 2, 4, 8, 16, 32, 64]
     assert projection[64]["offline_samples_per_s"] == pytest.approx(32 * ray["offline_ray"], rel=1e-3)
     assert projection[64]["server_qps"] >= projection[1]["server_qps"] > 0  # more servers never hurt
+    # the placement comparison: one node with both CPUs, one actor owning it vs one actor per core
+    assert ray["placement"]["node"] > 0 and ray["placement"]["core"] > 0 and ray["placement"]["core_vs_node"] > 0
+    jobs = suite.results["jobs"]
+    node_cluster = jobs["ray-placement-node"]["records"][-1]["backend"]["cluster"]
+    core_cluster = jobs["ray-placement-core"]["records"][-1]["backend"]["cluster"]
+    assert (node_cluster["number_of_nodes"], node_cluster["workers"], node_cluster["cpus_per_worker"]) == (1, 1, [2])
+    assert (core_cluster["number_of_nodes"], core_cluster["workers"], core_cluster["cpus_per_worker"]) == (1, 2, [1])
     report = (suite.out_dir / "report.md").read_text()
-    assert "## Scale-out on Ray" in report and "| 64 |" in report
+    assert "## Scale-out on Ray" in report and "| 64 |" in report and "one actor per core" in report
     assert (suite.out_dir / "ray_projection.png").stat().st_size > 1000

@@ -119,6 +119,11 @@ def write_report(results: dict, out_dir: Path) -> Path:
             lines.append(f"| Server: highest target QPS with p99 <= 130 ms | {best_local['target_qps'] if best_local else '-'} | "
                          f"{best_ray['target_qps'] if best_ray else '-'} | "
                          f"{round(best_ray['target_qps'] / best_local['target_qps'], 3) if best_ray and best_local else '-'} |")
+        placement = ray.get("placement") or {}
+        if "core_vs_node" in placement:
+            lines += ["", f"Placement on one node with all the cores (first features only): one actor owning the node "
+                          f"{placement['node']} samples/s, one actor per core {placement['core']} samples/s "
+                          f"(per core / per node {placement['core_vs_node']})."]
         lines += ["", f"Ray round trip per batch (Offline job): {ray.get('round_trip_ms')}; of it, outside the engine: "
                       f"{ray.get('dispatch_overhead_ms')} (ms).", ""]
         if ray.get("projection"):

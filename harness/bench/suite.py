@@ -274,6 +274,30 @@ class Suite:
         finally:
             if cluster is not None:
                 cluster.shutdown()
+        self._ray_placement_jobs()
+
+    def _ray_placement_jobs(self) -> None:
+        """Section ray: the default placement, chosen by measurement. On one loopback node with all the cores,
+        the first ``--samples`` features through one actor that owns the node (one engine, a stream per core)
+        and through one actor per core (an engine each)."""
+        c, m = self.config, self.models
+        cluster = None
+        if "ray" in c.sections:
+            from harness.bench.scaleout import loopback_cluster
+
+            cluster = loopback_cluster(1, cpus_per_node=c.ray_nodes)
+        address = cluster.address if cluster else None
+        tests = [self._offline_test(f"Offline, first {self.count} features", self.count)]
+        try:
+            for label, ray in (("ray-placement-node", {"ray_workers": None, "ray_cpus_per_worker": None}),
+                               ("ray-placement-core", {"ray_workers": c.ray_nodes, "ray_cpus_per_worker": 1})):
+                self._job(label, "ray", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
+                          batch_size=c.offline_batch, buckets=c.buckets, tests=tests,
+                          streams=c.offline_streams if label.endswith("node") else 1,
+                          ray={"cluster": "ray", "ray_address": address, **ray})
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
 
     def _save(self) -> None:
         self.results.update({"machine": machine_info(), "software": software_versions()})
@@ -437,6 +461,14 @@ def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, feature
         "round_trip_ms": backend.get("round_trip_ms"), "dispatch_overhead_ms": backend.get("dispatch_overhead_ms"),
         "server_ray": server_best.get("ray-server"), "server_local": server_best.get("local-server"),
     }
+    placement = {}
+    for label in ("ray-placement-node", "ray-placement-core"):
+        row = next((r for r in offline_rows if r["job"] == label), None)
+        if row is not None:
+            placement[label.rsplit("-", 1)[1]] = row["samples_per_s"]
+    if len(placement) == 2:
+        placement["core_vs_node"] = round(placement["core"] / placement["node"], 3)
+    summary["placement"] = placement or None
     service = (jobs.get("ray-server") or {}).get("service_s")
     if service:
         model = service_model({int(n): times for n, times in service.items()}, features.seq_lengths)
