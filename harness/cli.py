@@ -25,6 +25,7 @@ from harness.interrupts import describe as describe_interrupt
 from harness.interrupts import exit_now, exit_status, install_sigterm_handler
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK, EngineSettings, quick_overrides
+from harness.scenarios import SERVER_POLICIES
 from harness.sysinfo import REPO_ROOT
 
 log = logging.getLogger("harness")
@@ -74,6 +75,10 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--workers", type=int, help="SUT worker threads (default: --num-streams or 1)")
     engine.add_argument("--batch-timeout-ms", type=float, default=10.0,
                         help="Server: longest wait to fill a dynamic batch (default 10)")
+    engine.add_argument("--server-policy", choices=SERVER_POLICIES, default="aging",
+                        help="Server: which waiting sample runs next. aging (default): a sample that waited "
+                        "--batch-timeout-ms first, else the shortest bucket that fills a batch; slack: least slack "
+                        "to the 130 ms bound first, from each bucket's measured batch time")
     engine.add_argument("--buckets", default=None,
                         help="length bucketing: sequence lengths to build engines for; each batch runs at the "
                         f"smallest that holds its longest window (default {','.join(map(str, DEFAULT_BUCKETS))}; "

@@ -98,10 +98,19 @@ class LoadReport:
 class LoadMonitor:
     """Samples other processes' CPU use from :meth:`start` to :meth:`stop` in a daemon thread."""
 
-    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S, helper_pids: list[int] | tuple[int, ...] = ()) -> None:
+        """``helper_pids``: other processes on this machine that work for this run (Ray actors of the
+        run's pool); their CPU time counts as the run's own."""
         self.interval_s = interval_s
         self._process = psutil.Process()
-        self._exclude = {self._process.pid, *(p.pid for p in self._process.parents())}
+        self._helpers: dict[int, psutil.Process] = {}
+        for pid in helper_pids:
+            try:
+                self._helpers[pid] = psutil.Process(pid)
+            except psutil.Error:
+                continue
+        self._helper_seconds: dict[int, float] = {}  # last seen, kept when a helper exits
+        self._exclude = {self._process.pid, *(p.pid for p in self._process.parents()), *self._helpers}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -109,7 +118,13 @@ class LoadMonitor:
         self.report: LoadReport | None = None
 
     def _sample(self) -> tuple[float, float, float]:
-        return time.monotonic(), _busy_seconds(), _own_seconds(self._process)
+        for pid, helper in self._helpers.items():
+            try:
+                times = helper.cpu_times()
+                self._helper_seconds[pid] = times.user + times.system
+            except psutil.Error:
+                pass  # gone: its last figure stands
+        return time.monotonic(), _busy_seconds(), _own_seconds(self._process) + sum(self._helper_seconds.values())
 
     def _commands(self) -> dict[int, tuple[str, float]]:
         return command_cpu(self._exclude)

@@ -60,6 +60,7 @@ class EngineSettings:
     inter_op_threads: int = 0
     workers: int | None = None  # None: one SUT worker per engine stream
     batch_timeout_ms: float = 10.0
+    server_policy: str = "aging"
     buckets: tuple[int, ...] | None = DEFAULT_BUCKETS  # length bucketing; None: every window runs at full length
     fast_vnni_emulation: bool = False
     cluster: str = "local"
@@ -73,6 +74,7 @@ class EngineSettings:
             backend=args.backend, batch_size=args.batch_size, num_cores=args.num_cores,
             num_streams=args.num_streams, scheduler=args.scheduler, intra_op_threads=args.intra_op_threads,
             inter_op_threads=args.inter_op_threads, workers=args.workers, batch_timeout_ms=args.batch_timeout_ms,
+            server_policy=getattr(args, "server_policy", "aging"),
             buckets=None if args.no_bucketing else (
                 parse_buckets(args.buckets) if args.buckets is not None
                 else QUICK.buckets if getattr(args, "quick", False) else DEFAULT_BUCKETS),
@@ -108,4 +110,4 @@ class EngineSettings:
             workers = None  # as many as the Ray pool takes at once, known once its actors exist
         else:
             workers = self.streams(scenario) or 1
-        return SutOptions(num_workers=workers, batch_timeout_ms=self.batch_timeout_ms)
+        return SutOptions(num_workers=workers, batch_timeout_ms=self.batch_timeout_ms, server_policy=self.server_policy)

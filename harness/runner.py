@@ -163,7 +163,7 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
     if r.audit_config is not None:
         shutil.copy2(r.audit_config, audit_path)
 
-    monitor = LoadMonitor()
+    monitor = LoadMonitor(helper_pids=backend.helper_process_ids())
     at_start = monitor.start()
     if at_start.busy_at_start:
         log.warning("the machine is busy at the start of the run (%.2f cores used by other processes%s): speed "

@@ -6,9 +6,15 @@
 - Server: ``issue_queries`` only enqueues and returns; workers form dynamic batches, waiting at most
   ``batch_timeout_ms`` after the oldest queued sample before running a partial batch, so queueing delay
   stays inside the latency budget (bert: 130 ms at p99). With length bucketing there is one queue per
-  bucket: a sample that has waited ``batch_timeout_ms`` goes first (topped up with waiting shorter
-  windows, which fit its length at no extra cost); otherwise a full batch goes at the shortest length
-  that fills one.
+  bucket. Which sample goes next (``server_policy``):
+  ``aging`` (default): a sample that has waited ``batch_timeout_ms`` goes first (topped up with waiting
+  shorter windows, which fit its length at no extra cost); otherwise a full batch goes at the shortest
+  length that fills one.
+  ``slack``: least slack first across buckets, slack = arrival + latency bound - now - the bucket's
+  expected batch time (a running mean of this run's own batches), i.e. earliest latest-start-time: a long
+  window that arrived a little later goes before a short one whose deadline is further off. A partial
+  batch waits for more samples only while the most urgent sample could still wait (``batch_timeout_ms``
+  at most) and finish its batch before its deadline.
 - SingleStream: one sample per query, run at once on LoadGen's issue thread (no hand-off latency).
 
 All three share the fault path: if the backend raises, the fault is recorded, every sample in flight
@@ -39,16 +45,32 @@ log = logging.getLogger(__name__)
 SCENARIOS = ("Offline", "Server", "SingleStream")
 
 
+SERVER_POLICIES = ("aging", "slack")
+SERVER_LATENCY_BOUND_MS = 130.0  # bert's Server bound (p99), the deadline the slack policy schedules against
+
+
 @dataclass(frozen=True)
 class SutOptions:
     num_workers: int | None = 1  # threads feeding the backend; None: the backend's parallelism
     batch_timeout_ms: float = 10.0  # Server: longest wait to fill a batch after the oldest sample
+    server_policy: str = "aging"  # Server: which waiting sample goes next (see ServerSut)
+    latency_bound_ms: float = SERVER_LATENCY_BOUND_MS
 
     def __post_init__(self) -> None:
         if self.num_workers is not None and self.num_workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.num_workers}")
         if self.batch_timeout_ms < 0:
             raise ConfigError(f"--batch-timeout-ms must be >= 0, got {self.batch_timeout_ms}")
+        if self.server_policy not in SERVER_POLICIES:
+            raise ConfigError(f"--server-policy must be one of {', '.join(SERVER_POLICIES)}, got {self.server_policy!r}")
+
+
+def least_slack(queues: list[collections.deque], expected_s: list[float], bound_s: float,
+                now: float) -> tuple[float, int]:
+    """(slack, bucket) of the most urgent waiting sample: slack = arrival + bound - now - the bucket's expected
+    batch time, the latest moment it can start and still meet the bound. Each queue is FIFO, so its head has
+    the least slack of its bucket. At least one queue must be non-empty."""
+    return min((q[0][0] + bound_s - now - expected_s[b], b) for b, q in enumerate(queues) if q)
 
 
 class SystemUnderTest:
@@ -88,12 +110,13 @@ class SystemUnderTest:
         """LoadGen calls this when no more queries will come; queued work still completes."""
 
     # -- shared machinery --------------------------------------------------------------------------
-    def run_batch(self, samples: list, issued_at: list[float] | None = None) -> None:
+    def run_batch(self, samples: list, issued_at: list[float] | None = None) -> float | None:
         """Run one batch and report it; a backend fault answers the samples empty and is remembered.
-        ``issued_at``: each sample's arrival (``time.monotonic()``), to record its latency."""
+        ``issued_at``: each sample's arrival (``time.monotonic()``), to record its latency. Returns the
+        seconds spent inside the engine (None when nothing was computed)."""
         if self.fault is not None or self.abandoned is not None:
             self._complete_empty(samples)
-            return
+            return None
         try:
             indices = np.fromiter((s.index for s in samples), dtype=np.int64, count=len(samples))
             input_ids, attention_mask, token_type_ids = self.qsl.gather(indices)
@@ -106,7 +129,7 @@ class SystemUnderTest:
         except Exception as exc:  # any backend failure must end the run, never hang it
             self._record_fault(exc)
             self._complete_empty(samples)
-            return
+            return None
         lg = self._lg
         row_bytes = payload.strides[0]
         base = payload.ctypes.data
@@ -119,6 +142,7 @@ class SystemUnderTest:
             self.latencies_s.extend(done - t for t in issued_at)  # list.extend is atomic under the GIL
         self.completed += len(samples)
         self.batches_run += 1
+        return busy
 
     def _complete_empty(self, samples: list) -> None:
         lg = self._lg
@@ -197,6 +221,9 @@ class ServerSut(SystemUnderTest):
         self._ready = threading.Condition()
         self._stopping = False
         self._timeout_s = options.batch_timeout_ms / 1000.0
+        self._bound_s = options.latency_bound_ms / 1000.0
+        # slack policy: expected engine seconds of a batch per bucket (running mean; 0 until one ran)
+        self._expected_s = [0.0] * len(self._buckets)
         self._pool = _WorkerPool(options.num_workers, self._worker, "server")
 
     def _issue_queries(self, samples: list) -> None:
@@ -224,6 +251,11 @@ class ServerSut(SystemUnderTest):
                 continue
             if self._stopping:  # drain: everything left, at the length that holds it
                 return self._take(max(b for b, count in enumerate(waiting) if count), batch_size)
+            if self.options.server_policy == "slack":
+                batch = self._least_slack_batch(waiting, batch_size)
+                if batch is not None:
+                    return batch
+                continue
             # An overdue sample goes first (so short windows cannot starve long ones), topped up with
             # waiting windows that fit its bucket.
             oldest_bucket = min((b for b, q in enumerate(self._queues) if q), key=lambda b: self._queues[b][0][0])
@@ -238,15 +270,34 @@ class ServerSut(SystemUnderTest):
                     return self._take(bucket, batch_size)
             self._ready.wait(remaining)
 
-    def _take(self, bucket: int, batch_size: int) -> list:
+    def _least_slack_batch(self, waiting: list[int], batch_size: int) -> list | None:
+        """Slack policy: the batch to run now, or None after waiting (the caller re-evaluates). Call with the
+        lock held."""
+        now = time.monotonic()
+        least, urgent = least_slack(self._queues, self._expected_s, self._bound_s, now)
+        fitting = sum(waiting[: urgent + 1])
+        # A full batch goes at once; a partial one waits while the urgent sample can afford it.
+        wait = min(self._timeout_s - (now - self._queues[urgent][0][0]), least)
+        if fitting >= batch_size or batch_size == 1 or wait <= 0:
+            return self._take(urgent, batch_size, by_deadline=True)
+        self._ready.wait(wait)
+        return None
+
+    def _take(self, bucket: int, batch_size: int, by_deadline: bool = False) -> list:
         """Up to ``batch_size`` (arrival, sample) pairs from buckets <= ``bucket``, oldest first."""
         batch = []
-        candidates = self._queues[: bucket + 1]
+        candidates = list(enumerate(self._queues[: bucket + 1]))
+        if by_deadline:  # the chosen bucket's head first, then the rest by least slack
+            batch.append(self._queues[bucket].popleft())
         while len(batch) < batch_size:
-            heads = [q for q in candidates if q]
+            heads = [(b, q) for b, q in candidates if q]
             if not heads:
                 break
-            batch.append(min(heads, key=lambda q: q[0][0]).popleft())
+            if by_deadline:
+                b, q = min(heads, key=lambda h: h[1][0][0] - self._expected_s[h[0]])
+            else:
+                b, q = min(heads, key=lambda h: h[1][0][0])
+            batch.append(q.popleft())
         return batch
 
     def _worker(self) -> None:
@@ -257,7 +308,21 @@ class ServerSut(SystemUnderTest):
                     self._ready.notify()  # more work may be due: wake another worker
             if batch is None:
                 return
-            self.run_batch([sample for _, sample in batch], [arrived for arrived, _ in batch])
+            samples = [sample for _, sample in batch]
+            busy = self.run_batch(samples, [arrived for arrived, _ in batch])
+            if busy is not None and self.options.server_policy == "slack":
+                self._learn_service(samples, busy)
+
+    def _learn_service(self, samples: list, busy_s: float) -> None:
+        """Update the running mean of engine seconds per batch of the bucket this batch ran at."""
+        if len(self._buckets) > 1:
+            lengths = self.qsl.seq_lengths([s.index for s in samples])
+            bucket = int(bucket_index(self._buckets, np.asarray([max(lengths)]))[0])
+        else:
+            bucket = 0
+        previous = self._expected_s[bucket]
+        # An exponential mean (weight 0.1): follows drift over a run without jumping on one slow batch.
+        self._expected_s[bucket] = busy_s if previous == 0.0 else 0.9 * previous + 0.1 * busy_s
 
     def stop(self) -> None:
         with self._ready:

@@ -83,10 +83,27 @@ def test_published_design_refuses_a_bucketed_backend(sample, tmp_path):
         backend.close()
 
 
+def test_v3_design_refuses_a_backend_without_buckets(sample, tmp_path):
+    from harness.backends import BackendOptions, create_backend
+    from harness.bench.designs import PublishedV3OfflineSut
+    from harness.qsl import SquadQSL
+    from harness.scenarios import SutOptions
+
+    model = inspect_onnx_model(write_toy_qa_model(tmp_path / "model.onnx"))
+    plain = create_backend("onnxruntime", model, BackendOptions(batch_size=2))
+    qsl = SquadQSL(sample[1])
+    try:
+        with pytest.raises(ConfigError, match="one engine per length bucket"):
+            PublishedV3OfflineSut(plain, qsl, SutOptions())
+    finally:
+        qsl.destroy()
+        plain.close()
+
+
 def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
     dataset, features, cache = sample
     model = inspect_onnx_model(write_toy_qa_model(tmp_path / "toy" / "model.onnx"))
-    config = SuiteConfig(samples=24, offline_batch=4, server_batch=4, buckets=(96, 160, 384),
+    config = SuiteConfig(samples=24, offline_batch=4, server_batch=4, buckets=(96, 160, 384), v3_batch=8,
                          server_fractions=(0.3,), published_server_fractions=(0.3,), server_duration_ms=400,
                          offline_streams=1, server_streams=1, other_offline_configs=((2, 2),), other_server_streams=(2,),
                          other_streams_server_fractions=(0.3,), singlestream_duration_ms=300, service_profile_count=3,
@@ -108,10 +125,26 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
     assert ours["streams"] == 1
     assert offline[("ds-sparse-int8-padded", "published-offline", 24)]["mean_tokens_computed"] == 384
     assert summary["targets"]["ours_vs_published_offline"] is not None
+    # Neural Magic's v3.0 design on the same features: its five buckets, one stream, its own batch
+    v3 = offline[("ds-sparse-int8-v3design", "published-v3-offline", len(features))]
+    assert v3["buckets"] == [64, 128, 192, 256, 384] and (v3["streams"], v3["batch_size"]) == (1, 8)
+    assert summary["targets"]["ours_vs_v3_design_offline"] == pytest.approx(
+        offline[("ds-sparse-int8-bucketed", "ours", len(features))]["samples_per_s"] / v3["samples_per_s"], abs=0.01)
+    assert summary["targets"]["offline_samples_per_s_full"] > 0
+    assert summary["targets"]["server_vs_queueing_bound"] is None or summary["targets"]["server_vs_queueing_bound"] > 0
+    # projection to many-core machines from this run's Offline and Server service times
+    cores = summary["core_projection"]
+    rows = {r["cores"]: r for r in cores["rows"]}
+    assert sorted(rows) == [2, 8, 32, 96, 192] and cores["cores_per_stream"] >= 1
+    assert rows[192]["offline_samples_per_s"] == pytest.approx(192 * cores["offline_samples_per_s_per_core"], rel=1e-3)
+    assert rows[192]["server_qps"] >= rows[8]["server_qps"] > 0
+    assert all(0 < r["server_vs_offline"] for r in rows.values())
     assert summary["targets"]["peak_rss_mb_full_offline"] > 0
     designs = {r["design"] for r in summary["server"]}
     assert designs == {"ours", "published-server"}
-    assert set(summary["server_best"]) == {"server-ours", "server-ours-2streams", "server-published"}
+    assert set(summary["server_best"]) == {"server-ours", "server-ours-slack", "server-ours-2streams", "server-published"}
+    slack = [r for r in summary["server"] if r["job"] == "server-ours-slack"]
+    assert slack and all(r["p99_ms"] is not None for r in slack)
     bounds = {r["service"].split(":")[0]: r for r in summary["server_bounds"]}
     assert bounds.keys() == {"server-ours", "server-ours-2streams"}
     assert bounds["server-ours-2streams"]["servers"] == 2 and bounds["server-ours"]["max_qps"] > 0
@@ -122,7 +155,8 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
     report = (suite.out_dir / "report.md").read_text()
     assert "## Targets" in report and "## Server" in report and "## Tuning" in report and "## SingleStream" in report
     assert "queueing model" in report
-    for name in ("offline_throughput", "latency_vs_qps", "tuning"):
+    assert "## Projection to many-core machines" in report and "v3.0 design" in report
+    for name in ("offline_throughput", "latency_vs_qps", "tuning", "core_projection"):
         assert (suite.out_dir / f"{name}.png").stat().st_size > 1000
     saved = json.loads((suite.out_dir / "bench.json").read_text())
     assert saved["summary"]["met"].keys() == summary["targets"].keys()
@@ -216,7 +250,14 @@ def test_ray_section_compares_with_local_and_projects_to_many_nodes(sample, tmp_
     assert ray["dispatch_overhead_ms"]["calls"] > 0
     projection = {row["nodes"]: row for row in ray["projection"]}
     assert sorted(projection) == [1, 2, 4, 8, 16, 32, 64]
-    assert projection[64]["offline_samples_per_s"] == pytest.approx(32 * ray["offline_ray"], rel=1e-3)
+    assert projection[64]["offline_samples_per_s"] == pytest.approx(64 * ray["offline_ray"], rel=1e-3)
+    assert ray["projection_streams_per_node"] == 1
+    # the Ray Server sweep ran through the default placement on the one-node cluster, at the local sweep's loads
+    server_cluster = suite.results["jobs"]["ray-server"]["records"][-1]["backend"]["cluster"]
+    assert (server_cluster["number_of_nodes"], server_cluster["workers"]) == (1, 1)
+    loads = {job: [r["target_qps"] for r in suite.results["summary"]["server"] if r["job"] == job]
+             for job in ("local-server", "ray-server")}
+    assert loads["local-server"] == loads["ray-server"] and loads["local-server"]
     assert projection[64]["server_qps"] >= projection[1]["server_qps"] > 0  # more servers never hurt
     # the placement comparison: one node with both CPUs, one actor owning it vs one actor per core
     assert ray["placement"]["node"] > 0 and ray["placement"]["core"] > 0 and ray["placement"]["core_vs_node"] > 0

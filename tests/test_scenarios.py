@@ -14,7 +14,7 @@ import pytest
 
 from harness.backends import BackendOptions
 from harness.backends.fault import FaultInjectingBackend
-from harness.errors import BackendFault
+from harness.errors import BackendFault, ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG
 from harness.models import inspect_onnx_model
 from harness.rundir import INCOMPLETE_MARKER, RUN_JSON
@@ -90,6 +90,43 @@ def test_server_dynamic_batching_completes(sample, toy_model, tmp_path):
     assert results["latency_ms"]["p99"] is not None and results["latency_ms"]["p99"] < 130
     assert results["query_count"] >= 60
     assert record["batches_run"] <= results["query_count"]
+
+
+def test_slack_policy_runs_a_long_window_before_an_earlier_short_one_with_more_slack():
+    import collections
+
+    from harness.scenarios import least_slack
+
+    # bucket 0 (128 tokens, ~17 ms) got a window at t=0, bucket 3 (384 tokens, ~60 ms) one at t=10 ms.
+    queues = [collections.deque([(0.000, "short")]), collections.deque(), collections.deque(),
+              collections.deque([(0.010, "long")])]
+    expected = [0.017, 0.022, 0.034, 0.060]
+    slack, bucket = least_slack(queues, expected, bound_s=0.130, now=0.020)
+    # the long one must start within 60 ms to finish by 140 ms; the short one has until 113 ms
+    assert bucket == 3 and slack == pytest.approx(0.010 + 0.130 - 0.020 - 0.060)
+    # before any batch was timed (no expectations yet) it is plain earliest-deadline-first
+    assert least_slack(queues, [0.0] * 4, bound_s=0.130, now=0.020)[1] == 0
+    with pytest.raises(ValueError):
+        least_slack([collections.deque()], [0.0], 0.130, 0.0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_server_slack_policy_completes_within_the_bound(sample, toy_model, tmp_path, batch_size):
+    request = make_request(
+        sample, toy_model, tmp_path, scenario="Server",
+        backend_options=BackendOptions(batch_size=batch_size, sequence_buckets=(96, 160, 384)),
+        sut_options=SutOptions(num_workers=2, server_policy="slack"),
+        overrides=LoadGenOverrides(min_duration_ms=1500, min_query_count=60, target_qps=80),
+    )
+    record = execute_run(request)
+    assert record["status"] == "complete" and record["settings"]["sut_options"]["server_policy"] == "slack"
+    results = record["results"]
+    assert results["query_count"] >= 60 and results["latency_ms"]["p99"] < 130
+
+
+def test_unknown_server_policy_is_refused():
+    with pytest.raises(ConfigError, match="--server-policy must be one of aging, slack"):
+        SutOptions(server_policy="fifo")
 
 
 def test_single_stream_completes(sample, toy_model, tmp_path):
@@ -237,6 +274,24 @@ def test_only_competing_commands_that_compute_count():
     # 1 used a core for 1 s of 2 s; 2 is paused (a SIGSTOPped experiment); 3 started in between (no baseline).
     assert active_commands(before, after, wall_s=2.0) == ["1: python -m harness run"]
     assert active_commands(before, after, wall_s=0.0) == []
+
+
+def test_helper_processes_of_the_run_are_not_counted_as_other_load():
+    from harness.machine_load import LoadMonitor
+
+    # a busy process standing in for a Ray actor of the run's own pool
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        plain, with_helper = LoadMonitor(interval_s=0.5), LoadMonitor(interval_s=0.5, helper_pids=[burner.pid])
+        plain.start(), with_helper.start()
+        time.sleep(2.0)
+        plain_report, helper_report = plain.stop(), with_helper.stop()
+    finally:
+        burner.kill()
+        burner.wait()
+    assert plain_report.other_cores_mean > 0.6  # the burner is someone else's load ...
+    assert helper_report.other_cores_mean < plain_report.other_cores_mean - 0.5  # ... unless it works for the run
 
 
 def test_a_run_beside_another_busy_run_records_that_the_machine_was_not_idle(sample, toy_model, tmp_path):

@@ -86,6 +86,17 @@ class Backend(ABC):
         return self.options.num_streams or 1
 
     @property
+    def compute_streams(self) -> int:
+        """How many ``predict`` calls compute at the same time (engine streams in all); ``parallelism`` may be
+        larger where calls also wait in line to hide a round trip."""
+        return self.options.num_streams or 1
+
+    def helper_process_ids(self) -> list[int]:
+        """Processes on this machine that compute for this backend outside the caller's process (their CPU
+        time is the run's own work, not competing load)."""
+        return []
+
+    @property
     def pads_batches(self) -> bool:
         """True when the engine only runs full batches, so a short batch is padded (wasted work)."""
         return True

@@ -197,6 +197,25 @@ class RayPoolBackend(Backend):
     def parallelism(self) -> int:
         return sum(actor.capacity for actor in self.actors)
 
+    @property
+    def compute_streams(self) -> int:
+        return sum(actor.capacity - 1 for actor in self.actors if actor.alive)
+
+    def helper_process_ids(self) -> list[int]:
+        """The actors on this host and the Ray daemon (raylet) that runs them."""
+        import psutil
+
+        here = platform.node()
+        pids = set()
+        for actor in self.actors:
+            if actor.info.get("hostname") == here:
+                pids.add(actor.info["pid"])
+                try:
+                    pids.add(psutil.Process(actor.info["pid"]).ppid())
+                except psutil.Error:
+                    pass
+        return sorted(pids)
+
     def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
         n = input_ids.shape[0]

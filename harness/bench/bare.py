@@ -66,8 +66,9 @@ def bare_engine_loop(
 def single_window_latencies(backend: Backend, features: FeatureSet, per_bucket: int,
                             workers: int = 1) -> dict[int, list[float]]:
     """Seconds one ``predict`` of a single window takes, for up to ``per_bucket`` dev windows of each bucket,
-    run back to back by ``workers`` threads (one per engine stream, so every stream is busy, as near a
-    Server run's latency bound): the service times of a batch-1 Server SUT."""
+    run back to back by ``workers`` threads (one per computing engine stream, so every stream is busy, as near
+    a Server run's latency bound, and no call waits behind another): the service times of a batch-1 Server
+    SUT."""
     buckets = backend.sequence_buckets or (features.params.max_seq_length,)
     owner = bucket_index(buckets, features.seq_lengths)
     times: dict[int, list[float]] = {}

@@ -100,7 +100,8 @@ def execute_job(job: BenchJob) -> dict:
                 backend, features, np.arange(min(job.capacity_count, len(features))), workers=base.sut_options.num_workers)
         if job.service_profile_count:
             result["service_s"] = {str(length): times for length, times in single_window_latencies(
-                backend, features, job.service_profile_count, workers=base.sut_options.num_workers).items()}
+                # one window per computing stream: a service time, not a wait in a worker's line
+                backend, features, job.service_profile_count, workers=backend.compute_streams).items()}
         settings = conf_test_settings(base.scenario, base.mode, mlperf_conf=base.mlperf_conf, user_conf=base.user_conf)
 
         def run_test(test: LoadGenTest) -> dict:

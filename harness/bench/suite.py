@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends import BackendOptions
+from harness.bench.designs import V3_BATCH_SIZE, V3_BUCKETS
 from harness.bench.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
 from harness.bench.macs import MacProfile, compute_peak, count_macs
 from harness.bucketing import DEFAULT_BUCKETS, bucket_index, buckets_for
@@ -50,10 +51,13 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("offline", "peers", "server", "buckets", "tune", "ray")
 TARGETS = {
+    "offline_samples_per_s_full": 58.0,  # 29 per core: Neural Magic's best published per-core Offline (v3.0)
+    "ours_vs_v3_design_offline": 1.25,
     "ours_vs_published_offline": 1.5,
     "ours_vs_ort_fp32_dense_24l": 6.0,
     "harness_overhead_pct": 2.0,
     "server_vs_offline": 0.85,
+    "server_vs_queueing_bound": 0.9,  # the Server job's best valid QPS / the FIFO bound from its own service times
     "peak_rss_mb_full_offline": 1536.0,
 }
 SERVER_LATENCY_BOUND_MS = 130.0
@@ -64,6 +68,8 @@ class SuiteConfig:
     samples: int = 512  # features per Offline throughput measurement (the first N of the dev set)
     offline_batch: int = DEFAULT_BATCH_SIZE["Offline"]  # ours
     reference_batch: int = 16  # the padded/published-design job and the peers (one stream each)
+    v3_buckets: tuple[int, ...] = V3_BUCKETS  # the v3.0-design job (one stream, one engine per bucket)
+    v3_batch: int = V3_BATCH_SIZE
     server_batch: int = DEFAULT_BATCH_SIZE["Server"]
     server_timeout_ms: float = 10.0
     buckets: tuple[int, ...] = DEFAULT_BUCKETS
@@ -79,6 +85,7 @@ class SuiteConfig:
     server_streams: int = DEFAULT_STREAMS["Server"]
     other_offline_configs: tuple[tuple[int, int], ...] = ((1, 16),)  # (streams, batch)
     other_server_streams: tuple[int, ...] = (2,)
+    other_server_policies: tuple[str, ...] = ("slack",)  # the default is aging (harness.scenarios.ServerSut)
     other_streams_server_fractions: tuple[float, ...] = (0.15, 0.25, 0.35)
     singlestream_duration_ms: int = 60000  # a SingleStream run: its 90th-percentile latency sets user.conf
     service_profile_count: int = 40  # windows per bucket timed alone: service times for the queueing bound
@@ -88,7 +95,7 @@ class SuiteConfig:
     # Section "ray": as many one-CPU nodes as this machine has cores, one one-core worker each, against the
     # headline local job on the same cores.
     ray_nodes: int = 2
-    ray_server_fractions: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3)  # of the Ray Offline samples/s
+    ray_server_fractions: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3)  # of the local Offline samples/s
     tune: tuple[TuneConfig, ...] = field(default_factory=lambda: (
         TuneConfig(1), TuneConfig(4), TuneConfig(8), TuneConfig(16), TuneConfig(32), TuneConfig(8, 2), TuneConfig(16, 2)))
 
@@ -130,7 +137,7 @@ class Suite:
     def _job(self, label: str, section: str, *, backend: str, model: ModelInfo, scenario: str, batch_size: int,
              buckets: tuple[int, ...] | None, tests: list[LoadGenTest], bare_loop_count: int = 0,
              capacity_count: int = 0, service_profile_count: int = 0, streams: int = 1, timeout_ms: float | None = None,
-             tune: tuple[TuneConfig, ...] = (), ray: dict | None = None) -> dict | None:
+             tune: tuple[TuneConfig, ...] = (), ray: dict | None = None, server_policy: str = "aging") -> dict | None:
         """Run a job of a selected section, or take its result from the reused suite (None: neither)."""
         if section not in self.config.sections:
             if label in self.reused:
@@ -144,7 +151,8 @@ class Suite:
                                            sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length),
                                            **(ray or {})),
             sut_options=SutOptions(num_workers=None if ray else streams,  # Ray: the pool's parallelism
-                                   batch_timeout_ms=timeout_ms or self.config.server_timeout_ms),
+                                   batch_timeout_ms=timeout_ms or self.config.server_timeout_ms,
+                                   server_policy=server_policy),
             mlperf_conf=self.mlperf_conf, user_conf=self.user_conf, runs_root=self.out_dir / "runs" / label,
             overrides=LoadGenOverrides(), progress=self.progress,
         )
@@ -182,6 +190,11 @@ class Suite:
                     self._job(f"ds-sparse-int8-bucketed-{streams}x{batch}", "offline", backend="deepsparse",
                               model=m.sparse_int8, scenario="Offline", batch_size=batch, buckets=c.buckets,
                               tests=tests, streams=streams)
+            # Neural Magic's v3.0 design on the same model and features (all of them when ours ran on all).
+            self._job("ds-sparse-int8-v3design", "offline", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
+                      batch_size=c.v3_batch, buckets=c.v3_buckets, streams=1,
+                      tests=[replace(test, label=f"v3.0 design: {test.label}", design="published-v3-offline")
+                             for test in tests])
             self._job("ds-sparse-int8-padded", "offline", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
                       batch_size=c.reference_batch, buckets=None, bare_loop_count=self.count,
                       tests=[self._offline_test(f"Offline, first {self.count} features", self.count),
@@ -208,6 +221,10 @@ class Suite:
             self._job("server-ours", "server", backend="deepsparse", model=m.sparse_int8, scenario="Server",
                       batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=tests,
                       streams=c.server_streams, service_profile_count=c.service_profile_count)
+            for policy in c.other_server_policies:  # the same sweep, another choice of which sample runs next
+                self._job(f"server-ours-{policy}", "server", backend="deepsparse", model=m.sparse_int8, scenario="Server",
+                          batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=tests,
+                          streams=c.server_streams, server_policy=policy)
             for streams in sorted(set(c.other_server_streams) - {c.server_streams}):
                 self._job(f"server-ours-{streams}streams", "server", backend="deepsparse", model=m.sparse_int8,
                           scenario="Server", batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms,
@@ -246,58 +263,55 @@ class Suite:
         return self.results
 
     def _ray_jobs(self, tests: list[LoadGenTest]) -> None:
-        """Section ray, one invocation: Offline and a Server sweep locally (the harness's defaults) and through a
-        pool of one-core workers on a loopback cluster of as many one-CPU nodes, same model and features."""
-        c, m = self.config, self.models
-        cluster = None
-        if "ray" in c.sections:
-            from harness.bench.scaleout import loopback_cluster
+        """Section ray, one invocation, same model and features throughout.
 
-            cluster = loopback_cluster(c.ray_nodes)
-        ray = {"cluster": "ray", "ray_address": cluster.address if cluster else None, "ray_workers": c.ray_nodes,
-               "ray_cpus_per_worker": 1}
+        Offline over every feature locally (the harness's defaults) and through a pool of one-core workers
+        on a loopback cluster of as many one-CPU nodes (the multi-node path). Then, on a loopback cluster of
+        one node with all the cores: the default placement chosen by measurement (the first ``--samples``
+        features through one actor owning the node vs one actor per core), and the Server sweep through the
+        default placement (one actor, one stream over the node's cores) against the same sweep locally (one
+        stream over the same cores)."""
+        c, m = self.config, self.models
+        measuring = "ray" in c.sections
+        from harness.bench.scaleout import loopback_cluster
+
+        cluster = loopback_cluster(c.ray_nodes) if measuring else None
         try:
-            for where, options in (("local", None), ("ray", ray)):
-                offline = self._job(f"{where}-offline", "ray", backend="deepsparse", model=m.sparse_int8,
-                                    scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets, tests=tests,
-                                    streams=c.offline_streams if options is None else 1, ray=options)
-                sweep = []
-                if offline is not None and "ray" in c.sections:
-                    sps = _records(offline)[-1]["results"]["samples_per_second"]
-                    server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
-                    sweep = [LoadGenTest(label=f"Server {where} {f:.0%} of its Offline",
-                                         overrides={**server, "target_qps": round(f * sps, 3)}) for f in c.ray_server_fractions]
-                self._job(f"{where}-server", "ray", backend="deepsparse", model=m.sparse_int8, scenario="Server",
-                          batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=sweep,
-                          streams=c.server_streams if options is None else 1,
-                          service_profile_count=c.service_profile_count if options else 0, ray=options)
+            offline = {}
+            for where, options in (("local", None), ("ray", {"cluster": "ray", "ray_workers": c.ray_nodes,
+                                                             "ray_cpus_per_worker": 1,
+                                                             "ray_address": cluster.address if cluster else None})):
+                offline[where] = self._job(f"{where}-offline", "ray", backend="deepsparse", model=m.sparse_int8,
+                                           scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets,
+                                           tests=tests, streams=c.offline_streams if options is None else 1, ray=options)
         finally:
             if cluster is not None:
                 cluster.shutdown()
-        self._ray_placement_jobs()
-
-    def _ray_placement_jobs(self) -> None:
-        """Section ray: the default placement, chosen by measurement. On one loopback node with all the cores,
-        the first ``--samples`` features through one actor that owns the node (one engine, a stream per core)
-        and through one actor per core (an engine each)."""
-        c, m = self.config, self.models
-        cluster = None
-        if "ray" in c.sections:
-            from harness.bench.scaleout import loopback_cluster
-
-            cluster = loopback_cluster(1, cpus_per_node=c.ray_nodes)
-        address = cluster.address if cluster else None
-        tests = [self._offline_test(f"Offline, first {self.count} features", self.count)]
+        node = loopback_cluster(1, cpus_per_node=c.ray_nodes) if measuring else None
+        address = node.address if node else None
+        first = [self._offline_test(f"Offline, first {self.count} features", self.count)]
         try:
             for label, ray in (("ray-placement-node", {"ray_workers": None, "ray_cpus_per_worker": None}),
                                ("ray-placement-core", {"ray_workers": c.ray_nodes, "ray_cpus_per_worker": 1})):
                 self._job(label, "ray", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
-                          batch_size=c.offline_batch, buckets=c.buckets, tests=tests,
+                          batch_size=c.offline_batch, buckets=c.buckets, tests=first,
                           streams=c.offline_streams if label.endswith("node") else 1,
                           ray={"cluster": "ray", "ray_address": address, **ray})
+            # Server: both sweeps at the same loads, fractions of the local Offline samples/s
+            sweep = []
+            if measuring and offline.get("local") is not None:
+                sps = _records(offline["local"])[-1]["results"]["samples_per_second"]
+                server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
+                sweep = [LoadGenTest(label=f"Server {f:.0%} of local Offline",
+                                     overrides={**server, "target_qps": round(f * sps, 3)}) for f in c.ray_server_fractions]
+            for where, options in (("local", None), ("ray", {"cluster": "ray", "ray_address": address})):
+                self._job(f"{where}-server", "ray", backend="deepsparse", model=m.sparse_int8, scenario="Server",
+                          batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=sweep,
+                          streams=c.server_streams, service_profile_count=c.service_profile_count if options else 0,
+                          ray=options)
         finally:
-            if cluster is not None:
-                cluster.shutdown()
+            if node is not None:
+                node.shutdown()
 
     def _save(self) -> None:
         self.results.update({"machine": machine_info(), "software": software_versions()})
@@ -404,6 +418,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
     ours = find("ds-sparse-int8-bucketed", samples=n)
     full = find("ds-sparse-int8-bucketed", samples=len(features)) if len(features) != n else ours
     published = find("ds-sparse-int8-padded", "published-offline")
+    v3_design = find("ds-sparse-int8-v3design", "published-v3-offline", samples=(full or ours or {}).get("samples"))
     ort24 = find("ort-dense-fp32-24l")
 
     def best_valid(rows: list[dict]) -> dict | None:
@@ -420,6 +435,9 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
     server_ours = best_valid([r for r in server_rows if r["design"] == "ours" and not r["job"].startswith(("local-", "ray-"))])
     offline_reference = full or ours
     targets = {
+        "offline_samples_per_s_full": full["samples_per_s"] if full else None,
+        # over every feature when both ran on every feature (the v3.0 design's padded remainders weigh less)
+        "ours_vs_v3_design_offline": _ratio(full or ours, v3_design),
         "ours_vs_published_offline": _ratio(ours, published),
         "ours_vs_ort_fp32_dense_24l": _ratio(ours, ort24),
         # In-run overhead of the headline run over every feature (on the first N features the two streams'
@@ -429,12 +447,20 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
                               if server_ours and offline_reference else None),
         "peak_rss_mb_full_offline": full.get("peak_rss_mb") if full else None,
     }
+    bounds = server_bounds(results["jobs"], length_rows, features,
+                           offline_reference["samples_per_s"] if offline_reference else None)
+    own_bound = next((b for b in bounds if b["service"].startswith("server-ours:")), None)
+    # the same engine (server-ours's streams and batch) under any scheduling policy, against its own bound
+    same_engine = best_valid([r for r in server_rows if r["design"] == "ours" and r["job"].startswith("server-ours")
+                              and not r["job"].endswith("streams")])
+    targets["server_vs_queueing_bound"] = (round(same_engine["target_qps"] / own_bound["max_qps"], 3)
+                                           if same_engine and own_bound and own_bound["max_qps"] else None)
     met = {k: (None if v is None else (v <= TARGETS[k] if k in ("harness_overhead_pct", "peak_rss_mb_full_offline")
                                        else v >= TARGETS[k])) for k, v in targets.items()}
     return {
         "ray": ray_summary(results["jobs"], offline_rows, server_best, features),
-        "server_bounds": server_bounds(results["jobs"], length_rows, features,
-                                       offline_reference["samples_per_s"] if offline_reference else None),
+        "core_projection": core_projection(results["jobs"], offline_reference, server_ours, features),
+        "server_bounds": bounds,
         "offline": offline_rows, "server": server_rows, "singlestream": singlestream_rows, "tune": tune_rows,
         "bucket_plans": bucket_plans(length_rows, features) if length_rows else [],
         "server_best": server_best,
@@ -444,7 +470,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
 
 
 def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, features: FeatureSet) -> dict | None:
-    """Local vs Ray (same features, model and cores), and the projection to N nodes."""
+    """Local vs Ray (same features, model and cores), the placement, and the projection to N nodes."""
     from harness.bench.queueing import service_model
     from harness.bench.scaleout import project
 
@@ -469,12 +495,43 @@ def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, feature
     if len(placement) == 2:
         placement["core_vs_node"] = round(placement["core"] / placement["node"], 3)
     summary["placement"] = placement or None
-    service = (jobs.get("ray-server") or {}).get("service_s")
-    if service:
-        model = service_model({int(n): times for n, times in service.items()}, features.seq_lengths)
-        summary["projection"] = project(ray_offline["samples_per_s"] / workers, model, SERVER_LATENCY_BOUND_MS / 1000)
+    server_job = jobs.get("ray-server") or {}
+    if server_job.get("service_s"):
+        # A projected node is this machine: the Ray Offline figure (all its cores), and as many batch-1
+        # streams as the Ray Server job's actor ran.
+        server_backend = (server_job.get("records") or [{}])[-1].get("backend") or server_job.get("backend", {})
+        streams = max(1, server_backend.get("num_streams") or 1) * ((server_backend.get("cluster") or {}).get("workers") or 1)
+        model = service_model({int(n): times for n, times in server_job["service_s"].items()}, features.seq_lengths)
+        summary["projection"] = project(ray_offline["samples_per_s"], model, SERVER_LATENCY_BOUND_MS / 1000,
+                                        servers_per_node=streams)
+        summary["projection_streams_per_node"] = streams
         summary["mean_service_ms_through_ray"] = round(1000 * model.mean_s, 2)
     return summary
+
+
+def core_projection(jobs: dict, offline: dict | None, server_best: dict | None, features: FeatureSet) -> dict | None:
+    """Offline and Server projected to machines of 8..192 cores (:func:`harness.bench.scaleout.project_cores`)
+    from the headline Offline run and the Server job's single-window service times."""
+    from harness.bench.queueing import service_model
+    from harness.bench.scaleout import PUBLISHED_AT_SCALE, project_cores
+
+    server = jobs.get("server-ours") or {}
+    headline = jobs.get("ds-sparse-int8-bucketed") or {}
+    if not offline or not server.get("service_s") or not headline.get("records"):
+        return None
+    machine_cores = headline["records"][-1]["backend"].get("num_cores") or 1
+    backend = server["records"][-1]["backend"] if server.get("records") else server.get("backend", {})
+    cores_per_stream = max(1, (backend.get("num_cores") or machine_cores) // (backend.get("num_streams") or 1))
+    model = service_model({int(n): t for n, t in server["service_s"].items()}, features.seq_lengths)
+    per_core = offline["samples_per_s"] / machine_cores
+    return {
+        "offline_samples_per_s_per_core": round(per_core, 2), "cores_per_stream": cores_per_stream,
+        "mean_service_ms": round(1000 * model.mean_s, 2), "measured_cores": machine_cores,
+        "measured_offline": offline["samples_per_s"],
+        "measured_server": server_best["target_qps"] if server_best else None,
+        "rows": project_cores(per_core, model, cores_per_stream, SERVER_LATENCY_BOUND_MS / 1000),
+        "published": list(PUBLISHED_AT_SCALE),
+    }
 
 
 def server_bounds(jobs: dict, length_rows: list[dict], features: FeatureSet, offline_sps: float | None) -> list[dict]:
