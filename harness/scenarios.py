@@ -284,7 +284,8 @@ class ServerSut(SystemUnderTest):
         return None
 
     def _take(self, bucket: int, batch_size: int, by_deadline: bool = False) -> list:
-        """Up to ``batch_size`` (arrival, sample) pairs from buckets <= ``bucket``, oldest first."""
+        """Up to ``batch_size`` (arrival, sample) pairs from buckets <= ``bucket``: oldest first, or with
+        ``by_deadline`` the head of ``bucket`` first and then the rest by least slack."""
         batch = []
         candidates = list(enumerate(self._queues[: bucket + 1]))
         if by_deadline:  # the chosen bucket's head first, then the rest by least slack
