@@ -84,9 +84,14 @@ def export_onnx(
     sequence_length: int = 384,
     quantized: bool,
     opset: int = ONNX_OPSET,
+    packed: bool = False,
 ) -> Path:
-    """Export ``model`` to ``onnx_path`` with sparseml (INT8 ops when ``quantized``); return the path."""
+    """Export ``model`` to ``onnx_path`` with sparseml (INT8 ops when ``quantized``); return the path.
+    ``packed``: the packed-input variant (``compression.packed``: several windows per ``sequence_length`` row,
+    inputs ``input_ids``/``segment_ids``/``token_type_ids``/``position_ids``)."""
     from sparseml.pytorch.utils import ModuleExporter
+
+    from compression.packed import PACKED_INPUT_NAMES, PackedQAModel, synthetic_packed_batch
 
     if quantized != is_qat_model(model):
         raise ExportError(
@@ -94,7 +99,12 @@ def export_onnx(
             "modules (prepare it with compression.quantize.prepare_qat for an INT8 export)"
         )
     onnx_path = Path(onnx_path)
-    sample = synthetic_qa_batch(1, sequence_length, vocab_size=model.config.vocab_size, seed=0)
+    if packed:
+        module, input_names = PackedQAModel(model), PACKED_INPUT_NAMES
+        sample = synthetic_packed_batch(1, sequence_length, vocab_size=model.config.vocab_size, seed=0)
+    else:
+        module, input_names = model, INPUT_NAMES
+        sample = synthetic_qa_batch(1, sequence_length, vocab_size=model.config.vocab_size, seed=0)
     was_training = model.training
     model.eval()
     try:
@@ -104,12 +114,12 @@ def export_onnx(
             warnings.filterwarnings("ignore", module=r"torch\.onnx")
             warnings.filterwarnings("ignore", module=r"sparseml\.exporters")  # torch.quantize_per_tensor deprecation
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            ModuleExporter(model, output_dir=str(onnx_path.parent)).export_onnx(
+            ModuleExporter(module, output_dir=str(onnx_path.parent)).export_onnx(
                 sample,
                 name=onnx_path.name,
                 opset=opset,
                 convert_qat=quantized,
-                input_names=list(INPUT_NAMES),
+                input_names=list(input_names),
                 output_names=list(OUTPUT_NAMES),
                 dynamo=False,
             )
@@ -117,11 +127,11 @@ def export_onnx(
         raise ExportError(f"ONNX export to {onnx_path} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         model.train(was_training)
-    _fix_interface(onnx_path, sequence_length)
+    _fix_interface(onnx_path, sequence_length, input_names)
     return onnx_path
 
 
-def _fix_interface(onnx_path: Path, sequence_length: int) -> None:
+def _fix_interface(onnx_path: Path, sequence_length: int, input_names: tuple[str, ...] = INPUT_NAMES) -> None:
     """Pin the documented interface: int64 [batch, seq] inputs, [batch, seq] outputs, checker-clean.
 
     The TorchScript exporter leaves the logits' sequence axis as a symbolic name derived from a Squeeze.
@@ -132,13 +142,13 @@ def _fix_interface(onnx_path: Path, sequence_length: int) -> None:
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
-    if [i.name for i in inputs] != list(INPUT_NAMES):
-        raise ExportError(f"{onnx_path}: graph inputs are {[i.name for i in inputs]}, expected {list(INPUT_NAMES)}")
+    if [i.name for i in inputs] != list(input_names):
+        raise ExportError(f"{onnx_path}: graph inputs are {[i.name for i in inputs]}, expected {list(input_names)}")
     if [o.name for o in graph.output] != list(OUTPUT_NAMES):
         raise ExportError(f"{onnx_path}: graph outputs are {[o.name for o in graph.output]}, expected {list(OUTPUT_NAMES)}")
     for value in [*inputs, *graph.output]:
         tensor_type = value.type.tensor_type
-        if value.name in INPUT_NAMES and tensor_type.elem_type != onnx.TensorProto.INT64:
+        if value.name in input_names and tensor_type.elem_type != onnx.TensorProto.INT64:
             raise ExportError(f"{onnx_path}: input {value.name} is not int64")
         dims = tensor_type.shape.dim
         if len(dims) != 2:

@@ -8,12 +8,13 @@ only to its own window and each window's logits are those it gets alone. Buildin
 keeps the inputs at ``[batch, row]`` (a ``[batch, row, row]`` mask input would be ~1 MB per row).
 
 Padding tokens (segment 0) attend to nothing: a fully masked softmax row is uniform, finite, and ignored, as
-their logits are never read.
+their logits are never read. The ONNX export goes through the one export path,
+``compression.export.export_onnx(..., packed=True)`` (INT8 operators for a QAT model, as for the plain one).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections import OrderedDict
 
 import torch
 
@@ -37,15 +38,22 @@ class PackedQAModel(torch.nn.Module):
         return out.start_logits, out.end_logits
 
 
-def export_packed_onnx(model: torch.nn.Module, onnx_path: Path, *, row_length: int = 384, opset: int = 14) -> Path:
-    """Export the packed variant of an FP32 ``model`` with ``torch.onnx`` (TorchScript exporter); the
-    dynamic axis is the batch, rows are ``row_length`` tokens."""
-    onnx_path = Path(onnx_path)
-    wrapper = PackedQAModel(model).eval()
-    example = (torch.ones(1, row_length, dtype=torch.long), torch.ones(1, row_length, dtype=torch.long),
-               torch.zeros(1, row_length, dtype=torch.long), torch.arange(row_length).unsqueeze(0))
-    with torch.no_grad():
-        torch.onnx.export(wrapper, example, str(onnx_path), input_names=list(PACKED_INPUT_NAMES),
-                          output_names=["start_logits", "end_logits"], opset_version=opset, dynamo=False,
-                          dynamic_axes={name: {0: "batch"} for name in (*PACKED_INPUT_NAMES, "start_logits", "end_logits")})
-    return onnx_path
+def synthetic_packed_batch(batch_size: int, row_length: int = 384, *, vocab_size: int = 30522,
+                           seed: int = 0) -> OrderedDict[str, torch.Tensor]:
+    """Packed rows for tracing the export: each row holds two synthetic windows of about half the row, a
+    [PAD] gap after each (the forward argument order, as the exporter needs)."""
+    from compression.synthetic import synthetic_qa_batch
+
+    half = row_length // 2
+    windows = synthetic_qa_batch(2 * batch_size, half - 1, vocab_size=vocab_size, seed=seed)
+    rows = {name: torch.zeros((batch_size, row_length), dtype=torch.int64) for name in PACKED_INPUT_NAMES}
+    for row in range(batch_size):
+        for segment in (1, 2):
+            window = 2 * row + segment - 1
+            n = int(windows["attention_mask"][window].sum())
+            offset = (segment - 1) * half
+            rows["input_ids"][row, offset:offset + n] = windows["input_ids"][window, :n]
+            rows["token_type_ids"][row, offset:offset + n] = windows["token_type_ids"][window, :n]
+            rows["segment_ids"][row, offset:offset + n] = segment
+            rows["position_ids"][row, offset:offset + n] = torch.arange(n)
+    return OrderedDict((name, rows[name]) for name in PACKED_INPUT_NAMES)
