@@ -88,7 +88,7 @@ def export_onnx(
 ) -> Path:
     """Export ``model`` to ``onnx_path`` with sparseml (INT8 ops when ``quantized``); return the path.
     ``packed``: the packed-input variant (``compression.packed``: several windows per ``sequence_length`` row,
-    inputs ``input_ids``/``segment_ids``/``token_type_ids``/``position_ids``)."""
+    inputs ``input_ids``/``window_ids``/``token_type_ids``/``position_ids``)."""
     from sparseml.pytorch.utils import ModuleExporter
 
     from compression.packed import PACKED_INPUT_NAMES, PackedQAModel, synthetic_packed_batch

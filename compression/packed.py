@@ -1,13 +1,13 @@
 """The packed-input variant of a QA model: several windows per row (see ``harness.packing``).
 
-Inputs, int64 ``[batch, row]``: ``input_ids``, ``segment_ids`` (1, 2, ... per window in the row, 0 for
+Inputs, int64 ``[batch, row]``: ``input_ids``, ``window_ids`` (1, 2, ... per window in the row, 0 for
 padding), ``token_type_ids`` and ``position_ids`` (restarting at 0 in each window). The attention mask is
-built inside the graph from the segments, ``mask[b, i, j] = segment[b, i] == segment[b, j] != 0``, and passed
+built inside the graph from the window ids, ``mask[b, i, j] = window_ids[b, i] == window_ids[b, j] != 0``, and passed
 to the encoder as a 3-D mask, which Hugging Face BERT-family models broadcast over heads; so a token attends
 only to its own window and each window's logits are those it gets alone. Building the mask in the graph
 keeps the inputs at ``[batch, row]`` (a ``[batch, row, row]`` mask input would be ~1 MB per row).
 
-Padding tokens (segment 0) attend to nothing: a fully masked softmax row is uniform, finite, and ignored, as
+Padding tokens (window id 0) attend to nothing: a fully masked softmax row is uniform, finite, and ignored, as
 their logits are never read. The ONNX export goes through the one export path,
 ``compression.export.export_onnx(..., packed=True)`` (INT8 operators for a QAT model, as for the plain one).
 """
@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import torch
 
-PACKED_INPUT_NAMES = ("input_ids", "segment_ids", "token_type_ids", "position_ids")
+PACKED_INPUT_NAMES = ("input_ids", "window_ids", "token_type_ids", "position_ids")
 
 
 class PackedQAModel(torch.nn.Module):
@@ -29,10 +29,10 @@ class PackedQAModel(torch.nn.Module):
         self.model = model
         self.config = model.config
 
-    def forward(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, token_type_ids: torch.Tensor,
+    def forward(self, input_ids: torch.Tensor, window_ids: torch.Tensor, token_type_ids: torch.Tensor,
                 position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        same_window = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
-        mask = (same_window & (segment_ids.unsqueeze(1) != 0)).to(torch.long)
+        same_window = window_ids.unsqueeze(2) == window_ids.unsqueeze(1)
+        mask = (same_window & (window_ids.unsqueeze(1) != 0)).to(torch.long)
         out = self.model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids,
                          position_ids=position_ids, return_dict=True)
         return out.start_logits, out.end_logits
@@ -48,12 +48,12 @@ def synthetic_packed_batch(batch_size: int, row_length: int = 384, *, vocab_size
     windows = synthetic_qa_batch(2 * batch_size, half - 1, vocab_size=vocab_size, seed=seed)
     rows = {name: torch.zeros((batch_size, row_length), dtype=torch.int64) for name in PACKED_INPUT_NAMES}
     for row in range(batch_size):
-        for segment in (1, 2):
-            window = 2 * row + segment - 1
+        for window_id in (1, 2):
+            window = 2 * row + window_id - 1
             n = int(windows["attention_mask"][window].sum())
-            offset = (segment - 1) * half
+            offset = (window_id - 1) * half
             rows["input_ids"][row, offset:offset + n] = windows["input_ids"][window, :n]
             rows["token_type_ids"][row, offset:offset + n] = windows["token_type_ids"][window, :n]
-            rows["segment_ids"][row, offset:offset + n] = segment
+            rows["window_ids"][row, offset:offset + n] = window_id
             rows["position_ids"][row, offset:offset + n] = torch.arange(n)
     return OrderedDict((name, rows[name]) for name in PACKED_INPUT_NAMES)

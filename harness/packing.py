@@ -3,7 +3,7 @@
 Length bucketing still pads each window up to its bucket (mean 217 tokens computed per window with the
 default four buckets, against 178 real ones on SQuAD v1.1 dev). Packing places whole windows one after
 another in rows of ``row_length`` tokens; a packed model variant (``compression.packed``) takes, instead of
-a 2-D attention mask, each token's *segment* (1, 2, ... for the windows of the row, 0 for padding) and
+a 2-D attention mask, each token's *window id* (1, 2, ... for the windows of the row, 0 for padding) and
 position ids that restart at 0 in every window. Its attention is block-diagonal (a token sees only its
 own window), so each window's logits are those it gets alone, up to float rounding.
 
@@ -70,16 +70,16 @@ def packed_inputs(rows: list[PackedRow], input_ids: np.ndarray, token_type_ids: 
     count = len(rows)
     ids = np.zeros((count, row_length), dtype=np.int64)
     types = np.zeros((count, row_length), dtype=np.int64)
-    segments = np.zeros((count, row_length), dtype=np.int64)
+    window_ids = np.zeros((count, row_length), dtype=np.int64)
     positions = np.zeros((count, row_length), dtype=np.int64)
     for r, row in enumerate(rows):
-        for segment, (window, offset) in enumerate(zip(row.windows, row.offsets), start=1):
+        for window_id, (window, offset) in enumerate(zip(row.windows, row.offsets), start=1):
             n = int(lengths[window])
             ids[r, offset:offset + n] = input_ids[window, :n]
             types[r, offset:offset + n] = token_type_ids[window, :n]
-            segments[r, offset:offset + n] = segment
+            window_ids[r, offset:offset + n] = window_id
             positions[r, offset:offset + n] = np.arange(n)
-    return {"input_ids": ids, "segment_ids": segments, "token_type_ids": types, "position_ids": positions}
+    return {"input_ids": ids, "window_ids": window_ids, "token_type_ids": types, "position_ids": positions}
 
 
 def unpack_logits(rows: list[PackedRow], start: np.ndarray, end: np.ndarray, lengths: np.ndarray,

@@ -90,7 +90,7 @@ def test_packed_rows_give_each_window_its_own_logits_in_pytorch(tiny_mobilebert)
     feeds = packed_inputs(rows, input_ids, token_type_ids, lengths, ROW)
     with torch.no_grad():
         start, end = PackedQAModel(tiny_mobilebert)(*(torch.from_numpy(feeds[k]) for k in
-                                                     ("input_ids", "segment_ids", "token_type_ids", "position_ids")))
+                                                     ("input_ids", "window_ids", "token_type_ids", "position_ids")))
     unpacked = unpack_logits(rows, start.numpy(), end.numpy(), lengths, ROW, fill=-10000.0)
     _assert_same_real_logits(unpacked, _alone(tiny_mobilebert, input_ids, token_type_ids, lengths), lengths, atol=1e-4)
 
@@ -103,7 +103,7 @@ def test_without_the_gap_mobilebert_windows_would_see_their_neighbours(tiny_mobi
     feeds = packed_inputs(rows, input_ids, token_type_ids, lengths, ROW)
     with torch.no_grad():
         start, end = PackedQAModel(tiny_mobilebert)(*(torch.from_numpy(feeds[k]) for k in
-                                                     ("input_ids", "segment_ids", "token_type_ids", "position_ids")))
+                                                     ("input_ids", "window_ids", "token_type_ids", "position_ids")))
     unpacked = unpack_logits(rows, start.numpy(), end.numpy(), lengths, ROW, fill=-10000.0)
     with pytest.raises(AssertionError):  # the check above can fail: the gap is what makes it pass
         _assert_same_real_logits(unpacked, _alone(tiny_mobilebert, input_ids, token_type_ids, lengths), lengths, atol=1e-4)
