@@ -42,7 +42,7 @@ from harness.models import ModelInfo
 from harness.rundir import create_run_dir, mark_complete, mark_incomplete, write_json_atomic
 from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, default_scheduler
 from harness.runner import RunRequest, harness_overhead_pct
-from harness.scenarios import SutOptions
+from harness.scenarios import SERVER_LATENCY_BOUND_MS, SutOptions
 from harness.settings import LoadGenOverrides
 from squad.features import FeatureSet
 from harness.sysinfo import machine_info, software_versions
@@ -60,7 +60,6 @@ TARGETS = {
     "server_vs_queueing_bound": 0.9,  # the Server job's best valid QPS / the FIFO bound from its own service times
     "peak_rss_mb_full_offline": 1536.0,
 }
-SERVER_LATENCY_BOUND_MS = 130.0
 
 
 @dataclass
