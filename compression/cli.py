@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -350,6 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:  # CompressionError and friends: one line, no traceback
         print(f"obert-compress: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        from compression.train import TrainingStopped
+
+        status = 128 + (exc.signum if isinstance(exc, TrainingStopped) else signal.SIGINT)
+        where = (f" after step {exc.step}, which is checkpointed; the same command resumes there (prune/quantize: "
+                 "with --resume)") if isinstance(exc, TrainingStopped) else ""
+        print(f"obert-compress: stopped{where}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

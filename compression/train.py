@@ -28,6 +28,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -295,6 +297,43 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 # The loop
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after finishing a step and checkpointing it: the same run resumes
+    from ``step``."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM (Ctrl-C, schedulers, session ends) during training: finish the step, checkpoint it, then
+    stop, so no work since the last periodic checkpoint is lost. A second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("%s: finishing this training step and saving a checkpoint, then stopping (again: stop at once)",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def train_with_recipe(
     model: torch.nn.Module,
     recipe_path: Path,
@@ -403,7 +442,9 @@ def train_with_recipe(
     bar = tqdm(total=total_steps, initial=start_step, desc=description, unit="step", disable=not settings.progress,
                dynamic_ncols=True)
     step = start_step
+    stop = _StopOnSignal()
     try:
+        stop.__enter__()
         while step < end_step:
             epoch_index, in_epoch = divmod(step, spe)
             for batch in iter_epoch_batches(features, settings.batch_size, settings.seed, epoch_index,
@@ -454,6 +495,10 @@ def train_with_recipe(
                     log_file.flush()
                     checkpoint(step)
                     last_checkpoint = time.monotonic()
+                if stop.received is not None and step % spe and step != end_step:  # (epoch ends checkpoint below)
+                    log_file.flush()
+                    checkpoint(step)
+                    raise TrainingStopped(stop.received, step)
                 if step % spe == 0 or step == end_step:
                     log_file.flush()
                     last_checkpoint = time.monotonic()
@@ -465,7 +510,10 @@ def train_with_recipe(
                     epoch_log.append(entry)
                     with epoch_log_path.open("a") as handle:
                         handle.write(json.dumps(entry) + "\n")
+                    if stop.received is not None and step != end_step:
+                        raise TrainingStopped(stop.received, step)
     finally:
+        stop.__exit__()
         bar.close()
         log_file.close()
 

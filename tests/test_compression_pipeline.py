@@ -224,6 +224,61 @@ def test_resume_reproduces_an_uninterrupted_run(tokenizer, tmp_path: Path) -> No
            [(r["step"], r["loss"], r["lr"], r["sparsity"]) for r in full.trace]
 
 
+def test_sigterm_mid_training_checkpoints_the_step_and_the_run_resumes_identically(tokenizer, tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from compression.train import TrainingStopped, TrainSettings, train_with_recipe
+
+    features, recipe, teacher, make_student = _resume_setup(tokenizer, tmp_path)
+    settings = TrainSettings(batch_size=8, progress=False, trim_padding=True, num_threads=1)
+    kwargs = dict(teacher=teacher, sparsity_patterns=pruned_param_patterns(load_recipe(COMPRESSION_RECIPE)))
+    straight = make_student()
+    full = train_with_recipe(straight, recipe, features, tmp_path / "straight", settings, **kwargs)
+
+    log_path = tmp_path / "stopped" / "train_log.jsonl"
+
+    def send_sigterm_after_some_steps() -> None:  # as a scheduler or a session's end would
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if log_path.is_file() and len(log_path.read_text().splitlines()) >= 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.01)
+
+    sender = threading.Thread(target=send_sigterm_after_some_steps, daemon=True)
+    sender.start()
+    with pytest.raises(TrainingStopped) as stopped:
+        train_with_recipe(make_student(), recipe, features, tmp_path / "stopped", settings, **kwargs)
+    sender.join()
+    assert stopped.value.signum == signal.SIGTERM and 5 <= stopped.value.step < full.total_steps
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    resumed_model = make_student()
+    resumed = train_with_recipe(resumed_model, recipe, features, tmp_path / "stopped", settings, resume=True, **kwargs)
+    assert resumed.finished and resumed.resumed_from_step == stopped.value.step  # no finished step was lost
+    a, b = straight.state_dict(), resumed_model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_cli_reports_a_stopped_training_with_the_signal_status(monkeypatch, capsys) -> None:
+    import argparse
+    import signal
+
+    from compression import cli
+    from compression.train import TrainingStopped
+
+    def stopped(args):
+        raise TrainingStopped(signal.SIGTERM, 17)
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(handler=stopped, verbose=0)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main([]) == 143
+    assert "stopped after step 17, which is checkpointed" in capsys.readouterr().err
+
+
 def test_cyclic_lr_needs_whole_cycles(tokenizer, tmp_path: Path) -> None:
     from compression.train import TrainSettings, train_with_recipe
 
