@@ -332,6 +332,13 @@ class _StopOnSignal:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous = {}
+
+    def pass_on(self) -> None:
+        """After the handlers are restored: deliver a signal that came but did not stop training (it came in
+        the last step), so the program still stops as the signal asked."""
+        if self.received is not None:
+            signal.raise_signal(self.received)
 
 
 def train_with_recipe(
@@ -516,6 +523,7 @@ def train_with_recipe(
         stop.__exit__()
         bar.close()
         log_file.close()
+    stop.pass_on()  # a signal during the last step (checkpointed): to whoever handled it before
 
     finished = step >= total_steps
     if finished:

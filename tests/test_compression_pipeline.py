@@ -262,6 +262,24 @@ def test_sigterm_mid_training_checkpoints_the_step_and_the_run_resumes_identical
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_signal_in_the_last_training_step_is_passed_on_after_the_handlers_are_restored() -> None:
+    import os
+    import signal
+
+    from compression.train import _StopOnSignal
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with _StopOnSignal() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.received == signal.SIGTERM and seen == []  # held while the step finishes
+        stop.pass_on()
+        assert seen == [signal.SIGTERM]  # then handled as it would have been
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_the_cli_reports_a_stopped_training_with_the_signal_status(monkeypatch, capsys) -> None:
     import argparse
     import signal
