@@ -63,6 +63,16 @@ def bucket_index(buckets: tuple[int, ...], lengths: np.ndarray) -> np.ndarray:
     return index
 
 
+def batch_bucket(attention_mask: np.ndarray, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket holding every window of a batch (up to its last non-padding position)."""
+    used = np.flatnonzero(np.asarray(attention_mask).any(axis=0))
+    length = int(used[-1]) + 1 if used.size else 1
+    position = int(np.searchsorted(np.asarray(buckets), length, side="left"))
+    if position == len(buckets):
+        raise ValueError(f"a window of {length} tokens is longer than the largest bucket {buckets[-1]}")
+    return buckets[position]
+
+
 def bucket_batches(
     items: list, lengths: np.ndarray, buckets: tuple[int, ...] | None, batch_size: int
 ) -> list[list]:

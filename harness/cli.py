@@ -23,6 +23,7 @@ from pathlib import Path
 from harness.errors import ConfigError, HarnessError, RunStopped
 from harness.interrupts import describe as describe_interrupt
 from harness.interrupts import exit_now, exit_status, install_sigterm_handler
+from harness.backends.base import CLUSTERS
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK, EngineSettings, quick_overrides
 from harness.scenarios import SERVER_POLICIES
@@ -83,7 +84,7 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
                         help="length bucketing: sequence lengths to build engines for; each batch runs at the "
                         f"smallest that holds its longest window (default {','.join(map(str, DEFAULT_BUCKETS))}; "
                         f"with --quick {','.join(map(str, QUICK.buckets))}; the window length is always one)")
-    engine.add_argument("--cluster", default="local", choices=["local", "ray"],
+    engine.add_argument("--cluster", default="local", choices=CLUSTERS,
                         help="local: the engines run in this process (default); ray: one engine per Ray actor on the "
                         "nodes of a Ray cluster, LoadGen and the scheduling stay here (README, Scaling out)")
     engine.add_argument("--ray-address", default=None,
@@ -165,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-full", action="store_true", help="skip the Offline run over every feature")
     bench.add_argument("--sections", default="offline,peers,server,tune",
                        help="what to measure, of offline, peers, server, buckets (an engine at each length 96..384 "
-                       "and the expected speed of candidate bucket sets; ~7 min), tune, ray (the headline job through a "
-                       "Ray pool of one-core workers on a loopback cluster, a Server sweep through it, and the projection "
-                       "to 1..64 nodes; ~20 min) (default: %(default)s)")
+                       "and the expected speed of candidate bucket sets; ~7 min), tune, ray (Offline over every feature "
+                       "locally and through one-core Ray workers on a 2-node loopback cluster; on a one-node cluster the "
+                       "placement and a Server sweep through Ray and locally; the projection to 1..64 nodes; ~45 min) "
+                       "(default: %(default)s)")
     bench.add_argument("--reuse", action="append", default=[],
                        help="an earlier suite directory (same --samples and data): its jobs of the sections not "
                        "measured now are reported again, so one section can be re-measured alone; repeat to "

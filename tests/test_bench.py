@@ -66,38 +66,25 @@ def sample(sample_features):
     return sample_features
 
 
-def test_published_design_refuses_a_bucketed_backend(sample, tmp_path):
+@pytest.mark.parametrize("design, buckets, message", [
+    ("PublishedOfflineSut", (128, 384), "without length bucketing"),  # v2.1 padded every window to 384
+    ("PublishedV3OfflineSut", None, "one engine per length bucket"),  # v3.0 bucketed
+])
+def test_published_designs_refuse_a_backend_of_the_other_kind(sample, tmp_path, design, buckets, message):
     from harness.backends import BackendOptions, create_backend
-    from harness.bench.designs import PublishedOfflineSut
+    from harness.bench import designs
     from harness.qsl import SquadQSL
     from harness.scenarios import SutOptions
 
     model = inspect_onnx_model(write_toy_qa_model(tmp_path / "model.onnx"))
-    backend = create_backend("onnxruntime", model, BackendOptions(batch_size=2, sequence_buckets=(128, 384)))
+    backend = create_backend("onnxruntime", model, BackendOptions(batch_size=2, sequence_buckets=buckets))
     qsl = SquadQSL(sample[1])
     try:
-        with pytest.raises(ConfigError, match="without length bucketing"):
-            PublishedOfflineSut(backend, qsl, SutOptions())
+        with pytest.raises(ConfigError, match=message):
+            getattr(designs, design)(backend, qsl, SutOptions())
     finally:
         qsl.destroy()
         backend.close()
-
-
-def test_v3_design_refuses_a_backend_without_buckets(sample, tmp_path):
-    from harness.backends import BackendOptions, create_backend
-    from harness.bench.designs import PublishedV3OfflineSut
-    from harness.qsl import SquadQSL
-    from harness.scenarios import SutOptions
-
-    model = inspect_onnx_model(write_toy_qa_model(tmp_path / "model.onnx"))
-    plain = create_backend("onnxruntime", model, BackendOptions(batch_size=2))
-    qsl = SquadQSL(sample[1])
-    try:
-        with pytest.raises(ConfigError, match="one engine per length bucket"):
-            PublishedV3OfflineSut(plain, qsl, SutOptions())
-    finally:
-        qsl.destroy()
-        plain.close()
 
 
 def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):

@@ -30,14 +30,10 @@ NODE_ARGS = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
+    from harness.bench.scaleout import loopback_cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 * 2**20,
-                                                             "include_dashboard": False})
-    nodes = [cluster.add_node(**NODE_ARGS) for _ in range(2)]
-    cluster.wait_for_nodes()
+    cluster = loopback_cluster(2, cpus_per_node=NODE_ARGS["num_cpus"], object_store_mb=80)
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-    cluster.worker_nodes_started = nodes
     yield cluster
     ray.shutdown()
     cluster.shutdown()

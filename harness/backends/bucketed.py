@@ -10,7 +10,6 @@ and points at ``--no-bucketing``.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import Backend, BackendOptions
+from harness.bucketing import batch_bucket
 from harness.errors import ModelError
 from harness.models import ModelInfo, inspect_onnx_model
 
@@ -80,12 +80,7 @@ class BucketedBackend(Backend):
 
     def bucket_for(self, attention_mask: np.ndarray) -> int:
         """Smallest bucket holding every window of the batch (its last non-padding position)."""
-        used = np.flatnonzero(attention_mask.any(axis=0))
-        length = int(used[-1]) + 1 if used.size else 1
-        position = bisect.bisect_left(self.buckets, length)
-        if position == len(self.buckets):
-            raise ValueError(f"a window of {length} tokens is longer than the largest bucket {self.buckets[-1]}")
-        return self.buckets[position]
+        return batch_bucket(attention_mask, self.buckets)
 
     def predict(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray

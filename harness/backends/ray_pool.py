@@ -33,22 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import Backend, BackendOptions
+from harness.bucketing import batch_bucket
 from harness.errors import ConfigError, ModelError
 from harness.models import ModelInfo
+from harness.sysinfo import machine_info
 
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 120.0  # a batch of 8 x 384 tokens takes ~0.5 s on one core; anything near this is a dead node
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class EngineWorker:
@@ -72,7 +64,7 @@ class EngineWorker:
         import ray
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": platform.node(), "pid": os.getpid(),
-                "cpu_model": _cpu_model(), "node_cpus": os.cpu_count(), "cpus": self.cpus,
+                "cpu_model": machine_info()["cpu_model"], "node_cpus": os.cpu_count(), "cpus": self.cpus,
                 "engine": self.backend.describe()}
 
     def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray):
@@ -243,10 +235,7 @@ class RayPoolBackend(Backend):
 
     def _request_length(self, attention_mask: np.ndarray) -> int:
         """The bucket length that holds the batch (its windows are cut to it before they travel)."""
-        used = np.flatnonzero(attention_mask.any(axis=0))
-        needed = int(used[-1]) + 1 if used.size else 1
-        buckets = self.options.sequence_buckets or (attention_mask.shape[1],)
-        return next((b for b in buckets if b >= needed), attention_mask.shape[1])
+        return batch_bucket(attention_mask, self.options.sequence_buckets or (attention_mask.shape[1],))
 
     def _acquire(self) -> _Actor:
         with self._lock:

@@ -25,8 +25,8 @@ import numpy as np
 PROJECTION_NODES = (1, 2, 4, 8, 16, 32, 64)
 PROJECTION_CORES = (2, 8, 32, 96, 192)
 
-# Published results of the sizes projected to, for comparison: NM v3.0 from the MLPerf Inference v3.0 open
-# results; the Intel Server/Offline ratio is approximate (closed bert-99 Xeon results, as quoted in issue 14).
+# Published results of the sizes projected to, for comparison, as quoted in issue 14 (NM v3.0 from the MLPerf
+# Inference v3.0 open results; the Intel Server/Offline ratio of closed bert-99 Xeon results, approximate).
 PUBLISHED_AT_SCALE = (
     {"what": "Neural Magic v3.0 oBERT, 2x AMD EPYC 9654 (192 cores), Offline, bert-99 open",
      "cores": 192, "offline_samples_per_s": 5578.7},
@@ -34,14 +34,15 @@ PUBLISHED_AT_SCALE = (
 )
 
 
-def loopback_cluster(nodes: int, cpus_per_node: int = 1):
+def loopback_cluster(nodes: int, cpus_per_node: int = 1, object_store_mb: int = 200):
     """A Ray cluster on this machine: a head without CPUs (it only schedules) and ``nodes`` worker nodes."""
     from ray.cluster_utils import Cluster
 
+    store = object_store_mb * 2**20
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                             "object_store_memory": 200 * 2**20})
+                                                             "object_store_memory": store})
     for _ in range(nodes):
-        cluster.add_node(num_cpus=cpus_per_node, object_store_memory=200 * 2**20)
+        cluster.add_node(num_cpus=cpus_per_node, object_store_memory=store)
     cluster.wait_for_nodes()
     return cluster
 
@@ -72,9 +73,8 @@ def project_cores(offline_sps_per_core: float, service_model, cores_per_stream: 
     rows = []
     for count in cores:
         streams = max(1, count // cores_per_stream)
-        row = project(offline_sps_per_core * streams * cores_per_stream, service_model, bound_s, nodes=(streams,))[0]
-        row["offline_samples_per_s"] = round(offline_sps_per_core * count, 2)
-        row["server_vs_offline"] = round(row["server_qps"] / row["offline_samples_per_s"], 3)
+        # one machine: a node of ``streams`` batch-1 servers
+        [row] = project(offline_sps_per_core * count, service_model, bound_s, nodes=(1,), servers_per_node=streams)
         rows.append({"cores": count, "streams": streams, **{k: v for k, v in row.items() if k != "nodes"}})
     return rows
 
