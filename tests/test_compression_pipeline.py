@@ -248,13 +248,14 @@ def test_sigterm_mid_training_checkpoints_the_step_and_the_run_resumes_identical
                 return
             time.sleep(0.01)
 
+    handler_before = signal.getsignal(signal.SIGTERM)
     sender = threading.Thread(target=send_sigterm_after_some_steps, daemon=True)
     sender.start()
     with pytest.raises(TrainingStopped) as stopped:
         train_with_recipe(make_student(), recipe, features, tmp_path / "stopped", settings, **kwargs)
     sender.join()
     assert stopped.value.signum == signal.SIGTERM and 5 <= stopped.value.step < full.total_steps
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # the handler is put back
     resumed_model = make_student()
     resumed = train_with_recipe(resumed_model, recipe, features, tmp_path / "stopped", settings, resume=True, **kwargs)
     assert resumed.finished and resumed.resumed_from_step == stopped.value.step  # no finished step was lost

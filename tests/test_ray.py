@@ -4,6 +4,7 @@ each), one LoadGen driver, engines in Ray actors. One cluster per module; fault 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from dataclasses import replace
@@ -32,8 +33,11 @@ NODE_ARGS = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
 def cluster():
     from harness.bench.scaleout import loopback_cluster
 
+    from harness.backends.ray_pool import keeping_sigterm_handler
+
     cluster = loopback_cluster(2, cpus_per_node=NODE_ARGS["num_cpus"], object_store_mb=80)
-    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    if True:
+        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     yield cluster
     ray.shutdown()
     cluster.shutdown()
@@ -199,6 +203,26 @@ def test_all_workers_lost_ends_with_the_fault_path_without_hanging(cluster, samp
     assert (run_dir / INCOMPLETE_MARKER).is_file()
     assert json.loads((run_dir / RUN_JSON).read_text())["status"] == "failed"
     fresh_worker_nodes(cluster)  # leave two nodes for whatever runs next
+
+
+def test_joining_ray_keeps_the_harness_sigterm_handler(cluster, sample, toy_model, tmp_path):
+    """ray.init (and a head node started in this process) install a SIGTERM handler that exits at once; the
+    harness's own, which ends a run cleanly as interrupted with exit 143, must stay in place."""
+    from harness.backends.ray_pool import RayPoolBackend
+
+    ray.shutdown()  # so that the pool joins the cluster itself
+    before = signal.getsignal(signal.SIGTERM)
+
+    def harness_handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise AssertionError("not called")
+
+    signal.signal(signal.SIGTERM, harness_handler)
+    try:
+        options = ray_options(request(sample, toy_model, tmp_path).backend_options, ray_address=cluster.address)
+        RayPoolBackend("onnxruntime", toy_model, options).close()
+        assert signal.getsignal(signal.SIGTERM) is harness_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_ray_options_are_checked():

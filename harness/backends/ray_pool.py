@@ -21,12 +21,15 @@ summary say so). With no actor left, ``predict`` raises and the SUT's fault path
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -118,8 +121,9 @@ class RayPoolBackend(Backend):
         # Ray forks its workers; the tokenizers library (used to build the features) warns after every fork
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
-            # None starts a Ray instance on this machine; "auto" or HOST:PORT joins a running cluster
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+            with keeping_sigterm_handler():
+                # None starts a Ray instance on this machine; "auto" or HOST:PORT joins a running cluster
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
         except Exception as exc:
             where = f"--ray-address {address}" if address else "a local Ray instance"
             raise ConfigError(f"{where}: could not connect ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
@@ -310,6 +314,18 @@ class RayPoolBackend(Backend):
         self.actors = []
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def keeping_sigterm_handler() -> Iterator[None]:
+    """Starting Ray in this process (ray.init, or a cluster_utils head node) installs Ray's own SIGTERM
+    handler, which exits 1 at once. Put ours back: it ends a run cleanly (status interrupted, exit 143)
+    and Ray is shut down on the way out through the backend's close()."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _percentiles(values: np.ndarray) -> dict | None:

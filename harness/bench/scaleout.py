@@ -38,12 +38,15 @@ def loopback_cluster(nodes: int, cpus_per_node: int = 1, object_store_mb: int = 
     """A Ray cluster on this machine: a head without CPUs (it only schedules) and ``nodes`` worker nodes."""
     from ray.cluster_utils import Cluster
 
+    from harness.backends.ray_pool import keeping_sigterm_handler
+
     store = object_store_mb * 2**20
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                             "object_store_memory": store})
-    for _ in range(nodes):
-        cluster.add_node(num_cpus=cpus_per_node, object_store_memory=store)
-    cluster.wait_for_nodes()
+    with keeping_sigterm_handler():  # the head node runs in this process
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                                 "object_store_memory": store})
+        for _ in range(nodes):
+            cluster.add_node(num_cpus=cpus_per_node, object_store_memory=store)
+        cluster.wait_for_nodes()
     return cluster
 
 
