@@ -301,6 +301,7 @@ def build_benchmark_model(
     sequence_length: int = 384,
     overwrite: bool = False,
     verify: bool = True,
+    packed_variant: bool = True,
 ) -> Path:
     """Build an untrained benchmark model directory and return its path.
 
@@ -310,10 +311,11 @@ def build_benchmark_model(
 
     With ``verify`` the staged directory is checked (:func:`compression.verify.verify_model_dir`, which
     writes ``verify.json``) before it is moved into place; a failed check publishes nothing.
+    ``packed_variant``: also the packed-input variant (``model-packed.onnx``, for the harness's --packing).
     """
     return build_benchmark_model_detailed(
         out_dir, vocab=vocab, variant=variant, seed=seed, preset=preset, sequence_length=sequence_length,
-        overwrite=overwrite, verify=verify,
+        overwrite=overwrite, verify=verify, packed_variant=packed_variant,
     ).out_dir
 
 
@@ -327,6 +329,7 @@ def build_benchmark_model_detailed(
     sequence_length: int = 384,
     overwrite: bool = False,
     verify: bool = True,
+    packed_variant: bool = True,
 ) -> BuildResult:
     """:func:`build_benchmark_model`, also returning the PyTorch model and the verification result."""
     from compression.verify import verify_model_dir
@@ -361,6 +364,7 @@ def build_benchmark_model_detailed(
             overwrite=overwrite,
             extra_files=prepared.extra_files,
             before_publish=verify_staged if verify else None,
+            packed_variant=packed_variant,
         )
         log.info("export%s took %.1f s", " + verification" if verify else "", time.perf_counter() - export_started)
     log.info("built %s in %.1f s", out_dir, time.perf_counter() - started)

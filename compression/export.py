@@ -36,12 +36,14 @@ from typing import Any
 import torch
 
 from compression.errors import CompressionError, ExportError, OutputExistsError
+from compression.packed import PACKED_INPUT_NAMES, PackedQAModel, synthetic_packed_batch
 from compression.quantize import is_qat_model
 from compression.synthetic import INPUT_NAMES, synthetic_qa_batch
 
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
+PACKED_ONNX_FILE = "model-packed.onnx"
 MANIFEST_FILE = "manifest.json"
 README_FILE = "README.md"
 OUTPUT_NAMES = ("start_logits", "end_logits")
@@ -90,8 +92,6 @@ def export_onnx(
     ``packed``: the packed-input variant (``compression.packed``: several windows per ``sequence_length`` row,
     inputs ``input_ids``/``window_ids``/``token_type_ids``/``position_ids``)."""
     from sparseml.pytorch.utils import ModuleExporter
-
-    from compression.packed import PACKED_INPUT_NAMES, PackedQAModel, synthetic_packed_batch
 
     if quantized != is_qat_model(model):
         raise ExportError(
@@ -252,6 +252,7 @@ def export_model_dir(
     overwrite: bool = False,
     extra_files: Mapping[str, Path] | None = None,
     before_publish: Callable[[Path], None] | None = None,
+    packed_variant: bool = False,
 ) -> Path:
     """Export ``model`` into the model directory ``out_dir`` and return it.
 
@@ -260,7 +261,8 @@ def export_model_dir(
     describes the model and must contain ``trained`` (True/False, or None when unknown); the interface
     fields (precision, sequence length, input/output names, opset, file sizes, software versions) are
     added here. ``extra_files`` (name -> existing file) are copied in; ``before_publish`` runs on the
-    finished staging directory (e.g. verification) and can veto publishing by raising.
+    finished staging directory (e.g. verification) and can veto publishing by raising. ``packed_variant``
+    also writes the packed-input variant (``compression.packed``) as ``model-packed.onnx``.
     """
     out_dir = Path(out_dir)
     if "trained" not in manifest:
@@ -274,9 +276,14 @@ def export_model_dir(
         started = time.perf_counter()
         log.info("exporting %s ONNX (sequence length %d) to %s", "INT8" if quantized else "FP32", sequence_length, out_dir)
         export_onnx(model, staging / ONNX_FILE, sequence_length=sequence_length, quantized=quantized)
+        onnx_files = [ONNX_FILE]
+        if packed_variant:
+            export_onnx(model, staging / PACKED_ONNX_FILE, sequence_length=sequence_length, quantized=quantized,
+                        packed=True)
+            onnx_files.append(PACKED_ONNX_FILE)
         log.info("ONNX export took %.1f s", time.perf_counter() - started)
         for leftover in staging.iterdir():  # exporter side files (external data, intermediates) are not wanted
-            if leftover.name != ONNX_FILE:
+            if leftover.name not in onnx_files:
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
         model.config.save_pretrained(staging)
@@ -298,6 +305,9 @@ def export_model_dir(
             "inputs": {name: {"dtype": "int64", "shape": ["batch", sequence_length]} for name in INPUT_NAMES},
             "outputs": {name: {"dtype": "float32", "shape": ["batch", sequence_length]} for name in OUTPUT_NAMES},
             "tokenizer": "vocab.txt" if tokenizer is not None else None,  # None: tokenize with the data's vocab
+            # the packed-input variant (compression.packed), read by the harness's --packing
+            "packed": {"onnx_file": PACKED_ONNX_FILE, "input_names": list(PACKED_INPUT_NAMES),
+                       "row_length": sequence_length} if packed_variant else None,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "software": _software_versions(),
         }

@@ -762,7 +762,8 @@ def run_export(
                                              check_deepsparse=check_deepsparse))
 
     export_model_dir(model, out_dir, tokenizer=tokenizer, sequence_length=384, quantized=quantized,
-                     manifest=manifest, overwrite=overwrite, extra_files=extra_files, before_publish=verify_staged)
+                     manifest=manifest, overwrite=overwrite, extra_files=extra_files, before_publish=verify_staged,
+                     packed_variant=True)
     onnx_eval = None
     if evaluate:
         onnx_eval = evaluate_onnx(config, out_dir, tokenizer)

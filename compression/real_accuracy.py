@@ -311,11 +311,18 @@ class HarnessJob:
     bucketing: bool
     fast_vnni: bool = False
     scenario: str = "Offline"
+    packing: bool = False  # --packing (several windows per row; no buckets)
 
     @property
     def key(self) -> str:
-        return (f"{self.model}|{self.backend}|{'buckets' if self.bucketing else 'padded'}|"
+        return (f"{self.model}|{self.backend}|{'packed' if self.packing else 'buckets' if self.bucketing else 'padded'}|"
                 f"{'fastvnni' if self.fast_vnni else 'exact'}|{self.scenario}")
+
+    @property
+    def column(self) -> str:
+        """The results table's column: backend and what differs from the default run."""
+        how = " packed" if self.packing else "" if self.bucketing else " padded"
+        return f"{self.backend}{how}{' fast-VNNI' if self.fast_vnni else ''}"
 
 
 def write_heldout_data_dir(split_heldout_json: Path, vocab: Path, out: Path, max_questions: int | None = None) -> Path:
@@ -359,7 +366,9 @@ def harness_command(job: HarnessJob, data_dir: Path, runs_dir: Path, cache_dir: 
     else:
         command += ["--mode", "performance", "--min-duration-ms", str(config.single_stream_duration_ms),
                     "--min-query-count", "64"]
-    if not job.bucketing:
+    if job.packing:
+        command.append("--packing")
+    elif not job.bucketing:
         command.append("--no-bucketing")
     if job.fast_vnni:
         command.append("--fast-vnni-emulation")
@@ -409,6 +418,9 @@ def harness_jobs(models: dict[str, Path], config: RealAccuracyConfig, int8_label
             jobs.append(HarnessJob(int8_label, int8, "deepsparse", bucketing, fast_vnni=True))
         for fast in (False, True):
             jobs.append(HarnessJob(int8_label, int8, "deepsparse", True, fast_vnni=fast, scenario="SingleStream"))
+    if int8_label is not None:  # packed rows against buckets, on the trained model that matters
+        jobs += [HarnessJob(int8_label, str(models[int8_label]), backend, False, packing=True)
+                 for backend in config.harness_backends]
     return jobs
 
 
@@ -516,8 +528,7 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
             job = result["job"]
             if job["model"] != label or job["scenario"] != "Offline":
                 continue
-            key = f"{job['backend']}{'' if job['bucketing'] else ' padded'}{' fast-VNNI' if job['fast_vnni'] else ''}"
-            figures[key] = {"f1": result.get("f1"), "exact_match": result.get("exact_match"),
+            figures[HarnessJob(**job).column] = {"f1": result.get("f1"), "exact_match": result.get("exact_match"),
                             "samples_per_second": result.get("samples_per_second"),
                             "machine_not_idle": result.get("machine_not_idle")}
         return figures
@@ -560,6 +571,17 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
                 predictions_identical(result["predictions"], twin["predictions"]))
     checks["bucketing_predictions_identical"] = {"passed": all(c["identical"] for c in bucket_checks.values()) if
                                                  bucket_checks else None, "per_model": bucket_checks}
+    packing_checks = {}
+    for result in harness.values():
+        job = result["job"]
+        if not job.get("packing") or "predictions" not in result:
+            continue
+        twin = next((r for r in harness.values() if r["job"] == {**job, "packing": False, "bucketing": True}), None)
+        if twin is not None and "predictions" in twin:
+            packing_checks[f"{job['model']}|{job['backend']}"] = predictions_identical(result["predictions"],
+                                                                                      twin["predictions"])
+    checks["packing_predictions_identical"] = {"passed": all(c["identical"] for c in packing_checks.values()) if
+                                               packing_checks else None, "per_model": packing_checks}
     vnni = _vnni_summary(harness, int8_label)
     results = {
         "experiment": "real-accuracy",
@@ -615,8 +637,8 @@ def results_table(results: dict[str, Any]) -> str:
         value = (figures or {}).get(key)
         return format(value, fmt) if isinstance(value, (int, float)) else ""
 
-    columns = ["deepsparse", "deepsparse padded", "onnxruntime", "onnxruntime padded", "deepsparse fast-VNNI",
-               "deepsparse padded fast-VNNI"]
+    columns = ["deepsparse", "deepsparse padded", "deepsparse packed", "onnxruntime", "onnxruntime padded",
+               "onnxruntime packed", "deepsparse fast-VNNI", "deepsparse padded fast-VNNI"]
     present = [c for c in columns if any(c in (row.get("harness") or {}) for row in results["rows"])]
     header = ["model", "sparsity", "PyTorch F1 / EM"] + [f"harness {c}: F1 / EM / samples/s" for c in present]
     lines = [f"_{results['label']}_", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -641,6 +663,12 @@ def results_table(results: dict[str, Any]) -> str:
         differing = {k: v["differing"] for k, v in buckets["per_model"].items() if not v["identical"]}
         lines.append("Predictions with and without length bucketing: "
                      + ("identical for every model and backend." if not differing else
+                        "differ for " + ", ".join(f"{k} ({n} questions)" for k, n in differing.items()) + "."))
+    packing = checks.get("packing_predictions_identical", {})
+    if packing.get("per_model"):
+        differing = {k: v["differing"] for k, v in packing["per_model"].items() if not v["identical"]}
+        lines.append("Predictions with packed rows (--packing) and with length buckets: "
+                     + ("identical for every backend." if not differing else
                         "differ for " + ", ".join(f"{k} ({n} questions)" for k, n in differing.items()) + "."))
     vnni = results["fast_vnni_emulation"]
     if vnni.get("measured"):

@@ -100,6 +100,10 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--no-bucketing", action="store_true",
                         help="run every window padded to the full 384 tokens, like the MLPerf reference (closed-"
                         "division style)")
+    engine.add_argument("--packing", action="store_true",
+                        help="Offline: pack several windows into each 384-token row (block-diagonal attention) and run "
+                        "the model's packed variant, so almost no token is padding; --batch-size counts rows. Replaces "
+                        "length bucketing; needs a model directory exported with its packed variant (README, Packing)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,10 +256,11 @@ def load_dataset_and_features(args, *, count: int | None = None):
     return dataset, features
 
 
-def benchmark_model_dir(variant: str, vocab: Path) -> Path:
+def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False) -> Path:
     """The untrained benchmark model of a variant in ./models, built on first use. Its tokenizer files are
     written only from the bert-base-uncased vocab (the model's 30,522-token geometry); with other data (the
-    built-in sample) it gets none and the harness tokenizes with the data's vocab."""
+    built-in sample) it gets none and the harness tokenizes with the data's vocab. ``packed``: a directory
+    built before models carried their packed variant is rebuilt with it (the same seed gives the same model)."""
     from compression.architecture import DEFAULT_PRESET
     from compression.benchmark_model import build_benchmark_model, default_model_dir
     from squad.data import BERT_VOCAB_SHA256, file_sha256
@@ -263,21 +268,31 @@ def benchmark_model_dir(variant: str, vocab: Path) -> Path:
     preset = os.environ.get(BENCHMARK_PRESET_ENV) or DEFAULT_PRESET
     model_dir = default_model_dir(variant, root=Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR),
                                   preset=preset)
-    if not (model_dir / "model.onnx").is_file():
+    exists = (model_dir / "model.onnx").is_file()
+    lacks_packed = exists and packed and not _manifest(model_dir).get("packed")
+    if not exists or lacks_packed:
         from compression.cli import configure_sparseml_logging
 
         configure_sparseml_logging(log.isEnabledFor(logging.DEBUG))
-        print(f"building the benchmark model {model_dir} (first use only, a few minutes)", file=sys.stderr)
+        why = "to add its packed variant for --packing" if lacks_packed else "first use only"
+        print(f"building the benchmark model {model_dir} ({why}, a few minutes)", file=sys.stderr)
         tokenizer_vocab = vocab if file_sha256(vocab) == BERT_VOCAB_SHA256 else None
-        build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset)
+        build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset, overwrite=lacks_packed)
     return model_dir
 
 
-def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path):
+def _manifest(model_dir: Path) -> dict:
+    import json
+
+    path = model_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path, *, packed: bool = False):
     from harness.models import resolve_model
 
     if spec is None:
-        spec = str(benchmark_model_dir(DEFAULT_MODEL_VARIANT, vocab))
+        spec = str(benchmark_model_dir(DEFAULT_MODEL_VARIANT, vocab, packed=packed))
     return resolve_model(spec, download_dir=cache_dir / "models")
 
 
@@ -296,8 +311,9 @@ def cmd_run(args) -> int:
     conf = conf_test_settings(args.scenario, modes[0], mlperf_conf=Path(args.mlperf_conf),
                               user_conf=Path(args.user_conf))
     engine = EngineSettings.from_args(args)
+    engine.backend_options(args.scenario)  # settings errors come before the data and model work
     dataset, features = load_dataset_and_features(args, count=count)
-    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir))
+    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing)
     backend_options = engine.backend_options(args.scenario, features.params.max_seq_length)
     sut_options = engine.sut_options(args.scenario)
     check_model_fits(model, features.params.max_seq_length)
@@ -418,11 +434,11 @@ def cmd_bench(args) -> int:
     dataset, features = load_dataset_and_features(args)
     download_dir = Path(args.cache_dir) / "models"
 
-    def model(variant: str):
-        return resolve_model(str(benchmark_model_dir(variant, dataset.vocab)), download_dir=download_dir)
+    def model(variant: str, packed: bool = False):
+        return resolve_model(str(benchmark_model_dir(variant, dataset.vocab, packed=packed)), download_dir=download_dir)
 
     sections = tuple(part.strip() for part in args.sections.split(",") if part.strip())
-    models = SuiteModels(sparse_int8=model("sparse-int8"))
+    models = SuiteModels(sparse_int8=model("sparse-int8", packed="offline" in sections))  # the packed job
     if "peers" in sections or args.reuse:  # reused peer rows need the models for their MAC counts
         dense_dir = benchmark_model_dir("dense-fp32", dataset.vocab)
         models.dense_fp32_14l = resolve_model(str(dense_dir), download_dir=download_dir)

@@ -13,6 +13,7 @@ training collators and flash-attention kernels, not ONNX inference), hence this 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,28 +35,30 @@ WINDOW_GAP = 1
 
 
 def pack_windows(indices: np.ndarray, lengths: np.ndarray, row_length: int, gap: int = WINDOW_GAP) -> list[PackedRow]:
-    """First-fit decreasing: windows longest first, each into the first row with room (a new row when none
-    has). ``lengths`` are the windows' real token counts; each window is followed by ``gap`` padding tokens
-    (the last one of a row may end at the row's end). Deterministic for the same input."""
+    """Best-fit decreasing: windows longest first, each into the row with the least room that still holds it
+    (a new row when none does). ``lengths`` are the windows' real token counts; each window is followed by
+    ``gap`` padding tokens (the last one of a row may end at the row's end). Rows in the order they were
+    opened (the first hold the longest windows). Deterministic for the same input; O(n log n) with the rows'
+    free room kept sorted, since the Offline SUT packs a whole query (10,833 windows) in LoadGen's issue call."""
     indices, lengths = np.asarray(indices), np.asarray(lengths)
     if indices.shape != lengths.shape:
         raise ValueError(f"{indices.size} indices but {lengths.size} lengths")
     if lengths.size and (int(lengths.max()) > row_length or int(lengths.min()) < 1):
         raise ValueError(f"window lengths must be 1..{row_length}, got {int(lengths.min())}..{int(lengths.max())}")
     order = np.argsort(-lengths, kind="stable")
-    free: list[int] = []  # room left in each row, counting a gap after every window
+    by_room: list[tuple[int, int]] = []  # (room left counting a gap after every window, row), sorted
     members: list[list[tuple[int, int]]] = []  # (feature index, length + gap) per row
     capacity = row_length + gap
-    for i in order:
+    for i in order.tolist():
         length = int(lengths[i]) + gap
-        for row, room in enumerate(free):
-            if room >= length:
-                free[row] -= length
-                members[row].append((int(indices[i]), length))
-                break
+        position = bisect.bisect_left(by_room, (length, -1))
+        if position < len(by_room):
+            room, row = by_room.pop(position)
         else:
-            free.append(capacity - length)
-            members.append([(int(indices[i]), length)])
+            room, row = capacity, len(members)
+            members.append([])
+        members[row].append((int(indices[i]), length))
+        bisect.insort(by_room, (room - length, row))
     rows = []
     for row in members:
         offsets = np.cumsum([0] + [length for _, length in row[:-1]]).tolist()
@@ -83,19 +86,20 @@ def packed_inputs(rows: list[PackedRow], input_ids: np.ndarray, token_type_ids: 
 
 
 def unpack_logits(rows: list[PackedRow], start: np.ndarray, end: np.ndarray, lengths: np.ndarray,
-                  max_seq_length: int, fill: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Feature index -> (start, end) logits over the window's ``max_seq_length`` positions: its real tokens'
-    logits from the packed row, ``fill`` on its padding positions (as the bucketed backend fills the
-    positions past a bucket)."""
-    out = {}
+                  out_start: np.ndarray, out_end: np.ndarray) -> None:
+    """Copy each window's real tokens' logits from the packed rows' ``start``/``end`` into row ``window`` of
+    ``out_start``/``out_end`` (indexed by window, as ``lengths``); their other positions are left as they are
+    (the caller fills them, as the bucketed backend leaves positions past a bucket to the accuracy encoder)."""
     for r, row in enumerate(rows):
         for window, offset in zip(row.windows, row.offsets):
             n = int(lengths[window])
-            s = np.full(max_seq_length, fill, dtype=start.dtype)
-            e = np.full(max_seq_length, fill, dtype=end.dtype)
-            s[:n], e[:n] = start[r, offset:offset + n], end[r, offset:offset + n]
-            out[window] = (s, e)
-    return out
+            out_start[window, :n] = start[r, offset:offset + n]
+            out_end[window, :n] = end[r, offset:offset + n]
+
+
+def rows_per_call(rows: list[PackedRow], rows_in_call: int) -> list[list[PackedRow]]:
+    """Consecutive groups of ``rows_in_call`` rows (the engine's compiled batch); the last may be shorter."""
+    return [rows[i:i + rows_in_call] for i in range(0, len(rows), rows_in_call)]
 
 
 def padding_share(rows: list[PackedRow], lengths: np.ndarray, row_length: int) -> float:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from harness.backends import BackendOptions
 from harness.bucketing import DEFAULT_BUCKETS, buckets_for, parse_buckets
+from harness.errors import ConfigError
 from harness.scenarios import SutOptions
 
 # Per-scenario engine batch sizes and DeepSparse streams (README, Performance: chosen by measurement on a
@@ -63,6 +64,7 @@ class EngineSettings:
     server_policy: str = "aging"
     buckets: tuple[int, ...] | None = DEFAULT_BUCKETS  # length bucketing; None: every window runs at full length
     fast_vnni_emulation: bool = False
+    packing: bool = False  # Offline: windows packed into rows (replaces buckets)
     cluster: str = "local"
     ray_address: str | None = None
     ray_workers: int | None = None
@@ -75,10 +77,11 @@ class EngineSettings:
             num_streams=args.num_streams, scheduler=args.scheduler, intra_op_threads=args.intra_op_threads,
             inter_op_threads=args.inter_op_threads, workers=args.workers, batch_timeout_ms=args.batch_timeout_ms,
             server_policy=getattr(args, "server_policy", "aging"),
-            buckets=None if args.no_bucketing else (
+            buckets=None if args.no_bucketing or getattr(args, "packing", False) else (
                 parse_buckets(args.buckets) if args.buckets is not None
                 else QUICK.buckets if getattr(args, "quick", False) else DEFAULT_BUCKETS),
-            fast_vnni_emulation=args.fast_vnni_emulation, cluster=args.cluster, ray_address=args.ray_address,
+            fast_vnni_emulation=args.fast_vnni_emulation, packing=getattr(args, "packing", False),
+            cluster=args.cluster, ray_address=args.ray_address,
             ray_workers=args.ray_workers, ray_cpus_per_worker=args.ray_cpus_per_worker,
         )
 
@@ -91,9 +94,13 @@ class EngineSettings:
         return default if self.backend == "deepsparse" and default > 1 else None
 
     def backend_options(self, scenario: str, max_seq_length: int = 384) -> BackendOptions:
+        if self.packing and scenario != "Offline":
+            raise ConfigError(f"--packing is for Offline; {scenario} runs one or a few windows at a time, too few to "
+                              "fill a packed row (its length buckets do that job)")
         streams = self.streams(scenario)
         return BackendOptions(
-            sequence_buckets=buckets_for(self.buckets, max_seq_length),
+            sequence_buckets=None if self.packing else buckets_for(self.buckets, max_seq_length),
+            packing=self.packing,
             batch_size=DEFAULT_BATCH_SIZE[scenario] if self.batch_size is None else self.batch_size,
             num_cores=self.num_cores,
             num_streams=streams,

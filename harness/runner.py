@@ -430,7 +430,9 @@ def _fail(run_dir: Path, record: dict, sut, note: str | None = None) -> None:
 def summary_line(record: dict) -> str:
     """One line a person reads at the end of a run."""
     backend = record["backend"].get("backend")
-    head = f"[{record['status'].upper()}] {backend} {record['scenario']} {record['mode']}"
+    packing = record["backend"].get("packing")
+    head = (f"[{record['status'].upper()}] {backend}{' packed' if packing else ''} {record['scenario']} "
+            f"{record['mode']}")
     parts = [head]
     results = record.get("results") or {}
     if record["status"] == "stopped":

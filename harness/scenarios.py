@@ -1,8 +1,8 @@
 """LoadGen systems-under-test: how queries are turned into backend batches, one class per scenario.
 
-- Offline: LoadGen issues one query holding every sample; it is cut into batches (with length
-  bucketing, each batch holds windows of one bucket) that a pool of worker threads (one per engine
-  stream) runs as fast as possible.
+- Offline: LoadGen issues one query holding every sample; the backend cuts it into batches (with length
+  bucketing, each batch holds windows of one bucket; with packing, the windows that fill one engine call
+  of packed rows) that a pool of worker threads (one per engine stream) runs as fast as possible.
 - Server: ``issue_queries`` only enqueues and returns; workers form dynamic batches, waiting at most
   ``batch_timeout_ms`` after the oldest queued sample before running a partial batch, so queueing delay
   stays inside the latency budget (bert: 130 ms at p99). With length bucketing there is one queue per
@@ -36,7 +36,7 @@ import numpy as np
 
 from harness.accuracy import encode_logits_batch
 from harness.backends import Backend
-from harness.bucketing import bucket_batches, bucket_index
+from harness.bucketing import bucket_index
 from harness.errors import ConfigError
 from harness.qsl import SquadQSL
 
@@ -195,9 +195,8 @@ class OfflineSut(SystemUnderTest):
 
     def _issue_queries(self, samples: list) -> None:
         self.issued += len(samples)
-        buckets = self.backend.sequence_buckets
-        lengths = self.qsl.seq_lengths([s.index for s in samples]) if buckets else None
-        for batch in bucket_batches(samples, lengths, buckets, self.backend.batch_size):
+        lengths = self.qsl.seq_lengths([s.index for s in samples])
+        for batch in self.backend.offline_batches(samples, lengths):
             self._batches.put(batch)
 
     def _worker(self) -> None:

@@ -55,10 +55,12 @@ res["bucketed_windows_per_s"] = done / bucket_s
 res["packed_vs_bucketed"] = res["packed_windows_per_s"] / res["bucketed_windows_per_s"]
 # identity on the timed packed rows
 diffs = []
+ps, pe = np.zeros((len(f.seq_lengths), 384), np.float32), np.zeros((len(f.seq_lengths), 384), np.float32)
 for k, (s, e) in enumerate(outs):
-    part = unpack_logits(rows[k * BATCH:(k + 1) * BATCH], s, e, f.seq_lengths, 384, -10000.0)
-    for w, (ps, pe) in part.items():
-        n = int(f.seq_lengths[w]); diffs.append(float(np.abs(ps[:n] - bucket_logits[w][:n]).max()))
+    part = rows[k * BATCH:(k + 1) * BATCH]
+    unpack_logits(part, s, e, f.seq_lengths, ps, pe)
+    for w in (w for row in part for w in row.windows):
+        n = int(f.seq_lengths[w]); diffs.append(float(np.abs(ps[w, :n] - bucket_logits[w][:n]).max()))
 res["max_abs_logit_diff"] = max(diffs); res["logit_scale"] = float(max(np.abs(v).max() for v in bucket_logits.values()))
 print(json.dumps(res), flush=True)
 (out / "result.json").write_text(json.dumps(res, indent=1))

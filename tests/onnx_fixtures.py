@@ -62,3 +62,45 @@ def write_toy_qa_model(
 def toy_expected(ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ids_f = ids.astype(np.float32)
     return ids_f * np.float32(0.01) + mask, ids_f * np.float32(-0.01) + types
+
+
+def write_toy_packed_variant(model_path: Path, seq_len: int = 384) -> Path:
+    """The packed-input twin of :func:`write_toy_qa_model` (default names) beside it, as ``model-packed.onnx``,
+    named by a ``manifest.json`` there: on real tokens (window id > 0, where the plain model's mask is 1) it
+    computes what the plain toy computes, token by token."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = ("input_ids", "window_ids", "token_type_ids", "position_ids")
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", seq_len]) for n in names]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", seq_len]) for n in ("start_logits", "end_logits")]
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT),
+        helper.make_node("Greater", ["window_ids", "zero"], ["real"]),
+        helper.make_node("Cast", ["real"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["token_type_ids"], ["types_f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["position_ids"], ["positions_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["positions_f", "nothing"], ["positions_0"]),  # every input is used
+        helper.make_node("Mul", ["ids_f", "scale_pos"], ["ids_pos"]),
+        helper.make_node("Mul", ["ids_f", "scale_neg"], ["ids_neg"]),
+        helper.make_node("Add", ["ids_pos", "mask_f"], ["start_raw"]),
+        helper.make_node("Add", ["start_raw", "positions_0"], ["start_logits"]),
+        helper.make_node("Add", ["ids_neg", "types_f"], ["end_logits"]),
+    ]
+    initializers = [helper.make_tensor("scale_pos", TensorProto.FLOAT, [], [0.01]),
+                    helper.make_tensor("scale_neg", TensorProto.FLOAT, [], [-0.01]),
+                    helper.make_tensor("nothing", TensorProto.FLOAT, [], [0.0]),
+                    helper.make_tensor("zero", TensorProto.INT64, [], [0])]
+    model = helper.make_model(helper.make_graph(nodes, "toy_qa_packed", inputs, outputs, initializers),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = Path(model_path).parent / "model-packed.onnx"
+    onnx.save(model, str(path))
+    manifest_path = path.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest["packed"] = {"onnx_file": path.name, "input_names": list(names), "row_length": seq_len}
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path

@@ -470,7 +470,9 @@ def real_sparse_int8(tmp_path_factory, vocab):
     if os.environ.get("OBERT_SKIP_REAL_BUILD") == "1":
         pytest.skip("OBERT_SKIP_REAL_BUILD=1: the real-geometry build (~2 min) is disabled")
     out = tmp_path_factory.mktemp("real") / "obert-mobilebert-14l-50pct-block4-int8-untrained"
-    return build_benchmark_model_detailed(out, vocab=vocab, variant="sparse-int8", seed=42)
+    # without the packed variant: its export path is tested on the tiny geometry (test_packing), and the real
+    # one's second export would cost this fixture ~half a minute
+    return build_benchmark_model_detailed(out, vocab=vocab, variant="sparse-int8", seed=42, packed_variant=False)
 
 
 def test_real_model_has_14_layers_and_initial_embeddings(real_sparse_int8):

@@ -37,7 +37,7 @@ def test_every_window_is_placed_once_and_no_row_overflows():
         # windows do not overlap and keep a one-token gap
         for (w, o), next_offset in zip(zip(row.windows, row.offsets), row.offsets[1:]):
             assert next_offset == o + lengths[w] + 1
-    assert len(rows) <= 5  # first-fit decreasing: 403 tokens (+ gaps) in rows of 96
+    assert len(rows) <= 5  # best-fit decreasing: 403 tokens (+ gaps) in rows of 96
     assert pack_windows(np.arange(lengths.size), lengths, ROW) == rows  # deterministic
     assert 0 < padding_share(rows, lengths, ROW) < 1 - lengths.sum() / (lengths.size * ROW)
     with pytest.raises(ValueError, match="window lengths must be 1..96"):
@@ -63,12 +63,18 @@ def _alone(model, input_ids, token_type_ids, lengths):
     return out.start_logits.numpy(), out.end_logits.numpy()
 
 
+def _unpacked(rows, start, end, lengths, width: int = ROW):
+    out = np.full((len(lengths), width), -10000.0, dtype=np.float32), np.full((len(lengths), width), -10000.0,
+                                                                              dtype=np.float32)
+    unpack_logits(rows, start, end, lengths, *out)
+    return out
+
+
 def _assert_same_real_logits(unpacked, alone, lengths, atol):
-    for window, (start, end) in unpacked.items():
-        n = lengths[window]
-        np.testing.assert_allclose(start[:n], alone[0][window, :n], atol=atol, rtol=0)
-        np.testing.assert_allclose(end[:n], alone[1][window, :n], atol=atol, rtol=0)
-        assert np.all(start[n:] == -10000.0)
+    for window, n in enumerate(lengths):
+        np.testing.assert_allclose(unpacked[0][window, :n], alone[0][window, :n], atol=atol, rtol=0)
+        np.testing.assert_allclose(unpacked[1][window, :n], alone[1][window, :n], atol=atol, rtol=0)
+        assert np.all(unpacked[0][window, n:] == -10000.0)  # untouched past the window
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +97,7 @@ def test_packed_rows_give_each_window_its_own_logits_in_pytorch(tiny_mobilebert)
     with torch.no_grad():
         start, end = PackedQAModel(tiny_mobilebert)(*(torch.from_numpy(feeds[k]) for k in
                                                      ("input_ids", "window_ids", "token_type_ids", "position_ids")))
-    unpacked = unpack_logits(rows, start.numpy(), end.numpy(), lengths, ROW, fill=-10000.0)
+    unpacked = _unpacked(rows, start.numpy(), end.numpy(), lengths)
     _assert_same_real_logits(unpacked, _alone(tiny_mobilebert, input_ids, token_type_ids, lengths), lengths, atol=1e-4)
 
 
@@ -104,7 +110,7 @@ def test_without_the_gap_mobilebert_windows_would_see_their_neighbours(tiny_mobi
     with torch.no_grad():
         start, end = PackedQAModel(tiny_mobilebert)(*(torch.from_numpy(feeds[k]) for k in
                                                      ("input_ids", "window_ids", "token_type_ids", "position_ids")))
-    unpacked = unpack_logits(rows, start.numpy(), end.numpy(), lengths, ROW, fill=-10000.0)
+    unpacked = _unpacked(rows, start.numpy(), end.numpy(), lengths)
     with pytest.raises(AssertionError):  # the check above can fail: the gap is what makes it pass
         _assert_same_real_logits(unpacked, _alone(tiny_mobilebert, input_ids, token_type_ids, lengths), lengths, atol=1e-4)
 
@@ -122,7 +128,7 @@ def test_packed_onnx_variant_matches_through_onnx_runtime(tiny_mobilebert, tmp_p
     rows = pack_windows(np.arange(9), lengths, ROW)
     feeds = packed_inputs(rows, input_ids, token_type_ids, lengths, ROW)
     start, end = session.run(None, feeds)
-    unpacked = unpack_logits(rows, start, end, lengths, ROW, fill=-10000.0)
+    unpacked = _unpacked(rows, start, end, lengths)
     _assert_same_real_logits(unpacked, _alone(tiny_mobilebert, input_ids, token_type_ids, lengths), lengths, atol=1e-4)
 
 
@@ -150,5 +156,130 @@ def test_packed_int8_export_goes_through_the_one_export_path(tmp_path):
                                                              "token_type_ids": token_type_ids})
     # INT8: rounding may flip a quantization step where float sums differ in the last bits
     scale = float(np.abs(alone[0]).max())
-    _assert_same_real_logits(unpack_logits(rows, start, end, lengths, ROW, fill=-10000.0), alone, lengths,
+    _assert_same_real_logits(_unpacked(rows, start, end, lengths), alone, lengths,
                              atol=0.02 * scale)
+
+
+# -- the harness's packed backend (--packing) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packed_models(tmp_path_factory):
+    """Tiny benchmark model directories with their packed variants: INT8 (the product's precision) and FP32 (where
+    packed and alone agree to float rounding, so predictions can be compared exactly)."""
+    from compression.benchmark_model import build_benchmark_model
+    from harness.models import inspect_onnx_model
+
+    root = tmp_path_factory.mktemp("packed-models")
+    dirs = {variant: build_benchmark_model(root / variant, vocab=None, variant=variant, preset="tiny", seed=7,
+                                           verify=False) for variant in ("sparse-int8", "dense-fp32")}
+    return {variant: inspect_onnx_model(path / "model.onnx") for variant, path in dirs.items()}
+
+
+def _packed_run(sample, model, tmp_path, name: str, backend: str = "onnxruntime", **options):
+    from harness.backends import BackendOptions
+    from harness.runner import RunRequest, execute_run
+    from harness.scenarios import SutOptions
+    from harness.settings import LoadGenOverrides
+    from harness.sysinfo import REPO_ROOT
+
+    dataset, features = sample
+    request = RunRequest(
+        scenario="Offline", mode="accuracy", backend=backend, model=model, features=features, dataset=dataset,
+        backend_options=BackendOptions(**{"batch_size": 2, **options}), sut_options=SutOptions(num_workers=2),
+        mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", runs_root=tmp_path / name,
+        overrides=LoadGenOverrides(min_duration_ms=300, min_query_count=len(features), target_qps=500), progress=False)
+    return execute_run(request)
+
+
+def _responses(record) -> dict[int, np.ndarray]:
+    import json
+    from pathlib import Path
+
+    from harness.loadgen_logs import ACCURACY_LOG
+
+    entries = json.loads((Path(record["run_dir"]) / ACCURACY_LOG).read_text())
+    return {e["qsl_idx"]: np.frombuffer(bytes.fromhex(e["data"]), dtype=np.float32).reshape(-1, 2) for e in entries}
+
+
+def test_a_packed_offline_run_answers_every_window_with_its_own_logits(sample_features, packed_models, tmp_path):
+    """FP32: through the harness, each window's real-token logits equal the unpacked run's, its padding positions
+    are PAD_LOGIT, rows really hold several windows, and the scores equal the unpacked run's rescored with its
+    padding positions masked the same way (packing never lets a padding position into the n-best)."""
+    import json
+
+    from harness.accuracy import PAD_LOGIT, evaluate_accuracy_log
+
+    sample = sample_features[:2]
+    features = sample[1]
+    model = packed_models["dense-fp32"]
+    plain = _packed_run(sample, model, tmp_path, "plain")
+    packed = _packed_run(sample, model, tmp_path, "packed", packing=True)
+    info = packed["backend"]["packing"]
+    assert info["windows"] == len(features) + info["rows_per_engine_call"]  # + the warm-up batch
+    assert info["windows_per_row"] > 1.5 and info["padding_share"] < 0.35
+    assert info["check"]["max_abs_diff"] <= info["check"]["allowed"]
+    lengths = features.seq_lengths
+    plain_logits, packed_logits = _responses(plain), _responses(packed)
+    assert plain_logits.keys() == packed_logits.keys() == set(range(len(features)))
+    masked = []
+    for index, logits in plain_logits.items():
+        n = int(lengths[index])
+        np.testing.assert_allclose(packed_logits[index][:n], logits[:n], atol=1e-4, rtol=0)
+        assert np.all(packed_logits[index][n:] == PAD_LOGIT)
+        ours = logits.copy()
+        ours[n:] = PAD_LOGIT
+        masked.append({"qsl_idx": index, "data": ours.tobytes().hex()})
+    log_path = tmp_path / "masked" / "mlperf_log_accuracy.json"
+    log_path.parent.mkdir()
+    log_path.write_text(json.dumps(masked))
+    rescored = evaluate_accuracy_log(log_path, features, log_path.parent)
+    assert packed["accuracy"]["f1"] == rescored["f1"] and packed["accuracy"]["exact_match"] == rescored["exact_match"]
+
+
+@pytest.mark.parametrize("backend", ["deepsparse", "onnxruntime"])
+def test_offline_batches_fill_one_engine_call_each(sample_features, packed_models, tmp_path, backend):
+    """INT8 through both engines: the Offline query is packed once and cut so that every predict call is one
+    engine call of full rows (no second, mostly empty call), and the logits stay those of the window alone."""
+    model, sample = packed_models["sparse-int8"], sample_features[:2]
+    record = _packed_run(sample, model, tmp_path, backend, backend=backend, packing=True, batch_size=4)
+    info = record["backend"]["packing"]
+    assert info["engine_calls"] == record["batches_run"] + record["warmup_batches"]
+    assert info["rows"] <= 4 * info["engine_calls"]
+    plain = _responses(_packed_run(sample, model, tmp_path, backend + "-plain", backend="onnxruntime"))
+    lengths = sample[1].seq_lengths
+    scale = max(float(np.abs(v[:int(lengths[i])]).max()) for i, v in plain.items())
+    for index, logits in _responses(record).items():
+        n = int(lengths[index])
+        # INT8: a quantization step may flip where two float sums differ in their last bits
+        np.testing.assert_allclose(logits[:n], plain[index][:n], atol=0.02 * scale + 1e-4, rtol=0)
+
+
+def test_packing_is_refused_where_it_cannot_work(packed_models, tmp_path):
+    import json
+    import shutil
+
+    from harness.backends import BackendOptions, create_backend
+    from harness.errors import ConfigError, ModelError
+    from harness.models import inspect_onnx_model
+    from harness.run_options import EngineSettings
+
+    with pytest.raises(ConfigError, match="--packing is for Offline; Server"):
+        EngineSettings(packing=True, buckets=None).backend_options("Server")
+    with pytest.raises(ConfigError, match="--packing replaces length bucketing"):
+        BackendOptions(packing=True, sequence_buckets=(128, 384))
+    with pytest.raises(ConfigError, match="not with --cluster ray"):
+        BackendOptions(packing=True, cluster="ray")
+    # a model directory without the variant: the error names it
+    bare = tmp_path / "bare"
+    shutil.copytree(packed_models["dense-fp32"].model_dir, bare)
+    manifest = json.loads((bare / "manifest.json").read_text())
+    (bare / "manifest.json").write_text(json.dumps({**manifest, "packed": None}))
+    with pytest.raises(ConfigError, match=f"--packing: {bare} has no packed-input variant"):
+        create_backend("onnxruntime", inspect_onnx_model(bare / "model.onnx"), BackendOptions(packing=True))
+    # the packed variant of another model (here: the INT8 one) does not compute this model: refused
+    swapped = tmp_path / "swapped"
+    shutil.copytree(packed_models["dense-fp32"].model_dir, swapped)
+    shutil.copyfile(packed_models["sparse-int8"].model_dir / "model-packed.onnx", swapped / "model-packed.onnx")
+    with pytest.raises(ModelError, match="the packed variant does not compute the same model"):
+        create_backend("onnxruntime", inspect_onnx_model(swapped / "model.onnx"), BackendOptions(packing=True))

@@ -151,6 +151,31 @@ def test_server_over_ray(cluster, sample, toy_model, tmp_path):
     assert record["backend"]["dispatch_overhead_ms"]["p50"] >= 0  # the Ray round trip is measured
 
 
+def test_a_batch_sent_ahead_waits_for_the_stream_instead_of_sharing_it(cluster, sample, toy_model, tmp_path):
+    """Each actor holds one batch per stream plus one waiting; the waiting one must not compute beside the
+    other (two calls on one stream's cores oversubscribe them: Server batches took several times longer)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.backends.ray_pool import RayPoolBackend
+
+    delay_s = 0.3
+    options = ray_options(request(sample, toy_model, tmp_path).backend_options, ray_workers=1)
+    pool = RayPoolBackend("onnxruntime", toy_model, options, worker_wrappers=[partial(SlowBackend, delay_s=delay_s)])
+    try:
+        assert pool.parallelism == 2  # one stream + one waiting
+        features = sample[1]
+        ids, mask, types = (a[:1].astype("int64") for a in (features.input_ids, features.input_mask,
+                                                            features.segment_ids))
+        with ThreadPoolExecutor(2) as threads:
+            list(threads.map(lambda _: pool.predict(ids, mask, types), range(2)))
+        info = pool.describe()
+        assert info["queued_in_worker_ms"]["p99"] >= 0.8 * 1000 * delay_s  # the second waited for the first
+        assert info["round_trip_ms"]["p99"] >= 2 * 1000 * delay_s
+        assert info["dispatch_overhead_ms"]["p99"] < 1000 * delay_s  # the wait is not counted as Ray overhead
+    finally:
+        pool.close()
+
+
 def test_deepsparse_engines_in_ray_workers(cluster, sample, toy_model, tmp_path, local_accuracy):
     req = request(sample, toy_model, tmp_path, backend="deepsparse")
     record = run_with(create_backend("deepsparse", toy_model, ray_options(req.backend_options)), req)

@@ -11,11 +11,16 @@ BACKENDS = ("deepsparse", "onnxruntime")
 
 def create_backend(name: str, model: ModelInfo, options: BackendOptions, progress: bool = False) -> Backend:
     """Build the named backend; imports the engine lazily so one missing engine does not break the other.
-    With ``options.sequence_buckets`` it is a :class:`BucketedBackend` holding one engine per length."""
+    With ``options.sequence_buckets`` it is a :class:`BucketedBackend` holding one engine per length; with
+    ``options.packing`` a :class:`PackedBackend` over the model's packed variant."""
     if name in BACKENDS and options.cluster == "ray":
         from harness.backends.ray_pool import RayPoolBackend
 
         return RayPoolBackend(name, model, options, progress=progress)
+    if name in BACKENDS and options.packing:
+        from harness.backends.packed import create_packed_backend
+
+        return create_packed_backend(name, model, options)
     if name in BACKENDS and options.sequence_buckets:
         from harness.backends.bucketed import create_bucketed_backend
 

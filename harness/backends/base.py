@@ -32,6 +32,7 @@ class BackendOptions:
     sequence_buckets: tuple[int, ...] | None = None  # length bucketing (harness.bucketing); None = off
     # DeepSparse without VNNI: faster INT8 emulation "at the expense of accuracy" (NM_FAST_VNNI_EMULATION)
     fast_vnni_emulation: bool = False
+    packing: bool = False  # several windows per row through the model's packed variant (backends.packed)
     cluster: str = "local"  # "local": engines in this process; "ray": one engine per Ray actor (ray_pool)
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
     ray_workers: int | None = None  # actors (None: one per node)
@@ -50,6 +51,10 @@ class BackendOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.packing and self.sequence_buckets:
+            raise ConfigError("--packing replaces length bucketing: give one of them")
+        if self.packing and self.cluster != "local":
+            raise ConfigError("--packing runs on local engines only (not with --cluster ray)")
         if self.sequence_buckets is not None:
             from harness.bucketing import validate_buckets
 
@@ -100,6 +105,13 @@ class Backend(ABC):
     def pads_batches(self) -> bool:
         """True when the engine only runs full batches, so a short batch is padded (wasted work)."""
         return True
+
+    def offline_batches(self, items: list, lengths: np.ndarray | None) -> list[list]:
+        """``items`` (with their windows' real ``lengths``) cut into ``predict`` calls when all are there at
+        once (Offline): full batches, one length bucket per batch when the backend has buckets."""
+        from harness.bucketing import bucket_batches
+
+        return bucket_batches(items, lengths, self.sequence_buckets, self.batch_size)
 
     def predict(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray

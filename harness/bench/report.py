@@ -52,6 +52,10 @@ def write_report(results: dict, out_dir: Path) -> Path:
         lines.append(f"| {what} | {goal.format(s['target_values'][key])} | "
                      f"{fmt.format(value) if value is not None else 'not measured'} | "
                      f"{'yes' if met else ('no' if met is False else '-')} |")
+    headline = s.get("offline_headline") or {}
+    if headline.get("configuration"):
+        lines += ["", f"Headline Offline configuration (the faster of ours over every feature): "
+                  f"{headline['configuration']}; packed rows vs length buckets: {headline.get('packed_vs_bucketed')}x."]
     lines += ["", "## Offline", "",
               "| job | test | backend | model | seq | batch | streams | samples | samples/s | harness overhead in-run "
               "| bare samples/s, median (spread) | vs bare loop, median "
@@ -61,7 +65,9 @@ def write_report(results: dict, out_dir: Path) -> Path:
         bare = (f"{r['bare_samples_per_s']:.2f} (spread {r['bare_spread_pct']:.1f}%)" if "bare_samples_per_s" in r else "")
         overhead = (f"{r['overhead_pct']:+.2f}% (rounds {', '.join(f'{x:+.1f}' for x in r['overhead_rounds_pct'])})"
                     if "overhead_pct" in r else "")
-        seq = f"buckets {','.join(map(str, r['buckets']))} (mean {r['mean_tokens_computed']:.0f})" if r["buckets"] else "384"
+        seq = (f"buckets {','.join(map(str, r['buckets']))} (mean {r['mean_tokens_computed']:.0f})" if r["buckets"] else
+               f"packed rows of 384, {r['windows_per_row']} windows/row (mean {r['mean_tokens_computed']:.0f})"
+               if r.get("windows_per_row") else "384")
         lines.append(
             f"| {r['job']} | {r['test']} | {r['backend']} | {r['model']} | {seq} | {r['batch_size']} | {r.get('streams', 1)} | "
             f"{r['samples']} | {r['samples_per_s']:.2f} | "
@@ -69,7 +75,8 @@ def write_report(results: dict, out_dir: Path) -> Path:
             f"{bare} | {overhead} | {r['gmacs_per_sample'] or ''} | "
             f"{r['roofline_pct'] if r['roofline_pct'] is not None else ''} {r['precision'] or ''} | {r['peak_rss_mb']} |")
     lines += ["", f"Peak compute (for '% of peak'): {s['peak']['how']}. MACs per sample count only non-zero "
-              "weights and the tokens actually computed (the bucket length, or 384 when padded); "
+              "weights and the tokens actually computed (the bucket length, 384 when padded, or a window's share of "
+              "the packed rows, whose attention over the whole row is then undercounted); "
               "see `harness/bench/macs.py`.", "",
               "Harness overhead in-run: LoadGen's duration x SUT workers, less the time spent inside the engine's "
               "`predict`, over that engine time, from the same run (`harness.runner.harness_overhead_pct`). "
@@ -151,8 +158,9 @@ def write_report(results: dict, out_dir: Path) -> Path:
             lines += ["", f"Placement on one node with all the cores (first features only): one actor owning the node "
                           f"{placement['node']} samples/s, one actor per core {placement['core']} samples/s "
                           f"(per core / per node {placement['core_vs_node']})."]
-        lines += ["", f"Ray round trip per batch (Offline job): {ray.get('round_trip_ms')}; of it, outside the engine: "
-                      f"{ray.get('dispatch_overhead_ms')} (ms).", ""]
+        lines += ["", f"Ray round trip per batch (Offline job): {ray.get('round_trip_ms')}; of it, waiting in the worker "
+                      f"for a free stream (the batch sent ahead): {ray.get('queued_in_worker_ms')}; outside the engine "
+                      f"and that wait: {ray.get('dispatch_overhead_ms')} (ms).", ""]
         if ray.get("projection"):
             lines += ["Projection (`harness/bench/scaleout.py`): each node like this machine; Offline linear in nodes "
                       "from the Ray Offline figure; Server = an ideal least-loaded FIFO dispatcher over "
