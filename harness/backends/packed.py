@@ -22,6 +22,7 @@ import numpy as np
 
 from harness.accuracy import PAD_LOGIT
 from harness.backends.base import Backend, BackendOptions, _pad_rows
+from harness.backends.bucketed import BUCKET_TOLERANCE, probe_windows
 from harness.errors import ConfigError, ModelError
 from harness.models import ModelInfo
 from harness.packing import pack_windows, packed_inputs, rows_per_call, unpack_logits
@@ -30,7 +31,7 @@ PACKED_INPUT_ROLES = ("input_ids", "window_ids", "token_type_ids", "position_ids
 # Packed vs alone, real tokens: FP32 reorders float sums (~1e-6); INT8 may also flip a quantization step
 # where two sums differ in their last bits (measured on the untrained INT8 benchmark model through ONNX
 # Runtime: one window in 48 moved by 2.6e-4 with logits of scale ~0.05), so INT8 gets 2% of the scale.
-PACKING_TOLERANCE = {"fp32": {"rtol": 1e-3, "atol": 1e-4}, "int8": {"rtol": 2e-2, "atol": 1e-4}}
+PACKING_TOLERANCE = {"fp32": BUCKET_TOLERANCE, "int8": {"rtol": 2e-2, "atol": BUCKET_TOLERANCE["atol"]}}
 CHECK_WINDOWS = 8
 
 
@@ -163,8 +164,6 @@ def check_packing_equivalence(model: ModelInfo, variant: ModelInfo) -> dict:
     """The same synthetic windows alone through ``model`` and packed through ``variant`` (ONNX Runtime for
     both: this checks the variant's graph, not an engine); their real tokens' logits must agree."""
     import onnxruntime as ort
-
-    from harness.backends.bucketed import probe_windows
 
     length = int(model.sequence_length or variant.sequence_length)
     # windows of a third of a row or less: rows hold several, so the check covers the block-diagonal mask
