@@ -93,8 +93,31 @@ def harness_commit() -> str | None:
     return f"{commit}-dirty" if commit and dirty else (commit or None)
 
 
+def _proc_status_mb(key: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (Linux), in MB; None where unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return round(int(line.split()[1]) / 1024, 1)  # reported in kB
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now (Linux; None elsewhere)."""
+    return _proc_status_mb("VmRSS")
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far."""
+    """Peak resident memory of this process's own address space so far.
+
+    VmHWM, not getrusage's ru_maxrss: a process started by vfork+exec (Python's subprocess does) inherits
+    into ru_maxrss the peak of the parent's address space, so a child of a 1.5 GB parent "peaks" at 1.5 GB
+    whatever it does itself."""
+    own = _proc_status_mb("VmHWM")
+    if own is not None:
+        return own
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB

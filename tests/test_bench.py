@@ -12,7 +12,7 @@ import pytest
 
 from harness.bench.jobs import TuneConfig
 from harness.bench.macs import compute_peak, count_macs
-from harness.bench.suite import Suite, SuiteConfig, SuiteModels
+from harness.bench.suite import Suite, SuiteConfig, SuiteModels, bucket_choice, bucket_plans
 from harness.errors import ConfigError
 from harness.models import inspect_onnx_model
 from harness.sysinfo import REPO_ROOT
@@ -141,7 +141,9 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
     assert set(summary["server_best"]) == {"server-ours", "server-ours-slack", "server-ours-2streams", "server-published"}
     slack = [r for r in summary["server"] if r["job"] == "server-ours-slack"]
     assert slack and all(r["p99_ms"] is not None for r in slack)
-    bounds = {r["service"].split(":")[0]: r for r in summary["server_bounds"]}
+    # batch 4 here: no in-run bound (it rescales batch-1 service times)
+    bounds = {r["job"]: r for r in summary["server_bounds"] if r["kind"] == "isolated"}
+    assert [r["kind"] for r in summary["server_bounds"]].count("in-run") == 0
     assert bounds.keys() == {"server-ours", "server-ours-2streams"}
     assert bounds["server-ours-2streams"]["servers"] == 2 and bounds["server-ours"]["max_qps"] > 0
     assert sorted(bounds["server-ours"]["bucket_service_ms"]) == [96, 160, 384]
@@ -178,6 +180,34 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
         Suite(replace(config, samples=12), SuiteModels(sparse_int8=model), features=features, dataset=dataset,
               mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
               feature_cache_dir=cache, progress=False, reuse=suite.out_dir)
+
+
+def test_bucket_plans_choose_the_batch_per_bucket_jointly_with_the_bucket_set():
+    from types import SimpleNamespace
+
+    # short windows run fastest at batch 16, long ones at batch 8: one batch for all cannot get both
+    speed = {(128, 8): 100.0, (128, 16): 150.0, (384, 8): 30.0, (384, 16): 20.0}
+    rows = [{"length": n, "batch_size": b, "num_streams": 2, "samples_per_s": sps, "build_s": 40.0,
+             "rss_added_mb": 200.0} for (n, b), sps in speed.items()]
+    features = SimpleNamespace(params=SimpleNamespace(max_seq_length=384), seq_lengths=np.array([100, 90, 120, 300]))
+    plans = bucket_plans(rows, features)
+    assert [p["buckets"] for p in plans] == [[128, 384], [384]]  # every set of the measured lengths, fastest first
+    bucketed, padded = plans
+    assert bucketed["batches"] == [16, 8] and bucketed["window_share"] == [0.75, 0.25]
+    assert bucketed["expected_samples_per_s"] == pytest.approx(1 / (0.75 / 150 + 0.25 / 30), abs=0.01)
+    assert bucketed["uniform_batch_samples_per_s"] == {"8": pytest.approx(1 / (0.75 / 100 + 0.25 / 30), abs=0.01),
+                                                       "16": pytest.approx(1 / (0.75 / 150 + 0.25 / 20), abs=0.01)}
+    assert (bucketed["build_s"], bucketed["rss_added_mb"]) == (80.0, 400.0)
+    assert padded["batches"] == [8] and padded["vs_padded"] == 1.0
+    assert bucketed["vs_padded"] == pytest.approx(bucketed["expected_samples_per_s"] / 30.0, abs=0.01)
+
+    choice = bucket_choice(plans, {"buckets": [128, 384], "offline_batch": 8})
+    assert choice["default_expected"] == bucketed["uniform_batch_samples_per_s"]["8"]
+    assert choice["joint_vs_default"] == pytest.approx(75.0 / 63.16, abs=0.002)
+    assert choice["best"]["buckets"] == [128, 384] and choice["best_within_default_engines"]["buckets"] == [128, 384]
+    # without the longest window's length measured, no plan can hold every window
+    assert bucket_plans([r for r in rows if r["length"] == 128], features) == []
+    assert bucket_choice([], {"buckets": [128, 384], "offline_batch": 8}) is None
 
 
 def test_overhead_compares_each_harness_run_with_the_bare_loops_around_it():
@@ -267,3 +297,35 @@ def test_ray_section_compares_with_local_and_projects_to_many_nodes(sample, tmp_
     report = (suite.out_dir / "report.md").read_text()
     assert "## Scale-out on Ray" in report and "| 64 |" in report and "one actor per core" in report
     assert (suite.out_dir / "ray_projection.png").stat().st_size > 1000
+
+
+def test_server_bound_at_the_in_run_engine_speed_rescales_the_isolated_service_times():
+    from types import SimpleNamespace
+
+    from harness.bench.suite import server_bounds
+
+    features = SimpleNamespace(params=SimpleNamespace(max_seq_length=384), seq_lengths=np.array([100] * 3 + [300]))
+    jobs = {"server-ours": {"service_s": {"128": [0.020] * 5, "384": [0.060] * 5}, "backend": {"num_streams": 1}}}
+    isolated_mean_ms = 0.75 * 20 + 0.25 * 60
+    best = {"server-ours": {"engine_ms_per_batch": 1.25 * isolated_mean_ms, "batch_size": 1, "target_qps": 5.0}}
+    rows = {r["kind"]: r for r in server_bounds(jobs, [], features, None, best)}
+    assert rows.keys() == {"isolated", "in-run"}
+    assert rows["isolated"]["mean_service_ms"] == pytest.approx(isolated_mean_ms)
+    assert rows["in-run"]["mean_service_ms"] == pytest.approx(1.25 * isolated_mean_ms)
+    assert rows["in-run"]["bucket_service_ms"] == {128: 25.0, 384: 75.0}
+    assert 0 < rows["in-run"]["max_qps"] < rows["isolated"]["max_qps"]
+    # without a valid batch-1 run there is nothing to rescale by
+    assert [r["kind"] for r in server_bounds(jobs, [], features, None, {"server-ours": None})] == ["isolated"]
+
+
+def test_peak_memory_of_a_child_process_is_its_own_not_its_parents():
+    # Bench jobs run in child processes of a suite that may hold >1 GB (features, a model build): the
+    # child's peak must not inherit the parent's, as getrusage's ru_maxrss does after vfork+exec.
+    import subprocess
+    import sys
+
+    ballast = np.ones(400 * 2**20, dtype=np.uint8)  # the parent: +400 MB resident
+    child = subprocess.run([sys.executable, "-c", "from harness.sysinfo import peak_rss_mb; print(peak_rss_mb())"],
+                           capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert float(child.stdout) < 300, f"the child reported {child.stdout.strip()} MB, its parent's ballast included"
+    assert ballast.sum() > 0

@@ -27,7 +27,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.isolated import run_child
-from harness.sysinfo import peak_rss_mb
+from harness.sysinfo import current_rss_mb, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +162,27 @@ def _execute_tuning(job: BenchJob, base) -> dict:
             if length not in variants:
                 variants[length] = write_sequence_variant(base.model, proto, length, Path(tmp))
             # Windows that fit the length, cut to it: each engine runs full-width batches of real windows.
-            fitting = np.flatnonzero(features.seq_lengths <= length)[: job.tune_count]
+            # An engine's speed at a length does not depend on which windows it runs, so where fewer than
+            # tune_count fit (64 tokens) they are repeated: every configuration runs as many batches.
+            fitting = np.flatnonzero(features.seq_lengths <= length)
+            fitting = np.resize(fitting if fitting.size else np.arange(len(features)), job.tune_count)
             options = replace(base.backend_options, batch_size=config.batch_size, num_streams=config.num_streams,
                               scheduler=default_scheduler(config.num_streams), sequence_buckets=None)
+            rss_before = current_rss_mb()
             started = time.perf_counter()
             backend = create_backend(base.backend, variants[length], options)
             build_s = time.perf_counter() - started
             try:
                 sps = bare_engine_loop(backend, features, fitting, workers=config.num_streams, length=length)
+                rss_after = current_rss_mb()  # after running: the engine's buffers are allocated by now
             finally:
                 backend.close()
             log.info("tune %s: length %d, batch %d, %d stream(s): %.2f samples/s", job.label, length,
                      config.batch_size, config.num_streams, sps)
+            # memory the engine added, built and run (approximate: the allocator may reuse what a closed engine freed)
+            rss_added = round(rss_after - rss_before, 1) if rss_before is not None and rss_after is not None else None
             rows.append({**asdict(config), "length": length, "samples_per_s": round(sps, 2),
-                         "windows": int(fitting.size), "build_s": round(build_s, 1)})
+                         "windows": int(fitting.size), "build_s": round(build_s, 1), "rss_added_mb": rss_added})
     return {"label": job.label, "tune": rows, "peak_rss_mb": peak_rss_mb()}
 
 

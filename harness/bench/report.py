@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +122,10 @@ def write_report(results: dict, out_dir: Path) -> Path:
             lines.append(f"| {r['service']} | {r['servers']} | {per_bucket} | {r['mean_service_ms']} | {r['max_qps']} | "
                          f"{r['utilisation']} | {r['vs_offline']} |")
         lines.append("")
+        if s.get("server_vs_in_run_bound") is not None:
+            lines += [f"Our best valid load (any policy) / the bound at the engine speed inside that run: "
+                      f"**{s['server_vs_in_run_bound']}** (the scheduling alone; the target compares with the "
+                      "isolated bound, so it also counts the engine's slowdown beside LoadGen and the SUT).", ""]
     cores = s.get("core_projection")
     if cores:
         lines += ["## Projection to many-core machines", "",
@@ -171,12 +177,39 @@ def write_report(results: dict, out_dir: Path) -> Path:
             for row in ray["projection"]:
                 lines.append(f"| {row['nodes']} | {row['offline_samples_per_s']} | {row['server_qps']} | {row['server_vs_offline']} |")
             lines.append("")
+    if s.get("bucket_lengths"):
+        lines += ["## Engine speed per length and batch (bare loop, section `buckets`)", "",
+                  "| length | batch | streams | samples/s | engine build s | memory added MB |", "|---:|---:|---:|---:|---:|---:|"]
+        for r in s["bucket_lengths"]:
+            lines.append(f"| {r['length']} | {r['batch_size']} | {r['num_streams']} | {r['samples_per_s']} | "
+                         f"{r['build_s']} | {r.get('rss_added_mb', '')} |")
+        lines.append("")
     if s.get("bucket_plans"):
-        lines += ["## Bucket sets (expected Offline samples/s from per-length engine speed)", "",
-                  "| buckets | engines | expected samples/s | vs padded 384 |", "|---|---:|---:|---:|"]
-        for r in s["bucket_plans"]:
-            lines.append(f"| {','.join(map(str, r['buckets']))} | {r['engines']} | {r['expected_samples_per_s']} | "
-                         f"{r['vs_padded']}x |")
+        choice = s.get("bucket_choice")
+        batches = sorted({int(b) for plan in s["bucket_plans"] for b in plan["uniform_batch_samples_per_s"]})
+        lines += ["## Bucket sets and batch per bucket (expected Offline samples/s on the dev-set length mix)", "",
+                  "Each bucket set drawn from the measured lengths; \"joint\": each bucket at its fastest measured "
+                  "batch; then every bucket at one batch. Build s and memory: the joint plan's engines.", ""]
+        if choice:
+            lines += [f"The harness's default, buckets {','.join(map(str, choice['default_buckets']))} at batch "
+                      f"{choice['default_batch']}: {choice['default_expected']} expected; with its batch chosen per "
+                      f"bucket ({','.join(map(str, choice['default_joint_batches']))}): "
+                      f"{choice['default_joint_expected']} (**{choice['joint_vs_default']}x**). Best plan: "
+                      f"{','.join(map(str, choice['best']['buckets']))} at {','.join(map(str, choice['best']['batches']))}, "
+                      f"{choice['best']['expected_samples_per_s']} (**{choice['best_vs_default']}x**, "
+                      f"{choice['best']['engines']} engines); best with at most as many engines as the default: "
+                      f"{','.join(map(str, choice['best_within_default_engines']['buckets']))}, "
+                      f"**{choice['best_within_default_engines_vs_default']}x**.", ""]
+        lines += ["| buckets | engines | batch per bucket | joint | " + " | ".join(f"all at {b}" for b in batches)
+                  + " | vs padded 384 | build s | memory added MB |",
+                  "|---|---:|---|---:|" + "---:|" * len(batches) + "---:|---:|---:|"]
+        default = (choice or {}).get("default_buckets")
+        shown = s["bucket_plans"][:12] + [p for p in s["bucket_plans"][12:] if p["buckets"] == default or p["engines"] == 1]
+        for r in shown:
+            name = ",".join(map(str, r["buckets"])) + (" (default)" if r["buckets"] == default else "")
+            uniform = " | ".join(str(r["uniform_batch_samples_per_s"].get(str(b), "")) for b in batches)
+            lines.append(f"| {name} | {r['engines']} | {','.join(map(str, r['batches']))} | {r['expected_samples_per_s']} | "
+                         f"{uniform} | {r['vs_padded']}x | {r['build_s']} | {r.get('rss_added_mb') or ''} |")
         lines.append("")
     if s["tune"]:
         lines += [f"## Tuning (bare engine loop, sequence length {s['tune'][0]['length']})", "",
@@ -226,8 +259,8 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
             for key, style in (("p50_ms", ":"), ("p90_ms", "--"), ("p99_ms", "-")):
                 ax.plot(qps, [r[key] for r in points], style, color=color, marker="o", markersize=3,
                         label=f"{job} {key[:3]}")
-        for bound, style in zip(s.get("server_bounds", []), ("-.", ":", "--")):
-            what = bound["service"].split(":")[0] if ":" in bound["service"] else "at Offline speed"
+        for bound, style in zip(s.get("server_bounds", []), itertools.cycle(("-.", ":", "--", (0, (1, 4))))):
+            what = f"{bound['job']}, {bound['kind']} service" if bound.get("job") else "at Offline speed"
             ax.axvline(bound["max_qps"], color="gray", linestyle=style, linewidth=0.8,
                        label=f"ideal queue, {what}: {bound['max_qps']} QPS")
         ax.axhline(130, color="black", linewidth=0.8)
@@ -264,12 +297,19 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
             ax.plot([r["batch_size"] for r in points], [r["samples_per_s"] for r in points], marker="o",
                     label=f"{streams} stream(s)")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("samples/s (bare engine loop)")
-        ax.set_title(f"DeepSparse sparse INT8 at sequence length {s['tune'][0]['length']}")
-        ax.legend()
-        fig.tight_layout()
-        plots["tuning"] = _save(fig, out_dir / "tuning.png")
+        plots["tuning"] = _finish(fig, ax, out_dir / "tuning.png", "batch size", "samples/s (bare engine loop)",
+                                  f"DeepSparse sparse INT8 at sequence length {s['tune'][0]['length']}")
+
+    if s.get("bucket_lengths"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        rows = s["bucket_lengths"]
+        for batch in sorted({r["batch_size"] for r in rows}):
+            points = sorted((r for r in rows if r["batch_size"] == batch), key=lambda r: r["length"])
+            ax.plot([r["length"] for r in points], [r["samples_per_s"] * r["length"] for r in points], marker="o",
+                    label=f"batch {batch}, {points[0]['num_streams']} stream(s)")
+        plots["bucket_speed"] = _finish(fig, ax, out_dir / "bucket_speed.png", "engine sequence length (tokens)",
+                                        "tokens/s (samples/s x length, bare loop)",
+                                        "DeepSparse sparse INT8: speed per bucket length and batch", legend_size=7)
 
     cores = s.get("core_projection")
     if cores:
@@ -286,6 +326,16 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
                     "server_qps": (ray.get("server_ray") or {}).get("target_qps")}
         plots["ray_projection"] = str(plot_projection(ray["projection"], measured, out_dir / "ray_projection.png"))
     return plots
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, legend_size: float | None = None) -> str:
+    """Label a one-axes line plot, add its legend and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> str:
