@@ -63,6 +63,12 @@ def bucket_index(buckets: tuple[int, ...], lengths: np.ndarray) -> np.ndarray:
     return index
 
 
+def bucket_shares(buckets: tuple[int, ...], lengths: np.ndarray) -> np.ndarray:
+    """Share of the windows (of these ``lengths``) that each bucket serves."""
+    owner = bucket_index(buckets, lengths)
+    return np.bincount(owner, minlength=len(buckets)) / owner.size
+
+
 def batch_bucket(attention_mask: np.ndarray, buckets: tuple[int, ...]) -> int:
     """The smallest bucket holding every window of a batch (up to its last non-padding position)."""
     used = np.flatnonzero(np.asarray(attention_mask).any(axis=0))

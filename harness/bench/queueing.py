@@ -84,9 +84,8 @@ def max_rate_within_bound(model: ServiceModel, bound_s: float, *, servers: int =
 
 def service_model(times_by_length: dict[int, list[float]], lengths_of_windows: np.ndarray) -> ServiceModel:
     """A ServiceModel from measured per-bucket times and the dev set's window lengths."""
-    from harness.bucketing import bucket_index
+    from harness.bucketing import bucket_shares
 
     lengths = tuple(sorted(times_by_length))
-    owner = bucket_index(lengths, np.asarray(lengths_of_windows))
-    shares = np.bincount(owner, minlength=len(lengths)) / owner.size
+    shares = bucket_shares(lengths, lengths_of_windows)
     return ServiceModel(lengths, tuple(float(x) for x in shares), tuple(tuple(times_by_length[n]) for n in lengths))

@@ -37,7 +37,7 @@ from harness.backends import BackendOptions
 from harness.bench.designs import V3_BATCH_SIZE, V3_BUCKETS
 from harness.bench.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
 from harness.bench.macs import MacProfile, compute_peak, count_macs
-from harness.bucketing import DEFAULT_BUCKETS, bucket_index, buckets_for
+from harness.bucketing import DEFAULT_BUCKETS, bucket_index, bucket_shares, buckets_for
 from squad.data import DatasetFiles
 from harness.errors import ConfigError
 from harness.isolated import request_to_spec
@@ -653,7 +653,7 @@ def bucket_plans(length_rows: list[dict], features: FeatureSet) -> list[dict]:
     shorter = [length for length in lengths if length < longest]
     for chosen in itertools.chain.from_iterable(itertools.combinations(shorter, k) for k in range(len(shorter) + 1)):
         buckets = (*chosen, longest)
-        share = np.bincount(bucket_index(buckets, window_lengths), minlength=len(buckets)) / len(window_lengths)
+        share = bucket_shares(buckets, window_lengths)
         best_batch = [min(batches, key=lambda b: seconds(bucket, b)) for bucket in buckets]
         joint_s = sum(f * seconds(bucket, b) for f, bucket, b in zip(share, buckets, best_batch))
         uniform = {b: sum(f * seconds(bucket, b) for f, bucket in zip(share, buckets)) for b in batches}
