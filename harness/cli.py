@@ -169,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--server-duration-ms", type=int, default=30000, help="duration of each Server point")
     bench.add_argument("--no-full", action="store_true", help="skip the Offline run over every feature")
     bench.add_argument("--sections", default="offline,peers,server,tune",
-                       help="what to measure, of offline, peers, server, buckets (an engine at each length 96..384 "
-                       "and the expected speed of candidate bucket sets; ~7 min), tune, ray (Offline over every feature "
+                       help="what to measure, of offline, peers, server, buckets (an engine at each length 64..384 "
+                       "x batch 8/16, and every bucket set ranked with its batch per bucket; ~19 min), tune, vnni "
+                       "(Offline over every feature and SingleStream with DeepSparse's NM_FAST_VNNI_EMULATION on and "
+                       "off; ~25 min), ray (Offline over every feature "
                        "locally and through one-core Ray workers on a 2-node loopback cluster; on a one-node cluster the "
                        "placement and a Server sweep through Ray and locally; the projection to 1..64 nodes; ~45 min) "
                        "(default: %(default)s)")

@@ -299,6 +299,26 @@ def test_ray_section_compares_with_local_and_projects_to_many_nodes(sample, tmp_
     assert (suite.out_dir / "ray_projection.png").stat().st_size > 1000
 
 
+def test_vnni_section_runs_each_scenario_with_and_without_the_fast_emulation(sample, tmp_path):
+    dataset, features, cache = sample
+    model = inspect_onnx_model(write_toy_qa_model(tmp_path / "toy" / "model.onnx"))
+    config = SuiteConfig(samples=24, offline_batch=4, buckets=(96, 160, 384), offline_streams=1,
+                         singlestream_duration_ms=300, sections=("vnni",))
+    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
+                  mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
+                  feature_cache_dir=cache, progress=False)
+    results = suite.run()
+    # the engine of each job reports the emulation it ran with (the variable is set in the job's own process)
+    ran_with = {label: job["records"][-1]["backend"]["fast_vnni_emulation"] for label, job in results["jobs"].items()}
+    assert ran_with == {"vnni-default-offline": False, "vnni-fast-offline": True,
+                        "vnni-default-singlestream": False, "vnni-fast-singlestream": True}
+    vnni = results["summary"]["vnni"]
+    assert vnni["offline_samples"] == len(features)  # every feature (full_offline)
+    assert vnni["offline_speedup"] == pytest.approx(vnni["offline_fast"] / vnni["offline_default"], abs=1e-3)
+    assert vnni["singlestream_p90_ms_default"] > 0 and vnni["singlestream_p90_ms_fast"] > 0
+    assert "## DeepSparse fast VNNI emulation" in (suite.out_dir / "report.md").read_text()
+
+
 def test_server_bound_at_the_in_run_engine_speed_rescales_the_isolated_service_times():
     from types import SimpleNamespace
 

@@ -110,6 +110,19 @@ def write_report(results: dict, out_dir: Path) -> Path:
             lines.append(f"| {r['job']} | {r['streams']} | {r['queries']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | "
                          f"{r['early_stopping_p90_ms']} | {r['validity']} |")
         lines.append("")
+    vnni = s.get("vnni")
+    if vnni:
+        lines += ["## DeepSparse fast VNNI emulation (section `vnni`)", "",
+                  "`NM_FAST_VNNI_EMULATION=1` (`--fast-vnni-emulation`) against DeepSparse's default INT8 emulation on "
+                  "this CPU without VNNI; same model, features and settings, adjacent jobs. Its F1 cost needs a trained "
+                  "model: compression's real-accuracy experiment.", "",
+                  "| | default emulation | fast emulation | speed-up of the fast emulation |", "|---|---:|---:|---:|",
+                  f"| Offline samples/s ({vnni['offline_samples']} features) | {vnni['offline_default']} | "
+                  f"{vnni['offline_fast']} | {vnni['offline_speedup']}x |"]
+        for key in ("p50_ms", "p90_ms"):
+            lines.append(f"| SingleStream {key[:3]} ms | {vnni[f'singlestream_{key}_default']} | "
+                         f"{vnni[f'singlestream_{key}_fast']} | {vnni[f'singlestream_{key}_speedup']}x |")
+        lines.append("")
     if s.get("server_bounds"):
         lines += ["## Server: what an ideal batch-1 FIFO SUT could sustain (queueing model)", "",
                   "Poisson arrivals (as LoadGen issues them), the dev set's window-length mix, service times as "

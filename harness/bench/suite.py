@@ -16,7 +16,9 @@ Jobs, in order (each in its own process, see ``harness.bench.jobs``):
   5. tuning: bare-loop samples/s over batch size x streams on one engine length; section ``buckets``: an
      engine per (length, batch), and every bucket set of those lengths ranked with its batch chosen per
      bucket (``bucket_plans``), with the engines' compile time and memory;
-  6. scale-out (section ``ray``): the headline job's model and features through a Ray pool of one-core workers
+  6. section ``vnni``: DeepSparse's faster INT8 emulation (``NM_FAST_VNNI_EMULATION``) against its default,
+     Offline over every feature and SingleStream with our defaults, in adjacent jobs;
+  7. scale-out (section ``ray``): the headline job's model and features through a Ray pool of one-core workers
      on a loopback cluster, Offline and a Server sweep, and the projection to N nodes
      (``harness.bench.scaleout``).
 All models are the untrained benchmark models: speed figures are valid, accuracy figures would not be.
@@ -30,6 +32,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +55,7 @@ from harness.sysinfo import machine_info, software_versions
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("offline", "peers", "server", "buckets", "tune", "ray")
+SECTIONS = ("offline", "peers", "server", "buckets", "tune", "vnni", "ray")
 TARGETS = {
     "offline_samples_per_s_full": 58.0,  # 29 per core: Neural Magic's best published per-core Offline (v3.0)
     "ours_vs_v3_design_offline": 1.25,
@@ -145,7 +148,7 @@ class Suite:
              buckets: tuple[int, ...] | None, tests: list[LoadGenTest], bare_loop_count: int = 0,
              capacity_count: int = 0, service_profile_count: int = 0, streams: int = 1, timeout_ms: float | None = None,
              tune: tuple[TuneConfig, ...] = (), ray: dict | None = None, server_policy: str = "aging",
-             packing: bool = False, tune_count: int = BenchJob.tune_count) -> dict | None:
+             packing: bool = False, fast_vnni: bool = False, tune_count: int = BenchJob.tune_count) -> dict | None:
         """Run a job of a selected section, or take its result from the reused suite (None: neither)."""
         if section not in self.config.sections:
             if label in self.reused:
@@ -157,7 +160,7 @@ class Suite:
             backend_options=BackendOptions(batch_size=batch_size, num_streams=streams if streams > 1 else None,
                                            scheduler=default_scheduler(streams),
                                            sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length),
-                                           packing=packing, **(ray or {})),
+                                           packing=packing, fast_vnni_emulation=fast_vnni, **(ray or {})),
             sut_options=SutOptions(num_workers=None if ray else streams,  # Ray: the pool's parallelism
                                    batch_timeout_ms=timeout_ms or self.config.server_timeout_ms,
                                    server_policy=server_policy),
@@ -176,6 +179,7 @@ class Suite:
         result["backend_name"] = backend
         result["buckets"] = list(buckets) if buckets else None
         result["packing"] = packing
+        result["fast_vnni"] = fast_vnni
         self.results["jobs"][label] = result
         self._save()
         return result
@@ -259,6 +263,7 @@ class Suite:
                                  for length in c.bucket_lengths for batch in c.bucket_batches))
             self._job("tune-ds-sparse-int8", "tune", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
                       batch_size=c.reference_batch, buckets=None, tests=[], tune=c.tune)
+            self._vnni_jobs()
             self._ray_jobs(tests=[self._offline_test(f"Offline, all {len(self.features)} features", None)]
                            if c.full_offline else [self._offline_test(f"Offline, first {self.count} features", self.count)])
         except BaseException:
@@ -274,6 +279,26 @@ class Suite:
         write_report(self.results, self.out_dir)
         mark_complete(self.out_dir)
         return self.results
+
+    def _vnni_jobs(self) -> None:
+        """Section vnni: DeepSparse's faster INT8 emulation on CPUs without VNNI (``NM_FAST_VNNI_EMULATION``,
+        "at the expense of accuracy") against its default emulation: our default Offline and SingleStream
+        settings, the same model and features, each pair in adjacent jobs. Its F1 cost is measured on a
+        trained model by compression's real-accuracy experiment."""
+        c, m = self.config, self.models
+        count = None if c.full_offline else self.count
+        offline = self._offline_test(f"Offline, {'all' if count is None else 'first'} {count or len(self.features)} "
+                                     "features", count)
+        singlestream = LoadGenTest(label="SingleStream", overrides={"min_duration_ms": c.singlestream_duration_ms,
+                                                                    "min_query_count": 100})
+        for fast in (False, True):
+            self._job(f"vnni-{'fast' if fast else 'default'}-offline", "vnni", backend="deepsparse", model=m.sparse_int8,
+                      scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams,
+                      tests=[offline], fast_vnni=fast)
+        for fast in (False, True):
+            self._job(f"vnni-{'fast' if fast else 'default'}-singlestream", "vnni", backend="deepsparse",
+                      model=m.sparse_int8, scenario="SingleStream", batch_size=DEFAULT_BATCH_SIZE["SingleStream"],
+                      buckets=c.buckets, streams=DEFAULT_STREAMS["SingleStream"], tests=[singlestream], fast_vnni=fast)
 
     def _ray_jobs(self, tests: list[LoadGenTest]) -> None:
         """Section ray, one invocation, same model and features throughout.
@@ -392,6 +417,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
                     "model": job["model"], "buckets": job["buckets"], "batch_size": record["backend"].get("batch_size"),
                     "windows_per_row": packing["windows_per_row"] if packing else None,
                     "streams": record["backend"].get("num_streams") or 1,
+                    "fast_vnni": bool(record["backend"].get("fast_vnni_emulation")),
                     "samples": record["qsl"]["features"], "samples_per_s": round(sps, 2), "validity": r.get("validity"),
                     "mean_tokens_computed": round(float(lengths.mean()), 1), "peak_rss_mb": record.get("peak_rss_mb"),
                     "gmacs_per_sample": round(macs / 1e9, 3) if macs else None,
@@ -409,6 +435,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
                     "p50_ms": latency.get("p50"), "p90_ms": latency.get("p90"), "p99_ms": latency.get("p99"),
                     "early_stopping_p90_ms": r.get("early_stopping_p90_latency_ms"),
                     "streams": record["backend"].get("num_streams") or 1, "run_dir": record["run_dir"],
+                    "fast_vnni": bool(record["backend"].get("fast_vnni_emulation")),
                 })
             else:
                 latency = r.get("latency_ms", {})
@@ -487,6 +514,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
     plans = bucket_plans(length_rows, features)
     return {
         "ray": ray_summary(results["jobs"], offline_rows, server_best, features),
+        "vnni": vnni_summary(offline_rows, singlestream_rows),
         "core_projection": core_projection(results["jobs"], offline_reference, server_ours, features),
         "server_bounds": bounds, "server_vs_in_run_bound": server_vs_in_run_bound,
         "offline": offline_rows, "server": server_rows, "singlestream": singlestream_rows, "tune": tune_rows,
@@ -499,6 +527,29 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
                              "packed_vs_bucketed": _ratio(packed_full or packed, bucketed_full if packed_full else ours)}, "target_values": TARGETS, "met": met,
         "peak": asdict(peak),
     }
+
+
+def vnni_summary(offline_rows: list[dict], singlestream_rows: list[dict]) -> dict | None:
+    """Section vnni's pairs: fast emulation / default emulation, Offline samples/s and SingleStream latency."""
+    def pick(rows: list[dict], job: str) -> dict | None:
+        return next((row for row in rows if row["job"] == job), None)
+
+    offline = [pick(offline_rows, f"vnni-{mode}-offline") for mode in ("default", "fast")]
+    single = [pick(singlestream_rows, f"vnni-{mode}-singlestream") for mode in ("default", "fast")]
+    if not any(offline + single):
+        return None
+    default, fast = offline
+    summary: dict[str, Any] = {
+        "offline_samples": (default or fast or {}).get("samples"),
+        "offline_default": default and default["samples_per_s"], "offline_fast": fast and fast["samples_per_s"],
+        "offline_speedup": (round(fast["samples_per_s"] / default["samples_per_s"], 3)
+                            if fast and default and default["samples_per_s"] else None),
+    }
+    for key in ("p50_ms", "p90_ms"):
+        before, after = (row and row[key] for row in single)
+        summary[f"singlestream_{key}_default"], summary[f"singlestream_{key}_fast"] = before, after
+        summary[f"singlestream_{key}_speedup"] = round(before / after, 3) if before and after else None
+    return summary
 
 
 def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, features: FeatureSet) -> dict | None:
