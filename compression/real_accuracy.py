@@ -607,6 +607,10 @@ def _scores(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: evaluation.get(k) for k in ("f1", "exact_match", "loss", "questions")}
 
 
+FAST_VNNI_MAX_F1_CHANGE = 0.1  # issue 12: the fast emulation becomes the default only if F1 moves by less
+FAST_VNNI_MIN_SPEEDUP = 1.02  # ... and only if it is faster than the noise of two adjacent Offline runs
+
+
 def _vnni_summary(harness: dict[str, dict[str, Any]], int8_label: str) -> dict[str, Any]:
     def pick(**want):
         return next((r for r in harness.values() if r["job"]["model"] == int8_label
@@ -624,7 +628,10 @@ def _vnni_summary(harness: dict[str, dict[str, Any]], int8_label: str) -> dict[s
                                            "fast": (ss_fast.get("latency_ms") or {}).get("p50")}
         summary["single_stream_speedup"] = _ratio(summary["single_stream_p50_ms"]["exact"],
                                                   summary["single_stream_p50_ms"]["fast"])
-    summary["default_on"] = abs(summary["f1_change"]) < 0.1
+    # Worth a default only if it is faster beyond run-to-run noise and keeps F1 (the benchmark suite's
+    # section vnni found it no faster on AVX2: 0.95x Offline).
+    summary["default_on"] = (abs(summary["f1_change"]) < FAST_VNNI_MAX_F1_CHANGE
+                             and (summary["offline_speedup"] or 0.0) >= FAST_VNNI_MIN_SPEEDUP)
     return summary
 
 
@@ -675,7 +682,8 @@ def results_table(results: dict[str, Any]) -> str:
         lines.append(f"NM_FAST_VNNI_EMULATION on the INT8 model: Offline x{vnni['offline_speedup']}, single-window p50 "
                      f"x{vnni.get('single_stream_speedup')}, F1 {vnni['f1_exact']:.2f} -> {vnni['f1_fast']:.2f} "
                      f"({vnni['f1_change']:+.2f}); default {'on' if vnni['default_on'] else 'off'} "
-                     "(on only if F1 moves by less than 0.1).")
+                     f"(on only if F1 moves by less than {FAST_VNNI_MAX_F1_CHANGE} and Offline is at least "
+                     f"{FAST_VNNI_MIN_SPEEDUP}x faster).")
     lines += [""] + [f"- {note}" for note in results["notes"][1:]]
     return "\n".join(lines)
 

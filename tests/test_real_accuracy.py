@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,20 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     again = run_real_accuracy(config, out_dir=tmp_path / "exp", data_dir=data_dir, progress=False)
     assert again["rows"] == results["rows"]
     assert again["duration_s"] < results["duration_s"] / 3  # nothing retrained, nothing re-run
+
+
+def test_fast_vnni_emulation_is_recommended_only_if_faster_and_f1_holds():
+    from compression.real_accuracy import HarnessJob, _vnni_summary
+
+    def results(f1_fast: float, speed_fast: float) -> dict:
+        out = {}
+        for fast, f1, speed in ((False, 80.0, 40.0), (True, f1_fast, speed_fast)):
+            job = HarnessJob("oBERT 50% INT8", "m", "deepsparse", True, fast_vnni=fast)
+            out[job.key] = {"job": asdict(job), "f1": f1, "samples_per_second": speed}
+        return out
+
+    faster = _vnni_summary(results(79.95, 44.0), "oBERT 50% INT8")
+    assert faster["measured"] and faster["offline_speedup"] == 1.1 and faster["f1_change"] == -0.05
+    assert faster["default_on"] is True
+    assert _vnni_summary(results(79.95, 38.0), "oBERT 50% INT8")["default_on"] is False  # F1 holds, not faster
+    assert _vnni_summary(results(79.8, 44.0), "oBERT 50% INT8")["default_on"] is False  # faster, F1 moves 0.2

@@ -189,6 +189,10 @@ class Suite:
         return LoadGenTest(label=label, count=count, design=design,
                            overrides={"min_duration_ms": 0, "min_query_count": n, "max_query_count": n, "target_qps": 1.0})
 
+    def _singlestream_test(self) -> LoadGenTest:
+        return LoadGenTest(label="SingleStream", overrides={"min_duration_ms": self.config.singlestream_duration_ms,
+                                                            "min_query_count": 100})
+
     def run(self) -> dict:
         c, m = self.config, self.models
         try:
@@ -250,8 +254,7 @@ class Suite:
                                  for f in c.other_streams_server_fractions] if server else [])
             self._job("singlestream-ours", "server", backend="deepsparse", model=m.sparse_int8, scenario="SingleStream",
                       batch_size=DEFAULT_BATCH_SIZE["SingleStream"], buckets=c.buckets, streams=DEFAULT_STREAMS["SingleStream"],
-                      tests=[LoadGenTest(label="SingleStream", overrides={"min_duration_ms": c.singlestream_duration_ms,
-                                                                         "min_query_count": 100})])
+                      tests=[self._singlestream_test()])
             self._job("server-published", "server", backend="deepsparse", model=m.sparse_int8, scenario="Server",
                       batch_size=1, buckets=None, capacity_count=64,
                       tests=[LoadGenTest(label=f"published Server {f:.0%} of batch-1 capacity", overrides=server,
@@ -289,8 +292,6 @@ class Suite:
         count = None if c.full_offline else self.count
         offline = self._offline_test(f"Offline, {'all' if count is None else 'first'} {count or len(self.features)} "
                                      "features", count)
-        singlestream = LoadGenTest(label="SingleStream", overrides={"min_duration_ms": c.singlestream_duration_ms,
-                                                                    "min_query_count": 100})
         for fast in (False, True):
             self._job(f"vnni-{'fast' if fast else 'default'}-offline", "vnni", backend="deepsparse", model=m.sparse_int8,
                       scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams,
@@ -298,7 +299,7 @@ class Suite:
         for fast in (False, True):
             self._job(f"vnni-{'fast' if fast else 'default'}-singlestream", "vnni", backend="deepsparse",
                       model=m.sparse_int8, scenario="SingleStream", batch_size=DEFAULT_BATCH_SIZE["SingleStream"],
-                      buckets=c.buckets, streams=DEFAULT_STREAMS["SingleStream"], tests=[singlestream], fast_vnni=fast)
+                      buckets=c.buckets, streams=DEFAULT_STREAMS["SingleStream"], tests=[self._singlestream_test()], fast_vnni=fast)
 
     def _ray_jobs(self, tests: list[LoadGenTest]) -> None:
         """Section ray, one invocation, same model and features throughout.
