@@ -19,6 +19,7 @@ keeps the artifacts for inspection.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import shutil
@@ -357,13 +358,16 @@ def load_qat_model(model_dir: Path) -> torch.nn.Module:
 
 
 def cached_teacher_evaluation(teacher_spec: str, data: DataBundle) -> dict[str, Any] | None:
-    """The smoke teacher's evaluation from its teacher.json, when made on the same evaluation windows."""
+    """The teacher's evaluation from its teacher.json, when made on the same evaluation windows: the same
+    held-out file by content (each pruning run writes its own copy of the dev split) and window count."""
     info_path = Path(str(teacher_spec)) / TEACHER_INFO_FILE
     if not info_path.is_file():
         return None
     evaluation = json.loads(info_path.read_text()).get("evaluation") or {}
-    same = evaluation.get("eval_json") == str(data.eval_json) and evaluation.get("windows") == len(data.eval_features)
-    return evaluation if same else None
+    evaluated, wanted = Path(evaluation.get("eval_json") or ""), Path(data.eval_json)
+    same_file = evaluated == wanted or (evaluated.is_file() and wanted.is_file()
+                                        and filecmp.cmp(evaluated, wanted, shallow=False))
+    return evaluation if same_file and evaluation.get("windows") == len(data.eval_features) else None
 
 
 def layers_to_keep(model: torch.nn.Module, recipe_name: str, requested: int | None) -> tuple[int, str]:

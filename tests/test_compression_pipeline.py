@@ -114,6 +114,27 @@ def test_bad_training_file_names_the_file(tmp_path: Path) -> None:
 # Schedules
 
 
+def test_the_teacher_evaluation_is_reused_for_the_same_heldout_file_by_content(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from compression.pipeline import TEACHER_INFO_FILE, cached_teacher_evaluation
+
+    heldout = tmp_path / "teacher-data" / "dev-split-heldout.json"
+    heldout.parent.mkdir()
+    heldout.write_text('{"data": [1]}')
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    evaluation = {"f1": 71.9, "windows": 3, "eval_json": str(heldout)}
+    (teacher / TEACHER_INFO_FILE).write_text(json.dumps({"evaluation": evaluation}))
+    copy = tmp_path / "run" / "dev-split-heldout.json"  # a pruning run's own copy of the split
+    copy.parent.mkdir()
+    copy.write_text(heldout.read_text())
+    assert cached_teacher_evaluation(str(teacher), SimpleNamespace(eval_json=copy, eval_features=[0] * 3)) == evaluation
+    assert cached_teacher_evaluation(str(teacher), SimpleNamespace(eval_json=copy, eval_features=[0] * 4)) is None
+    copy.write_text('{"data": [2]}')  # another held-out set: evaluate the teacher again
+    assert cached_teacher_evaluation(str(teacher), SimpleNamespace(eval_json=copy, eval_features=[0] * 3)) is None
+
+
 def test_lr_schedule_of_the_published_recipe() -> None:
     segments = lr_segments(COMPRESSION_RECIPE)
     spe = 100
