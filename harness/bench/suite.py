@@ -179,7 +179,6 @@ class Suite:
         result["backend_name"] = backend
         result["buckets"] = list(buckets) if buckets else None
         result["packing"] = packing
-        result["fast_vnni"] = fast_vnni
         self.results["jobs"][label] = result
         self._save()
         return result
@@ -189,6 +188,15 @@ class Suite:
         return LoadGenTest(label=label, count=count, design=design,
                            overrides={"min_duration_ms": 0, "min_query_count": n, "max_query_count": n, "target_qps": 1.0})
 
+    def _features_test(self, count: int | None) -> LoadGenTest:
+        """Offline over the first ``count`` features (None: every feature), under its usual label."""
+        return self._offline_test(f"Offline, {'all' if count is None else 'first'} {count or len(self.features)} features",
+                                  count)
+
+    def _headline_test(self) -> LoadGenTest:
+        """Offline over every feature, or over the first N when the suite skips the full run (--no-full)."""
+        return self._features_test(None if self.config.full_offline else self.count)
+
     def _singlestream_test(self) -> LoadGenTest:
         return LoadGenTest(label="SingleStream", overrides={"min_duration_ms": self.config.singlestream_duration_ms,
                                                             "min_query_count": 100})
@@ -196,9 +204,9 @@ class Suite:
     def run(self) -> dict:
         c, m = self.config, self.models
         try:
-            tests = [self._offline_test(f"Offline, first {self.count} features", self.count)]
+            tests = [self._features_test(self.count)]
             if c.full_offline:
-                tests.append(self._offline_test(f"Offline, all {len(self.features)} features", None))
+                tests.append(self._features_test(None))
             ours = self._job("ds-sparse-int8-bucketed", "offline", backend="deepsparse", model=m.sparse_int8,
                              scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets, tests=tests,
                              streams=c.offline_streams, bare_loop_count=self.count)
@@ -217,7 +225,7 @@ class Suite:
                              for test in tests])
             self._job("ds-sparse-int8-padded", "offline", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
                       batch_size=c.reference_batch, buckets=None, bare_loop_count=self.count,
-                      tests=[self._offline_test(f"Offline, first {self.count} features", self.count),
+                      tests=[self._features_test(self.count),
                              self._offline_test("published design: padded batch loop", self.count, "published-offline")])
             peers = [("ds-dense-fp32-14l", "deepsparse", m.dense_fp32_14l),
                      ("ort-dense-fp32-24l", "onnxruntime", m.dense_fp32_24l),
@@ -227,7 +235,7 @@ class Suite:
             for label, backend, model in peers:
                 if model is not None or label in self.reused:
                     self._job(label, "peers", backend=backend, model=model, scenario="Offline", batch_size=c.reference_batch,
-                              buckets=None, tests=[self._offline_test(f"Offline, first {self.count} features", self.count)])
+                              buckets=None, tests=[self._features_test(self.count)])
             if "server" in c.sections:
                 if ours is None:
                     raise ConfigError("--sections server needs our Offline result: include 'offline' or --reuse a "
@@ -267,8 +275,7 @@ class Suite:
             self._job("tune-ds-sparse-int8", "tune", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
                       batch_size=c.reference_batch, buckets=None, tests=[], tune=c.tune)
             self._vnni_jobs()
-            self._ray_jobs(tests=[self._offline_test(f"Offline, all {len(self.features)} features", None)]
-                           if c.full_offline else [self._offline_test(f"Offline, first {self.count} features", self.count)])
+            self._ray_jobs(tests=[self._headline_test()])
         except BaseException:
             self._save()
             mark_incomplete(self.out_dir, "the benchmark suite stopped before its last job (see bench.json)")
@@ -289,13 +296,10 @@ class Suite:
         settings, the same model and features, each pair in adjacent jobs. Its F1 cost is measured on a
         trained model by compression's real-accuracy experiment."""
         c, m = self.config, self.models
-        count = None if c.full_offline else self.count
-        offline = self._offline_test(f"Offline, {'all' if count is None else 'first'} {count or len(self.features)} "
-                                     "features", count)
         for fast in (False, True):
             self._job(f"vnni-{'fast' if fast else 'default'}-offline", "vnni", backend="deepsparse", model=m.sparse_int8,
                       scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams,
-                      tests=[offline], fast_vnni=fast)
+                      tests=[self._headline_test()], fast_vnni=fast)
         for fast in (False, True):
             self._job(f"vnni-{'fast' if fast else 'default'}-singlestream", "vnni", backend="deepsparse",
                       model=m.sparse_int8, scenario="SingleStream", batch_size=DEFAULT_BATCH_SIZE["SingleStream"],
@@ -328,7 +332,7 @@ class Suite:
                 cluster.shutdown()
         node = loopback_cluster(1, cpus_per_node=c.ray_nodes) if measuring else None
         address = node.address if node else None
-        first = [self._offline_test(f"Offline, first {self.count} features", self.count)]
+        first = [self._features_test(self.count)]
         try:
             for label, ray in (("ray-placement-node", {"ray_workers": None, "ray_cpus_per_worker": None}),
                                ("ray-placement-core", {"ray_workers": c.ray_nodes, "ray_cpus_per_worker": 1})):
@@ -543,8 +547,7 @@ def vnni_summary(offline_rows: list[dict], singlestream_rows: list[dict]) -> dic
     summary: dict[str, Any] = {
         "offline_samples": (default or fast or {}).get("samples"),
         "offline_default": default and default["samples_per_s"], "offline_fast": fast and fast["samples_per_s"],
-        "offline_speedup": (round(fast["samples_per_s"] / default["samples_per_s"], 3)
-                            if fast and default and default["samples_per_s"] else None),
+        "offline_speedup": _ratio(fast, default, digits=3),
     }
     for key in ("p50_ms", "p90_ms"):
         before, after = (row and row[key] for row in single)
@@ -747,7 +750,7 @@ def bucket_choice(plans: list[dict], config: dict) -> dict | None:
     }
 
 
-def _ratio(a: dict | None, b: dict | None) -> float | None:
+def _ratio(a: dict | None, b: dict | None, digits: int = 2) -> float | None:
     if not a or not b or not b["samples_per_s"]:
         return None
-    return round(a["samples_per_s"] / b["samples_per_s"], 2)
+    return round(a["samples_per_s"] / b["samples_per_s"], digits)
