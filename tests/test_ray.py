@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -92,8 +94,6 @@ def run_with(backend, req: RunRequest) -> dict:
 
 def accuracy_log(record: dict) -> list[dict]:
     """The accuracy log's responses by qsl_idx (LoadGen's order of completion is not part of the result)."""
-    from pathlib import Path
-
     entries = json.loads((Path(record["run_dir"]) / ACCURACY_LOG).read_text())
     return sorted(({"qsl_idx": e["qsl_idx"], "data": e["data"]} for e in entries), key=lambda e: e["qsl_idx"])
 
@@ -142,13 +142,22 @@ def test_offline_accuracy_over_ray_is_byte_identical_to_local_even_out_of_order(
     assert not record["backend"]["degraded"]
 
 
+def _model_copies() -> set[Path]:
+    from harness.backends.ray_pool import MODEL_DIR_PREFIX
+
+    return set(Path(tempfile.gettempdir()).glob(MODEL_DIR_PREFIX + "*"))
+
+
 def test_server_over_ray(cluster, sample, toy_model, tmp_path):
+    before = _model_copies()
     req = request(sample, toy_model, tmp_path, scenario="Server", mode="performance",
                   backend_options=BackendOptions(batch_size=1, sequence_buckets=(128, 384)),
                   overrides=LoadGenOverrides(min_duration_ms=1500, min_query_count=30, target_qps=40))
     record = run_with(create_backend("onnxruntime", toy_model, ray_options(req.backend_options)), req)
     assert record["status"] == "complete" and record["results"]["query_count"] >= 30
     assert record["backend"]["dispatch_overhead_ms"]["p50"] >= 0  # the Ray round trip is measured
+    # each worker's copy of the model is gone once its engine is built (killed actors clean up nothing)
+    assert _model_copies() - before == set()
 
 
 def test_a_batch_sent_ahead_waits_for_the_stream_instead_of_sharing_it(cluster, sample, toy_model, tmp_path):

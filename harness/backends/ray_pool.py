@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import platform
+import shutil
 import signal
 import tempfile
 import threading
@@ -43,6 +44,7 @@ from harness.sysinfo import machine_info
 
 log = logging.getLogger(__name__)
 
+MODEL_DIR_PREFIX = "obert-ray-model-"  # each actor's copy of the model, while its engine is built
 CALL_TIMEOUT_S = 120.0  # a batch of 8 x 384 tokens takes ~0.5 s on one core; anything near this is a dead node
 
 
@@ -53,13 +55,18 @@ class EngineWorker:
         from harness.backends import create_backend
         from harness.models import inspect_onnx_model
 
-        self._dir = tempfile.mkdtemp(prefix="obert-ray-model-")
-        path = Path(self._dir) / "model.onnx"
-        path.write_bytes(model_bytes)
-        model = inspect_onnx_model(path)
-        model.manifest = manifest
-        self.cpus = options.get("num_cores")
-        self.backend = create_backend(backend, model, BackendOptions(**options))
+        # The engines read the model file only while they are built: remove this node's copy right after, since
+        # an actor that Ray kills never runs a cleanup (each run left a model-sized directory in every node's /tmp).
+        model_dir = tempfile.mkdtemp(prefix=MODEL_DIR_PREFIX)
+        try:
+            path = Path(model_dir) / "model.onnx"
+            path.write_bytes(model_bytes)
+            model = inspect_onnx_model(path)
+            model.manifest = manifest
+            self.cpus = options.get("num_cores")
+            self.backend = create_backend(backend, model, BackendOptions(**options))
+        finally:
+            shutil.rmtree(model_dir, ignore_errors=True)
         if wrapper is not None:  # tests: a slow or failing engine on this worker only
             self.backend = wrapper(self.backend)
         # The actor takes one call per stream plus one waiting (its max_concurrency), so that the next batch is
