@@ -179,7 +179,8 @@ def test_a_batch_sent_ahead_waits_for_the_stream_instead_of_sharing_it(cluster, 
             list(threads.map(lambda _: pool.predict(ids, mask, types), range(2)))
         info = pool.describe()
         assert info["queued_in_worker_ms"]["p99"] >= 0.8 * 1000 * delay_s  # the second waited for the first
-        assert info["round_trip_ms"]["p99"] >= 2 * 1000 * delay_s
+        # the second's round trip is two service times; p99 of two calls interpolates a little below the larger
+        assert info["round_trip_ms"]["p99"] >= 1.8 * 1000 * delay_s
         assert info["dispatch_overhead_ms"]["p99"] < 1000 * delay_s  # the wait is not counted as Ray overhead
     finally:
         pool.close()

@@ -231,8 +231,9 @@ def test_ctrl_c_and_sigterm_end_a_run_cleanly(sample, tmp_path, sig, status, rea
 def test_an_overloaded_server_run_says_when_it_cannot_be_valid(sample, tmp_path):
     """Offered far more than the engine serves: the run says early that the bound is lost, shows its queue
     draining, and finishes."""
+    # a small minimum query count: user.conf's Server minimum (3,600) would serve for over a minute here
     proc = subprocess.run(_server_cli(sample, tmp_path, "--min-duration-ms", "2000", "--target-qps", "100",
-                                      "--inject-delay-ms", "20"),
+                                      "--min-query-count", "200", "--inject-delay-ms", "20"),
                           capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "the latency bound was lost" in proc.stderr and "--abort-when-invalid" in proc.stderr
