@@ -426,9 +426,11 @@ def harness_jobs(models: dict[str, Path], config: RealAccuracyConfig, int8_label
 
 def run_harness_phase(models: dict[str, Path], config: RealAccuracyConfig, data_dir: Path, out_dir: Path,
                       windows: int, int8_label: str | None, progress: bool) -> dict[str, dict[str, Any]]:
-    """Every harness job, each result cached by job and model (an interrupted phase continues)."""
+    """Every harness job, each result cached by job and model (an interrupted phase continues). Each result
+    names the experiment invocation that measured it: speeds compare only within one (see summarize)."""
     from tqdm.auto import tqdm
 
+    invocation = time.strftime("%Y-%m-%dT%H:%M:%S") + f" pid {os.getpid()}"
     path = out_dir / "harness" / HARNESS_RESULTS_FILE
     cached = json.loads(path.read_text()) if path.is_file() else {}
     results: dict[str, dict[str, Any]] = {}
@@ -441,7 +443,8 @@ def run_harness_phase(models: dict[str, Path], config: RealAccuracyConfig, data_
             results[job.key] = previous
             continue
         bar.set_postfix_str(job.key)
-        results[job.key] = {**run_harness_job(job, data_dir, out_dir / "harness", windows, config), "model_mtime": stamp}
+        results[job.key] = {**run_harness_job(job, data_dir, out_dir / "harness", windows, config), "model_mtime": stamp,
+                            "invocation": invocation}
         cached[job.key] = results[job.key]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(cached, indent=1) + "\n")
@@ -595,10 +598,26 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
         "models": {k: str(v) for k, v in models.items()},
         "harness_jobs": harness,
         "notes": [LABEL, DEV_SPLIT_NOTE] + ([] if len(config.seeds) > 1 else
-                  ["one seed per pruning row: the budget of this 2-core machine did not allow more"]),
+                  ["one seed per pruning row: the budget of this 2-core machine did not allow more"])
+                 + _speed_provenance_notes(harness),
     }
     results["table_markdown"] = results_table(results)
     return results
+
+
+def _speed_provenance_notes(harness: dict[str, dict[str, Any]]) -> list[str]:
+    """Say when the speed figures were not all measured by one invocation on an idle machine: samples/s
+    compare only between runs of one invocation (the machine's speed drifts between sessions)."""
+    notes = []
+    invocations = sorted({r.get("invocation") or "unrecorded" for r in harness.values()})
+    if len(invocations) > 1:
+        notes.append(f"the harness runs span {len(invocations)} invocations of the experiment ({', '.join(invocations)}):"
+                     " compare samples/s only between runs of the same invocation (harness_jobs in the JSON)")
+    busy = sorted(key for key, r in harness.items() if r.get("machine_not_idle"))
+    if busy:
+        notes.append(f"the machine was not idle during {len(busy)} harness run(s) ({', '.join(busy)}): their speed "
+                     "figures are not comparable")
+    return notes
 
 
 def _scores(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -155,3 +155,16 @@ def test_fast_vnni_emulation_is_recommended_only_if_faster_and_f1_holds():
     assert faster["default_on"] is True
     assert _vnni_summary(results(79.95, 38.0), "oBERT 50% INT8")["default_on"] is False  # F1 holds, not faster
     assert _vnni_summary(results(79.8, 44.0), "oBERT 50% INT8")["default_on"] is False  # faster, F1 moves 0.2
+
+
+def test_speed_figures_from_several_invocations_or_a_busy_machine_are_flagged():
+    from compression.real_accuracy import _speed_provenance_notes
+
+    one = {"a": {"invocation": "2026-11-30T10:00:00 pid 1"}, "b": {"invocation": "2026-11-30T10:00:00 pid 1"}}
+    assert _speed_provenance_notes(one) == []
+    resumed = {**one, "c": {"invocation": "2026-12-01T09:00:00 pid 7"}}
+    [note] = _speed_provenance_notes(resumed)
+    assert "span 2 invocations" in note and "pid 7" in note
+    busy = {**one, "b": {**one["b"], "machine_not_idle": ["another harness run was computing"]}}
+    [note] = _speed_provenance_notes(busy)
+    assert "not idle during 1 harness run(s) (b)" in note
