@@ -94,6 +94,9 @@ class RealAccuracyConfig:
     harness_max_questions: int | None = None  # quick runs: only the first held-out questions go to the harness
     harness_backends: tuple[str, ...] = ("deepsparse", "onnxruntime")
     single_stream_duration_ms: int = 20000
+    # Below any single-window latency of the models measured, so that LoadGen never runs out of queries
+    # (it generates 2 x duration / this up front); quick() runs a toy model in ~0.15 ms.
+    single_stream_expected_latency_ms: float = 0.5
 
     @staticmethod
     def quick() -> RealAccuracyConfig:
@@ -103,7 +106,7 @@ class RealAccuracyConfig:
                                   sparsities=(0.5,), threads=1,
                                   max_eval_windows=48, checkpoint_interval_s=None, harness_backends=("onnxruntime",),
                                   harness_max_questions=60,
-                                  single_stream_duration_ms=1000)
+                                  single_stream_duration_ms=1000, single_stream_expected_latency_ms=0.05)
 
     def fingerprint(self, *names: str) -> dict[str, Any]:
         values = asdict(self)
@@ -364,8 +367,10 @@ def harness_command(job: HarnessJob, data_dir: Path, runs_dir: Path, cache_dir: 
         # one pass over every held-out window: LoadGen issues max(min_query_count, target_qps x duration) samples
         command += ["--mode", "both", "--target-qps", "1", "--min-duration-ms", "1000", "--min-query-count", str(windows)]
     else:
+        # LoadGen generates 2 x min_duration / expected latency queries up front and a run that outpaces them
+        # ends INVALID ("ran out of generated queries"); user.conf's value is set for the MobileBERT model.
         command += ["--mode", "performance", "--min-duration-ms", str(config.single_stream_duration_ms),
-                    "--min-query-count", "64"]
+                    "--min-query-count", "64", "--expected-latency-ms", str(config.single_stream_expected_latency_ms)]
     if job.packing:
         command.append("--packing")
     elif not job.bucketing:
@@ -401,6 +406,7 @@ def run_harness_job(job: HarnessJob, data_dir: Path, work_dir: Path, windows: in
         else:
             results = record.get("results") or {}
             result["samples_per_second"] = results.get("samples_per_second")
+            result["validity"] = results.get("validity")
             result["latency_ms"] = results.get("latency_ms")
             result["backend"] = record["backend"]
     return result
@@ -613,6 +619,10 @@ def _speed_provenance_notes(harness: dict[str, dict[str, Any]]) -> list[str]:
     if len(invocations) > 1:
         notes.append(f"the harness runs span {len(invocations)} invocations of the experiment ({', '.join(invocations)}):"
                      " compare samples/s only between runs of the same invocation (harness_jobs in the JSON)")
+    invalid = sorted(key for key, r in harness.items() if r.get("validity") not in (None, "VALID"))
+    if invalid:
+        notes.append(f"LoadGen found {len(invalid)} performance run(s) INVALID ({', '.join(invalid)}): see their run "
+                     "directories")
     busy = sorted(key for key, r in harness.items() if r.get("machine_not_idle"))
     if busy:
         notes.append(f"the machine was not idle during {len(busy)} harness run(s) ({', '.join(busy)}): their speed "

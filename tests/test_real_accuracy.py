@@ -168,3 +168,18 @@ def test_speed_figures_from_several_invocations_or_a_busy_machine_are_flagged():
     busy = {**one, "b": {**one["b"], "machine_not_idle": ["another harness run was computing"]}}
     [note] = _speed_provenance_notes(busy)
     assert "not idle during 1 harness run(s) (b)" in note
+
+
+def test_a_single_stream_job_on_a_fast_model_is_a_valid_loadgen_run(sample_dataset, tmp_path):
+    """user.conf's expected SingleStream latency is the MobileBERT's (30 ms): a much faster model would run
+    out of LoadGen's pre-generated queries (INVALID) unless the job sets its own."""
+    from dataclasses import replace
+
+    from compression.real_accuracy import HarnessJob, RealAccuracyConfig, run_harness_job
+    from tests.onnx_fixtures import write_toy_qa_model
+
+    write_toy_qa_model(tmp_path / "toy" / "model.onnx")
+    job = HarnessJob("toy", str(tmp_path / "toy"), "onnxruntime", True, scenario="SingleStream")
+    config = replace(RealAccuracyConfig.quick(), single_stream_duration_ms=1000)
+    result = run_harness_job(job, sample_dataset.dev_json.parent, tmp_path / "harness", 0, config)
+    assert result["validity"] == "VALID" and result["latency_ms"]["p50"] > 0
