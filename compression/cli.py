@@ -26,6 +26,7 @@ import json
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -321,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not verbose:
+        # sparseml imports pkg_resources, which warns about its own deprecation on every start (before the
+        # import below); transformers warns that a QA head is newly initialized, which is what fine-tuning an
+        # encoder means (the teacher step says so itself)
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import transformers
+
+        transformers.logging.set_verbosity_error()
     configure_sparseml_logging(verbose)
 
 

@@ -186,6 +186,8 @@ def ensure_teacher(config: RealAccuracyConfig, run: RunConfig, vocab: Path, out_
     with torch.random.fork_rng(devices=[]):  # the new QA head's initialisation is part of the seed
         torch.manual_seed(config.teacher_seed)
         model = qa_model_class(family_of(_config_of(pretrained_dir))).from_pretrained(str(pretrained_dir))
+    log.info("teacher: %s with a new QA head (initialised from seed %d), fine-tuned densely", pretrained_dir,
+             config.teacher_seed)
     recipe_path = teacher_dir / "recipe.yaml"
     recipe_path.write_text(dump_recipe(dense_recipe(config.teacher_epochs, config.teacher_learning_rate),
                                        header=f"dense fine-tuning of {config.pretrained} with a new QA head"))

@@ -444,3 +444,27 @@ def test_smoke_export_claims(smoke_run) -> None:
     assert onnx_eval["questions"] > 0 and 0.0 <= onnx_eval["f1"] <= 100.0 and not math.isnan(onnx_eval["f1"])
     deepsparse = verify["checks"]["deepsparse_vs_ort"]
     assert deepsparse["passed"] in (True, None)  # None only where DeepSparse cannot run on this CPU
+
+
+def test_the_cli_console_is_quiet_without_verbose() -> None:
+    """Without -v: no pkg_resources deprecation warning (sparseml imports it) and no transformers notice
+    that a QA head is newly initialised (fine-tuning an encoder always starts that way); -v shows them."""
+    import warnings
+
+    import transformers
+
+    from compression.cli import _configure_logging
+
+    before = transformers.logging.get_verbosity()
+    try:
+        for verbose, shown in ((False, 0), (True, 1)):
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.resetwarnings()
+                warnings.simplefilter("always")
+                transformers.logging.set_verbosity_warning()
+                _configure_logging(verbose)
+                warnings.warn("pkg_resources is deprecated as an API.", UserWarning)
+            assert sum("pkg_resources is deprecated" in str(w.message) for w in seen) == shown
+            assert (transformers.logging.get_verbosity() == transformers.logging.ERROR) is not verbose
+    finally:
+        transformers.logging.set_verbosity(before)
