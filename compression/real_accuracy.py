@@ -607,15 +607,15 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
         "harness_jobs": harness,
         "notes": [LABEL, DEV_SPLIT_NOTE] + ([] if len(config.seeds) > 1 else
                   ["one seed per pruning row: the budget of this 2-core machine did not allow more"])
-                 + _speed_provenance_notes(harness),
+                 + _harness_caveats(harness),
     }
     results["table_markdown"] = results_table(results)
     return results
 
 
-def _speed_provenance_notes(harness: dict[str, dict[str, Any]]) -> list[str]:
-    """Say when the speed figures were not all measured by one invocation on an idle machine: samples/s
-    compare only between runs of one invocation (the machine's speed drifts between sessions)."""
+def _harness_caveats(harness: dict[str, dict[str, Any]]) -> list[str]:
+    """What limits the harness figures: runs from several invocations (samples/s compare only within one:
+    the machine's speed drifts between sessions), INVALID LoadGen runs, runs on a busy machine."""
     notes = []
     invocations = sorted({r.get("invocation") or "unrecorded" for r in harness.values()})
     if len(invocations) > 1:

@@ -158,15 +158,15 @@ def test_fast_vnni_emulation_is_recommended_only_if_faster_and_f1_holds():
 
 
 def test_speed_figures_from_several_invocations_or_a_busy_machine_are_flagged():
-    from compression.real_accuracy import _speed_provenance_notes
+    from compression.real_accuracy import _harness_caveats
 
     one = {"a": {"invocation": "2026-11-30T10:00:00 pid 1"}, "b": {"invocation": "2026-11-30T10:00:00 pid 1"}}
-    assert _speed_provenance_notes(one) == []
+    assert _harness_caveats(one) == []
     resumed = {**one, "c": {"invocation": "2026-12-01T09:00:00 pid 7"}}
-    [note] = _speed_provenance_notes(resumed)
+    [note] = _harness_caveats(resumed)
     assert "span 2 invocations" in note and "pid 7" in note
     busy = {**one, "b": {**one["b"], "machine_not_idle": ["another harness run was computing"]}}
-    [note] = _speed_provenance_notes(busy)
+    [note] = _harness_caveats(busy)
     assert "not idle during 1 harness run(s) (b)" in note
 
 
