@@ -136,3 +136,25 @@ def test_vocab_check_against_the_model(tmp_path):
     (tmp_path / "other.txt").write_text("".join(f"other{i}\n" for i in range(100)))
     with pytest.raises(ModelError, match=r"differs from the model's own .*vocab.txt"):
         check_vocab_fits(model, tmp_path / "other.txt")
+
+
+def test_the_deepsparse_backend_starts_without_importing_torch(tmp_path):
+    """Every isolated LoadGen run and Ray actor builds a backend in a fresh process: deepsparse's
+    package import would add torch (~2.5 s) to each. torch must stay importable afterwards."""
+    import subprocess
+    import sys
+
+    model_path = write_toy_qa_model(tmp_path / "m.onnx", seq_len=16)
+    script = f"""
+import sys
+from harness.backends import BackendOptions, create_backend
+from harness.models import inspect_onnx_model
+from pathlib import Path
+backend = create_backend("deepsparse", inspect_onnx_model(Path({str(model_path)!r})), BackendOptions(batch_size=1))
+assert "torch" not in sys.modules, "deepsparse brought torch in"
+import torch  # still available to the rest of the process
+print("ok", torch.__version__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok ")
