@@ -140,6 +140,16 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert again["duration_s"] < results["duration_s"] / 3  # nothing retrained, nothing re-run
 
 
+def test_the_plot_shows_deepsparse_when_it_ran_else_the_backend_that_did():
+    from compression.real_accuracy import plotted_backend
+
+    both = [{"harness": {"onnxruntime": {}, "onnxruntime padded": {}}}, {"harness": {"deepsparse padded": {},
+                                                                                   "deepsparse": {}}}]
+    assert plotted_backend(both) == "deepsparse"
+    assert plotted_backend([{"harness": {"onnxruntime padded": {}, "onnxruntime": {}}}]) == "onnxruntime"
+    assert plotted_backend([{"torch": {"f1": 1.0}}]) is None
+
+
 def test_fast_vnni_emulation_is_recommended_only_if_faster_and_f1_holds():
     from compression.real_accuracy import HarnessJob, _vnni_summary
 
