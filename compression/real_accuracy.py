@@ -415,20 +415,23 @@ def run_harness_job(job: HarnessJob, data_dir: Path, work_dir: Path, windows: in
 
 
 def harness_jobs(models: dict[str, Path], config: RealAccuracyConfig, int8_label: str | None) -> list[HarnessJob]:
+    """Every harness run, model by model, the INT8 model's first: its comparisons (buckets, packing, fast VNNI,
+    DeepSparse vs ONNX Runtime) are the ones that matter, so they run together in the first invocation."""
     jobs = []
-    for label, model_dir in models.items():
+    for label in sorted(models, key=lambda name: name != int8_label):
+        model_dir = str(models[label])
         for backend in config.harness_backends:
             for bucketing in (True, False):
-                jobs.append(HarnessJob(label, str(model_dir), backend, bucketing))
-    if int8_label is not None and "deepsparse" in config.harness_backends:
-        int8 = str(models[int8_label])
-        for bucketing in (True, False):
-            jobs.append(HarnessJob(int8_label, int8, "deepsparse", bucketing, fast_vnni=True))
-        for fast in (False, True):
-            jobs.append(HarnessJob(int8_label, int8, "deepsparse", True, fast_vnni=fast, scenario="SingleStream"))
-    if int8_label is not None:  # packed rows against buckets, on the trained model that matters
-        jobs += [HarnessJob(int8_label, str(models[int8_label]), backend, False, packing=True)
-                 for backend in config.harness_backends]
+                jobs.append(HarnessJob(label, model_dir, backend, bucketing))
+        if label != int8_label:
+            continue
+        if "deepsparse" in config.harness_backends:
+            for bucketing in (True, False):
+                jobs.append(HarnessJob(label, model_dir, "deepsparse", bucketing, fast_vnni=True))
+            for fast in (False, True):
+                jobs.append(HarnessJob(label, model_dir, "deepsparse", True, fast_vnni=fast, scenario="SingleStream"))
+        # packed rows against buckets, on the trained model that matters
+        jobs += [HarnessJob(label, model_dir, backend, False, packing=True) for backend in config.harness_backends]
     return jobs
 
 
@@ -617,9 +620,12 @@ def _harness_caveats(harness: dict[str, dict[str, Any]]) -> list[str]:
     """What limits the harness figures: runs from several invocations (samples/s compare only within one:
     the machine's speed drifts between sessions), INVALID LoadGen runs, runs on a busy machine."""
     notes = []
-    invocations = sorted({r.get("invocation") or "unrecorded" for r in harness.values()})
-    if len(invocations) > 1:
-        notes.append(f"the harness runs span {len(invocations)} invocations of the experiment ({', '.join(invocations)}):"
+    by_invocation: dict[str, set[str]] = {}
+    for r in harness.values():
+        by_invocation.setdefault(r.get("invocation") or "unrecorded", set()).add(r["job"]["model"])
+    if len(by_invocation) > 1:
+        measured = "; ".join(f"{when}: {', '.join(sorted(models))}" for when, models in sorted(by_invocation.items()))
+        notes.append(f"the harness runs span {len(by_invocation)} invocations of the experiment ({measured}):"
                      " compare samples/s only between runs of the same invocation (harness_jobs in the JSON)")
     invalid = sorted(key for key, r in harness.items() if r.get("validity") not in (None, "VALID"))
     if invalid:

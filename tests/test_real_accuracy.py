@@ -140,6 +140,19 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert again["duration_s"] < results["duration_s"] / 3  # nothing retrained, nothing re-run
 
 
+def test_harness_jobs_run_the_int8_model_first_and_cover_every_comparison():
+    from compression.real_accuracy import RealAccuracyConfig, harness_jobs
+
+    models = {"dense FP32": Path("/m/dense"), "oBERT 50%": Path("/m/obs"), "oBERT 50% INT8": Path("/m/int8")}
+    jobs = harness_jobs(models, RealAccuracyConfig(), "oBERT 50% INT8")
+    int8_jobs = [job for job in jobs if job.model == "oBERT 50% INT8"]
+    assert jobs[:len(int8_jobs)] == int8_jobs and len(jobs) == 2 * 4 + len(int8_jobs)
+    assert {job.column for job in int8_jobs if job.scenario == "Offline"} == {
+        "deepsparse", "deepsparse padded", "deepsparse fast-VNNI", "deepsparse padded fast-VNNI", "deepsparse packed",
+        "onnxruntime", "onnxruntime padded", "onnxruntime packed"}
+    assert [job.fast_vnni for job in int8_jobs if job.scenario == "SingleStream"] == [False, True]
+
+
 def test_the_plot_shows_deepsparse_when_it_ran_else_the_backend_that_did():
     from compression.real_accuracy import plotted_backend
 
@@ -170,11 +183,13 @@ def test_fast_vnni_emulation_is_recommended_only_if_faster_and_f1_holds():
 def test_speed_figures_from_several_invocations_or_a_busy_machine_are_flagged():
     from compression.real_accuracy import _harness_caveats
 
-    one = {"a": {"invocation": "2026-11-30T10:00:00 pid 1"}, "b": {"invocation": "2026-11-30T10:00:00 pid 1"}}
+    first = "2026-11-30T10:00:00 pid 1"
+    one = {"a": {"invocation": first, "job": {"model": "int8"}}, "b": {"invocation": first, "job": {"model": "dense"}}}
     assert _harness_caveats(one) == []
-    resumed = {**one, "c": {"invocation": "2026-12-01T09:00:00 pid 7"}}
+    resumed = {**one, "c": {"invocation": "2026-12-01T09:00:00 pid 7", "job": {"model": "dense"}}}
     [note] = _harness_caveats(resumed)
-    assert "span 2 invocations" in note and "pid 7" in note
+    # which models each invocation measured: speeds compare within one
+    assert "span 2 invocations" in note and f"{first}: dense, int8; 2026-12-01T09:00:00 pid 7: dense" in note
     busy = {**one, "b": {**one["b"], "machine_not_idle": ["another harness run was computing"]}}
     [note] = _harness_caveats(busy)
     assert "not idle during 1 harness run(s) (b)" in note
