@@ -26,10 +26,12 @@ import json
 import logging
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from compression.errors import Terminated
 from squad.errors import UserError
 
 log = logging.getLogger("compression")
@@ -349,9 +351,24 @@ def configure_sparseml_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
+def _raise_terminated(signum: int, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)  # training steps set their own
+    try:
+        return _run(args)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
@@ -363,9 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         from compression.train import TrainingStopped
 
-        status = 128 + (exc.signum if isinstance(exc, TrainingStopped) else signal.SIGINT)
-        where = (f" after step {exc.step}, which is checkpointed; the same command resumes there (prune/quantize: "
-                 "with --resume)") if isinstance(exc, TrainingStopped) else ""
+        if isinstance(exc, TrainingStopped):
+            status = 128 + exc.signum
+            where = (f" after step {exc.step}, which is checkpointed; the same command resumes there (prune/quantize: "
+                     "with --resume)")
+        else:
+            status = 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+            where = " (what finished before is kept)"
         print(f"obert-compress: stopped{where}", file=sys.stderr)
         return status
 

@@ -26,3 +26,9 @@ class ExportError(CompressionError):
 
 class VerificationError(CompressionError):
     """An exported model directory failed one or more verification checks."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (schedulers, ``timeout``, a session's end) outside a training step, raised in the main thread like
+    Ctrl-C's KeyboardInterrupt: finished stages are on disk, and child processes are stopped before the CLI exits.
+    (The harness has its own: ``compression`` does not import the harness.)"""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 
 from compression.data import DEV_SPLIT_NOTE, WindowParams, split_dev_by_article
-from compression.errors import CompressionError
+from compression.errors import CompressionError, Terminated
 from compression.export import export_model_dir, load_vocab_tokenizer
 from compression.families import family_of, geometry_summary, qa_model_class
 from compression.pipeline import (
@@ -62,6 +63,7 @@ RESULTS_FILE = "real_accuracy.json"
 TABLE_FILE = "real_accuracy.md"
 PLOT_FILE = "real_accuracy.png"
 HARNESS_RESULTS_FILE = "harness_results.json"
+CHILD_STOP_GRACE_S = 60.0  # a stopped harness job's time to mark its run interrupted (its own LoadGen child: 30 s)
 
 
 @dataclass(frozen=True)
@@ -382,6 +384,28 @@ def harness_command(job: HarnessJob, data_dir: Path, runs_dir: Path, cache_dir: 
     return command
 
 
+def run_harness_process(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a child command, stopping it when this process is stopped instead of leaving it running.
+
+    Ctrl-C reaches the child too (same process group); SIGTERM reaches only us, so it is passed on. Either way
+    the harness child marks its run interrupted and exits: wait for that, kill it only if it does not.
+    (harness/isolated.py does the same for its LoadGen children; compression does not import the harness.)
+    """
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        stdout, stderr = child.communicate()
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Terminated):
+            child.send_signal(signal.SIGTERM)
+        try:
+            child.communicate(timeout=CHILD_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+        raise
+    return subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
+
+
 def run_harness_job(job: HarnessJob, data_dir: Path, work_dir: Path, windows: int, config: RealAccuracyConfig
                     ) -> dict[str, Any]:
     """Run one job in its own process and collect its records (run.json of each test it made)."""
@@ -391,7 +415,7 @@ def run_harness_job(job: HarnessJob, data_dir: Path, work_dir: Path, windows: in
     command = harness_command(job, data_dir, runs_dir, work_dir / "cache", windows, config)
     env = {**os.environ, "OBERT_OFFLINE": "1"}
     started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    proc = run_harness_process(command, env)
     if proc.returncode != 0:
         raise CompressionError(f"harness job {job.key} failed (exit {proc.returncode}): "
                                f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}; command: {' '.join(command)}")

@@ -208,3 +208,45 @@ def test_a_single_stream_job_on_a_fast_model_is_a_valid_loadgen_run(sample_datas
     config = replace(RealAccuracyConfig.quick(), single_stream_duration_ms=1000)
     result = run_harness_job(job, sample_dataset.dev_json.parent, tmp_path / "harness", 0, config)
     assert result["validity"] == "VALID" and result["latency_ms"]["p50"] > 0
+
+
+def test_a_sigterm_to_the_experiment_stops_its_harness_job_instead_of_leaving_it_running(tmp_path):
+    """The harness phase runs each job as a child process; SIGTERM (a scheduler, a session's end) reaches only
+    the experiment. The child must get it too and end its run, not compute on as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = f"""
+import os, signal, sys, time
+def stop(signum, frame):
+    open({str(tmp_path / 'child-stopped')!r}, 'w').write(signal.Signals(signum).name)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+open({str(tmp_path / 'child-pid')!r}, 'w').write(str(os.getpid()))
+time.sleep(120)
+"""
+    parent = f"""
+import os, signal, sys
+from compression.cli import _raise_terminated
+from compression.real_accuracy import run_harness_process
+signal.signal(signal.SIGTERM, _raise_terminated)  # as the CLI's main does
+try:
+    run_harness_process([sys.executable, "-c", {child!r}], dict(os.environ))
+except KeyboardInterrupt as stop:
+    print(type(stop).__name__)
+    sys.exit(143)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "child-pid").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child_pid = int((tmp_path / "child-pid").read_text())
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and stdout.strip() == "Terminated"
+    assert (tmp_path / "child-stopped").read_text() == "SIGTERM"
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)  # gone, and reaped by the experiment
