@@ -352,7 +352,16 @@ def verify_model_dir(
         status = {True: "ok", False: "FAILED", None: "skipped"}[check["passed"]]
         log.info("verify %-18s %s%s", name, status, f" ({check['reason']})" if check.get("reason") else "")
     if failed and raise_on_failure:
-        raise VerificationError(
-            f"{model_dir}: verification failed ({', '.join(failed)}); see {model_dir / VERIFY_FILE}"
-        )
+        report = model_dir / VERIFY_FILE
+        if published_as is not None:  # a staging copy, deleted when publishing is vetoed: keep the report beside it
+            report = failed_verification_report(Path(published_as))
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(result, indent=2) + "\n")
+        target = published_as or model_dir
+        raise VerificationError(f"{target}: verification failed ({', '.join(failed)}), not published; see {report}")
     return result
+
+
+def failed_verification_report(published_as: Path) -> Path:
+    """Where the report of a vetoed export is kept: beside the directory it would have been published as."""
+    return published_as.with_name(f"{published_as.name}.verify-failed.json")

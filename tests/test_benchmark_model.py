@@ -545,3 +545,23 @@ def test_real_model_dir_is_labelled_untrained_and_not_overwritten(real_sparse_in
     feed = {k: v.numpy() for k, v in synthetic_qa_batch(3, 384, seed=9).items()}
     start, end = session.run(["start_logits", "end_logits"], feed)
     assert start.shape == end.shape == (3, 384) and np.isfinite(start).all() and np.isfinite(end).all()
+
+
+def test_a_failed_verification_keeps_its_report_beside_the_target(tmp_path, vocab):
+    """The staged copy is deleted when verification vetoes publishing: the error must point at a report that
+    still exists, with the figures that failed."""
+    from compression.verify import failed_verification_report
+
+    out = tmp_path / "out"
+    other = build_model("tiny", seed=7)  # not the exported model: its logits differ
+
+    def verify_staged(staged: Path) -> None:
+        verify_model_dir(staged, other, raise_on_failure=True, published_as=out, check_deepsparse=False)
+
+    with pytest.raises(CompressionError, match="verification failed .*ort_vs_torch.*not published; see ") as failure:
+        export_model_dir(build_model("tiny", seed=42), out, vocab=vocab, quantized=False, manifest={"trained": False},
+                         before_publish=verify_staged)
+    report = failed_verification_report(out)
+    assert str(report) in str(failure.value) and not out.exists()
+    saved = json.loads(report.read_text())
+    assert "ort_vs_torch" in saved["failed_checks"] and saved["checks"]["ort_vs_torch"]["max_abs_diff"] > 0
