@@ -515,7 +515,7 @@ def run_prune(
         overrides=preset.recipe_overrides or None, target=model, pruning_method=pruning_method,
         reason="encoder layers are dropped directly before training (LayerPruningModifier followed by "
                "OBSPruningModifier fails in sparseml 1.8: a pruned layer's parameters get no gradient)"
-               + (f"; smoke preset: epochs x{preset.prune_epoch_scale}" if preset.prune_epoch_scale else ""),
+               + (f"; {preset.name} preset: epochs x{preset.prune_epoch_scale}" if preset.prune_epoch_scale else ""),
     )
     recipe = load_recipe(recipe_path)
     patterns = pruned_param_patterns(recipe)
@@ -609,7 +609,7 @@ def run_quantize(
         QUANTIZATION_RECIPE, stage_dir / "recipe.yaml", drop_layer_pruning=True, epoch_scale=preset.quantize_epoch_scale,
         target=model,
         reason="encoder layers were dropped before pruning, so the LayerPruningModifier's layers do not exist"
-               + (f"; smoke preset: epochs x{preset.quantize_epoch_scale}" if preset.quantize_epoch_scale else ""),
+               + (f"; {preset.name} preset: epochs x{preset.quantize_epoch_scale}" if preset.quantize_epoch_scale else ""),
     )
     patterns = pruned_param_patterns(load_recipe(recipe_path))
     masks_before = zero_masks(model, patterns)

@@ -129,6 +129,10 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert manifest["precision"] == "int8" and manifest["geometry"]["family"] == "bert"
     assert "not applied" in json.dumps(json.loads((tmp_path / "exp" / "runs" / "obs-50pct-seed42" / "reports" /
                                                    "prune.json").read_text())["model"]["keep_reason"])
+    # the derived recipes say which preset scaled their epochs
+    for stage in ("prune", "quantize"):
+        recipe = (tmp_path / "exp" / "runs" / "obs-50pct-seed42" / stage / "recipe.yaml").read_text()
+        assert "real-accuracy preset: epochs x" in recipe and "smoke" not in recipe
     # the held-out articles as a data directory the harness accepts (unofficial: not the official dev file)
     held_out = find_dataset(tmp_path / "exp" / "heldout-data", sample_dir=tmp_path / "unused")
     assert held_out.kind == "unofficial"
