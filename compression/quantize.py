@@ -76,6 +76,35 @@ def freeze_observers(model: torch.nn.Module) -> None:
     model.apply(torch.ao.quantization.disable_observer)
 
 
+def snap_weights_to_quantized_values(model: torch.nn.Module) -> int:
+    """Replace every fake-quantized weight by its fake-quantized value, in place; returns how many.
+
+    The PyTorch model computes the same (fake quantization is idempotent at fixed scales), but the INT8 export
+    then stores exactly the integers PyTorch used. Without this, sparseml's exporter re-quantizes the float
+    weights with its own rounding (division by the scale, where PyTorch multiplies by its inverse), which
+    lands one step off on values at a rounding tie: 78 of the trained MiniLM's embedding entries, which moved
+    its held-out F1 by -0.3 in ONNX Runtime (measured 2026-11-30). Uses the fake-quantize modules' frozen scales
+    directly: calling the modules would let an enabled observer move them.
+    """
+    snapped = 0
+    with torch.no_grad():
+        for module in model.modules():
+            fake_quant, weight = getattr(module, "weight_fake_quant", None), getattr(module, "weight", None)
+            if not isinstance(fake_quant, torch.ao.quantization.FakeQuantizeBase) or weight is None:
+                continue
+            if fake_quant.is_per_channel:
+                quantized = torch.fake_quantize_per_channel_affine(
+                    weight, fake_quant.scale, fake_quant.zero_point.to(torch.int32), fake_quant.ch_axis,
+                    fake_quant.quant_min, fake_quant.quant_max)
+            else:
+                quantized = torch.fake_quantize_per_tensor_affine(
+                    weight, float(fake_quant.scale), int(fake_quant.zero_point), fake_quant.quant_min,
+                    fake_quant.quant_max)
+            weight.copy_(quantized)
+            snapped += 1
+    return snapped
+
+
 def prepare_qat(
     model: torch.nn.Module,
     recipe: Path | str | Recipe,

@@ -565,3 +565,61 @@ def test_a_failed_verification_keeps_its_report_beside_the_target(tmp_path, voca
     assert str(report) in str(failure.value) and not out.exists()
     saved = json.loads(report.read_text())
     assert "ort_vs_torch" in saved["failed_checks"] and saved["checks"]["ort_vs_torch"]["max_abs_diff"] > 0
+
+
+def test_an_int8_export_holds_exactly_the_integers_the_qat_model_computes_with(tmp_path):
+    """sparseml's exporter re-quantizes float weights with its own rounding, one step off PyTorch's on values at
+    a rounding tie (on the trained MiniLM: 78 embedding entries, -0.3 held-out F1 in ONNX Runtime). A tie is
+    planted in the word embeddings; the export must still hold PyTorch's integer for it."""
+    import onnx
+    from onnx import numpy_helper
+    from sparseml.exporters.transforms.utils import quantize_array
+
+    from compression.export import export_onnx
+    from compression.quantize import freeze_observers, prepare_qat
+    from compression.synthetic import synthetic_qa_batches
+
+    model = drop_layers(build_model("tiny", seed=4), 2)
+    recipe = derive_recipe(QUANTIZATION_RECIPE, tmp_path / "q.yaml")
+    prepare_qat(model, recipe, calibration_batches=list(synthetic_qa_batches(2, 2, 64)))
+    freeze_observers(model)
+    embedding = model.bert.embeddings.word_embeddings if hasattr(model, "bert") else model.mobilebert.embeddings.word_embeddings
+    fake_quant = embedding.weight_fake_quant
+    scale, zero_point = float(fake_quant.scale), int(fake_quant.zero_point)
+
+    def torch_integer(value: np.float32) -> int:
+        quantized = torch.fake_quantize_per_tensor_affine(torch.tensor([value]), scale, zero_point,
+                                                          fake_quant.quant_min, fake_quant.quant_max)
+        return round(float(quantized[0]) / scale)
+
+    def sparseml_integer(value: np.float32) -> int:  # as its exporter does, after moving int8 to uint8 (+128)
+        shifted = np.array(zero_point + 128, np.uint8)
+        return int(quantize_array(np.array([value], np.float32), np.array(scale, np.float32), shifted, np.uint8)[0]) - 128
+
+    # a value just around a tie where the two roundings disagree
+    tie = next(v for q in range(1, 60) for step in range(-8, 9)
+               for v in [np.float32((q + 0.5) * scale) + np.float32(step) * np.spacing(np.float32((q + 0.5) * scale))]
+               if torch_integer(v) != sparseml_integer(v))
+    with torch.no_grad():
+        embedding.weight[7, 3] = float(tie)
+    feed = synthetic_qa_batch(2, 64, seed=3)
+    with torch.no_grad():
+        before = model(**feed).start_logits.clone()
+
+    path = export_onnx(model, tmp_path / "model.onnx", sequence_length=64, quantized=True)
+
+    with torch.no_grad():
+        assert torch.equal(model(**feed).start_logits, before)  # snapping changes nothing PyTorch computes
+    graph = onnx.load(str(path)).graph
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in initializers
+               and initializers[n.input[0]].shape == tuple(embedding.weight.shape)]
+    gather = gathers[0]  # the word embeddings (several Gathers may share the one quantized table)
+    # the table's DequantizeLinear: right after the Gather, or (MobileBERT) after the trigram Slice/Concat
+    frontier, dequantize = [gather.output[0]], None
+    while dequantize is None:
+        consumers = [n for n in graph.node if set(frontier) & set(n.input)]
+        dequantize = next((n for n in consumers if n.op_type == "DequantizeLinear"), None)
+        frontier = [out for n in consumers for out in n.output]
+    stored = int(initializers[gather.input[0]][7, 3]) - int(initializers[dequantize.input[2]])
+    assert stored == torch_integer(tie) != sparseml_integer(tie)
