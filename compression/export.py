@@ -37,7 +37,7 @@ import torch
 
 from compression.errors import CompressionError, ExportError, OutputExistsError
 from compression.packed import PACKED_INPUT_NAMES, PackedQAModel, synthetic_packed_batch
-from compression.quantize import is_qat_model, snap_weights_to_quantized_values
+from compression.quantize import is_qat_model, weights_snapped_to_quantized_values
 from compression.synthetic import INPUT_NAMES, synthetic_qa_batch
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,10 @@ def export_onnx(
         sample = synthetic_qa_batch(1, sequence_length, vocab_size=model.config.vocab_size, seed=0)
     was_training = model.training
     model.eval()
-    if quantized:  # the INT8 file must hold exactly the integers the PyTorch QAT model computes with
-        snap_weights_to_quantized_values(model)
     try:
-        with warnings.catch_warnings():
+        # an INT8 file must hold exactly the integers the QAT model computes with (the model is left as it was)
+        snapped = weights_snapped_to_quantized_values(model) if quantized else contextlib.nullcontext()
+        with warnings.catch_warnings(), snapped:
             # The TorchScript exporter warns about every traced shape/constant; none of it is actionable.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", module=r"torch\.onnx")

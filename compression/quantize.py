@@ -18,9 +18,10 @@ Two ways in, both via ``ScheduledModifierManager``:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,33 +77,39 @@ def freeze_observers(model: torch.nn.Module) -> None:
     model.apply(torch.ao.quantization.disable_observer)
 
 
-def snap_weights_to_quantized_values(model: torch.nn.Module) -> int:
-    """Replace every fake-quantized weight by its fake-quantized value, in place; returns how many.
+@contextlib.contextmanager
+def weights_snapped_to_quantized_values(model: torch.nn.Module) -> Iterator[int]:
+    """While inside: every fake-quantized weight holds its fake-quantized value (yields how many); restored after.
 
-    The PyTorch model computes the same (fake quantization is idempotent at fixed scales), but the INT8 export
-    then stores exactly the integers PyTorch used. Without this, sparseml's exporter re-quantizes the float
-    weights with its own rounding (division by the scale, where PyTorch multiplies by its inverse), which
-    lands one step off on values at a rounding tie: 78 of the trained MiniLM's embedding entries, which moved
-    its held-out F1 by -0.3 in ONNX Runtime (measured 2026-11-30). Uses the fake-quantize modules' frozen scales
-    directly: calling the modules would let an enabled observer move them.
+    The PyTorch model computes the same either way (fake quantization is idempotent at fixed scales), but an INT8
+    export made inside stores exactly the integers PyTorch uses. Otherwise sparseml's exporter re-quantizes the
+    float weights with its own rounding, which lands one step off on values at a rounding tie: 78 of the
+    trained MiniLM's embedding entries, which moved its held-out F1 by -0.4 in ONNX Runtime (measured
+    2026-11-30). The fake-quantize modules' frozen scales are used directly: calling the modules would let an
+    enabled observer move them.
     """
-    snapped = 0
-    with torch.no_grad():
-        for module in model.modules():
-            fake_quant, weight = getattr(module, "weight_fake_quant", None), getattr(module, "weight", None)
-            if not isinstance(fake_quant, torch.ao.quantization.FakeQuantizeBase) or weight is None:
-                continue
-            if fake_quant.is_per_channel:
-                quantized = torch.fake_quantize_per_channel_affine(
-                    weight, fake_quant.scale, fake_quant.zero_point.to(torch.int32), fake_quant.ch_axis,
-                    fake_quant.quant_min, fake_quant.quant_max)
-            else:
-                quantized = torch.fake_quantize_per_tensor_affine(
-                    weight, float(fake_quant.scale), int(fake_quant.zero_point), fake_quant.quant_min,
-                    fake_quant.quant_max)
-            weight.copy_(quantized)
-            snapped += 1
-    return snapped
+    originals: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for module in model.modules():
+                fake_quant, weight = getattr(module, "weight_fake_quant", None), getattr(module, "weight", None)
+                if not isinstance(fake_quant, torch.ao.quantization.FakeQuantizeBase) or weight is None:
+                    continue
+                if fake_quant.is_per_channel:
+                    quantized = torch.fake_quantize_per_channel_affine(
+                        weight, fake_quant.scale, fake_quant.zero_point.to(torch.int32), fake_quant.ch_axis,
+                        fake_quant.quant_min, fake_quant.quant_max)
+                else:
+                    quantized = torch.fake_quantize_per_tensor_affine(
+                        weight, float(fake_quant.scale), int(fake_quant.zero_point), fake_quant.quant_min,
+                        fake_quant.quant_max)
+                originals.append((weight, weight.detach().clone()))
+                weight.copy_(quantized)
+        yield len(originals)
+    finally:
+        with torch.no_grad():
+            for weight, original in originals:
+                weight.copy_(original)
 
 
 def prepare_qat(
