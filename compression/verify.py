@@ -359,6 +359,8 @@ def verify_model_dir(
             report.write_text(json.dumps(result, indent=2) + "\n")
         target = published_as or model_dir
         raise VerificationError(f"{target}: verification failed ({', '.join(failed)}), not published; see {report}")
+    if published_as is not None and not failed:  # an earlier failure's report no longer describes the target
+        failed_verification_report(Path(published_as)).unlink(missing_ok=True)
     return result
 
 

@@ -565,6 +565,13 @@ def test_a_failed_verification_keeps_its_report_beside_the_target(tmp_path, voca
     assert str(report) in str(failure.value) and not out.exists()
     saved = json.loads(report.read_text())
     assert "ort_vs_torch" in saved["failed_checks"] and saved["checks"]["ort_vs_torch"]["max_abs_diff"] > 0
+    # a later export that passes removes the stale report
+    model = build_model("tiny", seed=42)
+    export_model_dir(model, out, vocab=vocab, quantized=False,
+                     manifest={"trained": False, "num_layers": model.config.num_hidden_layers},
+                     before_publish=lambda staged: verify_model_dir(staged, model, raise_on_failure=True,
+                                                                    published_as=out, check_deepsparse=False))
+    assert out.is_dir() and not report.exists()
 
 
 def test_an_int8_export_holds_exactly_the_integers_the_qat_model_computes_with(tmp_path):
