@@ -760,17 +760,17 @@ def run_export(
         if (config.out_dir / "reports" / name).is_file():
             extra_files[f"report_{name}"] = config.out_dir / "reports" / name
     verification: dict[str, Any] = {}
+    # Scored before publishing: an export that loses held-out F1 against its PyTorch model is not published.
+    accuracy = export_accuracy_check(config, source, model) if evaluate and pipeline["steps"] else None
 
     def verify_staged(staged: Path) -> None:
         verification.update(verify_model_dir(staged, model, raise_on_failure=True, published_as=out_dir,
-                                             check_deepsparse=check_deepsparse))
+                                             check_deepsparse=check_deepsparse, accuracy=accuracy))
 
     export_model_dir(model, out_dir, tokenizer=tokenizer, sequence_length=384, quantized=quantized,
                      manifest=manifest, overwrite=overwrite, extra_files=extra_files, before_publish=verify_staged,
                      packed_variant=True)
-    onnx_eval = None
-    if evaluate:
-        onnx_eval = evaluate_onnx(config, out_dir, tokenizer)
+    onnx_eval = verification["checks"]["f1_vs_torch"].get("onnx")
     checks = {name: {"passed": c["passed"], **{k: v for k, v in c.items() if k != "passed"}}
               for name, c in verification["checks"].items()}
     report = {
@@ -793,32 +793,44 @@ def run_export(
     return report
 
 
-def evaluate_onnx(config: RunConfig, model_dir: Path, tokenizer) -> dict[str, Any] | None:
-    """F1/EM of the exported ONNX model (ONNX Runtime) on the evaluation windows at the export's length."""
-    from compression.export import ONNX_FILE
+# The windows an export is scored on: the harness's (MLPerf's 384/128/64), whatever the training preset used.
+EXPORT_EVAL_PARAMS = FeatureParams(max_seq_length=384, doc_stride=128, max_query_length=64)
+EVALUATION_KEY = {"quantize": "qat", "prune": "pruned"}  # a step report's evaluation of its own output model
 
-    started = time.perf_counter()
-    data_root = config.out_dir / "data"
-    pipeline = read_pipeline(config.out_dir)
-    eval_json = None
-    for step in ("quantize", "prune"):
-        report_path = config.out_dir / "reports" / f"{step}.json"
-        if report_path.is_file():
-            eval_json = json.loads(report_path.read_text())["data"]["eval_json"]
-            break
-    if eval_json is None or not pipeline["steps"]:
+
+def export_accuracy_check(config: RunConfig, source: str, model: torch.nn.Module):
+    """The held-out F1 check of an export against its PyTorch model (``compression.verify.AccuracyCheck``) on
+    the export's windows, or None when the pipeline never evaluated on held-out data.
+
+    The PyTorch model's F1 comes from its step's report when that was measured on the same windows (same file,
+    parameters and count); otherwise it is measured here."""
+    from compression.verify import AccuracyCheck
+
+    report_path = config.out_dir / "reports" / f"{source}.json"
+    if not report_path.is_file():
         return None
-    vocab = data_root / "tokenizer" / "vocab.txt"
-    features = load_eval_features(Path(eval_json), vocab, FeatureParams(max_seq_length=384, doc_stride=128,
-                                                                        max_query_length=64),
-                                  data_root / "features", config.effective_max_eval_windows)
-    logits = onnx_logits(model_dir / ONNX_FILE, features, progress=config.progress, threads=config.threads)
-    result = score_logits(features, logits)
-    result.update({"eval_json": eval_json, "engine": "onnxruntime", "window": "384/128 (MLPerf)",
-                   "seconds": round(time.perf_counter() - started, 2)})
-    log.info("exported model (ONNX Runtime): F1 %.2f, EM %.2f on %d questions", result["f1"], result["exact_match"],
-             result["questions"])
-    return result
+    report = json.loads(report_path.read_text())
+    eval_json = Path(report["data"]["eval_json"])
+    features = load_eval_features(eval_json, config.out_dir / "data" / "tokenizer" / "vocab.txt", EXPORT_EVAL_PARAMS,
+                                  config.out_dir / "data" / "features", config.effective_max_eval_windows)
+    measured = (report.get("evaluation") or {}).get(EVALUATION_KEY[source]) or {}
+    if report["data"].get("eval_params") == asdict(EXPORT_EVAL_PARAMS) and measured.get("windows") == len(features):
+        reference = {**measured, "measured_in": str(report_path)}
+    else:
+        reference = {**evaluate_squad(model, features, device=resolve_device(config.device), progress=config.progress,
+                                      description="evaluating the PyTorch model on the export's windows"),
+                     "measured_in": "export"}
+
+    def evaluate(onnx_path: Path) -> dict[str, Any]:
+        started = time.perf_counter()
+        logits = onnx_logits(onnx_path, features, progress=config.progress, threads=config.threads)
+        result = {**score_logits(features, logits), "eval_json": str(eval_json), "engine": "onnxruntime",
+                  "window": "384/128 (MLPerf)", "seconds": round(time.perf_counter() - started, 2)}
+        log.info("exported model (ONNX Runtime): F1 %.2f, EM %.2f on %d questions (PyTorch: F1 %.2f)", result["f1"],
+                 result["exact_match"], result["questions"], reference["f1"])
+        return result
+
+    return AccuracyCheck(reference=reference, evaluate=evaluate)
 
 
 def run_smoke(config: RunConfig, *, overwrite: bool = True, check_deepsparse: bool = True) -> dict[str, Any]:

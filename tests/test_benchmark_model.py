@@ -525,6 +525,7 @@ def test_real_model_runtimes_agree_within_tolerance(real_sparse_int8):
     ort = checks["ort_vs_torch"]
     assert ort["passed"], ort
     assert ort["tolerance"]["rtol"] == TOLERANCES["ort_vs_torch"]["int8"].rtol
+    assert ort["tolerance"]["mean_rtol"] == TOLERANCES["ort_vs_torch"]["int8"].mean_rtol
     deepsparse = checks["deepsparse_vs_ort"]
     if deepsparse["passed"] is None:
         pytest.skip(f"DeepSparse cannot run here: {deepsparse['reason']}")
@@ -572,6 +573,65 @@ def test_a_failed_verification_keeps_its_report_beside_the_target(tmp_path, voca
                      before_publish=lambda staged: verify_model_dir(staged, model, raise_on_failure=True,
                                                                     published_as=out, check_deepsparse=False))
     assert out.is_dir() and not report.exists()
+
+
+def test_int8_logit_tolerance_bounds_both_the_mean_and_the_worst_logit():
+    """A trained INT8 export is ~11% off at its worst logit and ~1.1% on average (rounding flips propagate);
+    a scale fault raises the mean, a fault at a few positions the worst logit. FP32 stays tight."""
+    from compression.verify import compare_logits
+
+    rng = np.random.default_rng(0)
+    reference = {name: rng.normal(0.0, 2.0, (2, 384)).astype(np.float32) for name in ("start_logits", "end_logits")}
+    scale = max(float(np.abs(v).max()) for v in reference.values())
+
+    def shifted(mean_fraction: float, worst_fraction: float) -> dict[str, np.ndarray]:
+        out = {}
+        for name, logits in reference.items():
+            noise = rng.choice([-1.0, 1.0], logits.shape) * mean_fraction * scale
+            noise[0, 5] = worst_fraction * scale
+            out[name] = (logits + noise).astype(np.float32)
+        return out
+
+    int8 = TOLERANCES["ort_vs_torch"]["int8"]
+    assert compare_logits(reference, shifted(0.011, 0.11), int8)["passed"]  # the trained MiniLM's INT8 export
+    assert not compare_logits(reference, shifted(0.025, 0.15), int8)["passed"]  # a 1.5x scale fault in one Linear
+    worst = compare_logits(reference, shifted(0.002, 0.30), int8)
+    assert not worst["passed"] and worst["relative_mean_diff"] < 0.01  # one position far off
+    assert not compare_logits(reference, shifted(1e-3, 1e-3), TOLERANCES["ort_vs_torch"]["fp32"])["passed"]
+
+
+def test_an_export_that_loses_f1_against_its_torch_model_is_not_published(tmp_path, vocab):
+    """The held-out F1 check runs on the staged copy before publishing; a drop past the bound vetoes it."""
+    from compression.errors import VerificationError
+    from compression.verify import AccuracyCheck, f1_bound, failed_verification_report
+
+    assert f1_bound(1731) == 0.5 and f1_bound(40) == pytest.approx(5.0)  # two questions' worth on small sets
+    model = build_model("tiny", seed=42)
+    scored: list[Path] = []
+
+    def accuracy(onnx_f1: float) -> AccuracyCheck:
+        def evaluate(onnx_path: Path) -> dict:
+            assert onnx_path.is_file()
+            scored.append(onnx_path)
+            return {"f1": onnx_f1, "exact_match": 40.0, "questions": 1731}
+        return AccuracyCheck(reference={"f1": 50.0, "exact_match": 41.0, "questions": 1731}, evaluate=evaluate)
+
+    def export(out: Path, onnx_f1: float) -> None:
+        export_model_dir(model, out, vocab=vocab, quantized=False,
+                         manifest={"trained": True, "num_layers": model.config.num_hidden_layers},
+                         before_publish=lambda staged: verify_model_dir(staged, model, raise_on_failure=True,
+                                                                        published_as=out, check_deepsparse=False,
+                                                                        accuracy=accuracy(onnx_f1)))
+
+    with pytest.raises(VerificationError, match=r"verification failed \(f1_vs_torch\)"):
+        export(tmp_path / "worse", 49.4)
+    assert not (tmp_path / "worse").exists() and scored[-1].parent != tmp_path / "worse"  # scored while staged
+    saved = json.loads(failed_verification_report(tmp_path / "worse").read_text())["checks"]["f1_vs_torch"]
+    assert saved["f1_difference"] == pytest.approx(-0.6) and saved["torch"]["f1"] == 50.0
+    export(tmp_path / "fine", 49.6)
+    check = json.loads((tmp_path / "fine" / "verify.json").read_text())["checks"]["f1_vs_torch"]
+    assert check["passed"] and check["bound"] == 0.5 and check["onnx"]["f1"] == 49.6
+    assert verify_model_dir(tmp_path / "fine", check_deepsparse=False, write=False)["checks"]["f1_vs_torch"]["passed"] is None
 
 
 def test_an_int8_export_holds_exactly_the_integers_the_qat_model_computes_with(tmp_path):

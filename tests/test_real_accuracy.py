@@ -127,6 +127,9 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert results["checks"]["bucketing_predictions_identical"]["per_model"]
     manifest = json.loads((Path(results["models"]["oBERT 50% INT8"]) / "manifest.json").read_text())
     assert manifest["precision"] == "int8" and manifest["geometry"]["family"] == "bert"
+    # the INT8 export was scored against the QAT model's F1 from its report (same 384-token windows)
+    f1_check = json.loads((Path(results["models"]["oBERT 50% INT8"]) / "verify.json").read_text())["checks"]["f1_vs_torch"]
+    assert f1_check["passed"] and f1_check["torch"]["measured_in"].endswith("quantize.json")
     assert "not applied" in json.dumps(json.loads((tmp_path / "exp" / "runs" / "obs-50pct-seed42" / "reports" /
                                                    "prune.json").read_text())["model"]["keep_reason"])
     # the derived recipes say which preset scaled their epochs
