@@ -214,7 +214,8 @@ def _add_export(subparsers) -> None:
     parser.add_argument("--model-dir", type=Path, default=None, help="model directory to write (default: <out>/model)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     parser.add_argument("--no-deepsparse", action="store_true", help="skip the DeepSparse check")
-    parser.add_argument("--no-eval", action="store_true", help="skip the ONNX Runtime F1/EM evaluation")
+    parser.add_argument("--no-eval", action="store_true", help="skip the ONNX Runtime F1/EM evaluation (and so the check of the "
+                        "export's F1 against the PyTorch model's)")
     _add_run_options(parser)
     parser.set_defaults(handler=_run_export)
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -81,6 +81,9 @@ from compression.sparsity import plot_sparsity_heatmap, sparsity_report
 from compression.train import TrainResult, TrainSettings, resolve_device, train_with_recipe
 from squad.data import find_dataset
 from squad.features import FeatureParams
+
+if TYPE_CHECKING:
+    from compression.verify import AccuracyCheck
 
 log = logging.getLogger(__name__)
 
@@ -798,7 +801,7 @@ EXPORT_EVAL_PARAMS = FeatureParams(max_seq_length=384, doc_stride=128, max_query
 EVALUATION_KEY = {"quantize": "qat", "prune": "pruned"}  # a step report's evaluation of its own output model
 
 
-def export_accuracy_check(config: RunConfig, source: str, model: torch.nn.Module):
+def export_accuracy_check(config: RunConfig, source: str, model: torch.nn.Module) -> AccuracyCheck | None:
     """The held-out F1 check of an export against its PyTorch model (``compression.verify.AccuracyCheck``) on
     the export's windows, or None when the pipeline never evaluated on held-out data.
 

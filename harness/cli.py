@@ -299,7 +299,7 @@ def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path, *, packed:
 
 
 def cmd_run(args) -> int:
-    from harness.backends import create_backend
+    from harness.backends import create_backend, import_engine
     from harness.models import check_model_fits, check_vocab_fits
     from harness.runner import RunRequest, execute_run
     from harness.settings import LoadGenOverrides, conf_test_settings
@@ -337,6 +337,7 @@ def cmd_run(args) -> int:
     if "accuracy" in modes:  # scoring needs transformers' basic tokenizer (~4 s to import): load it meanwhile
         from squad.scoring import warm_up as warm_up_scoring
 
+        import_engine(engine.backend, backend_options)  # first: the two import trees share packages
         threading.Thread(target=warm_up_scoring, name="warm-up-scoring", daemon=True).start()
     backend = create_backend(engine.backend, model, backend_options, progress=not args.no_progress)
     records = []

@@ -238,3 +238,30 @@ def test_rescoring_never_overwrites_and_refuses_incomplete_logs(scored_runs, sam
     assert proc.returncode == 0 and "partial log" in proc.stderr
     log.write_text("[]")
     assert_one_clear_error(_accuracy_cli(root, run_dir, sample_dataset), "holds no responses")
+
+
+def test_the_engine_is_imported_before_the_scoring_warm_up_thread_starts(tmp_path, sample_dataset, toy_model_dir):
+    """Two threads importing one package tree at once can be handed a partially initialized module: deepsparse
+    and transformers (the scoring warm-up thread) both import requests, and a harness job of the real-accuracy
+    experiment died of it ("cannot import name '_basic_auth_str' from partially initialized module
+    'requests.auth'"). The engine must be imported when that thread starts."""
+    args = ["run", "--backend", "deepsparse", "--model", str(toy_model_dir), "--data-dir",
+            str(sample_dataset.dev_json.parent), "--cache-dir", str(tmp_path / "cache"), "--runs-dir",
+            str(tmp_path / "runs"), "--no-progress", "--quick", "--count", "16", "--mode", "accuracy"]
+    script = f"""
+import sys, threading
+seen = []
+original_start = threading.Thread.start
+def start(self):
+    if self.name == "warm-up-scoring":
+        seen.append("deepsparse" in sys.modules)
+    original_start(self)
+threading.Thread.start = start
+from harness.cli import main
+code = main({args!r})
+print("warm-up started with the engine imported:", seen)
+sys.exit(code)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "warm-up started with the engine imported: [True]" in proc.stdout, proc.stdout[-2000:]

@@ -36,4 +36,26 @@ def create_backend(name: str, model: ModelInfo, options: BackendOptions, progres
     raise ConfigError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "BackendOptions", "BACKENDS", "create_backend"]
+def import_engine(name: str, options: BackendOptions) -> None:
+    """Import the libraries ``create_backend(name, ..., options)`` will, in the calling thread.
+
+    Two threads importing one package tree at once can be handed a partially initialized module (ImportError
+    "... most likely due to a circular import"): deepsparse (through sparsezoo) and transformers (the scoring
+    warm-up) both import requests, and a harness job of the real-accuracy experiment died of it. Call this
+    before starting a thread that imports. An engine that cannot be imported is left to ``create_backend``,
+    which reports it.
+    """
+    try:
+        if options.cluster == "ray":
+            import ray  # noqa: F401
+        if name == "deepsparse":
+            from harness.backends.deepsparse_backend import import_deepsparse
+
+            import_deepsparse()
+        elif name == "onnxruntime":
+            import onnxruntime  # noqa: F401
+    except Exception:  # ImportError, or a native library that fails to load on this CPU
+        pass
+
+
+__all__ = ["Backend", "BackendOptions", "BACKENDS", "create_backend", "import_engine"]
