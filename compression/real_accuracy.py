@@ -595,11 +595,13 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
     rows.append({"model": f"{int8_label} (harness)", "torch": None, "harness": int8_harness, "sparsity": None})
 
     checks: dict[str, Any] = {}
-    ds = int8_harness.get("deepsparse") or int8_harness.get("onnxruntime")
-    if ds and ds.get("f1") is not None:
-        checks["int8_harness_vs_torch_f1"] = {"torch": qat_eval["f1"], "harness": ds["f1"],
-                                              "difference": round(ds["f1"] - qat_eval["f1"], 3),
-                                              "passed": abs(ds["f1"] - qat_eval["f1"]) <= 0.5}
+    per_backend = {backend: {"harness": figures["f1"], "difference": round(figures["f1"] - qat_eval["f1"], 3),
+                             "passed": abs(figures["f1"] - qat_eval["f1"]) <= INT8_F1_TOLERANCE}
+                   for backend in ("deepsparse", "onnxruntime")
+                   if (figures := int8_harness.get(backend)) and figures.get("f1") is not None}
+    if per_backend:
+        checks["int8_harness_vs_torch_f1"] = {"torch": qat_eval["f1"], "per_backend": per_backend,
+                                              "passed": all(c["passed"] for c in per_backend.values())}
     bucket_checks = {}
     for result in harness.values():
         job = result["job"]
@@ -670,7 +672,9 @@ def _scores(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: evaluation.get(k) for k in ("f1", "exact_match", "loss", "questions")}
 
 
-FAST_VNNI_MAX_F1_CHANGE = 0.1  # issue 12: the fast emulation becomes the default only if F1 moves by less
+INT8_F1_TOLERANCE = 0.5  # issue 12: the harness's INT8 F1 against the PyTorch QAT model's
+BACKEND_NAMES = {"deepsparse": "DeepSparse", "onnxruntime": "ONNX Runtime"}
+FAST_VNNI_MAX_F1_CHANGE = 0.1  # issue 12: the fast emulation is worth a default only if F1 moves by less
 FAST_VNNI_MIN_SPEEDUP = 1.02  # ... and only if it is faster than the noise of two adjacent Offline runs
 
 
@@ -691,15 +695,23 @@ def _vnni_summary(harness: dict[str, dict[str, Any]], int8_label: str) -> dict[s
                                            "fast": (ss_fast.get("latency_ms") or {}).get("p50")}
         summary["single_stream_speedup"] = _ratio(summary["single_stream_p50_ms"]["exact"],
                                                   summary["single_stream_p50_ms"]["fast"])
-    # Worth a default only if it is faster beyond run-to-run noise and keeps F1 (the benchmark suite's
-    # section vnni found it no faster on AVX2: 0.95x Offline).
-    summary["default_on"] = (abs(summary["f1_change"]) < FAST_VNNI_MAX_F1_CHANGE
-                             and (summary["offline_speedup"] or 0.0) >= FAST_VNNI_MIN_SPEEDUP)
+    # Worth enabling for this model only if it is faster beyond run-to-run noise and keeps F1. The harness's
+    # default stays as documented (README): the speed-up depends on the model, and the benchmark suite's
+    # section vnni found none on the default MobileBERT model (0.95x Offline).
+    summary["recommended"] = (abs(summary["f1_change"]) < FAST_VNNI_MAX_F1_CHANGE
+                              and (summary["offline_speedup"] or 0.0) >= FAST_VNNI_MIN_SPEEDUP)
     return summary
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
+
+
+def _identity_summary(per_model: dict[str, dict[str, Any]], all_identical: str) -> str:
+    differing = {k: v["differing"] for k, v in per_model.items() if not v["identical"]}
+    if not differing:
+        return all_identical
+    return "differ for " + ", ".join(f"{k} ({n} question{'' if n == 1 else 's'})" for k, n in differing.items()) + "."
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -726,27 +738,25 @@ def results_table(results: dict[str, Any]) -> str:
     checks = results["checks"]
     if "int8_harness_vs_torch_f1" in checks:
         c = checks["int8_harness_vs_torch_f1"]
-        lines += ["", f"INT8 F1, harness vs PyTorch QAT: {c['harness']:.2f} vs {c['torch']:.2f} "
-                      f"({c['difference']:+.2f}; within 0.5: {'yes' if c['passed'] else 'NO'})."]
+        engines = ", ".join(f"{BACKEND_NAMES.get(b, b)} {v['harness']:.2f} ({v['difference']:+.2f})"
+                            for b, v in c["per_backend"].items())
+        lines += ["", f"INT8 F1 in the harness (length buckets) vs the PyTorch QAT model's {c['torch']:.2f}: {engines}; "
+                      f"within {INT8_F1_TOLERANCE}: {'yes' if c['passed'] else 'NO'}."]
     buckets = checks.get("bucketing_predictions_identical", {})
     if buckets.get("per_model"):
-        differing = {k: v["differing"] for k, v in buckets["per_model"].items() if not v["identical"]}
         lines.append("Predictions with and without length bucketing: "
-                     + ("identical for every model and backend." if not differing else
-                        "differ for " + ", ".join(f"{k} ({n} questions)" for k, n in differing.items()) + "."))
+                     + _identity_summary(buckets["per_model"], "identical for every model and backend."))
     packing = checks.get("packing_predictions_identical", {})
     if packing.get("per_model"):
-        differing = {k: v["differing"] for k, v in packing["per_model"].items() if not v["identical"]}
         lines.append("Predictions with packed rows (--packing) and with length buckets: "
-                     + ("identical for every backend." if not differing else
-                        "differ for " + ", ".join(f"{k} ({n} questions)" for k, n in differing.items()) + "."))
+                     + _identity_summary(packing["per_model"], "identical for every backend."))
     vnni = results["fast_vnni_emulation"]
     if vnni.get("measured"):
         lines.append(f"NM_FAST_VNNI_EMULATION on the INT8 model: Offline x{vnni['offline_speedup']}, single-window p50 "
                      f"x{vnni.get('single_stream_speedup')}, F1 {vnni['f1_exact']:.2f} -> {vnni['f1_fast']:.2f} "
-                     f"({vnni['f1_change']:+.2f}); default {'on' if vnni['default_on'] else 'off'} "
-                     f"(on only if F1 moves by less than {FAST_VNNI_MAX_F1_CHANGE} and Offline is at least "
-                     f"{FAST_VNNI_MIN_SPEEDUP}x faster).")
+                     f"({vnni['f1_change']:+.2f}); worth enabling for this model: "
+                     f"{'yes' if vnni['recommended'] else 'no'} (yes only if F1 moves by less than "
+                     f"{FAST_VNNI_MAX_F1_CHANGE} and Offline is at least {FAST_VNNI_MIN_SPEEDUP}x faster).")
     lines += [""] + [f"- {note}" for note in results["notes"][1:]]
     return "\n".join(lines)
 

@@ -113,6 +113,7 @@ class AccuracyCheck:
     reference: Mapping[str, Any]
     evaluate: Callable[[Path], Mapping[str, Any]]
 
+
 VERIFY_BATCH_SIZE = 2
 VERIFY_SEED = 1234  # differs from the calibration seeds, so verification sees unseen inputs
 
