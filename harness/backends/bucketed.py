@@ -111,7 +111,7 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
     """Build one engine per bucket in ``options.sequence_buckets`` and check them against full length."""
     from tqdm import tqdm
 
-    from harness.backends import create_backend
+    from harness.backends import create_backend, import_engine
 
     import onnx
 
@@ -135,6 +135,7 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
         else:
             # Compiling is mostly single-threaded and releases the GIL: build the engines side by side
             # (two 14-layer engines on 2 cores: 43 s together instead of 74 s one after the other).
+            import_engine(name, inner_options)  # here, not in the pool's threads (see import_engine)
             variants = {length: write_sequence_variant(model, proto, length, work_dir) for length in buckets}
             del proto  # the engines read the files; peak memory matters (one compiled engine is ~240 MB)
             bar = tqdm(total=len(buckets), desc=f"compiling {len(buckets)} {name} engines (seq {','.join(map(str, buckets))})",
