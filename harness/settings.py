@@ -4,8 +4,9 @@ command-line overrides (which make a run non-compliant, and are recorded as such
 from __future__ import annotations
 
 import difflib
+import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from harness.errors import ConfigError
@@ -25,6 +26,13 @@ class LoadGenOverrides:
     target_qps: float | None = None  # Offline: expected QPS; Server: target QPS
     target_latency_ms: float | None = None  # Server latency bound (changing it breaks the rules)
     expected_latency_ms: float | None = None  # SingleStream: expected latency
+
+    def __post_init__(self) -> None:
+        # float("inf") and float("nan") parse from the command line; LoadGen would run with them
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{item.name.replace('_', '-')} {value}: expected a finite number")
 
     def given(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -103,6 +111,9 @@ def read_conf_file(path: Path, setting: str, *, user_conf: bool = False) -> list
         if not _NUMBER.fullmatch(tokens[2]):
             raise ConfigError(f"{where}: {tokens[0]}: value {tokens[2]!r} is not a number (LoadGen takes integers "
                               "and decimals only)")
+        if not math.isfinite(float.fromhex(tokens[2]) if "x" in tokens[2].lower() else float(tokens[2])):
+            # strtod reads "inf", "nan" and overflows such as 1e400 without complaint; LoadGen would run with them
+            raise ConfigError(f"{where}: {tokens[0]}: value {tokens[2]!r} is not a finite number")
         entries.append(ConfEntry(number, model, scenario, key, tokens[2]))
     return entries
 

@@ -179,6 +179,7 @@ def test_a_count_beyond_the_dataset_is_said(tmp_path, sample_dataset, toy_model_
 @pytest.mark.parametrize("line, fragments", [
     ("bert.Offline.target_qpz = 10", ("user.conf:2", "target_qpz", "unknown LoadGen setting", "'target_qps'")),
     ("bert.Offline.target_qps = ten", ("user.conf:2", "target_qps", "'ten' is not a number")),
+    ("bert.Offline.target_qps = 1e400", ("user.conf:2", "target_qps", "'1e400' is not a finite number")),
     ("bert.Offline.target_qps=10", ("user.conf:2", "spaces around '='")),
     ("bert.Offline.target_qps = 10 # a comment", ("user.conf:2", "put comments on their own line")),
     ("bert.Offlne.target_qps = 10", ("user.conf:2", "unknown scenario 'Offlne'")),

@@ -100,6 +100,22 @@ def test_bad_mode_and_qps(tmp_path):
                             total_count=10, overrides=LoadGenOverrides(target_qps=0))
 
 
+@pytest.mark.parametrize("value", ["1e400", "inf", "-Infinity", "nan"])
+def test_non_finite_conf_values_are_refused(tmp_path, value):
+    """strtod reads these without complaint (1e400 overflows to inf) and LoadGen ran with target_qps = inf."""
+    conf = tmp_path / "user.conf"
+    conf.write_text(f"bert.Offline.min_query_count = 0x10\nbert.Offline.target_qps = {value}\n")
+    with pytest.raises(ConfigError, match=rf"user.conf:2: bert.Offline.target_qps: value '{value}' is not a finite number"):
+        validate_conf_file(conf, "--user-conf", user_conf=True)
+
+
+@pytest.mark.parametrize("name", ["target_qps", "target_latency_ms", "expected_latency_ms"])
+def test_non_finite_overrides_are_refused(name):
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match=f"--{name.replace('_', '-')} {value}: expected a finite number"):
+            LoadGenOverrides(**{name: value})
+
+
 def test_engine_defaults_per_scenario_and_backend():
     from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, EngineSettings
 
