@@ -24,12 +24,15 @@ DEFAULT_BUCKETS: tuple[int, ...] = (128, 192, 256, 384)
 
 def parse_buckets(spec: str | None) -> tuple[int, ...] | None:
     """``--buckets`` value: comma-separated lengths, or ``off``/``none`` (None = no bucketing)."""
-    if spec is None or spec.strip().lower() in ("off", "none", ""):
+    if spec is None or spec.strip().lower() in ("off", "none"):
         return None
     try:
         values = tuple(int(part) for part in spec.split(",") if part.strip())
     except ValueError:
         raise ConfigError(f"--buckets {spec!r}: expected comma-separated sequence lengths like 128,192,256,384") from None
+    if not values:  # an unset shell variable (--buckets "$B") must not turn bucketing off without a word
+        raise ConfigError(f"--buckets {spec!r}: no sequence lengths given; expected e.g. 128,192,256,384 "
+                          "(--no-bucketing or --buckets off turns bucketing off)")
     return validate_buckets(values)
 
 

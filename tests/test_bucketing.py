@@ -40,6 +40,9 @@ def test_parse_buckets_and_the_window_length_is_always_a_bucket():
         buckets_for((128, 512), 384)
     with pytest.raises(ConfigError, match=">= 8"):
         parse_buckets("0,384")
+    for empty in ("", " ", ","):  # an unset shell variable must not turn bucketing off silently
+        with pytest.raises(ConfigError, match=f"--buckets '{empty}': no sequence lengths given"):
+            parse_buckets(empty)
 
 
 def test_bucket_batches_are_bucket_pure_and_keep_every_item():
