@@ -18,6 +18,12 @@ from squad.features import FeatureSet
 from squad.scoring import score_windows
 
 PAD_LOGIT = -10000.0  # logit for positions the model did not return (reference value)
+ACCURACY_TXT = "accuracy.txt"  # the checker's file: only a score over every question goes there
+PREDICTIONS_JSON = "predictions.json"
+# A score over part of the questions (--partial) gets its own names, so it is never packaged as a result
+PARTIAL_ACCURACY_TXT = "accuracy-partial.txt"
+PARTIAL_PREDICTIONS_JSON = "predictions-partial.json"
+SCORE_FILES = (ACCURACY_TXT, PREDICTIONS_JSON, PARTIAL_ACCURACY_TXT, PARTIAL_PREDICTIONS_JSON)
 
 
 class AccuracyLogError(HarnessError):
@@ -107,7 +113,8 @@ def read_accuracy_log(path: Path) -> dict[int, bytes]:
 
 def evaluate_accuracy_log(accuracy_log: Path, features: FeatureSet, out_dir: Path, *,
                           complete: bool = False, partial: bool = False) -> dict:
-    """Score a run: writes ``predictions.json`` and the checker's one-line ``accuracy.txt`` to ``out_dir``.
+    """Score a run: writes ``predictions.json`` and the checker's one-line ``accuracy.txt`` to ``out_dir``
+    (``predictions-partial.json`` and ``accuracy-partial.txt``, marked partial, for a ``partial`` score).
 
     With the full feature set every dataset question counts (official). With a subset (``--count``)
     only the questions the subset covers are scored, so quick runs give a meaningful number.
@@ -139,12 +146,18 @@ def evaluate_accuracy_log(accuracy_log: Path, features: FeatureSet, out_dir: Pat
         question_ids = {features.examples[int(features.example_index[i])].qas_id for i in logits}
     predicted, scores = score_windows(features, logits, question_ids=question_ids)
 
+    from harness.rundir import write_atomic
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "predictions.json").write_text(json.dumps(predicted.answers, indent=1, ensure_ascii=False) + "\n")
-    (out_dir / "accuracy.txt").write_text(
-        json.dumps({"exact_match": scores["exact_match"], "f1": scores["f1"]}) + "\n"
-    )
+    scored_partially = bool(partial and partial_log)
+    line = {"exact_match": scores["exact_match"], "f1": scores["f1"]}
+    if scored_partially:
+        line.update(partial=True, questions_scored=scores["questions"],
+                    note="scored over the questions with responses in an incomplete accuracy log; not a result")
+    write_atomic(out_dir / (PARTIAL_PREDICTIONS_JSON if scored_partially else PREDICTIONS_JSON),
+                 json.dumps(predicted.answers, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(out_dir / (PARTIAL_ACCURACY_TXT if scored_partially else ACCURACY_TXT), json.dumps(line) + "\n")
     return {
         "exact_match": scores["exact_match"],
         "f1": scores["f1"],
@@ -156,4 +169,5 @@ def evaluate_accuracy_log(accuracy_log: Path, features: FeatureSet, out_dir: Pat
         "missing_examples": len(predicted.missing_examples),
         "subset": scores["subset"],
         "partial_log": partial_log,
+        "files": [PARTIAL_ACCURACY_TXT, PARTIAL_PREDICTIONS_JSON] if scored_partially else [ACCURACY_TXT, PREDICTIONS_JSON],
     }

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError, RunStopped
 from harness.interrupts import describe as describe_interrupt
-from harness.interrupts import exit_now, exit_status, install_sigterm_handler
+from harness.interrupts import exit_now, exit_status, install_sigterm_handler, install_stop_notice
 from harness.backends.base import CLUSTERS
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK, EngineSettings, quick_overrides
@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     install_sigterm_handler()
+    install_stop_notice()
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -211,9 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as exc:  # --abort-when-invalid: the summary line says why
         print(exc)
         return exc.exit_status
-    except HarnessError as exc:  # BackendFault exits 3, the others 1
+    except HarnessError as exc:  # BackendFault exits 3, DiskFull 6, the others 1
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
+    except OSError as exc:  # a full device outside a run (a run turns it into DiskFull and records it)
+        from harness.rundir import disk_full_error, is_no_space
+
+        if not is_no_space(exc):
+            raise
+        error = disk_full_error(exc, Path.cwd())
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_status
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM; a run in progress is already marked
         print(describe_interrupt(interrupt), file=sys.stderr)
         exit_now(exit_status(interrupt))
@@ -302,12 +311,16 @@ def cmd_run(args) -> int:
     from harness.backends import create_backend, import_engine
     from harness.models import check_model_fits, check_vocab_fits
     from harness.runner import RunRequest, execute_run
-    from harness.settings import LoadGenOverrides, conf_test_settings
+    from harness.settings import LoadGenOverrides, conf_test_settings, issue_plan, plan_note
     from squad.data import SAMPLE
+
+    from harness.loadgen_logs import expected_bytes
+    from harness.rundir import check_free_space, check_runs_root
 
     count = args.count if args.count is not None else (QUICK.count if args.quick else None)
     if count is not None and count < 1:
         raise ConfigError(f"--count must be >= 1, got {count}")
+    check_runs_root(Path(args.runs_dir))  # before minutes of start-up, not when the first run directory is made
     modes = ["performance", "accuracy"] if args.mode == "both" else [args.mode]
     # The conf files are read once for every test of this command (see harness.settings.ConfSettings).
     conf = conf_test_settings(args.scenario, modes[0], mlperf_conf=Path(args.mlperf_conf),
@@ -315,6 +328,8 @@ def cmd_run(args) -> int:
     engine = EngineSettings.from_args(args)
     engine.backend_options(args.scenario)  # settings errors come before the data and model work
     dataset, features = load_dataset_and_features(args, count=count)
+    check_free_space(Path(args.runs_dir), sum(expected_bytes(mode, len(features), features.params.max_seq_length)
+                                              for mode in modes), f"{' and '.join(modes)} runs of {len(features)} features")
     model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing)
     backend_options = engine.backend_options(args.scenario, features.params.max_seq_length)
     sut_options = engine.sut_options(args.scenario)
@@ -329,6 +344,11 @@ def cmd_run(args) -> int:
     }
     preset = quick_overrides(args.scenario, len(features)) if args.quick else {}
     overrides = LoadGenOverrides(**{**preset, **{k: v for k, v in explicit.items() if v is not None}})
+    if "performance" in modes and overrides.given():  # said before the engines compile, not 20 minutes later
+        settings, _ = conf.for_run(len(features), overrides, mode="performance")
+        note = plan_note(args.scenario, issue_plan(args.scenario, settings), len(features), Path(args.user_conf))
+        if note:
+            log.warning("%s", note)
     wrapper = _test_wrapper(args)
 
     # One engine serves every test of the command: compiling the length-bucket engines is most of a short
@@ -376,11 +396,12 @@ def _test_wrapper(args):
 
 def cmd_accuracy(args) -> int:
     import json
+    import shutil
     import time
 
-    from harness.accuracy import evaluate_accuracy_log
+    from harness.accuracy import SCORE_FILES, evaluate_accuracy_log
     from harness.loadgen_logs import ACCURACY_LOG
-    from harness.rundir import RUN_JSON
+    from harness.rundir import RUN_JSON, claim_dir
 
     run_dir = Path(args.run_dir)
     record_path = run_dir / RUN_JSON
@@ -396,17 +417,23 @@ def cmd_accuracy(args) -> int:
             f"{run_dir}: the run used features {record['qsl']['fingerprint']}, but --data-dir gives "
             f"{features.fingerprint}; point --data-dir at the dataset the run used"
         )
-    # An earlier score stays where it is; a new one goes beside it.
-    earlier = [name for name in ("accuracy.txt", "predictions.json") if (run_dir / name).exists()]
-    out_dir = run_dir / f"rescored-{time.strftime('%Y%m%d-%H%M%S')}" if earlier else run_dir
-    result = evaluate_accuracy_log(run_dir / ACCURACY_LOG, features, out_dir, complete=True,
-                                   partial=args.partial)
+    # An earlier score stays where it is; a new one goes beside it, in a directory of its own even when two
+    # rescorings start in the same second.
+    earlier = [name for name in SCORE_FILES if (run_dir / name).exists()]
+    out_dir = claim_dir(run_dir, f"rescored-{time.strftime('%Y%m%d-%H%M%S')}") if earlier else run_dir
+    try:
+        result = evaluate_accuracy_log(run_dir / ACCURACY_LOG, features, out_dir, complete=True,
+                                       partial=args.partial)
+    except BaseException:
+        if out_dir != run_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     print(json.dumps({"exact_match": result["exact_match"], "f1": result["f1"]}))
     if result["partial_log"]:
         print(f"NOTE: partial log: {result['examples_scored']} questions scored, those with responses only "
-              "(--partial); not a result to report", file=sys.stderr)
-    print(f"written to {out_dir}" + (f" (the earlier {' and '.join(earlier)} kept)" if earlier else ""),
-          file=sys.stderr)
+              f"(--partial); not a result to report, so it is written as {result['files'][0]}", file=sys.stderr)
+    print(f"written to {out_dir} ({', '.join(result['files'])})" +
+          (f"; the earlier {' and '.join(earlier)} kept" if earlier else ""), file=sys.stderr)
     return 0
 
 

@@ -5,7 +5,8 @@ from squad.errors import ConfigError, DatasetError, UserError
 # The harness's name for the shared base: every error the harness reports as one line.
 HarnessError = UserError
 
-__all__ = ["BackendFault", "ConfigError", "DatasetError", "HarnessError", "ModelError", "RunStopped", "UserError"]
+__all__ = ["BackendFault", "ConfigError", "DatasetError", "DiskFull", "HarnessError", "ModelError", "RunStopped",
+           "UserError"]
 
 
 class ModelError(UserError):
@@ -16,6 +17,12 @@ class BackendFault(UserError):
     """The inference backend raised during a run; the run is stopped and marked incomplete."""
 
     exit_status = 3
+
+
+class DiskFull(UserError):
+    """No space left on the device a run writes to; the message names the file that could not be written."""
+
+    exit_status = 6  # 4 is the submission validator's refusal, 5 a run stopped as INVALID
 
 
 class RunStopped(UserError):

@@ -12,6 +12,17 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+
+# Said the moment a signal arrives (see install_stop_notice); a second Ctrl-C quits at once.
+STOPPING_NOTICE = {
+    signal.SIGINT: "Ctrl-C: stopping. What cannot be cut short finishes first (an engine being compiled: up to a "
+                   "minute), then the run in progress is recorded as interrupted; Ctrl-C again quits at once",
+    signal.SIGTERM: "SIGTERM: stopping; the run in progress is recorded as terminated",
+}
+
+
+_stop_notice_installed = False
 
 
 class Terminated(KeyboardInterrupt):
@@ -25,6 +36,40 @@ def install_sigterm_handler() -> None:
         raise Terminated()
 
     signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def install_stop_notice() -> None:
+    """Say at once that the command is stopping when Ctrl-C or SIGTERM arrives (call from the main thread).
+
+    Python raises KeyboardInterrupt only when the main thread runs Python code again: while it waits for an
+    engine compile (a C call, or a thread pool that cannot cancel a running compile) nothing was said for
+    40 s. The interpreter's C-level handler writes each signal's number to a wakeup pipe immediately; a thread
+    reading that pipe prints the notice, and on a second Ctrl-C ends the process (exit 130) without waiting."""
+    global _stop_notice_installed
+    if _stop_notice_installed:  # commands called again in one process (tests)
+        return
+    _stop_notice_installed = True
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        interrupts = 0
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                return
+            for signum in data:
+                if signum == signal.SIGINT:
+                    interrupts += 1
+                    if interrupts > 1:
+                        print("Ctrl-C again: quitting now", file=sys.stderr, flush=True)
+                        exit_now(exit_status(KeyboardInterrupt()))
+                if signum in STOPPING_NOTICE and (signum != signal.SIGINT or interrupts == 1):
+                    print(STOPPING_NOTICE[signum], file=sys.stderr, flush=True)
+
+    threading.Thread(target=watch, name="stop-notice", daemon=True).start()
 
 
 def describe(interrupt: KeyboardInterrupt) -> str:

@@ -22,12 +22,14 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from harness.errors import BackendFault, HarnessError
+from harness.errors import BackendFault, DiskFull, HarnessError, RunStopped
 from harness.interrupts import Terminated, describe, exit_now, exit_status, install_sigterm_handler
 from harness.runner import RunRequest
 from harness.sysinfo import REPO_ROOT
 
 CHILD_EXIT_GRACE_S = 30.0  # how long an interrupted child gets to record its run before it is killed
+# The errors that cross the process boundary as themselves (each has its own exit status); others as HarnessError
+_ERRORS = {cls.__name__: cls for cls in (BackendFault, DiskFull, RunStopped)}
 
 
 def request_to_spec(request: RunRequest, feature_cache_dir: Path) -> dict:
@@ -96,7 +98,7 @@ def execute_run_isolated(request: RunRequest, feature_cache_dir: Path) -> dict:
             raise BackendFault(f"{request.scenario} {request.mode} run ended without a result; see the newest run "
                                f"directory under {request.runs_root}")
     if not outcome["ok"]:
-        raise (BackendFault if outcome["kind"] == "BackendFault" else HarnessError)(outcome["error"])
+        raise _ERRORS.get(outcome["kind"], HarnessError)(outcome["error"])
     return outcome["record"]
 
 
@@ -138,12 +140,11 @@ def write_outcome(result_path: Path, key: str, work) -> int:
     user-facing error and its kind, as JSON for the parent; returns the exit status."""
     try:
         outcome = {"ok": True, key: work()}
-    except BackendFault as exc:
-        outcome = {"ok": False, "kind": "BackendFault", "error": str(exc)}
     except HarnessError as exc:
-        outcome = {"ok": False, "kind": "HarnessError", "error": str(exc)}
+        kind = type(exc).__name__ if type(exc).__name__ in _ERRORS else "HarnessError"
+        outcome = {"ok": False, "kind": kind, "error": str(exc), "exit_status": exc.exit_status}
     result_path.write_text(json.dumps(outcome, default=str))
-    return 0 if outcome["ok"] else 1
+    return 0 if outcome["ok"] else outcome["exit_status"]
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import DiskFull, HarnessError
 
 DETAIL_LOG = "mlperf_log_detail.txt"
 SUMMARY_LOG = "mlperf_log_summary.txt"
@@ -15,6 +15,74 @@ TRACE_LOG = "mlperf_log_trace.json"
 LOG_FILES = (SUMMARY_LOG, DETAIL_LOG, ACCURACY_LOG, TRACE_LOG)
 
 _PREFIX = ":::MLLOG "
+# Free space under which a cut log is blamed on the device: a write that does not fit fills it to the last block
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def expected_bytes(mode: str, features: int, max_seq_length: int) -> int:
+    """About what one test writes into its run directory: LoadGen's detail and summary logs, the conf copies,
+    run.json and the latencies take well under 256 KiB; an accuracy log holds every response in hex (two
+    float32 logits per position: 6,144 hex digits a feature at 384 tokens, 67 MB for SQuAD dev), and its
+    predictions.json a line per question."""
+    written = 256 * 1024
+    if mode == "accuracy":
+        written += features * (max_seq_length * 2 * 4 * 2 + 64 + 200)
+    return written
+
+
+def logs_cut_short(run_dir: Path, mode: str) -> list[str]:
+    """LoadGen's logs of a finished test that end mid-record or lack their results. LoadGen writes them
+    through C++ streams and ignores write errors, so a full device cuts them without a word."""
+    cut = []
+    for name in (ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG):  # the one that matters most first
+        path = run_dir / name
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - 4096))
+                tail = f.read()
+        except OSError:
+            cut.append(name)
+            continue
+        if name == ACCURACY_LOG:
+            complete = tail.rstrip().endswith(b"]")  # a JSON list, "[\n]\n" when it holds nothing
+        elif name == DETAIL_LOG:
+            last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+            complete = tail.endswith(b"\n") and last.startswith(_PREFIX) and _parses(last[len(_PREFIX):])
+            if complete and mode == "performance":  # a cut at a line boundary loses the results
+                complete = b'"key": "result_validity"' in path.read_bytes()
+        else:
+            complete = tail.endswith(b"\n")
+        if not complete:
+            cut.append(name)
+    return cut
+
+
+def check_logs_complete(run_dir: Path, mode: str) -> None:
+    """Raise when LoadGen's logs were cut short: :class:`DiskFull` naming the first one when the device is
+    (nearly) full, otherwise a :class:`HarnessError`."""
+    from harness.rundir import free_bytes
+
+    cut = logs_cut_short(run_dir, mode)
+    if not cut:
+        return
+    try:
+        full = free_bytes(run_dir) < NEARLY_FULL_BYTES
+    except OSError:
+        full = False
+    if full:
+        raise DiskFull(f"{run_dir / cut[0]}: no space left on device: LoadGen's {', '.join(cut)} cut short "
+                       "(LoadGen ignores write errors)")
+    raise HarnessError(f"{run_dir / cut[0]}: LoadGen's {', '.join(cut)} end mid-record although LoadGen finished "
+                       "(was a file changed while it ran?)")
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def read_detail_log(path: Path) -> dict:

@@ -10,6 +10,7 @@ lost can be stopped the same way (``abort_when_invalid``); Ctrl-C and SIGTERM ma
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -24,15 +25,17 @@ import numpy as np
 from harness import __version__
 from harness.accuracy import evaluate_accuracy_log
 from harness.backends import Backend, BackendOptions, create_backend
-from harness.errors import BackendFault, ConfigError, RunStopped
+from harness.errors import BackendFault, ConfigError, DiskFull, RunStopped
 from harness.interrupts import describe as describe_interrupt
-from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, performance_metrics, read_detail_log
+from harness.loadgen_logs import (ACCURACY_LOG, DETAIL_LOG, check_logs_complete, expected_bytes, performance_metrics,
+                                  read_detail_log)
 from harness.machine_load import LoadMonitor
 from harness.models import ModelInfo, check_model_fits, check_vocab_fits
 from harness.qsl import SquadQSL
-from harness.rundir import RUN_JSON, create_run_dir, mark_complete, mark_incomplete, write_json_atomic
+from harness.rundir import (RUN_JSON, check_free_space, create_run_dir, disk_full_error, is_no_space, mark_complete,
+                            mark_incomplete, naming, release_reserve, write_atomic, write_json_atomic)
 from harness.scenarios import SutOptions, create_sut
-from harness.settings import ConfSettings, LoadGenOverrides, build_test_settings
+from harness.settings import ConfSettings, LoadGenOverrides, build_test_settings, issue_plan
 from squad.features import FeatureSet
 from harness.sysinfo import harness_commit, machine_info, peak_rss_mb, software_versions
 from squad.data import DATA_LABELS, DATA_NOTES, SAMPLE, DatasetFiles
@@ -108,6 +111,8 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
         )
     else:
         settings, adjustments = conf_settings.for_run(len(r.features), r.overrides, mode=r.mode)
+    check_free_space(r.runs_root, expected_bytes(r.mode, len(r.features), r.features.params.max_seq_length),
+                     f"a {r.mode} run of {len(r.features)} features")
     buckets = r.backend_options.sequence_buckets
     if buckets and buckets[-1] != r.features.params.max_seq_length:
         raise ConfigError(f"--buckets {','.join(map(str, buckets))}: the largest bucket must be the window length "
@@ -123,25 +128,59 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
 
     run_dir = create_run_dir(r.runs_root, r.backend, r.scenario, r.mode)
     log.info("run directory: %s", run_dir)
-    shutil.copy2(r.mlperf_conf, run_dir / "mlperf.conf")
-    shutil.copy2(r.user_conf, run_dir / "user.conf")
     record = _base_record(r, run_dir)
     record["dataset"]["vocab_check"] = vocab_check
     if vocab_check["note"]:
         record["notes"].append(vocab_check["note"])
     record["backend"] = backend.describe()
     record["settings"]["harness_adjustments"] = adjustments
+    if r.mode == "performance":
+        record["settings"]["loadgen_plan"] = issue_plan(r.scenario, settings).as_dict()
     record["warmup_batches"] = warmup_batches
-    write_json_atomic(run_dir / RUN_JSON, record)
     try:
+        for conf, name in ((r.mlperf_conf, "mlperf.conf"), (r.user_conf, "user.conf")):
+            with naming(run_dir / name):
+                shutil.copy2(conf, run_dir / name)
+        write_json_atomic(run_dir / RUN_JSON, record)
         return _run_loadgen(r, backend, settings, run_dir, record, owns_backend)
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: keep what there is, say why it stopped
         reason = describe_interrupt(interrupt)
         mark_incomplete(run_dir, reason)
         record.update(status="interrupted", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), interrupted=reason)
         record["summary"] = summary_line(record)
-        write_json_atomic(run_dir / RUN_JSON, record)
+        _write_final_record(run_dir, record)
         raise
+    except (OSError, DiskFull) as exc:  # every write of the run ends here when the device is full
+        if not isinstance(exc, DiskFull) and not is_no_space(exc):
+            raise
+        raise _record_disk_full(run_dir, record,
+                                exc if isinstance(exc, DiskFull) else disk_full_error(exc, run_dir)) from None
+
+
+def _write_final_record(run_dir: Path, record: dict) -> None:
+    """The run's record, written for the last time: the space reserve goes first (a full device then still
+    takes it)."""
+    release_reserve(run_dir)
+    write_json_atomic(run_dir / RUN_JSON, record)
+
+
+def _record_disk_full(run_dir: Path, record: dict, error: DiskFull) -> DiskFull:
+    """Mark a run whose device filled up as failed, as far as the device still allows; returns the error to
+    raise (it says whether run.json could record it)."""
+    record.update(status="failed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    record["fault"] = {"error": f"DiskFull: {error}", "kind": "disk full",
+                       "samples_completed": record.get("samples_completed")}
+    record["summary"] = summary_line(record)
+    try:
+        _write_final_record(run_dir, record)
+        recorded = f"the run is marked failed in {run_dir / RUN_JSON}"
+    except OSError:
+        recorded = f"{run_dir / RUN_JSON} could not record the failure either"
+    try:
+        mark_incomplete(run_dir, f"no space left on device ({error})")
+    except OSError:
+        pass  # the marker from the run's start stays
+    return DiskFull(f"{error}; {recorded}")
 
 
 def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, record: dict, owns_backend: bool) -> dict:
@@ -180,6 +219,8 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
     _wait_with_progress(loadgen_thread, sut, r, run_dir, record, watch)
     elapsed = time.time() - started
     load = monitor.stop()
+    if sut.fault is None and sut.abandoned is None:
+        check_logs_complete(run_dir, r.mode)  # LoadGen ignores write errors: a full device cuts its logs silently
     sut.destroy()
     qsl.destroy()
     record["backend"] = backend.describe()  # again: a Ray pool records lost workers and its round trips
@@ -206,7 +247,9 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
         # Issue-to-completion time of every sample as the SUT saw it (LoadGen's figures are the official
         # ones); kept for latency-distribution plots.
         latencies_ms = np.asarray(sut.latencies_s, dtype=np.float64) * 1000.0
-        np.save(run_dir / SAMPLE_LATENCIES_FILE, latencies_ms.astype(np.float32))
+        buffer = io.BytesIO()
+        np.save(buffer, latencies_ms.astype(np.float32))
+        write_atomic(run_dir / SAMPLE_LATENCIES_FILE, buffer.getvalue())
         record["sut_latency_ms"] = {
             "samples": int(latencies_ms.size),
             **{f"p{q}": round(float(np.percentile(latencies_ms, q)), 3) for q in (50, 90, 99)},
@@ -234,7 +277,7 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
     record["status"] = "complete"
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record["summary"] = summary_line(record)
-    write_json_atomic(run_dir / RUN_JSON, record)
+    _write_final_record(run_dir, record)
     mark_complete(run_dir)
     return record
 
@@ -409,7 +452,7 @@ def _record_stopped(run_dir: Path, record: dict, sut, watch: LatencyWatch | None
                   samples_completed=sut.completed, latency_watch=watch.as_dict() if watch else None)
     record["notes"].append(f"stopped early (--abort-when-invalid): {sut.abandoned}")
     record["summary"] = summary_line(record)
-    write_json_atomic(run_dir / RUN_JSON, record)
+    _write_final_record(run_dir, record)
     mark_incomplete(run_dir, f"stopped early because the run could no longer be VALID: {sut.abandoned}")
 
 
@@ -423,7 +466,7 @@ def _fail(run_dir: Path, record: dict, sut, note: str | None = None) -> None:
     }
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record["summary"] = summary_line(record)
-    write_json_atomic(run_dir / RUN_JSON, record)
+    _write_final_record(run_dir, record)
     mark_incomplete(run_dir, f"the backend failed: {record['fault']['error']}")
 
 
@@ -431,8 +474,9 @@ def summary_line(record: dict) -> str:
     """One line a person reads at the end of a run."""
     backend = record["backend"].get("backend")
     packing = record["backend"].get("packing")
-    head = (f"[{record['status'].upper()}] {backend}{' packed' if packing else ''} {record['scenario']} "
-            f"{record['mode']}")
+    precision = record["backend"].get("precision")  # what the engine executed, where it reports it (OpenVINO)
+    head = (f"[{record['status'].upper()}] {backend}{' packed' if packing else ''}{f' {precision}' if precision else ''} "
+            f"{record['scenario']} {record['mode']}")
     parts = [head]
     results = record.get("results") or {}
     if record["status"] == "stopped":

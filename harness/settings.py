@@ -189,6 +189,65 @@ def conf_test_settings(scenario: str, mode: str, *, mlperf_conf: Path, user_conf
     return ConfSettings(settings, {name: getattr(settings, name) for name in _OVERRIDDEN_FIELDS})
 
 
+@dataclass(frozen=True)
+class IssuePlan:
+    """What a performance test will issue, by LoadGen's own rules (its TestSettingsInternal)."""
+
+    samples: int  # samples LoadGen issues (Server and SingleStream: queries of one sample)
+    by_duration: int  # what min_duration at the target rate alone asks for
+    expected_s: float  # at the rate the settings assume (a slower engine takes longer)
+    rate: float  # samples per second the settings assume
+
+    @property
+    def set_by_min_query_count(self) -> bool:
+        return self.samples > self.by_duration
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "expected_s": round(self.expected_s, 1)}
+
+
+def issue_plan(scenario: str, settings) -> IssuePlan:
+    """The samples a performance test issues: Offline one query of max(min_query_count, 1.1 x min_duration x
+    expected QPS) samples (1.1: LoadGen's slack, truncated as its uint64 conversion does); Server queries at
+    target_qps and SingleStream one after another until both min_duration and min_query_count are reached."""
+    min_s = settings.min_duration_ms / 1000.0
+    if scenario == "Offline":
+        rate = settings.offline_expected_qps
+        by_duration = int(1.1 * min_s * rate)
+    elif scenario == "Server":
+        rate = settings.server_target_qps
+        by_duration = math.ceil(min_s * rate)
+    else:
+        rate = 1e9 / settings.single_stream_expected_latency_ns
+        by_duration = math.ceil(min_s * rate)
+    samples = max(int(settings.min_query_count), by_duration)
+    if scenario != "Offline" and settings.max_query_count:
+        samples = min(samples, int(settings.max_query_count))
+    expected_s = samples / rate
+    if scenario != "Offline" and settings.max_duration_ms:
+        expected_s = min(expected_s, settings.max_duration_ms / 1000.0)
+    return IssuePlan(samples=samples, by_duration=by_duration, expected_s=expected_s, rate=rate)
+
+
+def plan_note(scenario: str, plan: IssuePlan, features: int, user_conf: Path) -> str | None:
+    """A warning when ``min_query_count`` makes a shortened test issue far more than its duration asks for
+    (``--count 64 --min-duration-ms 2000`` issued 10,833 samples, 20 minutes on ONNX Runtime, unannounced)."""
+    if not plan.set_by_min_query_count or plan.samples < 2 * max(plan.by_duration, features, 1):
+        return None
+    origin = "mlperf.conf"
+    try:
+        for entry in read_conf_file(user_conf, "--user-conf", user_conf=True):
+            if entry.key == "min_query_count" and entry.model in (MLPERF_MODEL, "*") and entry.scenario in (scenario, "*"):
+                origin = str(user_conf)
+    except ConfigError:
+        pass
+    minutes = plan.expected_s / 60
+    return (f"LoadGen will issue {plan.samples:,} samples over the {features:,} features ({scenario} min_query_count "
+            f"from {origin}; the minimum duration alone asks for {plan.by_duration:,}): about "
+            f"{f'{minutes:.1f} min' if minutes >= 1 else f'{plan.expected_s:.0f} s'} at the {plan.rate:g} samples/s the "
+            "settings assume, longer on a slower engine. --min-query-count N lowers it (--quick: the feature count)")
+
+
 def _test_mode(mode: str):
     import mlperf_loadgen as lg
 

@@ -58,3 +58,27 @@ def sample_features(tmp_path_factory):
     dataset = write_sample_dataset(root / "data")
     cache = root / "cache"
     return dataset, load_or_build_features(dataset.dev_json, dataset.vocab, FeatureParams(), cache, progress=False), cache
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path):
+    """``mount(size_kib)`` -> a fresh tmpfs of that size (a device that fills up for real); needs root, as CI
+    runs. Unmounted at the end."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size_kib: int) -> Path:
+        where = tmp_path / f"tmpfs-{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or proc.returncode}); the full-device "
+                        "tests need root")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "--lazy", str(where)], capture_output=True)

@@ -20,8 +20,8 @@ def run_cli(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
                           timeout=300, cwd=cwd)
 
 
-def assert_one_clear_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 1, proc.stderr[-2000:]
+def assert_one_clear_error(proc: subprocess.CompletedProcess, *fragments: str, status: int = 1) -> None:
+    assert proc.returncode == status, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
@@ -193,6 +193,44 @@ def test_user_conf_mistakes_name_file_line_and_key(tmp_path, sample_dataset, toy
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_test_far_longer_than_its_options_suggest_is_announced_at_the_start(tmp_path, sample_dataset, toy_model_dir):
+    """--count 64 --min-duration-ms 2000 without --quick issued 10,833 samples (mlperf.conf's Offline
+    min_query_count), 20 minutes on ONNX Runtime, with nothing said."""
+    proc = run_cli(*common(tmp_path, sample_dataset.dev_json.parent, toy_model_dir)[:-1], "--count", "16",
+                   "--min-duration-ms", "100")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LoadGen will issue 10,833 samples over the 16 features (Offline min_query_count from mlperf.conf" in proc.stderr
+    assert "the minimum duration alone asks for 4)" in proc.stderr  # 1.1 x 0.1 s x user.conf's 42 QPS
+    record = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert record["samples_completed"] == record["settings"]["loadgen_plan"]["samples"] == 10833
+    quiet = run_cli(*common(tmp_path / "q", sample_dataset.dev_json.parent, toy_model_dir), "--count", "16")
+    assert quiet.returncode == 0 and "LoadGen will issue" not in quiet.stderr  # --quick: as many as asked
+
+
+# ---- where the runs go -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["a file", "inside a file"])
+def test_a_runs_dir_that_cannot_hold_runs_is_refused_before_the_model_loads(tmp_path, sample_dataset, layout):
+    """It was a FileExistsError / NotADirectoryError traceback from rundir.py after the start-up (~8 s)."""
+    (tmp_path / "taken").write_text("a file\n")
+    runs = tmp_path / "taken" if layout == "a file" else tmp_path / "taken" / "runs"
+    # a model that does not exist: the runs directory is checked first
+    proc = run_cli(*common(tmp_path, sample_dataset.dev_json.parent, tmp_path / "no-model"), "--runs-dir", str(runs))
+    expected = "is a file, not a directory" if layout == "a file" else f"is inside {tmp_path / 'taken'}, which is a file"
+    assert_one_clear_error(proc, f"--runs-dir {runs}: {expected}")
+
+
+def test_a_full_device_is_one_clear_error_with_its_own_exit_status(tmp_path, sample_dataset, toy_model_dir,
+                                                                   small_tmpfs):
+    """A 40 KB --runs-dir gave a traceback (OSError: [Errno 28] No space left on device) from write_json_atomic,
+    a .run.json.tmp left behind and run.json stuck at "running"."""
+    runs = small_tmpfs(40) / "runs"
+    proc = run_cli(*common(tmp_path, sample_dataset.dev_json.parent, toy_model_dir), "--runs-dir", str(runs))
+    assert_one_clear_error(proc, f"--runs-dir {runs}: no space left on device", status=6)
+    assert not runs.exists() or not any(runs.iterdir())
+
+
 # ---- re-scoring an accuracy log --------------------------------------------------------------------
 
 
@@ -239,6 +277,43 @@ def test_rescoring_never_overwrites_and_refuses_incomplete_logs(scored_runs, sam
     assert proc.returncode == 0 and "partial log" in proc.stderr
     log.write_text("[]")
     assert_one_clear_error(_accuracy_cli(root, run_dir, sample_dataset), "holds no responses")
+
+
+def test_two_rescorings_in_the_same_second_get_a_directory_each(scored_runs, sample_dataset, tmp_path, monkeypatch):
+    """Both wrote into one rescored-<time>/, one score overwriting the other."""
+    import time
+
+    from harness.cli import build_parser, cmd_accuracy
+
+    root, runs = scored_runs
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs["accuracy"], run_dir)
+    monkeypatch.setattr(time, "strftime", lambda fmt, *args: "20261201-120000")  # the same second, every time
+    args = build_parser().parse_args(["accuracy", str(run_dir), "--data-dir", str(sample_dataset.dev_json.parent),
+                                      "--cache-dir", str(root / "cache"), "--no-progress"])
+    assert cmd_accuracy(args) == 0 and cmd_accuracy(args) == 0
+    rescored = sorted(d.name for d in run_dir.iterdir() if d.name.startswith("rescored-"))
+    assert rescored == ["rescored-20261201-120000", "rescored-20261201-120000-2"]
+    assert all((run_dir / name / "accuracy.txt").is_file() for name in rescored)
+
+
+def test_a_partial_score_is_never_written_as_accuracy_txt(scored_runs, sample_dataset, tmp_path):
+    """accuracy.txt is what a submission packages: a --partial score written there (official format, no
+    marker) could pass for a full result."""
+    root, runs = scored_runs
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs["accuracy"], run_dir)
+    for name in ("accuracy.txt", "predictions.json"):  # the new score then goes into the run directory itself
+        (run_dir / name).unlink()
+    log = run_dir / "mlperf_log_accuracy.json"
+    entries = json.loads(log.read_text())
+    log.write_text(json.dumps(entries[: len(entries) // 2]))
+    proc = _accuracy_cli(root, run_dir, sample_dataset, "--partial")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (run_dir / "accuracy.txt").exists() and not (run_dir / "predictions.json").exists()
+    score = json.loads((run_dir / "accuracy-partial.txt").read_text())
+    assert score["partial"] is True and 0 < score["questions_scored"]
+    assert (run_dir / "predictions-partial.json").is_file() and "written as accuracy-partial.txt" in proc.stderr
 
 
 def test_the_engine_is_imported_before_the_scoring_warm_up_thread_starts(tmp_path, sample_dataset, toy_model_dir):

@@ -3,6 +3,7 @@ and a failing backend ends the run (non-zero, marked incomplete) instead of hang
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
@@ -183,6 +184,83 @@ def test_run_directories_are_never_reused(sample, toy_model, tmp_path):
     assert len(list((tmp_path / "runs").iterdir())) == 2
 
 
+@pytest.mark.parametrize("min_duration_ms, min_query_count", [(300, 10), (50, 100)], ids=["duration", "query-count"])
+def test_the_issue_plan_is_what_loadgen_issues(sample, toy_model, tmp_path, min_duration_ms, min_query_count):
+    """The start-up note about a long test relies on knowing LoadGen's sample count in advance."""
+    overrides = LoadGenOverrides(min_duration_ms=min_duration_ms, min_query_count=min_query_count, target_qps=500)
+    record = execute_run(make_request(sample, toy_model, tmp_path, overrides=overrides))
+    plan = record["settings"]["loadgen_plan"]
+    assert plan["samples"] == record["samples_completed"]  # the SUT answered exactly that many
+    assert plan["samples"] == (165 if min_duration_ms == 300 else 100)  # 1.1 x 0.3 s x 500 QPS; min_query_count
+
+
+# ---- a full device ---------------------------------------------------------------------------------
+
+
+def _fill(directory: Path) -> None:
+    """Take every free block of the device holding ``directory``."""
+    with open(directory / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(64 * 1024))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+class _FillsDeviceOnFirstRunBatch(FaultInjectingBackend):
+    """Fills the device at the first batch LoadGen sends (the warm-up batch comes before the run directory)."""
+
+    def __init__(self, inner, device: Path) -> None:
+        super().__init__(inner, fail_after=1 << 62)
+        self.device = device
+
+    def predict(self, input_ids, attention_mask, token_type_ids):
+        with self._lock:
+            self._calls += 1
+            if self._calls == 2:
+                _fill(self.device)
+        return self.inner.predict(input_ids, attention_mask, token_type_ids)
+
+
+def test_a_device_that_fills_up_mid_run_is_one_error_and_the_run_is_marked_failed(sample, toy_model, tmp_path,
+                                                                                  small_tmpfs):
+    """LoadGen ignores write errors: its accuracy log was cut short and the harness blamed an interruption
+    ("not valid JSON ...; was the run interrupted?"); the next run.json write was a traceback leaving a
+    .run.json.tmp behind and run.json at "running"."""
+    from functools import partial
+
+    from harness.errors import DiskFull
+
+    device = small_tmpfs(2048)
+    request = make_request(sample, toy_model, tmp_path, mode="accuracy", runs_root=device / "runs",
+                           backend_wrapper=partial(_FillsDeviceOnFirstRunBatch, device=device))
+    with pytest.raises(DiskFull) as raised:
+        execute_run(request)
+    run_dir = next((device / "runs").iterdir())
+    message = str(raised.value)
+    assert message.startswith(f"{run_dir / ACCURACY_LOG}: no space left on device: LoadGen's {ACCURACY_LOG}")
+    assert f"the run is marked failed in {run_dir / RUN_JSON}" in message and raised.value.exit_status == 6
+    saved = json.loads((run_dir / RUN_JSON).read_text())
+    assert saved["status"] == "failed" and saved["fault"]["kind"] == "disk full"
+    assert "no space left on device" in (run_dir / INCOMPLETE_MARKER).read_text()
+    left = {p.name for p in run_dir.iterdir()}
+    assert not [name for name in left if name.endswith(".tmp") or "reserve" in name]
+    assert {ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG, "mlperf.conf", "user.conf"} <= left  # nothing deleted
+
+
+def test_a_failed_write_names_its_file_and_leaves_no_temporary_file(small_tmpfs):
+    from harness.rundir import write_atomic
+
+    device = small_tmpfs(64)
+    (device / "run.json").write_text("{}")
+    _fill(device)
+    with pytest.raises(OSError) as raised:
+        write_atomic(device / "run.json", "x" * 10000)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(device / "run.json")
+    assert sorted(p.name for p in device.iterdir()) == ["filler", "run.json"]
+    assert (device / "run.json").read_text() == "{}"  # the old content stays whole
+
+
 # ---- interruption, overload, a busy machine --------------------------------------------------------
 
 
@@ -226,6 +304,54 @@ def test_ctrl_c_and_sigterm_end_a_run_cleanly(sample, tmp_path, sig, status, rea
     saved = json.loads((run_dir / RUN_JSON).read_text())
     assert saved["status"] == "interrupted" and saved["interrupted"] == reason
     assert reason in (run_dir / INCOMPLETE_MARKER).read_text()
+
+
+def test_ctrl_c_during_an_engine_compile_says_at_once_that_it_is_stopping(sample, tmp_path):
+    """DeepSparse compiles (tens of seconds of C code, in a thread pool that cannot cancel one) kept Ctrl-C
+    waiting ~40 s without a word. Now it is said at once, and a second Ctrl-C quits without waiting."""
+    import queue
+    import threading
+
+    dataset, _ = sample
+    model_dir = tmp_path / "toy"
+    write_toy_qa_model(model_dir / "model.onnx")
+    args = ["run", "--backend", "deepsparse", "--model", str(model_dir), "--data-dir", str(dataset.dev_json.parent),
+            "--cache-dir", str(tmp_path / "c"), "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--quick"]
+    script = f"""
+import sys, time
+from harness.backends import deepsparse_backend
+def compile_for_a_minute(self, model, options):  # stands in for compiling the 14-layer model
+    print("compiling", file=sys.stderr, flush=True)
+    time.sleep(60)
+deepsparse_backend.DeepSparseBackend.__init__ = compile_for_a_minute
+from harness.cli import main
+sys.exit(main({args!r}))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
+
+    def wait_for(fragment: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if fragment in lines.get(timeout=0.5):
+                    return
+            except queue.Empty:
+                pass
+        raise AssertionError(f"no {fragment!r} on stderr within {timeout_s} s")
+
+    try:
+        wait_for("compiling", 120)
+        proc.send_signal(signal.SIGINT)
+        wait_for("Ctrl-C: stopping", 20)  # the compiles still have most of their minute to go
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+        wait_for("Ctrl-C again: quitting now", 5)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_an_overloaded_server_run_says_when_it_cannot_be_valid(sample, tmp_path):
