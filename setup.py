@@ -26,15 +26,17 @@ INSTALL_REQUIRES = [
     "PyYAML==6.0.4",
     "requests==2.34.2",
     "ray==2.60.0",  # --cluster ray: engines on the nodes of a Ray cluster (harness/backends/ray_pool.py)
+    "openvino==2026.4.1",  # --backend openvino (harness/backends/openvino_backend.py), maintained, AMX-aware
 ]
 
 setup(
     name="obert-mobilebert-mlperf",
     version="0.1.0",
-    description="MLPerf Inference harness (LoadGen + DeepSparse/ONNX Runtime) and oBERT compression "
+    description="MLPerf Inference harness (LoadGen + DeepSparse/OpenVINO/ONNX Runtime) and oBERT compression "
     "pipeline for MobileBERT on SQuAD v1.1",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["squad", "squad.*", "harness", "harness.*", "compression", "compression.*"]),
+    packages=find_packages(include=["squad", "squad.*", "engines", "engines.*", "harness", "harness.*", "compression",
+                                    "compression.*"]),
     package_data={"compression": ["recipes/*.yaml"], "harness": ["conf/*.conf"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0"]},

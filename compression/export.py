@@ -5,10 +5,12 @@ A model directory holds ``model.onnx`` (inputs ``input_ids``/``attention_mask``/
 the tokenizer files, ``manifest.json`` (what the model is and how it was made, including whether it was
 trained) and a short ``README.md``. The harness reads it with ``harness.models``.
 
-ONNX goes through sparseml's ``ModuleExporter``: for a QAT model it exports the fake-quant graph and
-converts it to INT8 operators (``convert_qat=True``, sparseml's ONNXToDeepsparse pass, which turns each
-quantized Linear into ``MatMulInteger`` + rescale when its output activation is not quantized, and
-quantizes the embedding tables). ``dynamo=False`` is passed through to ``torch.onnx.export``: torch 2.9+
+ONNX goes through sparseml's ``ModuleExporter``. A QAT model is traced once into its fake-quant
+(QuantizeLinear/DequantizeLinear) graph, from which ``compression.qdq`` writes two forms: ``model.onnx`` in
+DeepSparse's INT8 operators (sparseml's ONNXToDeepsparse pass, which turns each quantized Linear into
+``MatMulInteger`` + rescale when its output activation is not quantized, and quantizes the embedding tables:
+what ``convert_qat=True`` does) and ``model-qdq.onnx``, the standard QDQ form with int8 weight initializers
+that OpenVINO and ONNX Runtime run on their INT8 kernels. ``dynamo=False`` is passed through to ``torch.onnx.export``: torch 2.9+
 defaults to the dynamo exporter, which needs ``onnxscript`` (not installed) and does not emit the
 QuantizeLinear/DequantizeLinear pairs sparseml's conversion expects; sparseml forwards extra keyword
 arguments to ``torch.onnx.export`` unchanged, so no monkeypatching is needed.
@@ -37,6 +39,7 @@ import torch
 
 from compression.errors import CompressionError, ExportError, OutputExistsError
 from compression.packed import PACKED_INPUT_NAMES, PackedQAModel, synthetic_packed_batch
+from compression.qdq import QDQ_ONNX_FILE, fold_weight_quantization, to_integer_form
 from compression.quantize import is_qat_model, weights_snapped_to_quantized_values
 from compression.synthetic import INPUT_NAMES, synthetic_qa_batch
 
@@ -87,10 +90,12 @@ def export_onnx(
     quantized: bool,
     opset: int = ONNX_OPSET,
     packed: bool = False,
+    qdq_path: Path | None = None,
 ) -> Path:
     """Export ``model`` to ``onnx_path`` with sparseml (INT8 ops when ``quantized``); return the path.
     ``packed``: the packed-input variant (``compression.packed``: several windows per ``sequence_length`` row,
-    inputs ``input_ids``/``window_ids``/``token_type_ids``/``position_ids``)."""
+    inputs ``input_ids``/``window_ids``/``token_type_ids``/``position_ids``). ``qdq_path`` (``quantized`` only):
+    also write the QDQ form of the same traced graph there (``compression.qdq``)."""
     from sparseml.pytorch.utils import ModuleExporter
 
     if quantized != is_qat_model(model):
@@ -98,6 +103,8 @@ def export_onnx(
             f"quantized={quantized} but the model {'has' if is_qat_model(model) else 'has no'} fake-quantize "
             "modules (prepare it with compression.quantize.prepare_qat for an INT8 export)"
         )
+    if qdq_path is not None and not quantized:
+        raise ExportError("a QDQ form exists only for an INT8 (quantized) export")
     onnx_path = Path(onnx_path)
     if packed:
         module, input_names = PackedQAModel(model), PACKED_INPUT_NAMES
@@ -120,7 +127,7 @@ def export_onnx(
                 sample,
                 name=onnx_path.name,
                 opset=opset,
-                convert_qat=quantized,
+                convert_qat=False,  # the fake-quant graph; both INT8 forms are made from it below
                 input_names=list(input_names),
                 output_names=list(OUTPUT_NAMES),
                 dynamo=False,
@@ -129,8 +136,35 @@ def export_onnx(
         raise ExportError(f"ONNX export to {onnx_path} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         model.train(was_training)
+    if quantized:
+        _write_int8_forms(onnx_path, qdq_path)
     _fix_interface(onnx_path, sequence_length, input_names)
+    if qdq_path is not None:
+        _fix_interface(Path(qdq_path), sequence_length, input_names)
     return onnx_path
+
+
+def _write_int8_forms(traced_path: Path, qdq_path: Path | None) -> None:
+    """Replace the traced fake-quant graph at ``traced_path`` with its integer form; write its QDQ form to
+    ``qdq_path`` when given."""
+    import onnx
+
+    traced = onnx.load(str(traced_path))
+    try:
+        if qdq_path is not None:
+            qdq = onnx.ModelProto()
+            qdq.CopyFrom(traced)
+            folding = fold_weight_quantization(qdq)
+            if not folding.weights_folded:
+                raise ExportError(f"{traced_path}: the traced graph has no quantized weights to fold into the QDQ form")
+            log.info("QDQ form: %d weights stored as integers (%d transposes folded)", folding.weights_folded,
+                     folding.transposes_folded)
+            onnx.save(qdq, str(qdq_path))
+        onnx.save(to_integer_form(traced), str(traced_path))
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"converting the traced INT8 graph {traced_path} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _fix_interface(onnx_path: Path, sequence_length: int, input_names: tuple[str, ...] = INPUT_NAMES) -> None:
@@ -202,6 +236,8 @@ def _readme(manifest: Mapping[str, Any]) -> str:
         "## Files",
         "",
         f"- `{ONNX_FILE}`: the ONNX graph (runs on DeepSparse and ONNX Runtime)",
+        *([f"- `{QDQ_ONNX_FILE}`: the same INT8 model in the standard QuantizeLinear/DequantizeLinear form (what "
+           "OpenVINO runs on its INT8 kernels)"] if manifest.get("qdq") else []),
         f"- `{MANIFEST_FILE}`: machine-readable description (read by the harness)",
         ("- `config.json`, tokenizer files: Hugging Face config and the BERT uncased tokenizer"
          if manifest.get("tokenizer", "vocab.txt") else
@@ -277,8 +313,9 @@ def export_model_dir(
     with _staging_dir(out_dir, overwrite) as staging:
         started = time.perf_counter()
         log.info("exporting %s ONNX (sequence length %d) to %s", "INT8" if quantized else "FP32", sequence_length, out_dir)
-        export_onnx(model, staging / ONNX_FILE, sequence_length=sequence_length, quantized=quantized)
-        onnx_files = [ONNX_FILE]
+        export_onnx(model, staging / ONNX_FILE, sequence_length=sequence_length, quantized=quantized,
+                    qdq_path=staging / QDQ_ONNX_FILE if quantized else None)
+        onnx_files = [ONNX_FILE, QDQ_ONNX_FILE] if quantized else [ONNX_FILE]
         if packed_variant:
             export_onnx(model, staging / PACKED_ONNX_FILE, sequence_length=sequence_length, quantized=quantized,
                         packed=True)
@@ -310,6 +347,8 @@ def export_model_dir(
             # the packed-input variant (compression.packed), read by the harness's --packing
             "packed": {"onnx_file": PACKED_ONNX_FILE, "input_names": list(PACKED_INPUT_NAMES),
                        "row_length": sequence_length} if packed_variant else None,
+            # the same INT8 model in the standard QDQ form (compression.qdq), what OpenVINO runs
+            "qdq": {"onnx_file": QDQ_ONNX_FILE} if quantized else None,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "software": _software_versions(),
         }

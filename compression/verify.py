@@ -18,6 +18,16 @@ Checks (each reports ``passed``: true/false, or null when skipped with a ``reaso
 * ``deepsparse_vs_ort``: DeepSparse compiles and runs the model and agrees with ONNX Runtime.
 * ``f1_vs_torch``: held-out F1 of the export (ONNX Runtime) within ``F1_TOLERANCE`` of its PyTorch model's on
   the same 384-token windows (when the caller has evaluation windows: the pipeline's trained exports).
+* ``openvino_vs_ort``: OpenVINO compiles and runs the file it runs in the harness (``model-qdq.onnx`` for an INT8
+  model, ``model.onnx`` otherwise), with its float operations in f32, and agrees with ONNX Runtime on that file.
+
+An INT8 directory also holds the QDQ form (``model-qdq.onnx``, ``compression.qdq``), checked like the integer form:
+
+* ``qdq_matmul_ops`` / ``qdq_weight_sparsity``: every recipe parameter is an integer initializer feeding a
+  DequantizeLinear feeding its MatMul, and its 4-block zeros survive in those integers (as above).
+* ``qdq_ort_vs_torch``, ``qdq_f1_vs_torch``: as ``ort_vs_torch`` and ``f1_vs_torch``, on the QDQ file.
+* ``openvino_int8_matmuls``: in OpenVINO's compiled model (its runtime graph) every quantized Linear of the QDQ
+  file runs as an 8-bit integer matmul (runtime precision u8/i8), not decompressed to float.
 
 Logit tolerances bound the largest absolute logit difference, and for INT8 against PyTorch also the mean, by
 ``atol + rtol * max|reference logit|`` (relative to the logit scale, because untrained logits are only ~0.05
@@ -40,6 +50,10 @@ in size while trained ones are ~10). Measured on this 2-core AVX2 CPU, batch of 
 * DeepSparse vs ONNX Runtime, same graph (largest difference): FP32 8e-8 (1.6e-6 relative), bound as FP32
   above; INT8 0.7% on the trained MiniLM (bit-identical on the untrained builds), bound 1e-5 + 2% relative to
   allow for VNNI kernels and fused requantization elsewhere.
+* OpenVINO (f32 float operations) vs ONNX Runtime, same graph: INT8 QDQ form of the untrained 14-layer model
+  0.9% of the logit scale at the worst logit (mean 0.09%), AVX-512 VNNI, 2026-12-02; bound as DeepSparse's.
+  OpenVINO fuses the dequantization scales into its integer kernels and requantizes in another order, so
+  single activations round one step apart, as with DeepSparse.
 * F1: ``F1_TOLERANCE`` = 0.5 points, the bound the real-accuracy issue sets between the harness's INT8 F1 and
   the QAT model's (the trained MiniLM's INT8 export: -0.21 on 1,731 questions); on fewer than 400 questions, two
   questions' worth (``f1_bound``).
@@ -53,7 +67,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +76,7 @@ import torch
 
 from compression.errors import VerificationError
 from compression.export import MANIFEST_FILE, ONNX_FILE, OUTPUT_NAMES
+from compression.qdq import QDQ_ONNX_FILE, constant_values
 from compression.recipes import canonical_param_name
 from compression.sparsity import block4_stats, summarize_block_stats
 from compression.synthetic import INPUT_NAMES, synthetic_qa_batch
@@ -71,6 +86,7 @@ log = logging.getLogger(__name__)
 VERIFY_FILE = "verify.json"
 INT8_MATMUL_OPS = ("MatMulInteger", "QLinearMatMul")
 FLOAT_MATMUL_OPS = ("MatMul", "Gemm")
+QDQ_MATMUL_OP = "DequantizeLinear+MatMul"  # an integer weight dequantized into a float MatMul (the QDQ form)
 SPARSITY_TOLERANCE = 0.005  # +-0.5 percentage points of block sparsity
 
 
@@ -93,6 +109,7 @@ class Tolerance:
 TOLERANCES: dict[str, dict[str, Tolerance]] = {
     "ort_vs_torch": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.25, mean_rtol=0.02)},
     "deepsparse_vs_ort": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.02)},
+    "openvino_vs_ort": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.02)},
 }
 F1_TOLERANCE = 0.5  # F1 points between an export and its PyTorch model on the same held-out windows
 # On a small evaluation one answer that flips between two near-equal spans moves F1 by up to 100/questions points:
@@ -126,6 +143,7 @@ class OnnxWeight:
     initializer: str
     zero_point: int | float  # value that represents 0.0 (the INT8 zero point; 0 for float weights)
     transposed: bool  # True when stored [in, out] (MatMul) rather than torch's [out, in]
+    node_name: str = ""  # the matmul node computing with it
 
 
 def _module_from_node_name(node_name: str) -> str | None:
@@ -138,20 +156,25 @@ def _module_from_node_name(node_name: str) -> str | None:
 
 def onnx_linear_weights(onnx_model) -> dict[str, OnnxWeight]:
     """Map ``<module>.weight`` parameter names to the matmul node and initializer holding them."""
-    from onnx import numpy_helper
-
     graph = onnx_model.graph
     initializers = {init.name: init for init in graph.initializer}
+    constants = constant_values(graph)
+    producers = {output: node for node in graph.node for output in node.output}
 
     def scalar(name: str) -> int | float:
-        return numpy_helper.to_array(initializers[name]).reshape(-1)[0].item()
+        return constants[name].reshape(-1)[0].item()
 
     weights: dict[str, OnnxWeight] = {}
     for node in graph.node:
         module = _module_from_node_name(node.name)
         if module is None:
             continue
-        if node.op_type == "MatMulInteger" and node.input[1] in initializers:
+        dequantize = producers.get(node.input[1]) if len(node.input) > 1 else None
+        if (node.op_type == "MatMul" and dequantize is not None and dequantize.op_type == "DequantizeLinear"
+                and dequantize.input[0] in initializers):
+            zero_point = scalar(dequantize.input[2]) if len(dequantize.input) > 2 and dequantize.input[2] else 0
+            ref = OnnxWeight(QDQ_MATMUL_OP, dequantize.input[0], zero_point, True)
+        elif node.op_type == "MatMulInteger" and node.input[1] in initializers:
             zero_point = scalar(node.input[3]) if len(node.input) > 3 and node.input[3] else 0
             ref = OnnxWeight(node.op_type, node.input[1], zero_point, True)
         elif node.op_type == "QLinearMatMul" and node.input[3] in initializers:
@@ -163,7 +186,7 @@ def onnx_linear_weights(onnx_model) -> dict[str, OnnxWeight]:
             ref = OnnxWeight(node.op_type, node.input[1], 0.0, not trans_b)
         else:
             continue
-        weights[f"{module}.weight"] = ref
+        weights[f"{module}.weight"] = replace(ref, node_name=node.name)
     return weights
 
 
@@ -229,8 +252,7 @@ def _layers_check(onnx_model, expected: int | None) -> dict[str, Any]:
     return _check(expected is not None and count == expected and contiguous, found=count, expected=expected)
 
 
-def _matmul_check(weights: dict[str, OnnxWeight], param_names: list[str], precision: str) -> dict[str, Any]:
-    wanted = INT8_MATMUL_OPS if precision == "int8" else FLOAT_MATMUL_OPS
+def _matmul_check(weights: dict[str, OnnxWeight], param_names: list[str], wanted: tuple[str, ...]) -> dict[str, Any]:
     missing = [name for name in param_names if name not in weights]
     wrong = {name: weights[name].node_op for name in param_names if name in weights and weights[name].node_op not in wanted}
     ops = Counter(weights[name].node_op for name in param_names if name in weights)
@@ -319,6 +341,43 @@ def _run_deepsparse(onnx_path: Path, feed: dict[str, np.ndarray], batch_size: in
     return dict(zip(OUTPUT_NAMES, outputs))
 
 
+def _run_openvino(onnx_path: Path, feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Any] | str:
+    """OpenVINO outputs (float operations in f32, to compare numerics) and the compiled model, or the reason it
+    cannot run here (a string)."""
+    try:
+        import openvino
+    except Exception as exc:  # ImportError, or its native library failing to load on this CPU
+        return f"openvino cannot be imported: {type(exc).__name__}: {exc}"
+    compiled = openvino.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    results = compiled(feed)
+    return {name: results[compiled.output(name)] for name in OUTPUT_NAMES}, compiled
+
+
+def _openvino_int8_check(compiled, weights: dict[str, OnnxWeight], param_names: list[str]) -> dict[str, Any]:
+    """Every quantized Linear of the QDQ graph (each recipe parameter among them) runs as an 8-bit matmul.
+
+    A runtime node names the ONNX nodes it computes, or what OpenVINO made of them (``<MatMul>/DequantizationMultiply``);
+    after some fusions it names only a neighbour (the FFN output Linears after a ReLU are listed under the
+    QuantizeLinear before them). So: no Linear found by name may run in float, and there must be at least as many
+    8-bit matmuls as quantized Linears (one runtime matmul each).
+    """
+    from engines.openvino import INT8_RUNTIME_PRECISIONS, executed_precision, matmul_precisions
+
+    covered = [(precision, name) for precision, names in matmul_precisions(compiled) for name in names]
+
+    def precision_of(node: str) -> str | None:
+        return next((precision for precision, name in covered if name == node or name.startswith(node + "/")), None)
+
+    quantized = {name: ref.node_name for name, ref in weights.items() if ref.node_op == QDQ_MATMUL_OP}
+    found = {name: precision for name, node in sorted(quantized.items()) if (precision := precision_of(node))}
+    in_float = {name: precision for name, precision in found.items() if precision not in INT8_RUNTIME_PRECISIONS}
+    missing = [name for name in param_names if name not in quantized]
+    executed = executed_precision(compiled)
+    return _check(bool(quantized) and not in_float and not missing and executed["int8_matmuls"] >= len(quantized),
+                  quantized_linears=len(quantized), found_by_name=len(found), not_int8=in_float,
+                  params_not_quantized=missing, executed=executed)
+
+
 def verify_model_dir(
     model_dir: Path,
     torch_model: torch.nn.Module | None = None,
@@ -326,6 +385,7 @@ def verify_model_dir(
     raise_on_failure: bool = False,
     write: bool = True,
     check_deepsparse: bool = True,
+    check_openvino: bool = True,
     published_as: Path | None = None,
     accuracy: AccuracyCheck | None = None,
 ) -> dict[str, Any]:
@@ -363,7 +423,8 @@ def verify_model_dir(
     checks["interface"] = _interface_check(onnx_model, sequence_length)
     checks["encoder_layers"] = _layers_check(onnx_model, manifest.get("num_layers"))
     if param_names:
-        checks["matmul_ops"] = _matmul_check(weights, param_names, precision)
+        checks["matmul_ops"] = _matmul_check(weights, param_names,
+                                             INT8_MATMUL_OPS if precision == "int8" else FLOAT_MATMUL_OPS)
         checks["weight_sparsity"] = _sparsity_check(onnx_model, weights, param_names, details.get("target"), torch_model)
     else:
         reason = "the manifest lists no recipe parameters (sparsity_details.params)"
@@ -375,8 +436,8 @@ def verify_model_dir(
     batch = synthetic_qa_batch(VERIFY_BATCH_SIZE, sequence_length or 384, vocab_size=vocab_size, seed=VERIFY_SEED)
     feed = {name: tensor.numpy() for name, tensor in batch.items()}
     ort_outputs = _run_ort(onnx_path, feed)
-    if torch_model is not None:
-        torch_outputs = _run_torch(torch_model, batch)
+    torch_outputs = _run_torch(torch_model, batch) if torch_model is not None else None
+    if torch_outputs is not None:
         checks["ort_vs_torch"] = compare_logits(torch_outputs, ort_outputs, TOLERANCES["ort_vs_torch"][precision])
     else:
         checks["ort_vs_torch"] = _check(None, reason="no PyTorch model given")
@@ -392,6 +453,30 @@ def verify_model_dir(
         checks["f1_vs_torch"] = _f1_check(onnx_path, accuracy)
     else:
         checks["f1_vs_torch"] = _check(None, reason="no held-out evaluation windows given")
+
+    qdq_spec = manifest.get("qdq")
+    qdq_path = model_dir / qdq_spec["onnx_file"] if qdq_spec else None
+    openvino_path, openvino_reference, qdq_weights = onnx_path, ort_outputs, {}
+    if precision == "int8" and qdq_path is None:
+        checks["qdq_form"] = _check(False, problems=["the manifest names no QDQ form of this INT8 model (qdq.onnx_file)"])
+    elif qdq_path is not None:
+        qdq_checks, openvino_reference, qdq_weights = _qdq_checks(
+            qdq_path, param_names, details.get("target"), torch_model, torch_outputs, feed, accuracy)
+        checks.update(qdq_checks)
+        openvino_path = qdq_path
+    if not check_openvino:
+        checks["openvino_vs_ort"] = _check(None, reason="disabled by the caller")
+    elif openvino_reference is not None:
+        ov_run = _run_openvino(openvino_path, feed)
+        if isinstance(ov_run, str):
+            checks["openvino_vs_ort"] = _check(None, reason=ov_run)
+        else:
+            ov_outputs, compiled = ov_run
+            checks["openvino_vs_ort"] = {**compare_logits(openvino_reference, ov_outputs,
+                                                          TOLERANCES["openvino_vs_ort"][precision]),
+                                         "onnx_file": openvino_path.name}
+            if openvino_path == qdq_path:
+                checks["openvino_int8_matmuls"] = _openvino_int8_check(compiled, qdq_weights, param_names)
 
     failed = [name for name, check in checks.items() if check["passed"] is False]
     result = {
@@ -421,6 +506,37 @@ def verify_model_dir(
     if published_as is not None and not failed:  # an earlier failure's report no longer describes the target
         failed_verification_report(Path(published_as)).unlink(missing_ok=True)
     return result
+
+
+def _qdq_checks(qdq_path: Path, param_names: list[str], target: float | None, torch_model,
+                torch_outputs: dict[str, np.ndarray] | None, feed: dict[str, np.ndarray], accuracy: AccuracyCheck | None,
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray] | None, dict[str, OnnxWeight]]:
+    """The checks of the QDQ form (module docstring), prefixed ``qdq_``; also its ONNX Runtime logits on ``feed``
+    and its weights (None and {} when the file is missing)."""
+    import onnx
+
+    if not qdq_path.is_file():
+        return {"qdq_form": _check(False, problems=[f"{qdq_path.name} is named by the manifest but missing"])}, None, {}
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        onnx.checker.check_model(str(qdq_path))
+        checks["qdq_onnx_checker"] = _check(True)
+    except Exception as exc:
+        checks["qdq_onnx_checker"] = _check(False, error=f"{type(exc).__name__}: {exc}")
+    qdq_model = onnx.load(str(qdq_path))
+    weights = onnx_linear_weights(qdq_model)
+    checks["qdq_interface"] = _interface_check(qdq_model, feed["input_ids"].shape[1])
+    if param_names:
+        checks["qdq_matmul_ops"] = _matmul_check(weights, param_names, (QDQ_MATMUL_OP,))
+        checks["qdq_weight_sparsity"] = _sparsity_check(qdq_model, weights, param_names, target, torch_model)
+    outputs = _run_ort(qdq_path, feed)
+    if torch_outputs is not None:
+        checks["qdq_ort_vs_torch"] = compare_logits(torch_outputs, outputs, TOLERANCES["ort_vs_torch"]["int8"])
+    else:
+        checks["qdq_ort_vs_torch"] = _check(None, reason="no PyTorch model given")
+    if accuracy is not None:
+        checks["qdq_f1_vs_torch"] = _f1_check(qdq_path, accuracy)
+    return checks, outputs, weights
 
 
 def failed_verification_report(published_as: Path) -> Path:

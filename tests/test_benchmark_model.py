@@ -401,6 +401,103 @@ def test_tiny_sparse_int8_model_dir(tiny_sparse_int8):
     assert checks["weight_sparsity"]["torch_zero_blocks_lost"] == 0
     assert checks["ort_vs_torch"]["passed"] is True
     assert checks["deepsparse_vs_ort"]["passed"] in (True, None)
+    # the QDQ form beside it, verified the same way, and run by OpenVINO with 8-bit matmuls
+    assert manifest["qdq"] == {"onnx_file": "model-qdq.onnx"} and (out / "model-qdq.onnx").is_file()
+    assert checks["qdq_matmul_ops"]["ops_for_listed_params"] == {"DequantizeLinear+MatMul": 30}
+    assert checks["qdq_weight_sparsity"]["passed"] and checks["qdq_weight_sparsity"]["torch_zero_blocks_lost"] == 0
+    assert checks["qdq_ort_vs_torch"]["passed"] is True
+    assert checks["openvino_vs_ort"]["passed"] is True and checks["openvino_vs_ort"]["onnx_file"] == "model-qdq.onnx"
+    ov_int8 = checks["openvino_int8_matmuls"]
+    assert ov_int8["passed"] is True and ov_int8["quantized_linears"] == 32  # the 30 pruned, the embedding's and the head
+    assert ov_int8["executed"]["int8_matmuls"] == ov_int8["executed"]["matmul_nodes"] == 32
+
+
+def test_the_integer_form_is_what_sparseml_converts_and_the_qdq_form_holds_the_same_integers(tiny_sparse_int8, tmp_path):
+    """model.onnx is exactly sparseml's convert_qat=True export (DeepSparse runs what it ran before the QDQ form
+    existed), and each weight of the QDQ form holds the very integers of the MatMulInteger form."""
+    import onnx
+    from onnx import numpy_helper
+    from sparseml.pytorch.utils import ModuleExporter
+
+    from compression.quantize import weights_snapped_to_quantized_values
+    from compression.verify import QDQ_MATMUL_OP, onnx_linear_weights
+
+    model = tiny_sparse_int8.prepared.model.eval()
+    sample = synthetic_qa_batch(1, 384, vocab_size=model.config.vocab_size, seed=0)
+    with weights_snapped_to_quantized_values(model):
+        ModuleExporter(model, output_dir=str(tmp_path)).export_onnx(
+            sample, name="sparseml.onnx", opset=14, convert_qat=True, input_names=list(sample),
+            output_names=["start_logits", "end_logits"], dynamo=False)
+    theirs = onnx.load(str(tmp_path / "sparseml.onnx")).graph
+    ours = onnx.load(str(tiny_sparse_int8.out_dir / "model.onnx")).graph
+    assert [(n.op_type, n.name, list(n.input)) for n in ours.node] == [(n.op_type, n.name, list(n.input)) for n in theirs.node]
+    values = {init.name: numpy_helper.to_array(init) for init in theirs.initializer}
+    assert all(np.array_equal(numpy_helper.to_array(init), values[init.name]) for init in ours.initializer)
+
+    qdq = onnx.load(str(tiny_sparse_int8.out_dir / "model-qdq.onnx"))
+    qdq_values = {init.name: numpy_helper.to_array(init) for init in qdq.graph.initializer}
+    integer_weights = onnx_linear_weights(onnx.load(str(tiny_sparse_int8.out_dir / "model.onnx")))
+    checked = 0
+    for name, ref in onnx_linear_weights(qdq).items():
+        assert ref.node_op == QDQ_MATMUL_OP, name
+        stored = qdq_values[ref.initializer]
+        assert stored.dtype == np.int8 and ref.zero_point == 0  # symmetric int8 weights, as the recipe quantizes
+        # sparseml's integer form shifts int8 weights to uint8 (+128, zero point 128)
+        shifted = (stored.astype(np.int32) + 128).astype(np.uint8)
+        np.testing.assert_array_equal(shifted, values[integer_weights[name].initializer], err_msg=name)
+        checked += 1
+    assert checked == 32
+
+
+def _planted_copy(tiny_sparse_int8, tmp_path: Path, plant) -> Path:
+    """A copy of the tiny model directory whose model-qdq.onnx ``plant`` (graph -> None) has changed."""
+    import shutil
+
+    import onnx
+
+    copy_dir = tmp_path / "planted"
+    shutil.copytree(tiny_sparse_int8.out_dir, copy_dir)
+    model = onnx.load(str(copy_dir / "model-qdq.onnx"))
+    plant(model.graph)
+    onnx.save(model, str(copy_dir / "model-qdq.onnx"))
+    return copy_dir
+
+
+def test_a_lost_4_block_in_the_qdq_integers_fails_verification(tiny_sparse_int8, tmp_path):
+    from onnx import numpy_helper
+
+    from compression.verify import onnx_linear_weights
+
+    def revive_one_zero_block(graph) -> None:
+        import onnx
+
+        ref = onnx_linear_weights(onnx.ModelProto(graph=graph))["mobilebert.encoder.layer.0.intermediate.dense.weight"]
+        init = next(i for i in graph.initializer if i.name == ref.initializer)
+        weights = numpy_helper.to_array(init).T.copy()  # [out, in]: blocks of 4 along the input
+        row, col = np.argwhere((weights.reshape(weights.shape[0], -1, 4) == 0).all(axis=2))[0]
+        weights[row, 4 * col:4 * col + 4] = 3
+        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(weights.T), init.name))
+
+    planted = _planted_copy(tiny_sparse_int8, tmp_path, revive_one_zero_block)
+    result = verify_model_dir(planted, tiny_sparse_int8.prepared.model, check_deepsparse=False, write=False)
+    assert result["failed_checks"] == ["qdq_weight_sparsity"]
+    assert result["checks"]["qdq_weight_sparsity"]["torch_zero_blocks_lost"] == 1
+
+
+def test_a_matmul_that_openvino_would_run_in_float_fails_verification(tiny_sparse_int8, tmp_path):
+    """Without its activation's QuantizeLinear/DequantizeLinear a Linear keeps its int8 weights, but OpenVINO runs it
+    on float activations (weights decompressed): the runtime-graph check must see it."""
+    def drop_one_activation_quantization(graph) -> None:
+        producers = {output: node for node in graph.node for output in node.output}
+        matmul = next(n for n in graph.node if n.name == "/mobilebert/encoder/layer.1/ffn.0/intermediate/dense/module/MatMul")
+        dequantize = producers[matmul.input[0]]
+        matmul.input[0] = producers[dequantize.input[0]].input[0]
+
+    planted = _planted_copy(tiny_sparse_int8, tmp_path, drop_one_activation_quantization)
+    result = verify_model_dir(planted, check_deepsparse=False, write=False)
+    assert "openvino_int8_matmuls" in result["failed_checks"]
+    check = result["checks"]["openvino_int8_matmuls"]
+    assert check["executed"]["int8_matmuls"] == 31 and check["quantized_linears"] == 32
 
 
 def test_tiny_model_embeddings_are_the_initial_ones(tiny_sparse_int8):
