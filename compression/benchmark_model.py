@@ -247,7 +247,8 @@ def prepare_benchmark_model(
     extra_files[SPARSITY_REPORT_FILE] = report_path
     if spec.sparse:
         extra_files[SPARSITY_HEATMAP_FILE] = plot_sparsity_heatmap(report, work_dir / SPARSITY_HEATMAP_FILE)
-    conversion = " with QAT converted to INT8 operators" if spec.quantized else ""
+    conversion = (" with QAT converted to INT8 operators, and the same model in QDQ form (model-qdq.onnx)"
+                  if spec.quantized else "")
     steps.append(f"export: ONNX opset {ONNX_OPSET} via sparseml's exporter{conversion}")
 
     num_layers = encoder_layer_count(model)

@@ -10,7 +10,8 @@ Training subcommands (:mod:`compression.pipeline`):
 
 * ``prune``: layer dropping + gradual 4-block oBERT pruning with distillation (compression recipe).
 * ``quantize``: INT8 quantization-aware training with masks held and distillation (quantization recipe).
-* ``export``: ONNX (INT8 operators) into a model directory the harness runs, verified before publishing.
+* ``export``: ONNX (INT8 operators, and the QDQ form OpenVINO runs) into a model directory the harness runs, verified
+  before publishing.
 * ``smoke``: all of the above at toy scale on CPU (tiny MobileBERT, dev split, epochs scaled down).
 * ``experiment obs-vs-magnitude``: oBERT vs magnitude pruning at the same 4-block sparsity.
 * ``experiment real-accuracy``: a pretrained BERT-family encoder through compression and the harness.
@@ -206,8 +207,9 @@ def _add_export(subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="export the trained model to an ONNX model directory (INT8 ops), verified",
         description="Export <out>/quantize/model (or --source prune) at sequence length 384 with sparseml's "
-        "exporter, converting QAT to INT8 operators; the directory gets config, tokenizer, manifest and "
-        "verify.json (INT8 matmuls, sparsity, ONNX Runtime vs PyTorch, DeepSparse vs ONNX Runtime).",
+        "exporter, converting QAT to INT8 operators (model.onnx) and to the QDQ form OpenVINO runs (model-qdq.onnx); "
+        "the directory gets config, tokenizer, manifest and verify.json (INT8 matmuls, sparsity, ONNX Runtime vs "
+        "PyTorch, DeepSparse and OpenVINO vs ONNX Runtime, OpenVINO's INT8 matmuls).",
     )
     parser.add_argument("--source", choices=("quantize", "prune"), default="quantize",
                         help="which step's model to export (default: %(default)s)")

@@ -728,7 +728,8 @@ def run_export(
     if quantized and "quantize" in pipeline["steps"]:
         steps.append(f"INT8 quantization-aware training with distillation, masks held ({QUANTIZATION_RECIPE}, "
                      f"{pipeline['steps']['quantize']['steps']} steps)")
-    steps.append("export: ONNX via sparseml's exporter" + (" with QAT converted to INT8 operators" if quantized else ""))
+    steps.append("export: ONNX via sparseml's exporter" + (" with QAT converted to INT8 operators, and the same model in "
+                                                             "QDQ form (model-qdq.onnx)" if quantized else ""))
     warning = " ".join(notes) if notes else None
     manifest = {
         "name": out_dir.name,

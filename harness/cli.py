@@ -23,7 +23,9 @@ from pathlib import Path
 from harness.errors import ConfigError, HarnessError, RunStopped
 from harness.interrupts import describe as describe_interrupt
 from harness.interrupts import exit_now, exit_status, install_sigterm_handler, install_stop_notice
+from harness.backends import BACKENDS
 from harness.backends.base import CLUSTERS
+from harness.backends.openvino_backend import PRECISIONS
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK, EngineSettings, quick_overrides
 from harness.scenarios import SERVER_POLICIES
@@ -59,15 +61,16 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     """Backend and engine flags, shared by every command that starts runs (see EngineSettings)."""
-    parser.add_argument("--backend", default="deepsparse", choices=["deepsparse", "onnxruntime"])
+    parser.add_argument("--backend", default="deepsparse", choices=BACKENDS,
+                        help="inference engine (default deepsparse; README, Which engine)")
     engine = parser.add_argument_group("engine" + note)
     engine.add_argument("--batch-size", type=int,
                         help="engine batch size (default: " +
                         ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_BATCH_SIZE.items()) + ")")
     engine.add_argument("--num-streams", type=int,
-                        help="DeepSparse streams (and SUT worker threads) (default: " +
+                        help="DeepSparse/OpenVINO streams (and SUT worker threads) (default: " +
                         ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_STREAMS.items()) + ")")
-    engine.add_argument("--num-cores", type=int, help="DeepSparse cores (default: all)")
+    engine.add_argument("--num-cores", type=int, help="DeepSparse cores / OpenVINO threads (default: all)")
     engine.add_argument("--scheduler", default=None,
                         help="DeepSparse scheduler: default | single_stream | multi_stream | elastic "
                         "(default: multi_stream when --num-streams > 1)")
@@ -97,6 +100,13 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--fast-vnni-emulation", action="store_true",
                         help="DeepSparse on CPUs without AVX-512 VNNI: NM_FAST_VNNI_EMULATION, a faster INT8 emulation "
                         "that changes the numerics slightly (see README, real-accuracy experiment; off by default)")
+    engine.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="OpenVINO: the precision of the operations the model does not quantize, f32 or bf16 (auto: "
+                        "the engine's default, bf16 where the CPU has native BF16); int8: insist that the model's "
+                        "quantized matmuls run in INT8. What ran is read back and recorded (default auto)")
+    engine.add_argument("--sparse-weights-rate", type=float, default=None,
+                        help="OpenVINO: CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, the weight sparsity from which INT8 "
+                        "matmuls use sparse weights (default: OpenVINO's, off)")
     engine.add_argument("--no-bucketing", action="store_true",
                         help="run every window padded to the full 384 tokens, like the MLPerf reference (closed-"
                         "division style)")
@@ -174,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(Offline over every feature and SingleStream with DeepSparse's NM_FAST_VNNI_EMULATION on and "
                        "off; ~25 min), ray (Offline over every feature "
                        "locally and through one-core Ray workers on a 2-node loopback cluster; on a one-node cluster the "
-                       "placement and a Server sweep through Ray and locally; the projection to 1..64 nodes; ~45 min) "
-                       "(default: %(default)s)")
+                       "placement and a Server sweep through Ray and locally; the projection to 1..64 nodes; ~45 min), "
+                       "engines (OpenVINO beside DeepSparse on the same INT8 model: Offline over every feature, Server "
+                       "sweeps, a full-length OpenVINO Server run, SingleStream, OpenVINO's precision and sparse-weights "
+                       "variants; ~40 min) (default: %(default)s)")
     bench.add_argument("--reuse", action="append", default=[],
                        help="an earlier suite directory (same --samples and data): its jobs of the sections not "
                        "measured now are reported again, so one section can be re-measured alone; repeat to "
@@ -231,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # Libraries that log routine progress at INFO (sparseml's export transforms, DeepSparse's engine banner and
 # CPU notices): a user sees them with -v only.
-_CHATTY_LOGGERS = ("sparseml", "sparsezoo", "deepsparse", "onnx", "onnxruntime", "transformers", "torch", "accelerate")
+_CHATTY_LOGGERS = ("sparseml", "sparsezoo", "deepsparse", "onnx", "onnxruntime", "openvino", "transformers", "torch",
+                   "accelerate")
 
 
 def configure_logging(verbose: bool) -> None:
@@ -267,11 +280,12 @@ def load_dataset_and_features(args, *, count: int | None = None):
     return dataset, features
 
 
-def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False) -> Path:
+def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq: bool = False) -> Path:
     """The untrained benchmark model of a variant in ./models, built on first use. Its tokenizer files are
     written only from the bert-base-uncased vocab (the model's 30,522-token geometry); with other data (the
-    built-in sample) it gets none and the harness tokenizes with the data's vocab. ``packed``: a directory
-    built before models carried their packed variant is rebuilt with it (the same seed gives the same model)."""
+    built-in sample) it gets none and the harness tokenizes with the data's vocab. ``packed`` / ``qdq``: a directory
+    built before models carried their packed variant / the QDQ form of an INT8 model (what OpenVINO runs) is rebuilt
+    with it (the same seed gives the same model)."""
     from compression.architecture import DEFAULT_PRESET
     from compression.benchmark_model import build_benchmark_model, default_model_dir
     from squad.data import BERT_VOCAB_SHA256, file_sha256
@@ -280,15 +294,18 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False) -> P
     model_dir = default_model_dir(variant, root=Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR),
                                   preset=preset)
     exists = (model_dir / "model.onnx").is_file()
-    lacks_packed = exists and packed and not _manifest(model_dir).get("packed")
-    if not exists or lacks_packed:
+    manifest = _manifest(model_dir) if exists else {}
+    missing = [why for wanted, key, why in ((packed, "packed", "its packed variant for --packing"),
+                                            (qdq, "qdq", "its QDQ form for OpenVINO"))
+               if exists and wanted and not manifest.get(key) and not (key == "qdq" and manifest.get("precision") != "int8")]
+    if not exists or missing:
         from compression.cli import configure_sparseml_logging
 
         configure_sparseml_logging(log.isEnabledFor(logging.DEBUG))
-        why = "to add its packed variant for --packing" if lacks_packed else "first use only"
+        why = f"to add {' and '.join(missing)}" if missing else "first use only"
         print(f"building the benchmark model {model_dir} ({why}, a few minutes)", file=sys.stderr)
         tokenizer_vocab = vocab if file_sha256(vocab) == BERT_VOCAB_SHA256 else None
-        build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset, overwrite=lacks_packed)
+        build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset, overwrite=bool(missing))
     return model_dir
 
 
@@ -299,11 +316,11 @@ def _manifest(model_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path, *, packed: bool = False):
+def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path, *, packed: bool = False, backend: str = ""):
     from harness.models import resolve_model
 
     if spec is None:
-        spec = str(benchmark_model_dir(DEFAULT_MODEL_VARIANT, vocab, packed=packed))
+        spec = str(benchmark_model_dir(DEFAULT_MODEL_VARIANT, vocab, packed=packed, qdq=backend == "openvino"))
     return resolve_model(spec, download_dir=cache_dir / "models")
 
 
@@ -330,7 +347,8 @@ def cmd_run(args) -> int:
     dataset, features = load_dataset_and_features(args, count=count)
     check_free_space(Path(args.runs_dir), sum(expected_bytes(mode, len(features), features.params.max_seq_length)
                                               for mode in modes), f"{' and '.join(modes)} runs of {len(features)} features")
-    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing)
+    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
+                              backend=engine.backend)
     backend_options = engine.backend_options(args.scenario, features.params.max_seq_length)
     sut_options = engine.sut_options(args.scenario)
     check_model_fits(model, features.params.max_seq_length)
@@ -468,10 +486,13 @@ def cmd_bench(args) -> int:
         return resolve_model(str(benchmark_model_dir(variant, dataset.vocab, packed=packed)), download_dir=download_dir)
 
     sections = tuple(part.strip() for part in args.sections.split(",") if part.strip())
-    models = SuiteModels(sparse_int8=model("sparse-int8", packed="offline" in sections))  # the packed job
-    if "peers" in sections or args.reuse:  # reused peer rows need the models for their MAC counts
+    # the packed job needs the packed variant; OpenVINO (section engines) the QDQ form
+    models = SuiteModels(sparse_int8=resolve_model(str(benchmark_model_dir(
+        "sparse-int8", dataset.vocab, packed="offline" in sections, qdq="engines" in sections)), download_dir=download_dir))
+    if "peers" in sections or "engines" in sections or args.reuse:  # reused rows need the models for their MAC counts
         dense_dir = benchmark_model_dir("dense-fp32", dataset.vocab)
         models.dense_fp32_14l = resolve_model(str(dense_dir), download_dir=download_dir)
+    if "peers" in sections or args.reuse:
         models.dense_fp32_24l = model("dense-fp32-24l")
         models.ort_int8_14l = resolve_model(str(ort_dynamic_int8(dense_dir)), download_dir=download_dir)
     config = SuiteConfig(samples=args.samples, buckets=parse_buckets(args.buckets) or (),

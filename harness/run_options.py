@@ -17,6 +17,7 @@ from harness.scenarios import SutOptions
 # one window gets both cores (a 384-token window on one core alone takes ~85 ms of the 130 ms).
 DEFAULT_BATCH_SIZE = {"Offline": 8, "Server": 1, "SingleStream": 1}
 DEFAULT_STREAMS = {"Offline": 2, "Server": 1, "SingleStream": 1}
+STREAM_BACKENDS = ("deepsparse", "openvino")  # engines that run parallel streams (ONNX Runtime: one session)
 
 
 def default_scheduler(streams: int | None) -> str:
@@ -64,6 +65,8 @@ class EngineSettings:
     server_policy: str = "aging"
     buckets: tuple[int, ...] | None = DEFAULT_BUCKETS  # length bucketing; None: every window runs at full length
     fast_vnni_emulation: bool = False
+    precision: str = "auto"  # OpenVINO: what its float operations run in (int8: insist on the model's INT8 matmuls)
+    sparse_weights_rate: float | None = None  # OpenVINO: CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE
     packing: bool = False  # Offline: windows packed into rows (replaces buckets)
     cluster: str = "local"
     ray_address: str | None = None
@@ -81,17 +84,18 @@ class EngineSettings:
                 parse_buckets(args.buckets) if args.buckets is not None
                 else QUICK.buckets if getattr(args, "quick", False) else DEFAULT_BUCKETS),
             fast_vnni_emulation=args.fast_vnni_emulation, packing=getattr(args, "packing", False),
+            precision=args.precision, sparse_weights_rate=args.sparse_weights_rate,
             cluster=args.cluster, ray_address=args.ray_address,
             ray_workers=args.ray_workers, ray_cpus_per_worker=args.ray_cpus_per_worker,
         )
 
     def streams(self, scenario: str) -> int | None:
-        """DeepSparse engine streams: as given, else the scenario's default when it is more than one (None
-        leaves the engine's own default, one stream across all cores; other backends have no streams)."""
+        """Engine streams (DeepSparse, OpenVINO): as given, else the scenario's default when it is more than one
+        (None leaves the engine's own default, one stream across all cores; ONNX Runtime has no streams)."""
         if self.num_streams is not None:
             return self.num_streams
         default = DEFAULT_STREAMS[scenario]
-        return default if self.backend == "deepsparse" and default > 1 else None
+        return default if self.backend in STREAM_BACKENDS and default > 1 else None
 
     def backend_options(self, scenario: str, max_seq_length: int = 384) -> BackendOptions:
         if self.packing and scenario != "Offline":
@@ -106,7 +110,8 @@ class EngineSettings:
             num_streams=streams,
             scheduler=self.scheduler or default_scheduler(streams),
             intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads,
-            fast_vnni_emulation=self.fast_vnni_emulation, cluster=self.cluster, ray_address=self.ray_address,
+            fast_vnni_emulation=self.fast_vnni_emulation, precision=self.precision,
+            sparse_weights_rate=self.sparse_weights_rate, cluster=self.cluster, ray_address=self.ray_address,
             ray_workers=self.ray_workers, ray_cpus_per_worker=self.ray_cpus_per_worker,
         )
 

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_PACKAGES = ("deepsparse", "onnxruntime", "mlcommons-loadgen", "torch", "transformers", "sparseml", "onnx", "numpy")
+_PACKAGES = ("deepsparse", "openvino", "onnxruntime", "mlcommons-loadgen", "torch", "transformers", "sparseml", "onnx", "numpy")
 
 
 def _cpuinfo_field(name: str) -> str | None:

@@ -186,10 +186,13 @@ def test_a_batch_sent_ahead_waits_for_the_stream_instead_of_sharing_it(cluster, 
         pool.close()
 
 
-def test_deepsparse_engines_in_ray_workers(cluster, sample, toy_model, tmp_path, local_accuracy):
-    req = request(sample, toy_model, tmp_path, backend="deepsparse")
-    record = run_with(create_backend("deepsparse", toy_model, ray_options(req.backend_options)), req)
-    assert record["backend"]["engine"] == "deepsparse" and record["backend"]["num_cores"] == 1
+@pytest.mark.parametrize("engine", ["deepsparse", "openvino"])
+def test_engines_in_ray_workers(cluster, sample, toy_model, tmp_path, local_accuracy, engine):
+    req = request(sample, toy_model, tmp_path, backend=engine)
+    options = ray_options(replace(req.backend_options, precision="f32"))  # OpenVINO: the toy model's float math
+    record = run_with(create_backend(engine, toy_model, options), req)
+    cores = record["backend"]["num_cores" if engine == "deepsparse" else "inference_num_threads"]
+    assert record["backend"]["engine"] == engine and cores == 1  # each one-CPU worker's engine on its own CPU
     assert record["accuracy"]["f1"] == pytest.approx(local_accuracy["accuracy"]["f1"])
 
 

@@ -120,10 +120,14 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert {"dense FP32", "oBERT 50%", "magnitude 50%", "oBERT 50% INT8 (torch QAT)", "oBERT 50% INT8 (harness)"} <= set(rows)
     for label in ("oBERT 50%", "magnitude 50%"):
         assert rows[label]["sparsity"] == pytest.approx(0.5, abs=0.005)
-        assert set(rows[label]["harness"]) == {"onnxruntime", "onnxruntime padded"}
+        assert set(rows[label]["harness"]) == {"onnxruntime", "onnxruntime padded", "openvino", "openvino padded"}
     int8 = rows["oBERT 50% INT8 (harness)"]["harness"]["onnxruntime"]
     assert int8["f1"] is not None and int8["samples_per_second"] > 0
-    assert set(results["checks"]["int8_harness_vs_torch_f1"]["per_backend"]) == {"onnxruntime"}  # the tiny run uses ORT only
+    # the tiny run uses ONNX Runtime and OpenVINO; OpenVINO ran the QDQ form's matmuls in INT8
+    per_backend = results["checks"]["int8_harness_vs_torch_f1"]["per_backend"]
+    assert set(per_backend) == {"onnxruntime", "openvino"} and per_backend["openvino"]["engine_precision"].startswith("int8")
+    assert per_backend["openvino"]["tolerance"] == 0.3
+    assert set(results["checks"]["openvino_float_vs_fp32"]["per_model"]) == {"dense FP32", "oBERT 50%", "magnitude 50%"}
     assert results["checks"]["bucketing_predictions_identical"]["per_model"]
     manifest = json.loads((Path(results["models"]["oBERT 50% INT8"]) / "manifest.json").read_text())
     assert manifest["precision"] == "int8" and manifest["geometry"]["family"] == "bert"
@@ -153,10 +157,10 @@ def test_harness_jobs_run_the_int8_model_first_and_cover_every_comparison():
     models = {"dense FP32": Path("/m/dense"), "oBERT 50%": Path("/m/obs"), "oBERT 50% INT8": Path("/m/int8")}
     jobs = harness_jobs(models, RealAccuracyConfig(), "oBERT 50% INT8")
     int8_jobs = [job for job in jobs if job.model == "oBERT 50% INT8"]
-    assert jobs[:len(int8_jobs)] == int8_jobs and len(jobs) == 2 * 4 + len(int8_jobs)
+    assert jobs[:len(int8_jobs)] == int8_jobs and len(jobs) == 2 * 6 + len(int8_jobs)
     assert {job.column for job in int8_jobs if job.scenario == "Offline"} == {
         "deepsparse", "deepsparse padded", "deepsparse fast-VNNI", "deepsparse padded fast-VNNI", "deepsparse packed",
-        "onnxruntime", "onnxruntime padded", "onnxruntime packed"}
+        "openvino", "openvino padded", "onnxruntime", "onnxruntime padded", "onnxruntime packed"}
     assert [job.fast_vnni for job in int8_jobs if job.scenario == "SingleStream"] == [False, True]
 
 

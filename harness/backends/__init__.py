@@ -6,13 +6,18 @@ from harness.backends.base import Backend, BackendOptions
 from harness.errors import ConfigError
 from harness.models import ModelInfo
 
-BACKENDS = ("deepsparse", "onnxruntime")
+BACKENDS = ("deepsparse", "openvino", "onnxruntime")
 
 
 def create_backend(name: str, model: ModelInfo, options: BackendOptions, progress: bool = False) -> Backend:
     """Build the named backend; imports the engine lazily so one missing engine does not break the other.
     With ``options.sequence_buckets`` it is a :class:`BucketedBackend` holding one engine per length; with
-    ``options.packing`` a :class:`PackedBackend` over the model's packed variant."""
+    ``options.packing`` a :class:`PackedBackend` over the model's packed variant. OpenVINO runs an INT8 model
+    from its QDQ form (``openvino_backend.openvino_model``)."""
+    if name == "openvino":
+        from harness.backends.openvino_backend import openvino_model
+
+        model = openvino_model(model)
     if name in BACKENDS and options.cluster == "ray":
         from harness.backends.ray_pool import RayPoolBackend
 
@@ -33,6 +38,10 @@ def create_backend(name: str, model: ModelInfo, options: BackendOptions, progres
         from harness.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(model, options)
+    if name == "openvino":
+        from harness.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(model, options)
     raise ConfigError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
 
 
@@ -54,6 +63,8 @@ def import_engine(name: str, options: BackendOptions) -> None:
             import_deepsparse()
         elif name == "onnxruntime":
             import onnxruntime  # noqa: F401
+        elif name == "openvino":
+            import openvino  # noqa: F401
     except Exception:  # ImportError, or a native library that fails to load on this CPU
         pass
 

@@ -32,6 +32,8 @@ class BackendOptions:
     sequence_buckets: tuple[int, ...] | None = None  # length bucketing (harness.bucketing); None = off
     # DeepSparse without VNNI: faster INT8 emulation "at the expense of accuracy" (NM_FAST_VNNI_EMULATION)
     fast_vnni_emulation: bool = False
+    precision: str = "auto"  # OpenVINO: auto | f32 | bf16 | int8 (backends.openvino_backend)
+    sparse_weights_rate: float | None = None  # OpenVINO: CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE (None: its default)
     packing: bool = False  # several windows per row through the model's packed variant (backends.packed)
     cluster: str = "local"  # "local": engines in this process; "ray": one engine per Ray actor (ray_pool)
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
@@ -51,6 +53,8 @@ class BackendOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.sparse_weights_rate is not None and not 0.0 <= self.sparse_weights_rate <= 1.0:
+            raise ConfigError(f"--sparse-weights-rate must be within 0..1, got {self.sparse_weights_rate}")
         if self.packing and self.sequence_buckets:
             raise ConfigError("--packing replaces length bucketing: give one of them")
         if self.packing and self.cluster != "local":

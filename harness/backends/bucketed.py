@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Largest |bucketed - full-length| start/end logit allowed on real tokens, relative to the logits' scale
 # (max |logit|) plus an absolute floor. FP32 kernels tiled for another length reorder float sums: ~1e-6.
 BUCKET_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
+# Engines that run every bucket with one model whose sequence axis is symbolic; the others compile one per length.
+ONE_MODEL_ENGINES = ("onnxruntime",)
 
 
 def write_sequence_variant(model: ModelInfo, proto, length: int | None, out_dir: Path) -> ModelInfo:
@@ -127,7 +129,7 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
     engines: dict[int, Backend] = {}
     work_dir = Path(tempfile.mkdtemp(prefix="obert-buckets-"))
     try:
-        if name == "onnxruntime":
+        if name in ONE_MODEL_ENGINES:
             # One session with a symbolic sequence axis runs every bucket length.
             session = _build(create_backend, name, write_sequence_variant(model, proto, None, work_dir),
                              inner_options, model, "dynamic")

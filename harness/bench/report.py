@@ -110,6 +110,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
             lines.append(f"| {r['job']} | {r['streams']} | {r['queries']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | "
                          f"{r['early_stopping_p90_ms']} | {r['validity']} |")
         lines.append("")
+    lines += engines_section(s.get("engines"))
     vnni = s.get("vnni")
     if vnni:
         lines += ["## DeepSparse fast VNNI emulation (section `vnni`)", "",
@@ -234,6 +235,45 @@ def write_report(results: dict, out_dir: Path) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def engines_section(engines: dict | None) -> list[str]:
+    """Section engines: OpenVINO against DeepSparse, same model and defaults, one invocation, with the ISA."""
+    if not engines:
+        return []
+
+    def cell(value, suffix: str = "") -> str:
+        return "not measured" if value is None else f"{value}{suffix}"
+
+    first, full = engines["offline_first"], engines["offline_all"]
+    sweep, single = engines["server_sweep"], engines["singlestream_p90_ms"]
+    lines = ["## Engines: OpenVINO vs DeepSparse (section `engines`)", "",
+             f"CPU: {engines.get('cpu_model')}; ISA: {', '.join(engines.get('isa') or []) or 'baseline x86-64'}. The same "
+             "INT8 model (OpenVINO runs its QDQ form, DeepSparse its MatMulInteger form), features and harness "
+             f"defaults, adjacent jobs. OpenVINO executed: {engines.get('openvino_precision') or 'not recorded'}.", "",
+             "| | DeepSparse | OpenVINO | OpenVINO / DeepSparse |", "|---|---:|---:|---:|",
+             f"| Offline samples/s, all features | {cell(full['deepsparse'])} | {cell(full['openvino'])} | "
+             f"{cell(full['openvino_vs_deepsparse'], 'x')} |",
+             f"| Offline samples/s, first N features | {cell(first['deepsparse'])} | {cell(first['openvino'])} | "
+             f"{cell(first['openvino_vs_deepsparse'], 'x')} |",
+             f"| Server, highest swept QPS with p99 <= 130 ms | {cell((sweep['ds'] or {}).get('target_qps'))} | "
+             f"{cell((sweep['ov'] or {}).get('target_qps'))} | {cell(engines['server_sweep_openvino_vs_deepsparse'], 'x')} |",
+             f"| SingleStream p90 ms (lower is better) | {cell(single['deepsparse'])} | {cell(single['openvino'])} | "
+             f"{cell(engines['singlestream_p90_openvino_vs_deepsparse'], 'x')} |", ""]
+    run = engines.get("server_full_openvino")
+    if run:
+        lines += [f"OpenVINO full-length Server run (mlperf.conf durations) at {run['target_qps']} QPS: {run['validity']}, "
+                  f"p99 {run['p99_ms']} ms over {run['query_count']} queries; Server / Offline (all features) = "
+                  f"{cell(engines['server_full_vs_offline'])} (counted only when VALID).", ""]
+    variants = engines.get("openvino_variants_vs_default") or {}
+    names = {"f32_float_ops": "float operations in f32 (--precision f32) instead of the engine's default",
+             "sparse_weights": "sparse weight decompression (--sparse-weights-rate)",
+             "dense_fp32_14l": "the dense FP32 14-layer model (engine default precision)"}
+    shown = [(names[key], value) for key, value in variants.items() if value is not None]
+    if shown:
+        lines += ["OpenVINO variants, Offline over the first N features, against OpenVINO's default on the INT8 model:", ""]
+        lines += [f"- {what}: {value}x" for what, value in shown] + [""]
+    return lines
 
 
 def write_plots(results: dict, out_dir: Path) -> dict[str, str]:

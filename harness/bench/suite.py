@@ -20,7 +20,12 @@ Jobs, in order (each in its own process, see ``harness.bench.jobs``):
      Offline over every feature and SingleStream with our defaults, in adjacent jobs;
   7. scale-out (section ``ray``): the headline job's model and features through a Ray pool of one-core workers
      on a loopback cluster, Offline and a Server sweep, and the projection to N nodes
-     (``harness.bench.scaleout``).
+     (``harness.bench.scaleout``);
+  8. section ``engines``: OpenVINO beside DeepSparse on the same INT8 model (OpenVINO runs its QDQ form) with the
+     harness's defaults, in adjacent jobs: Offline over every feature, the Server sweep at fractions of each
+     engine's own Offline samples/s, one full-length Server run of OpenVINO (mlperf.conf's 600 s) at the
+     highest load its sweep held, SingleStream; and OpenVINO's variants on the first N features (float
+     operations in f32 instead of its default, sparse weight decompression, the dense FP32 model).
 All models are the untrained benchmark models: speed figures are valid, accuracy figures would not be.
 """
 
@@ -55,7 +60,8 @@ from harness.sysinfo import machine_info, software_versions
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("offline", "peers", "server", "buckets", "tune", "vnni", "ray")
+SECTIONS = ("offline", "peers", "server", "buckets", "tune", "vnni", "ray", "engines")
+ENGINE_JOB_PREFIX = {"deepsparse": "ds", "openvino": "ov"}  # section engines' job labels
 TARGETS = {
     "offline_samples_per_s_full": 58.0,  # 29 per core: Neural Magic's best published per-core Offline (v3.0)
     "ours_vs_v3_design_offline": 1.25,
@@ -106,6 +112,15 @@ class SuiteConfig:
     # headline local job on the same cores.
     ray_nodes: int = 2
     ray_server_fractions: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3)  # of the local Offline samples/s
+    # Section "engines": each engine's Server sweep at these fractions of its own Offline samples/s; OpenVINO's
+    # full-length run at this share of the highest load its sweep held (a 600 s run meets LoadGen's early-stopping
+    # estimate over ~20x more queries than a 30 s point); OpenVINO's sparse-weights job at this rate (the weight
+    # sparsity from which it decompresses sparse weights; the 4-block matrices hold 50% zeros).
+    engine_server_fractions: tuple[float, ...] = (0.15, 0.25, 0.35, 0.45, 0.55)
+    engine_full_server_share: float = 0.9
+    engine_sparse_weights_rate: float = 0.4
+    engine_full_server: bool = True
+    engine_full_server_duration_ms: int | None = None  # None: mlperf.conf's (600 s) and user.conf's query count
     tune: tuple[TuneConfig, ...] = field(default_factory=lambda: (
         TuneConfig(1), TuneConfig(4), TuneConfig(8), TuneConfig(16), TuneConfig(32), TuneConfig(8, 2), TuneConfig(16, 2)))
 
@@ -148,7 +163,8 @@ class Suite:
              buckets: tuple[int, ...] | None, tests: list[LoadGenTest], bare_loop_count: int = 0,
              capacity_count: int = 0, service_profile_count: int = 0, streams: int = 1, timeout_ms: float | None = None,
              tune: tuple[TuneConfig, ...] = (), ray: dict | None = None, server_policy: str = "aging",
-             packing: bool = False, fast_vnni: bool = False, tune_count: int = BenchJob.tune_count) -> dict | None:
+             packing: bool = False, fast_vnni: bool = False, tune_count: int = BenchJob.tune_count,
+             precision: str = "auto", sparse_weights_rate: float | None = None) -> dict | None:
         """Run a job of a selected section, or take its result from the reused suite (None: neither)."""
         if section not in self.config.sections:
             if label in self.reused:
@@ -160,7 +176,8 @@ class Suite:
             backend_options=BackendOptions(batch_size=batch_size, num_streams=streams if streams > 1 else None,
                                            scheduler=default_scheduler(streams),
                                            sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length),
-                                           packing=packing, fast_vnni_emulation=fast_vnni, **(ray or {})),
+                                           packing=packing, fast_vnni_emulation=fast_vnni, precision=precision,
+                                           sparse_weights_rate=sparse_weights_rate, **(ray or {})),
             sut_options=SutOptions(num_workers=None if ray else streams,  # Ray: the pool's parallelism
                                    batch_timeout_ms=timeout_ms or self.config.server_timeout_ms,
                                    server_policy=server_policy),
@@ -276,6 +293,7 @@ class Suite:
                       batch_size=c.reference_batch, buckets=None, tests=[], tune=c.tune)
             self._vnni_jobs()
             self._ray_jobs(tests=[self._headline_test()])
+            self._engine_jobs()
         except BaseException:
             self._save()
             mark_incomplete(self.out_dir, "the benchmark suite stopped before its last job (see bench.json)")
@@ -304,6 +322,54 @@ class Suite:
             self._job(f"vnni-{'fast' if fast else 'default'}-singlestream", "vnni", backend="deepsparse",
                       model=m.sparse_int8, scenario="SingleStream", batch_size=DEFAULT_BATCH_SIZE["SingleStream"],
                       buckets=c.buckets, streams=DEFAULT_STREAMS["SingleStream"], tests=[self._singlestream_test()], fast_vnni=fast)
+
+    def _engine_jobs(self) -> None:
+        """Section engines (module docstring, 8): OpenVINO and DeepSparse, same INT8 model, features and defaults."""
+        c, m = self.config, self.models
+        measuring = "engines" in c.sections
+        offline_tests = [self._features_test(self.count), self._headline_test()]
+        # SingleStream at an expected latency below either engine's, so LoadGen generates queries enough for the
+        # faster one (user.conf's 30 ms is the DeepSparse model's; a faster engine ran out of queries: INVALID)
+        single = replace(self._singlestream_test(), overrides={**self._singlestream_test().overrides,
+                                                               "expected_latency_ms": 5})
+        offline: dict[str, dict | None] = {}
+        for engine in ("deepsparse", "openvino"):
+            short = ENGINE_JOB_PREFIX[engine]
+            offline[engine] = self._job(f"{short}-engine-offline", "engines", backend=engine, model=m.sparse_int8,
+                                        scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets,
+                                        streams=c.offline_streams, tests=offline_tests)
+        first = [self._features_test(self.count)]
+        self._job("ov-engine-offline-f32", "engines", backend="openvino", model=m.sparse_int8, scenario="Offline",
+                  batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams, tests=first, precision="f32")
+        self._job("ov-engine-offline-sparse-weights", "engines", backend="openvino", model=m.sparse_int8,
+                  scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams, tests=first,
+                  sparse_weights_rate=c.engine_sparse_weights_rate)
+        if m.dense_fp32_14l is not None or "ov-dense-fp32-14l" in self.reused:
+            self._job("ov-dense-fp32-14l", "engines", backend="openvino", model=m.dense_fp32_14l, scenario="Offline",
+                      batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams, tests=first)
+        server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
+        for engine in ("deepsparse", "openvino"):
+            short = ENGINE_JOB_PREFIX[engine]
+            sps = (_records(offline[engine])[-1]["results"]["samples_per_second"]
+                   if measuring and offline.get(engine) else None)
+            sweep = [LoadGenTest(label=f"Server {f:.0%} of its Offline", overrides={**server, "target_qps": round(f * sps, 3)})
+                     for f in c.engine_server_fractions] if sps else []
+            self._job(f"{short}-engine-server", "engines", backend=engine, model=m.sparse_int8, scenario="Server",
+                      batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms,
+                      streams=c.server_streams, tests=sweep)
+            self._job(f"{short}-engine-singlestream", "engines", backend=engine, model=m.sparse_int8,
+                      scenario="SingleStream", batch_size=DEFAULT_BATCH_SIZE["SingleStream"], buckets=c.buckets,
+                      streams=DEFAULT_STREAMS["SingleStream"], tests=[single])
+        held = best_valid_server(_server_points(self.results["jobs"].get("ov-engine-server") or {})) if measuring else None
+        if c.engine_full_server and (held or "ov-engine-server-full" in self.reused):
+            target = round(c.engine_full_server_share * held["target_qps"], 3) if held else None
+            duration = ({} if c.engine_full_server_duration_ms is None else
+                        {"min_duration_ms": c.engine_full_server_duration_ms, "min_query_count": 1})
+            self._job("ov-engine-server-full", "engines", backend="openvino", model=m.sparse_int8, scenario="Server",
+                      batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms,
+                      streams=c.server_streams,
+                      tests=[LoadGenTest(label="Server, full length" + ("" if not duration else " (shortened)"),
+                                         overrides={"target_qps": target, **duration})] if target else [])
 
     def _ray_jobs(self, tests: list[LoadGenTest]) -> None:
         """Section ray, one invocation, same model and features throughout.
@@ -423,6 +489,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
                     "windows_per_row": packing["windows_per_row"] if packing else None,
                     "streams": record["backend"].get("num_streams") or 1,
                     "fast_vnni": bool(record["backend"].get("fast_vnni_emulation")),
+                    "engine_precision": record["backend"].get("precision"),
                     "samples": record["qsl"]["features"], "samples_per_s": round(sps, 2), "validity": r.get("validity"),
                     "mean_tokens_computed": round(float(lengths.mean()), 1), "peak_rss_mb": record.get("peak_rss_mb"),
                     "gmacs_per_sample": round(macs / 1e9, 3) if macs else None,
@@ -443,21 +510,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
                     "fast_vnni": bool(record["backend"].get("fast_vnni_emulation")),
                 })
             else:
-                latency = r.get("latency_ms", {})
-                server_rows.append({
-                    "job": label, "design": test["design"], "target_qps": r.get("target_qps"),
-                    "completed_samples_per_s": r.get("samples_per_second"), "validity": r.get("validity"),
-                    "p50_ms": latency.get("p50"), "p90_ms": latency.get("p90"), "p99_ms": latency.get("p99"),
-                    "latency_bound_met": r.get("perf_constraints_met"), "early_stopping_met": r.get("early_stopping_met"),
-                    "query_count": r.get("query_count"),
-                    "sut_p99_ms": (record.get("sut_latency_ms") or {}).get("p99"), "run_dir": record["run_dir"],
-                    # Mean time inside the engine per batch in this run, to compare with the isolated
-                    # single-window times of the queueing bound.
-                    "engine_ms_per_batch": (round(1000 * record["engine_busy_s"] / record["batches_run"], 2)
-                                            if record.get("engine_busy_s") and record.get("batches_run") else None),
-                    "batch_size": record["backend"].get("batch_size"), "peak_rss_mb": record.get("peak_rss_mb"),
-                    "streams": record["backend"].get("num_streams") or 1,
-                })
+                server_rows.append(_server_row(label, record))
         for row in job.get("tune", []):
             (length_rows if label == "bucket-lengths" else tune_rows).append(row)
 
@@ -476,18 +529,10 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
     v3_design = find("ds-sparse-int8-v3design", "published-v3-offline", samples=(full or ours or {}).get("samples"))
     ort24 = find("ort-dense-fp32-24l")
 
-    def best_valid(rows: list[dict]) -> dict | None:
-        # A sweep point counts when LoadGen's latency constraint held (p99 <= 130 ms). Points of a short
-        # sweep are too few queries for LoadGen's early-stopping estimate, so their overall result may
-        # read INVALID for that reason alone; the table shows both.
-        valid = [s for s in rows if s["latency_bound_met"] and s["p99_ms"] is not None
-                 and s["p99_ms"] <= SERVER_LATENCY_BOUND_MS]
-        return max(valid, key=lambda s: s["target_qps"]) if valid else None
-
     server_jobs = list(dict.fromkeys(row["job"] for row in server_rows))
-    server_best = {job: best_valid([r for r in server_rows if r["job"] == job]) for job in server_jobs}
+    server_best = {job: best_valid_server([r for r in server_rows if r["job"] == job]) for job in server_jobs}
     # the Server target: the server section's own jobs (the ray section's local/Ray sweeps are compared apart)
-    server_ours = best_valid([r for r in server_rows if r["design"] == "ours" and not r["job"].startswith(("local-", "ray-"))])
+    server_ours = best_valid_server([r for r in server_rows if r["design"] == "ours" and not r["job"].startswith(("local-", "ray-"))])
     offline_reference = full or ours
     targets = {
         "offline_samples_per_s_full": full["samples_per_s"] if full else None,
@@ -507,7 +552,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
     own_bound = next((b for b in bounds if b["job"] == "server-ours" and b["kind"] == "isolated"), None)
     in_run_bound = next((b for b in bounds if b["job"] == "server-ours" and b["kind"] == "in-run"), None)
     # the same engine (server-ours's streams and batch) under any scheduling policy, against its own bound
-    same_engine = best_valid([r for r in server_rows if r["design"] == "ours" and r["job"].startswith("server-ours")
+    same_engine = best_valid_server([r for r in server_rows if r["design"] == "ours" and r["job"].startswith("server-ours")
                               and not r["job"].endswith("streams")])
     targets["server_vs_queueing_bound"] = (round(same_engine["target_qps"] / own_bound["max_qps"], 3)
                                            if same_engine and own_bound and own_bound["max_qps"] else None)
@@ -518,6 +563,8 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
                                        else v >= TARGETS[k])) for k, v in targets.items()}
     plans = bucket_plans(length_rows, features)
     return {
+        "engines": engines_summary(offline_rows, server_rows, singlestream_rows, n, len(features),
+                                   results.get("machine") or machine_info()),
         "ray": ray_summary(results["jobs"], offline_rows, server_best, features),
         "vnni": vnni_summary(offline_rows, singlestream_rows),
         "core_projection": core_projection(results["jobs"], offline_reference, server_ours, features),
@@ -531,6 +578,84 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
         "offline_headline": {"configuration": ("packed" if full is packed_full else "bucketed") if full else None,
                              "packed_vs_bucketed": _ratio(packed_full or packed, bucketed_full if packed_full else ours)}, "target_values": TARGETS, "met": met,
         "peak": asdict(peak),
+    }
+
+
+def _server_row(label: str, record: dict) -> dict:
+    """One Server test of a job, as the report's Server table shows it."""
+    r = record["results"]
+    latency = r.get("latency_ms", {})
+    return {
+        "job": label, "design": record["bench_test"]["design"], "target_qps": r.get("target_qps"),
+        "completed_samples_per_s": r.get("samples_per_second"), "validity": r.get("validity"),
+        "p50_ms": latency.get("p50"), "p90_ms": latency.get("p90"), "p99_ms": latency.get("p99"),
+        "latency_bound_met": r.get("perf_constraints_met"), "early_stopping_met": r.get("early_stopping_met"),
+        "query_count": r.get("query_count"),
+        "sut_p99_ms": (record.get("sut_latency_ms") or {}).get("p99"), "run_dir": record["run_dir"],
+        # Mean time inside the engine per batch in this run, to compare with the isolated
+        # single-window times of the queueing bound.
+        "engine_ms_per_batch": (round(1000 * record["engine_busy_s"] / record["batches_run"], 2)
+                                if record.get("engine_busy_s") and record.get("batches_run") else None),
+        "batch_size": record["backend"].get("batch_size"), "peak_rss_mb": record.get("peak_rss_mb"),
+        "streams": record["backend"].get("num_streams") or 1,
+    }
+
+
+def _server_points(job: dict) -> list[dict]:
+    return [_server_row("", record) for record in _records(job) if record["scenario"] == "Server"]
+
+
+def best_valid_server(rows: list[dict]) -> dict | None:
+    """The highest load of a Server sweep at which LoadGen's latency constraint held (p99 <= 130 ms). Points of a
+    short sweep are too few queries for LoadGen's early-stopping estimate, so their overall result may read INVALID
+    for that reason alone; the tables show both."""
+    valid = [s for s in rows if s["latency_bound_met"] and s["p99_ms"] is not None
+             and s["p99_ms"] <= SERVER_LATENCY_BOUND_MS]
+    return max(valid, key=lambda s: s["target_qps"]) if valid else None
+
+
+def engines_summary(offline_rows: list[dict], server_rows: list[dict], singlestream_rows: list[dict],
+                    samples: int, features: int, machine: dict) -> dict | None:
+    """Section engines: OpenVINO against DeepSparse, each ratio from jobs of one invocation, with the CPU's ISA."""
+    def offline(job: str, count: int) -> dict | None:
+        return next((r for r in offline_rows if r["job"] == job and r["samples"] == count), None)
+
+    def single(job: str) -> dict | None:
+        return next((r for r in singlestream_rows if r["job"] == job), None)
+
+    ds_all, ov_all = offline("ds-engine-offline", features), offline("ov-engine-offline", features)
+    ds_first, ov_first = offline("ds-engine-offline", samples), offline("ov-engine-offline", samples)
+    if not (ov_all or ov_first):
+        return None
+    server = {engine: best_valid_server([r for r in server_rows if r["job"] == f"{engine}-engine-server"])
+              for engine in ("ds", "ov")}
+    full = next((r for r in server_rows if r["job"] == "ov-engine-server-full"), None)
+    ds_single, ov_single = single("ds-engine-singlestream"), single("ov-engine-singlestream")
+    variants = {label: _ratio(offline(job, samples), ov_first, digits=3)
+                for label, job in (("f32_float_ops", "ov-engine-offline-f32"),
+                                   ("sparse_weights", "ov-engine-offline-sparse-weights"),
+                                   ("dense_fp32_14l", "ov-dense-fp32-14l"))}
+    return {
+        "isa": machine.get("isa"), "cpu_model": machine.get("cpu_model"),
+        "offline_all": {"deepsparse": ds_all and ds_all["samples_per_s"], "openvino": ov_all and ov_all["samples_per_s"],
+                        "openvino_vs_deepsparse": _ratio(ov_all, ds_all, digits=3)},
+        "offline_first": {"deepsparse": ds_first and ds_first["samples_per_s"],
+                          "openvino": ov_first and ov_first["samples_per_s"],
+                          "openvino_vs_deepsparse": _ratio(ov_first, ds_first, digits=3)},
+        "openvino_precision": (ov_all or ov_first).get("engine_precision"),
+        "server_sweep": {engine: row and {"target_qps": row["target_qps"], "p99_ms": row["p99_ms"]}
+                         for engine, row in server.items()},
+        "server_sweep_openvino_vs_deepsparse": (round(server["ov"]["target_qps"] / server["ds"]["target_qps"], 3)
+                                                if server["ov"] and server["ds"] else None),
+        "server_full_openvino": full and {k: full[k] for k in ("target_qps", "validity", "p99_ms", "query_count",
+                                                               "latency_bound_met", "early_stopping_met")},
+        "server_full_vs_offline": (round(full["target_qps"] / ov_all["samples_per_s"], 3)
+                                   if full and ov_all and full["validity"] == "VALID" else None),
+        "singlestream_p90_ms": {"deepsparse": ds_single and ds_single["p90_ms"],
+                                "openvino": ov_single and ov_single["p90_ms"]},
+        "singlestream_p90_openvino_vs_deepsparse": (round(ov_single["p90_ms"] / ds_single["p90_ms"], 3)
+                                                    if ds_single and ov_single and ds_single["p90_ms"] else None),
+        "openvino_variants_vs_default": variants,
     }
 
 

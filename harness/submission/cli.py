@@ -101,7 +101,8 @@ def cmd_submission(args) -> int:
     for scenario in args.scenarios or ("Offline", "SingleStream"):  # the default set includes SingleStream
         engine.backend_options(scenario)  # e.g. --packing with a latency scenario: refused before any run
     dataset, features = load_dataset_and_features(args, count=QUICK.count if args.quick else None)
-    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing)
+    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
+                              backend=engine.backend)
     ctx = RunContext(model=model, features=features, dataset=dataset, engine=engine,
                      mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
                      quick=args.quick, progress=not args.no_progress,

@@ -36,7 +36,7 @@ CPU_ONLY_FIELDS = {
     "accelerator_on-chip_memories": "N/A",
     "number_of_nodes": "1",
 }
-FRAMEWORK_NAMES = {"deepsparse": "DeepSparse", "onnxruntime": "ONNX Runtime"}
+FRAMEWORK_NAMES = {"deepsparse": "DeepSparse", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 # Template keys that are not system-description fields
 TEMPLATE_ONLY_KEYS = ("system_id", "implementation")
 

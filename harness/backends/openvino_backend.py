@@ -1,0 +1,168 @@
+"""OpenVINO CPU backend: Intel's maintained engine (AMX, AVX-512 VNNI and BF16 kernels), a peer of DeepSparse.
+
+An INT8 model runs from its QDQ form (``model-qdq.onnx``, named by the manifest; ``compression.qdq``): OpenVINO's
+low-precision transformations turn each DequantizeLinear -> MatMul into an 8-bit ``FullyConnected``. The
+MatMulInteger form in ``model.onnx`` (what DeepSparse runs) it only decompresses to float, ~4x slower.
+
+Engine settings map onto OpenVINO's: ``--num-streams`` -> ``NUM_STREAMS`` with the THROUGHPUT performance hint
+(more than one stream) or the LATENCY hint (one stream on all cores), ``--num-cores`` -> ``INFERENCE_NUM_THREADS``,
+``--precision`` -> ``INFERENCE_PRECISION_HINT`` for the operations the model does not quantize. What the compiled
+model actually executes (its matmuls' runtime precision, its float precision, its streams and threads) is read
+back from it (``engines.openvino``) and recorded; settings are only requests.
+
+One compiled model serves every thread: each ``predict`` takes one of its infer requests (one per stream) from a
+pool and runs it synchronously, which releases the GIL while OpenVINO computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from dataclasses import replace
+import numpy as np
+
+from harness.backends.base import Backend, BackendOptions
+from harness.errors import ConfigError, ModelError
+from harness.models import ModelInfo, inspect_onnx_model
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "f32", "bf16", "int8")
+
+
+def openvino_model(model: ModelInfo) -> ModelInfo:
+    """The file OpenVINO runs for ``model``: the QDQ form its manifest names (INT8 models exported by this
+    project), else ``model`` itself. The returned manifest records the choice (``engine_file``), so this is
+    idempotent (the Ray pool's actors receive the chosen file alone, and bucket variants inherit the manifest)."""
+    spec = model.manifest.get("qdq")
+    if "engine_file" in model.manifest:  # chosen already
+        return model
+    if not spec:
+        return replace(model, manifest={**model.manifest, "engine_file": str(model.onnx_path)})
+    path = model.model_dir / spec["onnx_file"]
+    if not path.is_file():
+        raise ModelError(f"{path}: named as the QDQ form by {model.model_dir / 'manifest.json'}, but there is no "
+                         "such file")
+    info = inspect_onnx_model(path)
+    info.manifest = {**model.manifest, "qdq": None, "engine_file": str(path)}
+    return info
+
+
+def is_integer_operator_form(model: ModelInfo) -> bool:
+    """True for an INT8 model in DeepSparse's operator form (MatMulInteger), which OpenVINO runs in float."""
+    import onnx
+
+    graph = onnx.load(str(model.onnx_path), load_external_data=False).graph
+    return any(node.op_type in ("MatMulInteger", "QLinearMatMul") for node in graph.node)
+
+
+def is_quantized(model: ModelInfo) -> bool:
+    """True when the model file holds quantized operations (QDQ pairs or integer operators)."""
+    import onnx
+
+    graph = onnx.load(str(model.onnx_path), load_external_data=False).graph
+    return any(node.op_type in ("DequantizeLinear", "MatMulInteger", "QLinearMatMul") for node in graph.node)
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+
+    def __init__(self, model: ModelInfo, options: BackendOptions) -> None:
+        super().__init__(model, options)
+        import openvino
+
+        from engines.openvino import executed_precision
+
+        if options.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        quantized = is_quantized(model)
+        if options.precision == "int8" and not quantized:
+            raise ConfigError(f"--precision int8: {model.onnx_path} is not quantized (an FP32 model runs in f32 or "
+                              "bf16); give an INT8 model, such as one exported from a QAT model by this project")
+        if quantized and is_integer_operator_form(model):
+            log.warning("%s is in DeepSparse's INT8 operator form (MatMulInteger), which OpenVINO runs in float "
+                        "(~4x slower than the QDQ form); re-export it with this version's pipeline to get "
+                        "model-qdq.onnx", model.onnx_path)
+        self._version = openvino.get_version()
+        core = openvino.Core()
+        self._device = {"name": core.get_property("CPU", "FULL_DEVICE_NAME"),
+                        "capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))}
+        try:
+            ov_model = core.read_model(str(model.onnx_path))
+            # Static shapes: the compiled batch, and the model's sequence length where it is fixed (a bucket
+            # variant); a symbolic sequence axis stays dynamic.
+            ov_model.reshape({port.get_any_name(): [options.batch_size, model.sequence_length or -1]
+                              for port in ov_model.inputs})
+            self.compiled = core.compile_model(ov_model, "CPU", self._config(options))
+        except Exception as exc:
+            raise ModelError(f"{model.onnx_path}: OpenVINO could not compile the model ({exc})") from exc
+        self.executed = executed_precision(self.compiled)
+        if options.precision == "int8" and self.executed["matmuls"] != "int8":
+            raise ModelError(f"{model.onnx_path}: --precision int8, but OpenVINO runs its matmuls in "
+                             f"{self.executed['matmul_runtime_precisions']} (export the QDQ form: model-qdq.onnx)")
+        if options.precision in ("f32", "bf16") and self.executed["float_ops"] != options.precision:
+            log.warning("--precision %s: OpenVINO runs the float operations in %s on this CPU", options.precision,
+                        self.executed["float_ops"])
+        self._streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self._streams):
+            self._requests.put(self.compiled.create_infer_request())
+        self._start = self.compiled.output(model.start_output)
+        self._end = self.compiled.output(model.end_output)
+
+    @staticmethod
+    def _config(options: BackendOptions) -> dict:
+        streams = options.num_streams or 1
+        config = {"PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY", "NUM_STREAMS": str(streams)}
+        if options.num_cores:
+            config["INFERENCE_NUM_THREADS"] = str(options.num_cores)
+        if options.precision in ("f32", "bf16"):
+            config["INFERENCE_PRECISION_HINT"] = options.precision
+        if options.sparse_weights_rate is not None:
+            config["CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"] = str(options.sparse_weights_rate)
+        return config
+
+    @property
+    def parallelism(self) -> int:
+        return self._streams
+
+    @property
+    def compute_streams(self) -> int:
+        return self._streams
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        request = self._requests.get()
+        try:
+            results = request.infer(feeds)
+            # the request's output buffers are reused by its next call: copy before handing it back
+            return np.array(results[self._start]), np.array(results[self._end])
+        finally:
+            self._requests.put(request)
+
+    def describe(self) -> dict:
+        compiled = self.compiled
+        return {
+            "backend": self.name,
+            "version": self._version,
+            "model_file": self.model.manifest.get("engine_file", str(self.model.onnx_path)),
+            "precision": precision_label(self.executed),
+            "batch_size": self.options.batch_size,
+            "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
+            "num_streams": self._streams,
+            "inference_num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "precision_requested": self.options.precision,
+            "executed_precision": self.executed,
+            "sparse_weights_decompression_rate": round(float(compiled.get_property("CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE")), 4),
+            "device": self._device,
+        }
+
+    def close(self) -> None:
+        self._requests = queue.SimpleQueue()
+        self.compiled = None
+
+
+def precision_label(executed: dict) -> str:
+    """``int8 (float ops bf16)`` / ``bf16`` / ``f32``: what a summary line says the engine ran."""
+    if executed["matmuls"] in ("int8", "mixed"):
+        return f"{executed['matmuls']} (float ops {executed['float_ops']})"
+    return executed["float_ops"]
