@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 PACKED_ONNX_FILE = "model-packed.onnx"
+PACKED_QDQ_ONNX_FILE = "model-packed-qdq.onnx"  # the packed variant of an INT8 model in QDQ form (OpenVINO's)
 MANIFEST_FILE = "manifest.json"
 README_FILE = "README.md"
 OUTPUT_NAMES = ("start_logits", "end_logits")
@@ -238,6 +239,9 @@ def _readme(manifest: Mapping[str, Any]) -> str:
         f"- `{ONNX_FILE}`: the ONNX graph (runs on DeepSparse and ONNX Runtime)",
         *([f"- `{QDQ_ONNX_FILE}`: the same INT8 model in the standard QuantizeLinear/DequantizeLinear form (what "
            "OpenVINO runs on its INT8 kernels)"] if manifest.get("qdq") else []),
+        *([f"- `{PACKED_ONNX_FILE}`" + (f", `{PACKED_QDQ_ONNX_FILE}`" if (manifest.get("packed") or {}).get("qdq_onnx_file")
+                                         else "") + ": the packed-input variant (several windows per row; `--packing`)"]
+          if manifest.get("packed") else []),
         f"- `{MANIFEST_FILE}`: machine-readable description (read by the harness)",
         ("- `config.json`, tokenizer files: Hugging Face config and the BERT uncased tokenizer"
          if manifest.get("tokenizer", "vocab.txt") else
@@ -318,8 +322,8 @@ def export_model_dir(
         onnx_files = [ONNX_FILE, QDQ_ONNX_FILE] if quantized else [ONNX_FILE]
         if packed_variant:
             export_onnx(model, staging / PACKED_ONNX_FILE, sequence_length=sequence_length, quantized=quantized,
-                        packed=True)
-            onnx_files.append(PACKED_ONNX_FILE)
+                        packed=True, qdq_path=staging / PACKED_QDQ_ONNX_FILE if quantized else None)
+            onnx_files += [PACKED_ONNX_FILE, PACKED_QDQ_ONNX_FILE] if quantized else [PACKED_ONNX_FILE]
         log.info("ONNX export took %.1f s", time.perf_counter() - started)
         for leftover in staging.iterdir():  # exporter side files (external data, intermediates) are not wanted
             if leftover.name not in onnx_files:
@@ -346,7 +350,8 @@ def export_model_dir(
             "tokenizer": "vocab.txt" if tokenizer is not None else None,  # None: tokenize with the data's vocab
             # the packed-input variant (compression.packed), read by the harness's --packing
             "packed": {"onnx_file": PACKED_ONNX_FILE, "input_names": list(PACKED_INPUT_NAMES),
-                       "row_length": sequence_length} if packed_variant else None,
+                       "row_length": sequence_length,
+                       "qdq_onnx_file": PACKED_QDQ_ONNX_FILE if quantized else None} if packed_variant else None,
             # the same INT8 model in the standard QDQ form (compression.qdq), what OpenVINO runs
             "qdq": {"onnx_file": QDQ_ONNX_FILE} if quantized else None,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -458,9 +458,8 @@ def harness_jobs(models: dict[str, Path], config: RealAccuracyConfig, int8_label
                 jobs.append(HarnessJob(label, model_dir, "deepsparse", bucketing, fast_vnni=True))
             for fast in (False, True):
                 jobs.append(HarnessJob(label, model_dir, "deepsparse", True, fast_vnni=fast, scenario="SingleStream"))
-        # packed rows against buckets, on the trained model that matters (OpenVINO: no packed QDQ form yet)
-        jobs += [HarnessJob(label, model_dir, backend, False, packing=True) for backend in config.harness_backends
-                 if backend != "openvino"]
+        # packed rows against buckets, on the trained model that matters
+        jobs += [HarnessJob(label, model_dir, backend, False, packing=True) for backend in config.harness_backends]
     return jobs
 
 
@@ -750,8 +749,9 @@ def results_table(results: dict[str, Any]) -> str:
         value = (figures or {}).get(key)
         return format(value, fmt) if isinstance(value, (int, float)) else ""
 
-    columns = ["deepsparse", "deepsparse padded", "deepsparse packed", "openvino", "openvino padded", "onnxruntime",
-               "onnxruntime padded", "onnxruntime packed", "deepsparse fast-VNNI", "deepsparse padded fast-VNNI"]
+    columns = ["deepsparse", "deepsparse padded", "deepsparse packed", "openvino", "openvino padded", "openvino packed",
+               "onnxruntime", "onnxruntime padded", "onnxruntime packed", "deepsparse fast-VNNI",
+               "deepsparse padded fast-VNNI"]
     present = [c for c in columns if any(c in (row.get("harness") or {}) for row in results["rows"])]
     header = ["model", "sparsity", "PyTorch F1 / EM"] + [f"harness {c}: F1 / EM / samples/s" for c in present]
     lines = [f"_{results['label']}_", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

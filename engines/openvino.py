@@ -50,8 +50,19 @@ def executed_precision(compiled_model) -> dict[str, Any]:
     else:
         matmuls = counts.most_common(1)[0][0] if counts else "none"
     float_ops = _precision_name(compiled_model.get_property("INFERENCE_PRECISION_HINT"))
+    kernels = matmul_kernels(compiled_model)
     return {"matmuls": matmuls, "float_ops": float_ops, "matmul_runtime_precisions": dict(sorted(counts.items())),
-            "int8_matmuls": int8, "matmul_nodes": total}
+            "int8_matmuls": int8, "matmul_nodes": total, "matmul_kernels": kernels,
+            "sparse_weight_matmuls": sum(n for name, n in kernels.items() if "sparse" in name.lower()),
+            "amx_matmuls": sum(n for name, n in kernels.items() if "amx" in name.lower())}
+
+
+def matmul_kernels(compiled_model) -> dict[str, int]:
+    """The oneDNN kernels the matmuls run (``primitiveType``, e.g. ``brgemm_avx512_amx_I8``), counted: which ISA
+    the engine used (AMX, AVX-512, AVX2) and whether sparse weights were decompressed (a ``sparse`` kernel)."""
+    kernels = Counter(_text(op.get_rt_info()["primitiveType"]) for op in compiled_model.get_runtime_model().get_ops()
+                      if _text(op.get_rt_info()["layerType"]) in MATMUL_LAYER_TYPES)
+    return dict(sorted(kernels.items()))
 
 
 def _precision_name(value: Any) -> str:

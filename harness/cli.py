@@ -295,9 +295,13 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
                                   preset=preset)
     exists = (model_dir / "model.onnx").is_file()
     manifest = _manifest(model_dir) if exists else {}
-    missing = [why for wanted, key, why in ((packed, "packed", "its packed variant for --packing"),
-                                            (qdq, "qdq", "its QDQ form for OpenVINO"))
-               if exists and wanted and not manifest.get(key) and not (key == "qdq" and manifest.get("precision") != "int8")]
+    int8 = manifest.get("precision") == "int8"
+    missing = [why for wanted, lacking, why in (
+        (packed, not manifest.get("packed"), "its packed variant for --packing"),
+        (qdq, int8 and not manifest.get("qdq"), "its QDQ form for OpenVINO"),
+        (packed and qdq, int8 and not (manifest.get("packed") or {}).get("qdq_onnx_file"),
+         "the QDQ form of its packed variant for OpenVINO"),
+    ) if exists and wanted and lacking]
     if not exists or missing:
         from compression.cli import configure_sparseml_logging
 

@@ -200,3 +200,29 @@ def test_latency_scenarios_run_on_openvino(sample, tiny_models, tmp_path, scenar
     assert record["status"] == "complete" and record["backend"]["backend"] == "openvino"
     assert record["backend"]["executed_precision"]["matmuls"] == "int8"
     assert record["summary"].startswith("[COMPLETE] openvino int8 (float ops ")
+
+
+def test_the_default_model_is_rebuilt_with_its_qdq_forms_when_openvino_needs_them(tmp_path, monkeypatch, capsys):
+    """A default benchmark model built before INT8 exports carried their QDQ form is rebuilt once OpenVINO runs it
+    (the same seed gives the same model); other engines keep using it as it is."""
+    from harness.cli import BENCHMARK_PRESET_ENV, MODELS_DIR_ENV, benchmark_model_dir
+
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "models"))
+    monkeypatch.setenv(BENCHMARK_PRESET_ENV, "tiny")
+    vocab = tmp_path / "vocab.txt"  # not the bert-base-uncased vocab: no tokenizer files, which this test does not need
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]) + "\n")
+    model_dir = benchmark_model_dir("sparse-int8", vocab)
+    manifest_path = model_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["qdq"]["onnx_file"] == "model-qdq.onnx"
+    assert manifest["packed"]["qdq_onnx_file"] == "model-packed-qdq.onnx" and (model_dir / "model-packed-qdq.onnx").is_file()
+    # as an older build left it
+    (model_dir / "model-qdq.onnx").unlink()
+    manifest_path.write_text(json.dumps({**manifest, "qdq": None}))
+    capsys.readouterr()
+    assert benchmark_model_dir("sparse-int8", vocab, packed=True) == model_dir
+    assert "building" not in capsys.readouterr().err  # DeepSparse and ONNX Runtime do not need it
+    benchmark_model_dir("sparse-int8", vocab, qdq=True)
+    assert "to add its QDQ form for OpenVINO" in capsys.readouterr().err
+    assert json.loads(manifest_path.read_text())["qdq"] == {"onnx_file": "model-qdq.onnx"}
+    assert (model_dir / "model-qdq.onnx").is_file()

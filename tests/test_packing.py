@@ -237,13 +237,19 @@ def test_a_packed_offline_run_answers_every_window_with_its_own_logits(sample_fe
     assert packed["accuracy"]["f1"] == rescored["f1"] and packed["accuracy"]["exact_match"] == rescored["exact_match"]
 
 
-@pytest.mark.parametrize("backend", ["deepsparse", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["deepsparse", "onnxruntime", "openvino"])
 def test_offline_batches_fill_one_engine_call_each(sample_features, packed_models, tmp_path, backend):
-    """INT8 through both engines: the Offline query is packed once and cut so that every predict call is one
-    engine call of full rows (no second, mostly empty call), and the logits stay those of the window alone."""
+    """INT8 through every engine: the Offline query is packed once and cut so that every predict call is one
+    engine call of full rows (no second, mostly empty call), and the logits stay those of the window alone.
+    OpenVINO runs the packed variant's QDQ form, with INT8 matmuls."""
     model, sample = packed_models["sparse-int8"], sample_features[:2]
-    record = _packed_run(sample, model, tmp_path, backend, backend=backend, packing=True, batch_size=4)
+    record = _packed_run(sample, model, tmp_path, backend, backend=backend, packing=True, batch_size=4, precision="f32")
     info = record["backend"]["packing"]
+    if backend == "openvino":
+        assert info["variant"].endswith("model-packed-qdq.onnx")
+        assert record["backend"]["executed_precision"]["matmuls"] == "int8"
+    else:
+        assert info["variant"].endswith("model-packed.onnx")
     assert info["engine_calls"] == record["batches_run"] + record["warmup_batches"]
     assert info["rows"] <= 4 * info["engine_calls"]
     plain = _responses(_packed_run(sample, model, tmp_path, backend + "-plain", backend="onnxruntime"))

@@ -160,7 +160,7 @@ def test_harness_jobs_run_the_int8_model_first_and_cover_every_comparison():
     assert jobs[:len(int8_jobs)] == int8_jobs and len(jobs) == 2 * 6 + len(int8_jobs)
     assert {job.column for job in int8_jobs if job.scenario == "Offline"} == {
         "deepsparse", "deepsparse padded", "deepsparse fast-VNNI", "deepsparse padded fast-VNNI", "deepsparse packed",
-        "openvino", "openvino padded", "onnxruntime", "onnxruntime padded", "onnxruntime packed"}
+        "openvino", "openvino padded", "openvino packed", "onnxruntime", "onnxruntime padded", "onnxruntime packed"}
     assert [job.fast_vnni for job in int8_jobs if job.scenario == "SingleStream"] == [False, True]
 
 

@@ -44,7 +44,10 @@ def openvino_model(model: ModelInfo) -> ModelInfo:
         raise ModelError(f"{path}: named as the QDQ form by {model.model_dir / 'manifest.json'}, but there is no "
                          "such file")
     info = inspect_onnx_model(path)
-    info.manifest = {**model.manifest, "qdq": None, "engine_file": str(path)}
+    packed = model.manifest.get("packed")
+    if packed and packed.get("qdq_onnx_file"):  # --packing runs the packed variant's QDQ form too
+        packed = {**packed, "onnx_file": packed["qdq_onnx_file"]}
+    info.manifest = {**model.manifest, "qdq": None, "packed": packed, "engine_file": str(path)}
     return info
 
 
@@ -140,7 +143,11 @@ class OpenVinoBackend(Backend):
             self._requests.put(request)
 
     def describe(self) -> dict:
+        from engines.openvino import executed_precision
+
         compiled = self.compiled
+        # read again: a dynamic-shape model picks its kernels at its first inference (compiled, they read "undef")
+        self.executed = executed_precision(compiled)
         return {
             "backend": self.name,
             "version": self._version,
