@@ -1,11 +1,13 @@
-"""Running one LoadGen test in a fresh Python process.
+"""Running LoadGen tests in a fresh Python process.
 
-LoadGen 6.0.17 keeps configuration state per process: every test after the first one logs
-``error_invalid_config: Multiple conf files are used`` in its detail log, an error the submission
-checker rejects. So whenever one command runs several tests (``run --mode both``, ``bench``,
-``submission``), each runs in its own process. The child rebuilds the features from the feature cache
-and re-inspects the model from a JSON description of the request, instead of receiving pickled
-arrays (DeepSparse refuses unpickled int64 arrays as "unsupported type 'int64'").
+LoadGen 6.0.17 keeps configuration state per process: once user.conf has been read a second time, every
+test logs ``error_invalid_config: Multiple conf files are used`` in its detail log, an error the submission
+checker rejects. Tests of one scenario can share one reading (``harness.settings.ConfSettings``), so a child
+runs one scenario's tests (performance, accuracy, TEST01) on one engine: compiling it is most of a short
+run's time (a DeepSparse engine of the 14-layer model takes ~78 s of a core). Tests of another scenario go to
+another child. The child rebuilds the features from the feature cache and re-inspects the model from a JSON
+description of the requests, instead of receiving pickled arrays (DeepSparse refuses unpickled int64 arrays
+as "unsupported type 'int64'").
 
 ``python -m harness.isolated SPEC.json RESULT.json [WRAPPER.pkl]``
 """
@@ -81,37 +83,71 @@ def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
 
 
 def execute_run_isolated(request: RunRequest, feature_cache_dir: Path) -> dict:
-    """:func:`harness.runner.execute_run` in a child process; returns the run record.
+    """:func:`harness.runner.execute_run` in a child process; returns the run record (see
+    :func:`execute_runs_isolated`)."""
+    return execute_runs_isolated([request], feature_cache_dir)[0]
 
-    ``request.backend_wrapper`` (tests' fault injection) must be picklable. Raises BackendFault or
-    HarnessError as the in-process call would."""
+
+def execute_runs_isolated(requests: list[RunRequest], feature_cache_dir: Path) -> list[dict]:
+    """Tests of one scenario, in order, in one child process on one engine; returns their run records.
+
+    The requests must agree on everything the engine and the conf reading depend on (scenario, backend, model,
+    backend options, features, conf files); they differ in mode, overrides and audit config. Each
+    ``request.backend_wrapper`` (tests' fault injection) must be picklable. Raises BackendFault or HarnessError
+    as the in-process call would; the tests completed before the failing one keep their complete run
+    directories."""
+    first = requests[0]
+    specs = [request_to_spec(r, feature_cache_dir) for r in requests]
+    shared = {key: specs[0][key] for key in ENGINE_KEYS}
+    differing = sorted(key for spec in specs for key in ENGINE_KEYS if spec[key] != shared[key])
+    if differing:
+        raise ValueError(f"tests run on one engine must share {', '.join(dict.fromkeys(differing))}")
     with tempfile.TemporaryDirectory(prefix="obert-run-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_path.write_text(json.dumps(request_to_spec(request, feature_cache_dir)))
+        spec_path.write_text(json.dumps({"runs": specs}))
         command = [sys.executable, "-m", "harness.isolated", str(spec_path), str(result_path)]
-        if request.backend_wrapper is not None:
+        if first.backend_wrapper is not None:
             with (Path(tmp) / "wrapper.pkl").open("wb") as f:
-                pickle.dump(request.backend_wrapper, f)
+                pickle.dump(first.backend_wrapper, f)
             command.append(str(Path(tmp) / "wrapper.pkl"))
         outcome = run_child(command, result_path)
         if outcome is None:
-            raise BackendFault(f"{request.scenario} {request.mode} run ended without a result; see the newest run "
-                               f"directory under {request.runs_root}")
+            raise BackendFault(f"{first.scenario} {'/'.join(r.mode for r in requests)} runs ended without a result; "
+                               f"see the newest run directory under {first.runs_root}")
     if not outcome["ok"]:
         raise _ERRORS.get(outcome["kind"], HarnessError)(outcome["error"])
-    return outcome["record"]
+    return outcome["records"]
+
+
+# What one engine and one reading of the conf files serve: the requests of one child must agree on these
+ENGINE_KEYS = ("scenario", "backend", "model_path", "dataset", "feature_params", "count", "fingerprint",
+               "backend_options", "mlperf_conf", "user_conf")
+
+
+def run_tests_on_one_engine(requests: list[RunRequest]) -> list[dict]:
+    """The child's work: build the engine and read the conf files once, then run each test on them."""
+    from harness.backends import create_backend
+    from harness.runner import execute_run
+    from harness.settings import conf_test_settings
+
+    first = requests[0]
+    conf = conf_test_settings(first.scenario, first.mode, mlperf_conf=first.mlperf_conf, user_conf=first.user_conf)
+    backend = create_backend(first.backend, first.model, first.backend_options, progress=first.progress)
+    try:
+        return [execute_run(request, backend=backend, conf_settings=conf) for request in requests]
+    finally:
+        backend.close()
 
 
 def main(argv: list[str]) -> int:
-    from harness.runner import execute_run
-
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     wrapper = None
     if len(argv) > 2:
         with open(argv[2], "rb") as f:
             wrapper = pickle.load(f)  # written by our own parent process
-    return write_outcome(result_path, "record",
-                         lambda: execute_run(request_from_spec(json.loads(spec_path.read_text()), wrapper)))
+    specs = json.loads(spec_path.read_text())["runs"]
+    return write_outcome(result_path, "records",
+                         lambda: run_tests_on_one_engine([request_from_spec(spec, wrapper) for spec in specs]))
 
 
 def run_child(command: list[str], result_path: Path) -> dict | None:

@@ -314,7 +314,8 @@ def _base_record(r: RunRequest, run_dir: Path) -> dict:
         "status": "running",
         "run_dir": str(run_dir),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "harness": {"version": __version__, "commit": harness_commit()},
+        # pid: the process that ran it (one process runs a scenario's tests on one engine: harness.isolated)
+        "harness": {"version": __version__, "commit": harness_commit(), "pid": os.getpid()},
         "scenario": r.scenario,
         "mode": r.mode,
         "backend": {"backend": r.backend},

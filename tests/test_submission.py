@@ -147,6 +147,19 @@ def test_package_has_the_checker_layout_for_each_scenario(package):
     assert "below the bert-99 target" in notes and "--allow-below-target" in notes
 
 
+def test_each_scenario_ran_its_tests_in_one_process_and_loadgen_logged_no_error(package, ctx):
+    """One engine per scenario: performance, accuracy and TEST01 shared a process (one compile, one reading of the
+    conf files), and LoadGen logged no error in any of them ("Multiple conf files are used" would be one)."""
+    records = [json.loads(path.read_text()) for path in ctx.runs_root.glob("*/run.json")]
+    pids: dict[str, set[int]] = {}
+    for record in records:
+        assert record["loadgen"]["errors"] == [], record["run_dir"]
+        pids.setdefault(record["scenario"], set()).add(record["harness"]["pid"])
+    roles = {(r["scenario"], r["mode"], bool(r["settings"]["audit_config"])) for r in records}
+    assert {("Offline", "performance", True), ("SingleStream", "accuracy", False)} <= roles
+    assert all(len(p) == 1 for p in pids.values()) and len(set().union(*pids.values())) == len(pids) == 2
+
+
 def test_system_json_has_every_required_field(package):
     system_json = next((_org(package) / "systems").glob("*.json"))
     description = json.loads(system_json.read_text())

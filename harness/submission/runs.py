@@ -20,7 +20,7 @@ from harness.errors import BackendFault, ConfigError, HarnessError
 from harness.loadgen_logs import DETAIL_LOG, read_detail_log
 from harness.models import ModelInfo
 from harness.rundir import RUN_JSON, is_complete
-from harness.isolated import execute_run_isolated
+from harness.isolated import execute_runs_isolated
 from harness.run_options import EngineSettings, quick_overrides
 from harness.runner import RunRequest
 from harness.settings import LoadGenOverrides
@@ -175,22 +175,27 @@ def select_runs(ctx: RunContext, scenarios: list[str], candidates: list[Path],
     return selected, skipped
 
 
-def execute_isolated(ctx: RunContext, scenario: str, mode: str, audit_config: Path | None = None) -> dict:
-    """One run in its own process (see :mod:`harness.isolated` for why); returns the run record."""
+def execute_isolated(ctx: RunContext, scenario: str, roles: list[str], audit_config: Path | None = None) -> list[dict]:
+    """A scenario's runs (``roles`` of :data:`ROLES`, in order) in one child process on one engine (see
+    :mod:`harness.isolated` for why one process per scenario); returns their run records."""
     if ctx.feature_cache_dir is None:
         raise ConfigError("RunContext.feature_cache_dir is needed to run in a child process")
-    return execute_run_isolated(ctx.request(scenario, mode, audit_config), ctx.feature_cache_dir)
+    requests = [ctx.request(scenario, "accuracy" if role == "accuracy" else "performance",
+                            audit_config if role == "TEST01" else None) for role in roles]
+    return execute_runs_isolated(requests, ctx.feature_cache_dir)
 
 
 def complete_runs(ctx: RunContext, selected: dict[str, ScenarioRuns]) -> dict[str, ScenarioRuns]:
-    """Run every missing role of every scenario (performance, then accuracy, then TEST01)."""
+    """Run every missing role of every scenario (performance, then accuracy, then TEST01), each scenario's on
+    one engine in one process."""
     with tempfile.TemporaryDirectory(prefix="obert-test01-") as tmp:
         audit = write_audit_config(Path(tmp) / "audit.config")
         for scenario, runs in selected.items():
-            for role in runs.missing():
-                log.info("running %s %s (not found among reusable runs)", scenario, role)
-                mode = "accuracy" if role == "accuracy" else "performance"
-                record = execute_isolated(ctx, scenario, mode, audit if role == "TEST01" else None)
+            missing = runs.missing()
+            if not missing:
+                continue
+            log.info("running %s %s (not found among reusable runs)", scenario, ", ".join(missing))
+            for role, record in zip(missing, execute_isolated(ctx, scenario, missing, audit)):
                 runs.runs[role] = Path(record["run_dir"])
                 runs.reused[role] = False
                 print(record["summary"])
