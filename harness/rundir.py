@@ -49,11 +49,12 @@ def check_runs_root(runs_root: Path, setting: str = "--runs-dir") -> None:
         raise ConfigError(f"{setting} {runs_root}: not writable by this user{where}")
 
 
-def create_run_dir(runs_root: Path, *parts: str) -> Path:
-    """Make ``runs_root/<YYYYmmdd-HHMMSS>_<parts...>`` (suffixing ``-2``, ``-3``... if taken), mark it
-    incomplete and give it its space reserve; two runs never share a directory (see :func:`claim_dir`). A
-    device too full for that is a :class:`DiskFull` and leaves no directory behind (nothing ran yet)."""
-    check_runs_root(runs_root)
+def create_run_dir(runs_root: Path, *parts: str, setting: str = "--runs-dir", reserve: bool = False) -> Path:
+    """Make ``runs_root/<YYYYmmdd-HHMMSS>_<parts...>`` (suffixing ``-2``, ``-3``... if taken) and mark it
+    incomplete; two runs never share a directory (see :func:`claim_dir`). ``reserve``: give it its space reserve
+    (a LoadGen run; released by :func:`release_reserve`). A device too full for that is a :class:`DiskFull` and
+    leaves no directory behind (nothing ran yet)."""
+    check_runs_root(runs_root, setting)
     try:
         runs_root.mkdir(parents=True, exist_ok=True)
         run_dir = claim_dir(runs_root, "_".join([time.strftime("%Y%m%d-%H%M%S"), *parts]))
@@ -63,7 +64,8 @@ def create_run_dir(runs_root: Path, *parts: str) -> Path:
         raise
     try:
         mark_incomplete(run_dir, "the run started but has not finished")
-        _write_reserve(run_dir)
+        if reserve:
+            _write_reserve(run_dir)
     except OSError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
         if exc.errno in NO_SPACE_ERRNOS:

@@ -126,7 +126,7 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None,
         r = replace(r, sut_options=replace(r.sut_options, num_workers=backend.parallelism))
     warmup_batches = warm_up(backend, r.features)
 
-    run_dir = create_run_dir(r.runs_root, r.backend, r.scenario, r.mode)
+    run_dir = create_run_dir(r.runs_root, r.backend, r.scenario, r.mode, reserve=True)
     log.info("run directory: %s", run_dir)
     record = _base_record(r, run_dir)
     record["dataset"]["vocab_check"] = vocab_check

@@ -221,6 +221,13 @@ def test_a_runs_dir_that_cannot_hold_runs_is_refused_before_the_model_loads(tmp_
     assert_one_clear_error(proc, f"--runs-dir {runs}: {expected}")
 
 
+def test_submission_checks_its_runs_dir_before_the_data_loads(tmp_path):
+    (tmp_path / "taken").write_text("a file\n")
+    proc = run_cli("submission", "--division", "open", "--scenarios", "Offline", "--no-compliance", "--runs-dir",
+                   str(tmp_path / "taken"), "--data-dir", str(tmp_path / "no-data"), "--output", str(tmp_path / "out"))
+    assert_one_clear_error(proc, f"--runs-dir {tmp_path / 'taken'}: is a file, not a directory")
+
+
 def test_a_full_device_is_one_clear_error_with_its_own_exit_status(tmp_path, sample_dataset, toy_model_dir,
                                                                    small_tmpfs):
     """A 40 KB --runs-dir gave a traceback (OSError: [Errno 28] No space left on device) from write_json_atomic,

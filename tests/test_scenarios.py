@@ -248,6 +248,15 @@ def test_a_device_that_fills_up_mid_run_is_one_error_and_the_run_is_marked_faile
     assert {ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG, "mlperf.conf", "user.conf"} <= left  # nothing deleted
 
 
+def test_only_a_loadgen_run_holds_a_space_reserve_and_it_is_gone_when_the_run_ends(sample, toy_model, tmp_path):
+    from harness.rundir import RESERVE_FILE, create_run_dir
+
+    record = execute_run(make_request(sample, toy_model, tmp_path))
+    assert not (Path(record["run_dir"]) / RESERVE_FILE).exists()
+    suite_dir = create_run_dir(tmp_path / "bench", "bench", "suite", setting="--out-dir")  # the benchmark suite's
+    assert not (suite_dir / RESERVE_FILE).exists()
+
+
 def test_a_failed_write_names_its_file_and_leaves_no_temporary_file(small_tmpfs):
     from harness.rundir import write_atomic
 

@@ -153,7 +153,7 @@ class Suite:
         self.reused: dict = {}
         for path in reuse:  # the first suite that has a job wins
             self.reused = {**_load_reuse(path, self.count, features), **self.reused}
-        self.out_dir = create_run_dir(out_root, "bench", "suite")
+        self.out_dir = create_run_dir(out_root, "bench", "suite", setting="--out-dir")
         self.results: dict = {"jobs": {}, "config": _plain(asdict(config)), "features": len(features),
                               "samples": self.count, "dataset": str(dataset.dev_json), "official_dataset": dataset.official,
                               "reused_from": [str(path) for path in reuse] or None}

@@ -77,6 +77,7 @@ def add_submission_parser(sub) -> argparse.ArgumentParser:
 
 def cmd_submission(args) -> int:
     from harness.cli import load_dataset_and_features, resolve_run_model
+    from harness.rundir import check_runs_root
     from harness.run_options import QUICK, EngineSettings
     from harness.submission.runs import RunContext
     from harness.submission.system import load_template
@@ -100,6 +101,7 @@ def cmd_submission(args) -> int:
     engine = EngineSettings.from_args(args)
     for scenario in args.scenarios or ("Offline", "SingleStream"):  # the default set includes SingleStream
         engine.backend_options(scenario)  # e.g. --packing with a latency scenario: refused before any run
+    check_runs_root(Path(args.runs_dir))  # a file there was a traceback once the first run started
     dataset, features = load_dataset_and_features(args, count=QUICK.count if args.quick else None)
     model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
                               backend=engine.backend)
