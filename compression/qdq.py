@@ -82,6 +82,7 @@ def fold_weight_quantization(model) -> QdqFolding:
     graph_outputs = {o.name for o in graph.output}
 
     dropped, added = [], []
+    stored: dict[tuple, str] = {}  # one integer initializer per (weight, quantization, layout), however often traced
     folded = transposed = 0
     for quantize in list(graph.node):
         if quantize.op_type != "QuantizeLinear" or quantize.input[0] not in initializers or len(quantize.input) < 3:
@@ -93,6 +94,7 @@ def fold_weight_quantization(model) -> QdqFolding:
         dequantize = users[0]
         integers = _quantize(constants[quantize.input[0]], scale, zero_point, _axis(quantize))
         after = consumers.get(dequantize.output[0], [])
+        is_transposed = False
         if (len(after) == 1 and after[0].op_type == "Transpose" and integers.ndim == 2
                 and dequantize.output[0] not in graph_outputs and after[0].output[0] not in graph_outputs):
             transpose = after[0]
@@ -107,9 +109,14 @@ def fold_weight_quantization(model) -> QdqFolding:
                                      for name in user.input]
                 dropped.append(transpose)
                 transposed += 1
-        name = f"{quantize.input[0]}_quantized"
-        added.append(numpy_helper.from_array(integers, name))
-        dequantize.input[0] = name
+                is_transposed = True
+        key = (quantize.input[0], scale.tobytes(), zero_point.tobytes(), is_transposed)
+        if key not in stored:
+            stored[key] = f"{quantize.input[0]}_quantized{'_t' if is_transposed else ''}"
+            if any(init.name == stored[key] for init in added):  # the same weight under another quantization
+                stored[key] += f"_{len(stored)}"
+            added.append(numpy_helper.from_array(integers, stored[key]))
+        dequantize.input[0] = stored[key]
         dropped.append(quantize)
         folded += 1
     for node in dropped:

@@ -4,6 +4,10 @@ OpenVINO decides per operation which precision it runs: a quantized (QDQ) MatMul
 ``FullyConnected`` only when its low-precision transformations match the pattern, and float operations follow
 ``INFERENCE_PRECISION_HINT`` only where the CPU supports it. Settings are requests; the runtime graph says what
 happened, so the harness records and the export verification checks these readings, not the settings.
+
+A MatMul with constant weights (a Linear) runs as a ``FullyConnected``; one of two activations (attention's
+scores and context, which the QAT recipe leaves in float) as a ``MatMul``, unless fused into an attention
+kernel. OpenVINO may also merge Linears that share their input into one ``FullyConnected``.
 """
 
 from __future__ import annotations
@@ -11,35 +15,39 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-INT8_RUNTIME_PRECISIONS = ("u8", "i8")  # a FullyConnected/MatMul computing on 8-bit integer activations
-MATMUL_LAYER_TYPES = ("FullyConnected", "MatMul")
+INT8_RUNTIME_PRECISIONS = ("u8", "i8")  # a matmul computing on 8-bit integer activations
+WEIGHT_MATMUL = "FullyConnected"  # a MatMul with constant weights, as OpenVINO runs it
+ACTIVATION_MATMUL = "MatMul"  # a MatMul of two activations
 
 
 def _text(value: Any) -> str:
     return value.astype(str) if hasattr(value, "astype") else str(value)
 
 
-def matmul_precisions(compiled_model) -> list[tuple[str, tuple[str, ...]]]:
-    """The precision every matrix multiplication of the compiled model computes in, with the names of the original
-    (ONNX) nodes it covers (a fused runtime node covers the MatMul, its DequantizeLinear inputs, its bias Add).
+def _ops(compiled_model, layer_type: str):
+    for op in compiled_model.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if _text(info["layerType"]) == layer_type:
+            yield op, info
+
+
+def matmul_precisions(compiled_model, layer_type: str = WEIGHT_MATMUL) -> list[tuple[str, tuple[str, ...]]]:
+    """The precision every runtime matmul of ``layer_type`` computes in, with the names of the original (ONNX)
+    nodes it covers (a fused runtime node covers the MatMul, its DequantizeLinear inputs, its bias Add).
 
     The precision is that of the activation input: an 8-bit integer one is an INT8 kernel. ``runtimePrecision``
     alone does not tell: a FullyConnected with float activations and int8 weights (decompressed to float while it
     computes, e.g. where a QDQ graph lacks the activation's QuantizeLinear) also reports ``i8``.
     """
-    found = []
-    for op in compiled_model.get_runtime_model().get_ops():
-        info = op.get_rt_info()
-        if _text(info["layerType"]) in MATMUL_LAYER_TYPES:
-            names = tuple(name for name in _text(info["originalLayersNames"]).split(",") if name)
-            found.append((_precision_name(op.get_input_element_type(0)), names))
-    return found
+    return [(_precision_name(op.get_input_element_type(0)),
+             tuple(name for name in _text(info["originalLayersNames"]).split(",") if name))
+            for op, info in _ops(compiled_model, layer_type)]
 
 
 def executed_precision(compiled_model) -> dict[str, Any]:
-    """The precisions a compiled model runs: its matmuls' (counted per runtime precision; ``int8`` when all run
-    in 8-bit integers, ``mixed`` when some do), and its float operations' as the plugin resolved
-    ``INFERENCE_PRECISION_HINT``."""
+    """The precisions a compiled model runs: its weight matmuls' (counted per precision; ``int8`` when all run in
+    8-bit integers, ``mixed`` when some do), its activation matmuls' (counted), and its float operations' as the
+    plugin resolved ``INFERENCE_PRECISION_HINT``; with the oneDNN kernels of the weight matmuls."""
     counts = Counter(precision for precision, _ in matmul_precisions(compiled_model))
     int8 = sum(counts[p] for p in INT8_RUNTIME_PRECISIONS)
     total = sum(counts.values())
@@ -49,20 +57,20 @@ def executed_precision(compiled_model) -> dict[str, Any]:
         matmuls = "mixed"
     else:
         matmuls = counts.most_common(1)[0][0] if counts else "none"
-    float_ops = _precision_name(compiled_model.get_property("INFERENCE_PRECISION_HINT"))
     kernels = matmul_kernels(compiled_model)
-    return {"matmuls": matmuls, "float_ops": float_ops, "matmul_runtime_precisions": dict(sorted(counts.items())),
-            "int8_matmuls": int8, "matmul_nodes": total, "matmul_kernels": kernels,
+    return {"matmuls": matmuls, "float_ops": _precision_name(compiled_model.get_property("INFERENCE_PRECISION_HINT")),
+            "matmul_runtime_precisions": dict(sorted(counts.items())), "int8_matmuls": int8, "matmul_nodes": total,
+            "activation_matmul_precisions": dict(sorted(Counter(
+                precision for precision, _ in matmul_precisions(compiled_model, ACTIVATION_MATMUL)).items())),
+            "matmul_kernels": kernels,
             "sparse_weight_matmuls": sum(n for name, n in kernels.items() if "sparse" in name.lower()),
             "amx_matmuls": sum(n for name, n in kernels.items() if "amx" in name.lower())}
 
 
 def matmul_kernels(compiled_model) -> dict[str, int]:
-    """The oneDNN kernels the matmuls run (``primitiveType``, e.g. ``brgemm_avx512_amx_I8``), counted: which ISA
-    the engine used (AMX, AVX-512, AVX2) and whether sparse weights were decompressed (a ``sparse`` kernel)."""
-    kernels = Counter(_text(op.get_rt_info()["primitiveType"]) for op in compiled_model.get_runtime_model().get_ops()
-                      if _text(op.get_rt_info()["layerType"]) in MATMUL_LAYER_TYPES)
-    return dict(sorted(kernels.items()))
+    """The oneDNN kernels the weight matmuls run (``primitiveType``, e.g. ``brgemm_avx512_amx_I8``), counted: which
+    ISA the engine used (AMX, AVX-512, AVX2) and whether sparse weights were decompressed (a ``sparse`` kernel)."""
+    return dict(sorted(Counter(_text(info["primitiveType"]) for _, info in _ops(compiled_model, WEIGHT_MATMUL)).items()))
 
 
 def _precision_name(value: Any) -> str:
