@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -128,7 +129,8 @@ def write_squad_json(records: Sequence[QARecord], path: Path, *, note: str | Non
 
 @dataclass(frozen=True)
 class DevSplit:
-    """SQuAD dev cut by article into a training part and a held-out part (written as SQuAD files)."""
+    """SQuAD dev cut by article into a training part, a held-out part and, optionally, a validation part taken
+    from the training articles (written as SQuAD files)."""
 
     train_json: Path
     heldout_json: Path
@@ -137,6 +139,9 @@ class DevSplit:
     heldout_articles: tuple[str, ...]
     train_questions: int
     heldout_questions: int
+    validation_json: Path | None = None
+    validation_articles: tuple[str, ...] = ()
+    validation_questions: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -148,15 +153,22 @@ class DevSplit:
             "train_questions": self.train_questions,
             "heldout_questions": self.heldout_questions,
             "heldout_titles": list(self.heldout_articles),
+            "validation_json": str(self.validation_json) if self.validation_json else None,
+            "validation_articles": len(self.validation_articles),
+            "validation_questions": self.validation_questions,
+            "validation_titles": list(self.validation_articles),
         }
 
 
-def split_dev_by_article(dev_json: Path, out_dir: Path, *, heldout_every: int = 6) -> DevSplit:
-    """Split ``dev_json`` by article: every ``heldout_every``-th article (5, 11, 17, ... for 6) is held out.
+def split_dev_by_article(dev_json: Path, out_dir: Path, *, heldout_every: int = 6,
+                         validation_articles: int = 0) -> DevSplit:
+    """Split ``dev_json`` by article: every ``heldout_every``-th article (5, 11, 17, ... for 6) is held out, and
+    ``validation_articles`` of the others, spread evenly over them (for 4 of 40: the 10th, 20th, 30th and 40th),
+    form a validation part that is neither trained on nor held out.
 
-    Splitting by article keeps every paragraph and question of an article on one side, so no held-out
-    context is ever trained on. With the official dev set and the default, 8 of 48 articles are held out.
-    The files are rewritten only when the source changed (they are derived data, cheap to rebuild).
+    Splitting by article keeps every paragraph and question of an article on one side, so no held-out or
+    validation context is ever trained on. With the official dev set and the default, 8 of 48 articles are held
+    out. The files are rewritten only when the source or the rule changed (derived data, cheap to rebuild).
     """
     if heldout_every < 2:
         raise DatasetError(f"heldout_every must be at least 2, got {heldout_every}")
@@ -168,29 +180,46 @@ def split_dev_by_article(dev_json: Path, out_dir: Path, *, heldout_every: int = 
             f"{dev_json}: has {len(titles)} articles; splitting by article needs at least {heldout_every}"
         )
     heldout_titles = {title for i, title in enumerate(titles) if i % heldout_every == heldout_every - 1}
-    train = [r for r in records if r.title not in heldout_titles]
+    remaining = [t for t in titles if t not in heldout_titles]
+    if not 0 <= validation_articles < len(remaining):
+        raise DatasetError(f"validation_articles={validation_articles}: {dev_json} has {len(remaining)} articles besides "
+                           "the held-out ones, and some must remain for training")
+    step = len(remaining) / validation_articles if validation_articles else 0
+    validation_titles = {remaining[int(round((k + 1) * step)) - 1] for k in range(validation_articles)}
+    train = [r for r in records if r.title not in heldout_titles | validation_titles]
     heldout = [r for r in records if r.title in heldout_titles]
+    validation = [r for r in records if r.title in validation_titles]
     source_sha256 = hashlib.sha256(dev_json.read_bytes()).hexdigest()
     manifest_path = out_dir / "split.json"
     split = DevSplit(
         train_json=out_dir / "dev-split-train.json",
         heldout_json=out_dir / "dev-split-heldout.json",
         manifest_json=manifest_path,
-        train_articles=tuple(t for t in titles if t not in heldout_titles),
+        train_articles=tuple(t for t in remaining if t not in validation_titles),
         heldout_articles=tuple(t for t in titles if t in heldout_titles),
         train_questions=len(train),
         heldout_questions=len(heldout),
+        validation_json=out_dir / "dev-split-validation.json" if validation_articles else None,
+        validation_articles=tuple(t for t in remaining if t in validation_titles),
+        validation_questions=len(validation),
     )
-    manifest = {**split.summary(), "source": str(dev_json), "source_sha256": source_sha256,
-                "rule": f"article i (0-based, file order) is held out when i % {heldout_every} == {heldout_every - 1}"}
+    rule = f"article i (0-based, file order) is held out when i % {heldout_every} == {heldout_every - 1}"
+    if validation_articles:
+        rule += (f"; of the other {len(remaining)}, article j (0-based) is validation when j = round((k + 1) x "
+                 f"{len(remaining)} / {validation_articles}) - 1 for k < {validation_articles}")
+    manifest = {**split.summary(), "source": str(dev_json), "source_sha256": source_sha256, "rule": rule}
     current = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-    if current != manifest or not split.train_json.is_file() or not split.heldout_json.is_file():
+    files = [split.train_json, split.heldout_json] + ([split.validation_json] if split.validation_json else [])
+    if current != manifest or not all(path.is_file() for path in files):
         write_squad_json(train, split.train_json, note=DEV_SPLIT_NOTE)
         write_squad_json(heldout, split.heldout_json, note=DEV_SPLIT_NOTE)
+        if split.validation_json:
+            write_squad_json(validation, split.validation_json, note=DEV_SPLIT_NOTE)
         out_dir.mkdir(parents=True, exist_ok=True)
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    log.info("dev split: %d training questions (%d articles), %d held-out questions (%d articles) -- %s",
-             len(train), len(split.train_articles), len(heldout), len(split.heldout_articles), DEV_SPLIT_NOTE)
+    log.info("dev split: %d training questions (%d articles), %d validation questions (%d articles), %d held-out "
+             "questions (%d articles) -- %s", len(train), len(split.train_articles), len(validation),
+             len(split.validation_articles), len(heldout), len(split.heldout_articles), DEV_SPLIT_NOTE)
     return split
 
 
@@ -243,6 +272,54 @@ class TrainFeatures:
     def subset(self, count: int) -> TrainFeatures:
         """The first ``count`` windows."""
         return TrainFeatures(*(getattr(self, name)[:count] for name in self.__dataclass_fields__))
+
+    def sample(self, count: int, seed: int, strata: Sequence[str]) -> TrainFeatures:
+        """``count`` windows drawn at random (seeded), stratified by ``strata`` (one label per window: its article),
+        kept in file order. Each stratum gets a share of ``count`` proportional to its windows (largest remainders,
+        at least one each while the budget allows), drawn uniformly within it. Unlike :meth:`subset` every article
+        is represented: the first 2,000 windows of the 40 dev-split training articles are the first five articles
+        (Super_Bowl_50 alone 810 questions)."""
+        if len(strata) != len(self):
+            raise ValueError(f"{len(strata)} strata labels for {len(self)} windows")
+        members: dict[str, list[int]] = {}
+        for index, label in enumerate(strata):
+            members.setdefault(label, []).append(index)
+        count = min(count, len(self))
+        exact = {label: count * len(rows) / len(self) for label, rows in members.items()}
+        quota = {label: min(len(members[label]), max(1 if count >= len(members) else 0, int(share)))
+                 for label, share in exact.items()}
+        # hand out what is left by largest remainder (or take back from the largest shares when the floor of one
+        # each overshot), never beyond a stratum's windows
+        by_remainder = sorted(members, key=lambda label: exact[label] - int(exact[label]), reverse=True)
+        while sum(quota.values()) < count:
+            label = next(label for label in by_remainder if quota[label] < len(members[label]))
+            quota[label] += 1
+            by_remainder.remove(label)
+            by_remainder.append(label)
+        while sum(quota.values()) > count:
+            label = max(quota, key=lambda label: quota[label] - exact[label])
+            quota[label] -= 1
+        generator = torch.Generator().manual_seed(seed)
+        chosen = []
+        for label, rows in members.items():
+            order = torch.randperm(len(rows), generator=generator)[: quota[label]]
+            chosen += [rows[int(i)] for i in order]
+        index = torch.tensor(sorted(chosen), dtype=torch.long)
+        return TrainFeatures(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
+
+    def article_coverage(self, records: Sequence[QARecord]) -> dict[str, Any]:
+        """Which articles of ``records`` (the records these windows were built from) the windows come from."""
+        titles = [records[int(i)].title for i in self.example_index.tolist()]
+        per_article = Counter(titles)
+        counts = sorted(per_article.values())
+        available = list(dict.fromkeys(record.title for record in records))
+        return {
+            "windows": len(self), "questions": len(set(self.example_index.tolist())),
+            "articles": len(per_article), "articles_available": len(available),
+            "articles_missing": [title for title in available if title not in per_article],
+            "windows_per_article": {"min": counts[0], "median": counts[len(counts) // 2], "max": counts[-1]}
+            if counts else None,
+        }
 
     def answer_fraction(self) -> float:
         """Fraction of windows that contain their answer (the others are labelled [CLS])."""

@@ -185,10 +185,11 @@ class DataBundle:
     split: dict[str, Any] | None = None
     heldout_features: TrainFeatures | None = None  # training-format windows of the eval file, for the loss
     eval_features: Any = None
+    coverage: dict[str, Any] | None = None  # which training articles the windows come from (TrainFeatures.article_coverage)
 
     def describe(self) -> dict[str, Any]:
         return {
-            "train_source": self.train_source, "train": feature_stats(self.train_features),
+            "train_source": self.train_source, "train": feature_stats(self.train_features), "coverage": self.coverage,
             "eval_json": str(self.eval_json), "eval_windows": len(self.eval_features) if self.eval_features else None,
             "eval_params": asdict(self.eval_params), "split": self.split, "notes": self.notes,
         }
@@ -211,9 +212,10 @@ def prepare_data(config: RunConfig, tokenizer, window: WindowParams | None = Non
     files = None
     if source == "dev-split":
         files = dataset_files(config)
-        dev_split = split_dev_by_article(files.dev_json, data_root)
+        dev_split = split_dev_by_article(files.dev_json, data_root, validation_articles=preset.validation_articles)
         records = read_squad_records(dev_split.train_json)
-        eval_json = config.eval_data or dev_split.heldout_json
+        # with a validation part, every evaluation a step makes reads it; the held-out articles are left for the end
+        eval_json = config.eval_data or dev_split.validation_json or dev_split.heldout_json
         split = dev_split.summary()
         notes.append(DEV_SPLIT_NOTE)
         source_desc = f"SQuAD v1.1 dev, training articles ({dev_split.train_json})"
@@ -239,9 +241,17 @@ def prepare_data(config: RunConfig, tokenizer, window: WindowParams | None = Non
     window = window or preset.window
     train_features = load_or_build_train_features(records, tokenizer, window, data_root / "features",
                                                   progress=config.progress)
-    if preset.max_train_windows and len(train_features) > preset.max_train_windows:
-        train_features = train_features.subset(preset.max_train_windows)
-        notes.append(f"training on the first {preset.max_train_windows} windows only")
+    available = len(train_features)
+    if preset.max_train_windows and available > preset.max_train_windows:
+        if preset.train_window_selection == "sample":
+            articles = [records[int(i)].title for i in train_features.example_index.tolist()]
+            train_features = train_features.sample(preset.max_train_windows, seed=config.effective_seed, strata=articles)
+            notes.append(f"training on {preset.max_train_windows} of the {available} windows, drawn at random (seed "
+                         f"{config.effective_seed}) from every article in proportion to its windows")
+        else:
+            train_features = train_features.subset(preset.max_train_windows)
+            notes.append(f"training on the first {preset.max_train_windows} windows only")
+    coverage = train_features.article_coverage(records)
     vocab_dir = data_root / "tokenizer"
     tokenizer.save_pretrained(str(vocab_dir))
     vocab = vocab_dir / "vocab.txt"
@@ -249,7 +259,7 @@ def prepare_data(config: RunConfig, tokenizer, window: WindowParams | None = Non
         raise CompressionError(f"the tokenizer has no WordPiece vocab.txt ({vocab_dir}); the harness's evaluation "
                                "windows need a BERT vocabulary")
     bundle = DataBundle(train_features=train_features, train_source=source_desc, eval_json=Path(eval_json),
-                        vocab=vocab, eval_params=preset.eval_params, notes=notes, split=split)
+                        vocab=vocab, eval_params=preset.eval_params, notes=notes, split=split, coverage=coverage)
     bundle.eval_features = load_eval_features(bundle.eval_json, vocab, preset.eval_params, data_root / "features",
                                               config.effective_max_eval_windows)
     if config.effective_max_eval_windows:
@@ -489,7 +499,8 @@ def run_prune(
     pruning_method: str = "obs",
 ) -> dict[str, Any]:
     """Layer dropping (MobileBERT) + gradual 4-block oBERT pruning with distillation; returns the report.
-    ``pruning_method="magnitude"`` runs the same recipe with magnitude instead of second-order scores."""
+    ``pruning_method`` ``"magnitude"`` (global) or ``"magnitude-layer"`` (per matrix) runs the same recipe with
+    magnitude instead of second-order scores."""
     preset = config.preset
     started = time.perf_counter()
     stage_dir = config.out_dir / "prune"
@@ -702,8 +713,10 @@ def run_export(
     prune_recipe = load_recipe(prune_recipe_path)
     patterns = pruned_param_patterns(prune_recipe)
     target = pruning_target(prune_recipe)
-    scoring = ("oBERT (OBSPruningModifier)" if find_modifiers(prune_recipe, "OBSPruningModifier")
-               else "magnitude (GlobalMagnitudePruningModifier)")
+    scoring = next((f"{name} ({tag})" for tag, name in (("OBSPruningModifier", "oBERT"),
+                                                        ("GlobalMagnitudePruningModifier", "magnitude (global)"),
+                                                        ("MagnitudePruningModifier", "magnitude (per-layer)"))
+                    if find_modifiers(prune_recipe, tag)), "constant (ConstantPruningModifier)")
     report_sparsity = sparsity_report(model, match_params(model, patterns))
     pipeline = read_pipeline(config.out_dir)
     out_dir = Path(model_dir or config.out_dir / "model")
@@ -721,7 +734,7 @@ def run_export(
         layers = prune_report.get("model", {})
         steps.append(f"layer dropping: kept encoder layers 0..{num_layers - 1} of {layers.get('layers_original', '?')} "
                      f"({layers.get('keep_reason', 'recipe')})")
-        steps.append(f"gradual {scoring.split(' ')[0]} pruning with distillation ({COMPRESSION_RECIPE}"
+        steps.append(f"gradual {scoring.rsplit(' (', 1)[0]} pruning with distillation ({COMPRESSION_RECIPE}"
                      f"{'' if family == RECIPE_FAMILY else f', derived for {family.name}'}, "
                      f"{pipeline['steps']['prune']['steps']} steps): {100 * report_sparsity['global_sparsity']:.2f}% "
                      "4-block sparsity")
@@ -733,7 +746,7 @@ def run_export(
     warning = " ".join(notes) if notes else None
     manifest = {
         "name": out_dir.name,
-        "description": f"{scoring.split(' ')[0]}-pruned {family.name} ({config.preset.name} preset): {num_layers} "
+        "description": f"{scoring.rsplit(' (', 1)[0]}-pruned {family.name} ({config.preset.name} preset): {num_layers} "
                        "encoder layers, "
                        f"{100 * report_sparsity['global_sparsity']:.1f}% 4-block sparse, {'INT8' if quantized else 'FP32'}"
                        + (f". {warning}" if warning else ""),

@@ -59,6 +59,10 @@ class PipelinePreset:
     recipe_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_train_questions: int | None = None
     max_train_windows: int | None = None  # cut the training windows (keeps steps/epoch a round number)
+    # how max_train_windows picks: "first" (file order: the first articles only) or "sample" (at random, seeded with
+    # the run's seed, stratified by article in proportion to its windows: a budget covers every training article)
+    train_window_selection: str = "first"
+    validation_articles: int = 0  # dev-split: training articles set aside to evaluate on (never trained on)
     threads: int | None = None  # torch CPU threads (1 for smoke: 2 threads on 2 shared cores thrash)
     max_eval_windows: int | None = None
     eval_every_epoch: bool = False

@@ -28,7 +28,7 @@ COMPRESSION_RECIPE = "obert_mobilebert_compression_recipe.yaml"
 QUANTIZATION_RECIPE = "obert_mobilebert_quantization_recipe.yaml"
 
 Recipe = dict[str, Any]  # top-level YAML mapping; modifier groups hold lists of RecipeModifier
-GRADUAL_PRUNING_TAGS = ("OBSPruningModifier", "GlobalMagnitudePruningModifier")
+GRADUAL_PRUNING_TAGS = ("OBSPruningModifier", "GlobalMagnitudePruningModifier", "MagnitudePruningModifier")
 
 # Epoch-valued fields scaled by derive_recipe(epoch_scale=...); -1 means "unset" in sparseml and stays.
 _EPOCH_FIELDS = re.compile(r"(^|_)epochs?$|^update_frequency$")
@@ -223,16 +223,22 @@ def match_params(model: torch.nn.Module, patterns: list[str]) -> list[str]:
     return matched
 
 
-# Fields a GlobalMagnitudePruningModifier shares with the OBSPruningModifier it replaces; the rest (num_grads,
+# Fields a (Global)MagnitudePruningModifier shares with the OBSPruningModifier it replaces; the rest (num_grads,
 # damp, fisher_block_size, grad_sampler_kwargs, global_sparsity) are OBS-only.
 SHARED_PRUNING_FIELDS = ("params", "init_sparsity", "final_sparsity", "start_epoch", "end_epoch",
                          "update_frequency", "inter_func", "mask_type")
-PRUNING_METHODS = ("obs", "magnitude")
+# obs: the recipe as published; magnitude: global magnitude ranking across all listed matrices (sparseml's
+# GlobalMagnitudePruningModifier); magnitude-layer: each listed matrix pruned to the target on its own magnitudes
+# (MagnitudePruningModifier), which matrices of different scale need
+PRUNING_METHODS = ("obs", "magnitude", "magnitude-layer")
+MAGNITUDE_MODIFIERS = {"magnitude": "GlobalMagnitudePruningModifier", "magnitude-layer": "MagnitudePruningModifier"}
 
 
-def swap_obs_for_magnitude(recipe: Recipe) -> str:
-    """Replace the recipe's OBSPruningModifier by a GlobalMagnitudePruningModifier with the same parameters,
-    mask, sparsities and schedule (in place); returns what was changed, for the derived recipe's header."""
+def swap_obs_for_magnitude(recipe: Recipe, method: str = "magnitude") -> str:
+    """Replace the recipe's OBSPruningModifier by the magnitude modifier of ``method`` (global or per layer) with
+    the same parameters, mask, sparsities and schedule (in place); returns what was changed, for the derived
+    recipe's header."""
+    tag = MAGNITUDE_MODIFIERS[method]
     replaced = 0
     for entries in recipe.values():
         if not isinstance(entries, list):
@@ -240,12 +246,12 @@ def swap_obs_for_magnitude(recipe: Recipe) -> str:
         for index, modifier in enumerate(entries):
             if isinstance(modifier, RecipeModifier) and modifier.tag == "OBSPruningModifier":
                 fields = {k: modifier.fields[k] for k in SHARED_PRUNING_FIELDS if k in modifier.fields}
-                entries[index] = RecipeModifier("GlobalMagnitudePruningModifier", fields)
+                entries[index] = RecipeModifier(tag, fields)
                 replaced += 1
     if replaced != 1:
         raise RecipeError(f"expected one OBSPruningModifier to replace by magnitude pruning, found {replaced}")
-    return ("replaced OBSPruningModifier by GlobalMagnitudePruningModifier (same params, mask, sparsities and "
-            "schedule; magnitude scores instead of second-order ones)")
+    return (f"replaced OBSPruningModifier by {tag} (same params, mask, sparsities and schedule; "
+            f"{'per-matrix' if method == 'magnitude-layer' else 'global'} magnitude scores instead of second-order ones)")
 
 
 def translate_for_family(recipe: Recipe, target: torch.nn.Module) -> list[str]:
@@ -318,8 +324,9 @@ def derive_recipe(
     ``{"OBSPruningModifier": {"num_grads": 16}}`` for a smoke run); a tag the recipe lacks is an error.
 
     ``target``: the model the recipe will run on; a model of another family than MobileBERT gets the
-    recipe translated for it (:func:`translate_for_family`). ``pruning_method`` ``"magnitude"`` swaps the
-    OBS pruning for magnitude pruning with everything else equal (:func:`swap_obs_for_magnitude`).
+    recipe translated for it (:func:`translate_for_family`). ``pruning_method`` ``"magnitude"`` (global) or
+    ``"magnitude-layer"`` (per matrix) swaps the OBS pruning for magnitude pruning with everything else equal
+    (:func:`swap_obs_for_magnitude`).
     """
     if pruning_method not in PRUNING_METHODS:
         raise RecipeError(f"pruning method {pruning_method!r}: expected one of {', '.join(PRUNING_METHODS)}")
@@ -357,8 +364,8 @@ def derive_recipe(
             modifier.fields.update(fields)
         changes.append(f"set {', '.join(f'{k}={v}' for k, v in fields.items())} on {tag}")
 
-    if pruning_method == "magnitude":
-        changes.append(swap_obs_for_magnitude(recipe))
+    if pruning_method in MAGNITUDE_MODIFIERS:
+        changes.append(swap_obs_for_magnitude(recipe, pruning_method))
 
     header = "\n".join(
         [f"Derived from {origin}", *(f"- {change}" for change in changes or ["unchanged"])]

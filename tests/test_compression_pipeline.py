@@ -101,6 +101,39 @@ def test_dev_split_is_by_article(data_dir: Path, tmp_path: Path) -> None:
     assert "NOT THE STANDARD BENCHMARK" in json.loads(split.train_json.read_text())["note"]
 
 
+def test_a_validation_split_comes_from_the_training_articles_and_never_overlaps(data_dir: Path, tmp_path: Path) -> None:
+    split = split_dev_by_article(data_dir / "dev-v1.1.json", tmp_path, validation_articles=4)
+    assert (len(split.train_articles), len(split.validation_articles), len(split.heldout_articles)) == (36, 4, 8)
+    assert split.train_questions + split.validation_questions + split.heldout_questions == 10570
+    parts = [read_squad_records(path) for path in (split.train_json, split.validation_json, split.heldout_json)]
+    titles = [{r.title for r in part} for part in parts]
+    assert not (titles[0] & titles[1] or titles[0] & titles[2] or titles[1] & titles[2])
+    # the held-out articles are the same as without a validation part: the final table reads the same questions
+    plain = split_dev_by_article(data_dir / "dev-v1.1.json", tmp_path / "plain")
+    assert plain.heldout_articles == split.heldout_articles
+    assert set(split.validation_articles) | set(split.train_articles) == set(plain.train_articles)
+
+
+def test_a_window_budget_is_drawn_from_every_article_in_proportion() -> None:
+    """The first-N cut trained the students on 5 of 40 articles; the stratified draw covers every article, keeps
+    each article's share, gives the budget exactly, and depends on the seed."""
+    from compression.data import TrainFeatures
+
+    sizes = {"big": 600, "mid": 300, "small": 90, "tiny": 10}
+    strata = [label for label, n in sizes.items() for _ in range(n)]
+    n = len(strata)
+    features = TrainFeatures(*(torch.arange(n) for _ in range(6)))
+    drawn = features.sample(100, seed=1, strata=strata)
+    picked = [strata[int(i)] for i in drawn.input_ids]
+    assert len(drawn) == 100 and len(set(drawn.input_ids.tolist())) == 100
+    assert {label: picked.count(label) for label in sizes} == {"big": 60, "mid": 30, "small": 9, "tiny": 1}
+    assert drawn.input_ids.tolist() == sorted(drawn.input_ids.tolist())  # file order kept
+    assert drawn.input_ids.tolist() == features.sample(100, seed=1, strata=strata).input_ids.tolist()
+    assert drawn.input_ids.tolist() != features.sample(100, seed=2, strata=strata).input_ids.tolist()
+    # a budget smaller than the first article alone still reaches every article
+    assert {strata[int(i)] for i in features.sample(8, seed=1, strata=strata).input_ids} == set(sizes)
+
+
 def test_bad_training_file_names_the_file(tmp_path: Path) -> None:
     from harness.errors import DatasetError
 

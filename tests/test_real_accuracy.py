@@ -104,7 +104,7 @@ def test_pretrained_checkpoint_resolution_and_vocab_check(tiny_bert_qa, dev_file
         check_tokenizer_vocab(other, dev_files.vocab)
 
 
-def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_dir, tmp_path):
+def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_dir, tmp_path, monkeypatch):
     """Teacher fine-tuning, OBS and magnitude pruning, QAT, exports and the harness runs, at toy scale; then
     a second invocation reuses everything (the experiment resumes instead of redoing work)."""
     from dataclasses import replace
@@ -117,29 +117,51 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     results = run_real_accuracy(config, out_dir=tmp_path / "exp", data_dir=data_dir, progress=False)
 
     rows = {row["model"]: row for row in results["rows"]}
-    assert {"dense FP32", "oBERT 50%", "magnitude 50%", "oBERT 50% INT8 (torch QAT)", "oBERT 50% INT8 (harness)"} <= set(rows)
-    for label in ("oBERT 50%", "magnitude 50%"):
-        assert rows[label]["sparsity"] == pytest.approx(0.5, abs=0.005)
+    assert {"dense FP32", "oBERT 60%", "per-layer magnitude 60%", "oBERT 60% INT8 (torch QAT)",
+            "oBERT 60% INT8 (harness)"} <= set(rows)
+    for label in ("oBERT 60%", "per-layer magnitude 60%"):
+        # 60%, not the recipe's 50%: the final_sparsity override reached sparseml, and the export kept it
+        assert rows[label]["sparsity"] == pytest.approx(0.6, abs=0.005)
+        exported = rows[label]["exported_sparsity"]
+        assert exported["encoder_linear"]["sparsity"] == pytest.approx(0.6, abs=0.01)
+        assert 0 < exported["model"]["sparsity"] < exported["encoder_linear"]["sparsity"]  # dense embeddings count too
         assert set(rows[label]["harness"]) == {"onnxruntime", "onnxruntime padded", "openvino", "openvino padded"}
-    int8 = rows["oBERT 50% INT8 (harness)"]["harness"]["onnxruntime"]
+        # two seeds, each with its own window budget drawn from every training article
+        assert rows[label]["seeds"]["n"] == 2 and rows[label]["seeds"]["f1_stdev"] is not None
+        coverages = rows[label]["coverage"]
+        assert all(c["articles"] == c["articles_available"] and not c["articles_missing"] for c in coverages)
+    int8_rows = [rows["oBERT 60% INT8 (torch QAT)"], rows["oBERT 60% INT8 (harness)"]]
+    assert all(row["exported_sparsity"]["encoder_linear"]["sparsity"] == pytest.approx(0.6, abs=0.01) for row in int8_rows)
+    int8 = rows["oBERT 60% INT8 (harness)"]["harness"]["onnxruntime"]
     assert int8["f1"] is not None and int8["samples_per_second"] > 0
-    # the tiny run uses ONNX Runtime and OpenVINO; OpenVINO ran the QDQ form's matmuls in INT8
-    per_backend = results["checks"]["int8_harness_vs_torch_f1"]["per_backend"]
+    # the validation articles served every step's evaluation; the PyTorch held-out scores are the harness's questions
+    assert rows["dense FP32"]["validation"]["questions"] != rows["dense FP32"]["torch"]["questions"]
+    assert rows["dense FP32"]["torch"]["questions"] == int8["questions"]
+    # the tiny run uses ONNX Runtime and OpenVINO; OpenVINO ran the QDQ form's matmuls in INT8; every check passed
+    checks = results["checks"]
+    per_backend = checks["int8_harness_vs_torch_f1"]["per_backend"]
     assert set(per_backend) == {"onnxruntime", "openvino"} and per_backend["openvino"]["engine_precision"].startswith("int8")
-    assert per_backend["openvino"]["tolerance"] == 0.3
-    assert set(results["checks"]["openvino_float_vs_fp32"]["per_model"]) == {"dense FP32", "oBERT 50%", "magnitude 50%"}
-    assert results["checks"]["bucketing_predictions_identical"]["per_model"]
-    manifest = json.loads((Path(results["models"]["oBERT 50% INT8"]) / "manifest.json").read_text())
+    assert checks["int8_harness_vs_torch_f1"]["passed"] is True
+    assert set(checks["openvino_float_vs_fp32"]["per_model"]) == {"dense FP32", "oBERT 60%", "per-layer magnitude 60%"}
+    assert checks["openvino_float_vs_fp32"]["passed"] is True
+    assert checks["bucketing_predictions_identical"]["passed"] is True
+    manifest = json.loads((Path(results["models"]["oBERT 60% INT8"]) / "manifest.json").read_text())
     assert manifest["precision"] == "int8" and manifest["geometry"]["family"] == "bert"
     # the INT8 export was scored against the QAT model's F1 from its report (same 384-token windows)
-    f1_check = json.loads((Path(results["models"]["oBERT 50% INT8"]) / "verify.json").read_text())["checks"]["f1_vs_torch"]
+    verification = json.loads((Path(results["models"]["oBERT 60% INT8"]) / "verify.json").read_text())
+    assert verification["passed"] and not verification["failed_checks"]
+    f1_check = verification["checks"]["f1_vs_torch"]
     assert f1_check["passed"] and f1_check["torch"]["measured_in"].endswith("quantize.json")
-    assert "not applied" in json.dumps(json.loads((tmp_path / "exp" / "runs" / "obs-50pct-seed42" / "reports" /
+    assert "validation" in f1_check["torch"]["eval_json"]  # the export's choice rests on validation, not held-out
+    assert "not applied" in json.dumps(json.loads((tmp_path / "exp" / "runs" / "obs-60pct-seed42" / "reports" /
                                                    "prune.json").read_text())["model"]["keep_reason"])
-    # the derived recipes say which preset scaled their epochs
+    # the derived recipes say which preset scaled their epochs, and the per-layer baseline is sparseml's own modifier
     for stage in ("prune", "quantize"):
-        recipe = (tmp_path / "exp" / "runs" / "obs-50pct-seed42" / stage / "recipe.yaml").read_text()
+        recipe = (tmp_path / "exp" / "runs" / "obs-60pct-seed42" / stage / "recipe.yaml").read_text()
         assert "real-accuracy preset: epochs x" in recipe and "smoke" not in recipe
+    per_layer = (tmp_path / "exp" / "runs" / "magnitude-layer-60pct-seed43" / "prune" / "recipe.yaml").read_text()
+    assert "!MagnitudePruningModifier" in per_layer and "!OBSPruningModifier" not in per_layer
+    assert (tmp_path / "exp" / "real_accuracy_f1_vs_sparsity.png").is_file()
     # the held-out articles as a data directory the harness accepts (unofficial: not the official dev file)
     held_out = find_dataset(tmp_path / "exp" / "heldout-data", sample_dir=tmp_path / "unused")
     assert held_out.kind == "unofficial"
@@ -149,6 +171,21 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     again = run_real_accuracy(config, out_dir=tmp_path / "exp", data_dir=data_dir, progress=False)
     assert again["rows"] == results["rows"]
     assert again["duration_s"] < results["duration_s"] / 3  # nothing retrained, nothing re-run
+
+    # a planted fault: a final_sparsity override that does not reach the recipe is caught by the run itself
+    import compression.real_accuracy as real_accuracy
+    from compression.errors import CompressionError
+
+    planted = replace(config, sparsities=(0.6, 0.7), seeds=(44,))
+    original = real_accuracy._preset
+
+    def dropping_the_override(config, teacher_dir, *, sparsity=None, max_windows=None):
+        return original(config, teacher_dir, sparsity=0.6 if sparsity else None, max_windows=max_windows)
+
+    monkeypatch.setattr(real_accuracy, "_preset", dropping_the_override)
+    with pytest.raises(CompressionError, match="asked for 70% sparsity but reached 60"):
+        real_accuracy.prune_run(planted, tmp_path / "exp" / "teacher" / "model", "obs", 0.7, 44, tmp_path / "exp",
+                                data_dir, False)
 
 
 def test_harness_jobs_run_the_int8_model_first_and_cover_every_comparison():
