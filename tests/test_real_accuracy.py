@@ -125,7 +125,7 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
         exported = rows[label]["exported_sparsity"]
         assert exported["encoder_linear"]["sparsity"] == pytest.approx(0.6, abs=0.01)
         assert 0 < exported["model"]["sparsity"] < exported["encoder_linear"]["sparsity"]  # dense embeddings count too
-        assert set(rows[label]["harness"]) == {"onnxruntime", "onnxruntime padded", "openvino", "openvino padded"}
+        assert set(rows[label]["harness"]) == {"onnxruntime", "onnxruntime padded", "openvino"}  # quick: ORT padded only
         # two seeds, each with its own window budget drawn from every training article
         assert rows[label]["seeds"]["n"] == 2 and rows[label]["seeds"]["f1_stdev"] is not None
         coverages = rows[label]["coverage"]
