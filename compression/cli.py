@@ -267,7 +267,7 @@ def _add_experiment(subparsers) -> None:
         "validation, 8 held out for the table), prune it with oBERT, global and per-layer magnitude to 50%% (2 seeds) "
         "and 80%% (1 seed) with distillation, QAT the 50%% oBERT model, export everything, score every PyTorch model "
         "once on the held-out articles and run the exports through the harness (DeepSparse, OpenVINO and ONNX "
-        "Runtime, with and without length buckets, packed, fast VNNI emulation). Resumable; ~15 hours on 2 cores. "
+        "Runtime, with and without length buckets, packed, fast VNNI emulation). Resumable; ~17 hours on 2 cores. "
         "Writes <out>/real_accuracy.json, .md and two plots.",
     )
     parser.add_argument("name", choices=tuple(EXPERIMENT_OUT_DIRS))

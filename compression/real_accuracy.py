@@ -22,7 +22,7 @@ validation (every evaluation a step makes, and so every choice: the export's F1 
    INT8 model also packed and with DeepSparse's ``NM_FAST_VNNI_EMULATION``.
 
 Machine time on an idle 2-core machine: each pruning run ~70 min (6 at 50%, 3 at 80% with one seed), the
-teacher ~40 min, QAT ~30 min, exports and held-out evaluations ~40 min, the harness phase ~3 h: about 15 hours,
+teacher ~1.8 h, QAT ~30 min, exports and held-out evaluations ~40 min, the harness phase ~3 h: about 17 hours,
 over several sessions (everything resumes).
 
 Everything is cached under ``--out-dir`` and keyed by its settings: an interrupted experiment continues where
