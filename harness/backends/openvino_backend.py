@@ -51,20 +51,14 @@ def openvino_model(model: ModelInfo) -> ModelInfo:
     return info
 
 
-def is_integer_operator_form(model: ModelInfo) -> bool:
-    """True for an INT8 model in DeepSparse's operator form (MatMulInteger), which OpenVINO runs in float."""
+INTEGER_OPERATORS = {"MatMulInteger", "QLinearMatMul"}  # DeepSparse's INT8 form, which OpenVINO decompresses
+QUANTIZED_OPERATORS = INTEGER_OPERATORS | {"DequantizeLinear"}
+
+
+def _operator_types(model: ModelInfo) -> set[str]:
     import onnx
 
-    graph = onnx.load(str(model.onnx_path), load_external_data=False).graph
-    return any(node.op_type in ("MatMulInteger", "QLinearMatMul") for node in graph.node)
-
-
-def is_quantized(model: ModelInfo) -> bool:
-    """True when the model file holds quantized operations (QDQ pairs or integer operators)."""
-    import onnx
-
-    graph = onnx.load(str(model.onnx_path), load_external_data=False).graph
-    return any(node.op_type in ("DequantizeLinear", "MatMulInteger", "QLinearMatMul") for node in graph.node)
+    return {node.op_type for node in onnx.load(str(model.onnx_path), load_external_data=False).graph.node}
 
 
 class OpenVinoBackend(Backend):
@@ -78,11 +72,11 @@ class OpenVinoBackend(Backend):
 
         if options.precision not in PRECISIONS:
             raise ConfigError(f"--precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        quantized = is_quantized(model)
-        if options.precision == "int8" and not quantized:
+        operators = _operator_types(model)
+        if options.precision == "int8" and not operators & QUANTIZED_OPERATORS:
             raise ConfigError(f"--precision int8: {model.onnx_path} is not quantized (an FP32 model runs in f32 or "
                               "bf16); give an INT8 model, such as one exported from a QAT model by this project")
-        if quantized and is_integer_operator_form(model):
+        if operators & INTEGER_OPERATORS:
             log.warning("%s is in DeepSparse's INT8 operator form (MatMulInteger), which OpenVINO runs in float "
                         "(~4x slower than the QDQ form); re-export it with this version's pipeline to get "
                         "model-qdq.onnx", model.onnx_path)
