@@ -24,7 +24,7 @@ from harness.errors import ConfigError, HarnessError, RunStopped
 from harness.interrupts import describe as describe_interrupt
 from harness.interrupts import exit_now, exit_status, install_sigterm_handler, install_stop_notice
 from harness.backends import BACKENDS
-from harness.backends.base import CLUSTERS
+from harness.backends.base import CLUSTERS, RAY_CONNECT_TIMEOUT_S
 from harness.backends.openvino_backend import PRECISIONS
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK, EngineSettings, quick_overrides
@@ -97,6 +97,9 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
                         help="--cluster ray: engine actors (default: one per node, with all its CPUs)")
     engine.add_argument("--ray-cpus-per-worker", type=int, default=None,
                         help="--cluster ray: CPUs (engine cores) per actor (default: the node's CPUs / its actors)")
+    engine.add_argument("--ray-connect-timeout-s", type=float, default=RAY_CONNECT_TIMEOUT_S,
+                        help="--cluster ray: how long the Ray head may not answer, when joining its cluster and during a "
+                        "run (then the run ends with an error) (default %(default)g)")
     engine.add_argument("--fast-vnni-emulation", action="store_true",
                         help="DeepSparse on CPUs without AVX-512 VNNI: NM_FAST_VNNI_EMULATION, a faster INT8 emulation "
                         "that changes the numerics slightly (see README, real-accuracy experiment; off by default)")
@@ -187,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "placement and a Server sweep through Ray and locally; the projection to 1..64 nodes; ~45 min), "
                        "engines (OpenVINO beside DeepSparse on the same INT8 model: Offline over every feature, Server "
                        "sweeps, a full-length OpenVINO Server run, SingleStream, OpenVINO's precision and sparse-weights "
-                       "variants; ~40 min) (default: %(default)s)")
+                       "variants; ~40 min), hosts (Offline over the first --samples features across two hosts emulated "
+                       "with network and PID namespaces, one core each, Ray started on each with `ray start`, against "
+                       "local on the same two cores; needs root; ~10 min) (default: %(default)s)")
     bench.add_argument("--reuse", action="append", default=[],
                        help="an earlier suite directory (same --samples and data): its jobs of the sections not "
                        "measured now are reported again, so one section can be re-measured alone; repeat to "

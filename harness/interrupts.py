@@ -23,6 +23,7 @@ STOPPING_NOTICE = {
 
 
 _stop_notice_installed = False
+_sigterm_received = False
 
 
 class Terminated(KeyboardInterrupt):
@@ -33,6 +34,8 @@ def install_sigterm_handler() -> None:
     """Turn SIGTERM into :class:`Terminated` in the main thread (call from the main thread)."""
 
     def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+        global _sigterm_received
+        _sigterm_received = True
         raise Terminated()
 
     signal.signal(signal.SIGTERM, _raise_terminated)
@@ -65,21 +68,28 @@ def install_stop_notice() -> None:
                     interrupts += 1
                     if interrupts > 1:
                         print("Ctrl-C again: quitting now", file=sys.stderr, flush=True)
-                        exit_now(exit_status(KeyboardInterrupt()))
+                        exit_now(128 + signal.SIGINT)
                 if signum in STOPPING_NOTICE and (signum != signal.SIGINT or interrupts == 1):
                     print(STOPPING_NOTICE[signum], file=sys.stderr, flush=True)
 
     threading.Thread(target=watch, name="stop-notice", daemon=True).start()
 
 
+def is_sigterm(interrupt: KeyboardInterrupt) -> bool:
+    """SIGTERM ended the command: :class:`Terminated`, or the plain KeyboardInterrupt a library raised in its
+    place (Ray's ray.get turns whatever a signal handler raises into KeyboardInterrupt: `timeout` stopping a Ray
+    run during its start-up was reported as Ctrl-C, exit 130)."""
+    return isinstance(interrupt, Terminated) or (_sigterm_received and type(interrupt) is KeyboardInterrupt)
+
+
 def describe(interrupt: KeyboardInterrupt) -> str:
     """What ended the command, for run records and messages."""
-    return "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted by the user (Ctrl-C)"
+    return "terminated (SIGTERM)" if is_sigterm(interrupt) else "interrupted by the user (Ctrl-C)"
 
 
 def exit_status(interrupt: KeyboardInterrupt) -> int:
     """The shell's convention: 128 + the signal number."""
-    return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
+    return 128 + (signal.SIGTERM if is_sigterm(interrupt) else signal.SIGINT)
 
 
 def exit_now(status: int) -> None:

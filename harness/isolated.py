@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.errors import BackendFault, DiskFull, HarnessError, RunStopped
-from harness.interrupts import Terminated, describe, exit_now, exit_status, install_sigterm_handler
+from harness.interrupts import describe, exit_now, exit_status, install_sigterm_handler, is_sigterm
 from harness.runner import RunRequest
 from harness.sysinfo import REPO_ROOT
 
@@ -161,7 +161,7 @@ def run_child(command: list[str], result_path: Path) -> dict | None:
     except KeyboardInterrupt as interrupt:
         # Ctrl-C reaches the child too (same process group); SIGTERM only us: pass it on. Either way the
         # child marks its run interrupted and exits; wait for that instead of killing it mid-write.
-        if isinstance(interrupt, Terminated):
+        if is_sigterm(interrupt):
             child.send_signal(signal.SIGTERM)
         try:
             child.wait(timeout=CHILD_EXIT_GRACE_S)

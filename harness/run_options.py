@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.backends import BackendOptions
+from harness.backends.base import RAY_CONNECT_TIMEOUT_S
 from harness.bucketing import DEFAULT_BUCKETS, buckets_for, parse_buckets
 from harness.errors import ConfigError
 from harness.scenarios import SutOptions
@@ -72,6 +73,7 @@ class EngineSettings:
     ray_address: str | None = None
     ray_workers: int | None = None
     ray_cpus_per_worker: int | None = None
+    ray_connect_timeout_s: float = RAY_CONNECT_TIMEOUT_S
 
     @classmethod
     def from_args(cls, args) -> EngineSettings:
@@ -87,6 +89,7 @@ class EngineSettings:
             precision=args.precision, sparse_weights_rate=args.sparse_weights_rate,
             cluster=args.cluster, ray_address=args.ray_address,
             ray_workers=args.ray_workers, ray_cpus_per_worker=args.ray_cpus_per_worker,
+            ray_connect_timeout_s=getattr(args, "ray_connect_timeout_s", RAY_CONNECT_TIMEOUT_S),
         )
 
     def streams(self, scenario: str) -> int | None:
@@ -113,6 +116,7 @@ class EngineSettings:
             fast_vnni_emulation=self.fast_vnni_emulation, precision=self.precision,
             sparse_weights_rate=self.sparse_weights_rate, cluster=self.cluster, ray_address=self.ray_address,
             ray_workers=self.ray_workers, ray_cpus_per_worker=self.ray_cpus_per_worker,
+            ray_connect_timeout_s=self.ray_connect_timeout_s,
         )
 
     def sut_options(self, scenario: str) -> SutOptions:

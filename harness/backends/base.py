@@ -17,6 +17,7 @@ from harness.models import ModelInfo
 
 
 CLUSTERS = ("local", "ray")
+RAY_CONNECT_TIMEOUT_S = 30.0  # Ray itself retries an unreachable head for ~13 minutes
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class BackendOptions:
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
     ray_workers: int | None = None  # actors (None: one per node)
     ray_cpus_per_worker: int | None = None  # None: the node's CPUs shared by its actors
+    # How long the Ray head may not answer: when joining its cluster, and during a run (then the run fails)
+    ray_connect_timeout_s: float = RAY_CONNECT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -53,6 +56,8 @@ class BackendOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if not 0 < self.ray_connect_timeout_s < float("inf"):
+            raise ConfigError(f"--ray-connect-timeout-s must be a number of seconds > 0, got {self.ray_connect_timeout_s}")
         if self.sparse_weights_rate is not None and not 0.0 <= self.sparse_weights_rate <= 1.0:
             raise ConfigError(f"--sparse-weights-rate must be within 0..1, got {self.sparse_weights_rate}")
         if self.packing and self.sequence_buckets:

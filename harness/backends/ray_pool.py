@@ -17,6 +17,13 @@ Faults: a call to a dead actor (its process or its node died), or one that does 
 ``call_timeout_s``, marks that actor lost, records the event and runs the same batch again on a surviving
 actor (engines are deterministic, so re-running is safe). The pool is then ``degraded`` (run.json and the
 summary say so). With no actor left, ``predict`` raises and the SUT's fault path ends the run.
+
+The head: joining its cluster is bounded by ``ray_connect_timeout_s`` (Ray itself retries an unreachable head
+for ~13 minutes, in C++ calls that hold off Ctrl-C for 35 s at a time): its GCS port must accept a TCP
+connection within that time, and ``ray.init`` runs in a helper thread that the driver stops waiting for.
+During a run a :class:`HeadWatch` probes the same port; a head that stays unreachable that long fails the
+run through the SUT's fault path, before Ray's core worker ends the whole process (a minute into the outage, with
+only its own log line).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -38,7 +46,7 @@ import numpy as np
 
 from harness.backends.base import Backend, BackendOptions
 from harness.bucketing import batch_bucket
-from harness.errors import ConfigError, ModelError
+from harness.errors import BackendFault, ConfigError, ModelError
 from harness.models import ModelInfo
 from harness.sysinfo import machine_info
 
@@ -46,6 +54,15 @@ log = logging.getLogger(__name__)
 
 MODEL_DIR_PREFIX = "obert-ray-model-"  # each actor's copy of the model, while its engine is built
 CALL_TIMEOUT_S = 120.0  # a batch of 8 x 384 tokens takes ~0.5 s on one core; anything near this is a dead node
+LOCAL_START_S = 120.0  # starting a Ray instance on this machine (no --ray-address) may take this long
+WAIT_SLICE_S = 1.0  # blocking Ray calls wait in slices of this, so a lost head or Ctrl-C is seen between them
+# Ray's core worker ends the whole process once the head has been gone for RAY_gcs_rpc_server_reconnect_timeout_s
+# (60 s by default); the driver's is set this much beyond the harness's own limit, so the harness ends the run first
+RAY_RECONNECT_MARGIN_S = 60
+
+
+class RayHeadLost(BackendFault):
+    """The Ray head (its GCS) stopped answering; the run cannot go on without it (a backend fault: exit 3)."""
 
 
 class EngineWorker:
@@ -122,7 +139,9 @@ class RayPoolBackend(Backend):
         self._compute_ms: list[float] = []
         self._queued_ms: list[float] = []  # waiting in the actor for a free stream (the batch sent ahead)
         self.call_timeout_s = CALL_TIMEOUT_S
-        self._connect(options.ray_address)
+        self.head_watch: HeadWatch | None = None
+        self._abandoned_init = False  # a ray.init that outlasted its deadline may still be running
+        self._connect(options.ray_address, options.ray_connect_timeout_s)
         try:
             self.actors = self._start_actors(engine, model, options, worker_wrappers or [], progress)
         except BaseException:
@@ -130,22 +149,77 @@ class RayPoolBackend(Backend):
             raise
 
     # -- cluster --------------------------------------------------------------------------------------
-    def _connect(self, address: str | None) -> None:
+    def _connect(self, address: str | None, timeout_s: float) -> None:
+        """Join the cluster at ``address`` (None: start Ray on this machine) within ``timeout_s``, then watch
+        its head. Every failure is one :class:`ConfigError` naming the address."""
         ray = self._ray
-        if ray.is_initialized():
+        if ray.is_initialized():  # joined by the caller (tests, benchmarks)
+            self._watch_head(timeout_s)
             return
         # Ray forks its workers; the tokenizers library (used to build the features) warns after every fork
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        try:
-            with keeping_sigterm_handler():
+        os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(int(timeout_s) + RAY_RECONNECT_MARGIN_S))
+        where = f"--ray-address {address}" if address else "a local Ray instance"
+        started = time.monotonic()
+        if address is not None:
+            head = resolve_head(address)
+            wait_for_head(head, address, deadline=started + timeout_s, timeout_s=timeout_s)
+            deadline = started + timeout_s
+        else:
+            head, deadline = None, started + max(timeout_s, LOCAL_START_S)
+        outcome: dict = {}
+
+        def init() -> None:
+            try:
                 # None starts a Ray instance on this machine; "auto" or HOST:PORT joins a running cluster
-                ray.init(address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
-        except Exception as exc:
-            where = f"--ray-address {address}" if address else "a local Ray instance"
-            raise ConfigError(f"{where}: could not connect ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                with _quiet("ray._private.worker"):  # "SIGTERM handler is not set": the harness keeps its own
+                    ray.init(address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+            except BaseException as exc:  # noqa: BLE001 - reported by the waiting thread
+                outcome["error"] = exc
+
+        # In a thread: ray.init blocks in C++ calls that delay Ctrl-C and can outlast any deadline; this thread
+        # waits in short slices, so both are honoured.
+        thread = threading.Thread(target=init, name="ray-connect", daemon=True)
+        with keeping_sigterm_handler():
+            thread.start()
+            while thread.is_alive():
+                thread.join(timeout=0.2)
+                if thread.is_alive() and time.monotonic() > deadline:
+                    self._abandoned_init = True  # that thread may still hold Ray: see close()
+                    raise ConfigError(
+                        f"{where}: the Ray head at {head} accepts connections but Ray could not join its cluster "
+                        f"within {time.monotonic() - started:.0f} s (--ray-connect-timeout-s {timeout_s:g}); is it a "
+                        f"Ray head, and of this Ray version ({ray.__version__})?" if head else
+                        f"{where}: Ray did not start within {time.monotonic() - started:.0f} s")
+        error = outcome.get("error")
+        if error is not None:
+            if isinstance(error, KeyboardInterrupt):
+                raise error
+            raise ConfigError(f"{where}: could not connect ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
                               "start the head with `ray start --head` and the workers with `ray start --address=HEAD:6379`, "
                               "or leave --ray-address out to start Ray on this machine") from None
         self._started_ray = address is None
+        self._watch_head(timeout_s)
+
+    def _watch_head(self, timeout_s: float) -> None:
+        gcs = self._ray.get_runtime_context().gcs_address
+        if gcs:
+            self.head_watch = HeadWatch(gcs, lost_after_s=timeout_s)
+
+    def _wait(self, ref, timeout_s: float | None = None):
+        """``ray.get(ref)`` in slices: a lost head ends the wait with :class:`RayHeadLost` (a call on a node
+        that still runs would otherwise wait for the head until Ray ends the process)."""
+        ray = self._ray
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = WAIT_SLICE_S if deadline is None else min(WAIT_SLICE_S, deadline - time.monotonic())
+            try:
+                return ray.get(ref, timeout=max(remaining, 0.0))
+            except ray.exceptions.GetTimeoutError:
+                if self.head_watch is not None and self.head_watch.lost:
+                    raise RayHeadLost(self.head_watch.lost) from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def _placement(self, options: BackendOptions) -> list[tuple[str, int]]:
         """(node id, CPUs) per actor: by default one actor per node with all its CPUs; ``ray_workers`` actors
@@ -193,7 +267,7 @@ class RayPoolBackend(Backend):
                    disable=not progress or None, leave=False)
         for handle in bar:  # engines compile on their nodes in parallel; an error is the model's
             try:
-                infos.append(ray.get(handle.info.remote()))
+                infos.append(self._wait(handle.info.remote()))
             except ray.exceptions.RayActorError as exc:
                 cause = getattr(exc, "cause", None) or exc
                 raise ModelError(f"{model.onnx_path}: a Ray worker could not build its {engine} engine "
@@ -238,11 +312,12 @@ class RayPoolBackend(Backend):
                    np.ascontiguousarray(attention_mask[:, :length], dtype=np.uint8),
                    np.ascontiguousarray(token_type_ids[:, :length], dtype=np.uint8))
         while True:
+            if self.head_watch is not None and self.head_watch.lost:
+                raise RayHeadLost(self.head_watch.lost)
             actor = self._acquire()
             sent = time.perf_counter()
             try:
-                start, end, compute_s, queued_s = self._ray.get(actor.handle.predict.remote(*payload),
-                                                                timeout=self.call_timeout_s)
+                start, end, compute_s, queued_s = self._wait(actor.handle.predict.remote(*payload), self.call_timeout_s)
             except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError) as exc:
                 self._lose(actor, exc)
                 continue  # the same batch again, on a surviving actor
@@ -325,6 +400,14 @@ class RayPoolBackend(Backend):
 
     def close(self) -> None:
         ray = self._ray
+        watch, self.head_watch = self.head_watch, None
+        if watch is not None:
+            watch.stop()
+        if (watch is not None and watch.lost) or self._abandoned_init:
+            # Without a head, ray.kill and ray.shutdown wait for it (until Ray ends the process): leave the actors
+            # to their nodes, which end them once the head is gone for good
+            self.actors = []
+            return
         for actor in getattr(self, "actors", []):
             try:
                 ray.kill(actor.handle)
@@ -333,6 +416,90 @@ class RayPoolBackend(Backend):
         self.actors = []
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
+
+
+def resolve_head(address: str) -> str:
+    """The HOST:PORT Ray will connect to for ``--ray-address`` (``auto``: RAY_ADDRESS or the cluster `ray start`
+    recorded on this machine; a loopback host becomes this machine's address, as Ray does)."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        head = canonicalize_bootstrap_address(address)
+    except Exception as exc:  # noqa: BLE001 - Ray raises ValueError, ConnectionError, socket errors
+        raise ConfigError(f"--ray-address {address}: not a Ray head address ({exc}); expected auto or HOST:PORT") from None
+    if head is None:
+        raise ConfigError(f"--ray-address {address}: no running Ray cluster found on this machine (RAY_ADDRESS is not "
+                          "set and no `ray start --head` recorded one); start one or give the head's HOST:PORT")
+    return head
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def wait_for_head(head: str, address: str, *, deadline: float, timeout_s: float) -> None:
+    """Wait until the head's GCS port accepts a TCP connection, retrying until ``deadline`` (a head being
+    started); then one :class:`ConfigError` naming the address and what went wrong."""
+    host, port = split_address(head)
+    last: OSError | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            with socket.create_connection((host, port), timeout=min(remaining, 5.0)):
+                return
+        except OSError as exc:
+            last = exc
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+    resolved = "" if head == address else f" (Ray connects to {head})"
+    reason = (last.strerror or str(last)).lower() if last is not None and (last.strerror or str(last)) else "timed out"
+    raise ConfigError(f"--ray-address {address}: no Ray head answers there{resolved} within {timeout_s:g} s ({reason}); "
+                      "start it with `ray start --head --port=PORT`, check the address and that its port is reachable "
+                      "from here, or give it longer with --ray-connect-timeout-s")
+
+
+class HeadWatch:
+    """Probes the head's GCS port once a second with a plain TCP connection (a Ray call would block while the
+    head is gone); ``lost`` says why once it has not answered for ``lost_after_s``."""
+
+    def __init__(self, gcs_address: str, lost_after_s: float, interval_s: float = 1.0) -> None:
+        self.address = gcs_address
+        self.lost_after_s = lost_after_s
+        self.interval_s = interval_s
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ray-head-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        host, port = split_address(self.address)
+        answered = time.monotonic()
+        while not self._stop.wait(self.interval_s):
+            try:
+                with socket.create_connection((host, port), timeout=self.interval_s):
+                    answered = time.monotonic()
+            except OSError as exc:
+                silent = time.monotonic() - answered
+                if silent >= self.lost_after_s:
+                    self.lost = (f"the Ray head at {self.address} has not answered for {silent:.0f} s "
+                                 f"({(exc.strerror or str(exc) or 'timed out').lower()}); the run cannot go on without it")
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.bench.scaleout import two_host_report_lines
 from harness.runner import SAMPLE_LATENCIES_FILE
 
 TARGET_TEXT = {
@@ -190,6 +191,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
             for row in ray["projection"]:
                 lines.append(f"| {row['nodes']} | {row['offline_samples_per_s']} | {row['server_qps']} | {row['server_vs_offline']} |")
             lines.append("")
+    lines += two_host_report_lines(s.get("two_hosts"))
     if s.get("bucket_lengths"):
         lines += ["## Engine speed per length and batch (bare loop, section `buckets`)", "",
                   "| length | batch | streams | samples/s | engine build s | memory added MB |", "|---:|---:|---:|---:|---:|---:|"]

@@ -45,6 +45,7 @@ from harness.backends import BackendOptions
 from harness.bench.designs import V3_BATCH_SIZE, V3_BUCKETS
 from harness.bench.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
 from harness.bench.macs import MacProfile, compute_peak, count_macs
+from harness.bench.scaleout import TWO_HOSTS_JOB, measure_two_hosts, two_host_summary
 from harness.bucketing import DEFAULT_BUCKETS, bucket_index, bucket_shares, buckets_for
 from squad.data import DatasetFiles
 from harness.errors import ConfigError
@@ -60,7 +61,7 @@ from harness.sysinfo import machine_info, software_versions
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("offline", "peers", "server", "buckets", "tune", "vnni", "ray", "engines")
+SECTIONS = ("offline", "peers", "server", "buckets", "tune", "vnni", "ray", "engines", "hosts")
 ENGINE_JOB_PREFIX = {"deepsparse": "ds", "openvino": "ov"}  # section engines' job labels
 TARGETS = {
     "offline_samples_per_s_full": 58.0,  # 29 per core: Neural Magic's best published per-core Offline (v3.0)
@@ -294,6 +295,7 @@ class Suite:
             self._vnni_jobs()
             self._ray_jobs(tests=[self._headline_test()])
             self._engine_jobs()
+            self._two_host_job()
         except BaseException:
             self._save()
             mark_incomplete(self.out_dir, "the benchmark suite stopped before its last job (see bench.json)")
@@ -421,6 +423,21 @@ class Suite:
         finally:
             if node is not None:
                 node.shutdown()
+
+    def _two_host_job(self) -> None:
+        """Section hosts (module docstring, 9): Offline over the first ``--samples`` features across two emulated
+        hosts against local on the same two cores (:func:`harness.bench.scaleout.measure_two_hosts`)."""
+        if "hosts" not in self.config.sections:
+            if TWO_HOSTS_JOB in self.reused:
+                self.results["jobs"][TWO_HOSTS_JOB] = {**self.reused[TWO_HOSTS_JOB], "reused": True}
+            return
+        c = self.config
+        self.results["jobs"][TWO_HOSTS_JOB] = measure_two_hosts(
+            self.models.sparse_int8.onnx_path.parent, self.dataset.dev_json.parent, self.feature_cache_dir.parent,
+            self.out_dir / "runs" / TWO_HOSTS_JOB, count=self.count, feature_count=len(self.features),
+            buckets=c.buckets, batch_size=c.offline_batch, streams=c.offline_streams, mlperf_conf=self.mlperf_conf,
+            user_conf=self.user_conf)
+        self._save()
 
     def _save(self) -> None:
         self.results.update({"machine": machine_info(), "software": software_versions()})
@@ -566,6 +583,7 @@ def summarize(results: dict, models: SuiteModels, features: FeatureSet) -> dict:
         "engines": engines_summary(offline_rows, server_rows, singlestream_rows, n, len(features),
                                    results.get("machine") or machine_info()),
         "ray": ray_summary(results["jobs"], offline_rows, server_best, features),
+        "two_hosts": two_host_summary(results["jobs"].get(TWO_HOSTS_JOB)),
         "vnni": vnni_summary(offline_rows, singlestream_rows),
         "core_projection": core_projection(results["jobs"], offline_reference, server_ours, features),
         "server_bounds": bounds, "server_vs_in_run_bound": server_vs_in_run_bound,
