@@ -7,6 +7,7 @@ bounded time. The namespace tests need root (CI runs as root) and are skipped wi
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -153,7 +154,11 @@ except KeyboardInterrupt as exc:
     print(type(exc).__name__, "|", describe(exc), "|", exit_status(exc))
 ray.shutdown()
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    # a new local Ray instance writes an auth token into ~/.ray (Ray 2.60), which then turns token authentication
+    # on for every `ray start --head` on the machine: not from a test
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=REPO_ROOT,
+                          env=env)
     assert "KeyboardInterrupt | terminated (SIGTERM) | 143" in proc.stdout, proc.stdout + proc.stderr[-3000:]
 
 
