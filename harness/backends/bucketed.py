@@ -142,13 +142,18 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
             del proto  # the engines read the files; peak memory matters (one compiled engine is ~240 MB)
             bar = tqdm(total=len(buckets), desc=f"compiling {len(buckets)} {name} engines (seq {','.join(map(str, buckets))})",
                        unit="engine", disable=not progress or None, file=sys.stderr, leave=False)
-            with ThreadPoolExecutor(max_workers=max(1, min(len(buckets), os.cpu_count() or 1))) as pool:
+            pool = ThreadPoolExecutor(max_workers=max(1, min(len(buckets), os.cpu_count() or 1)))
+            try:
                 futures = {pool.submit(_build, create_backend, name, variant, inner_options, model, str(length)): length
                            for length, variant in variants.items()}
                 for future in as_completed(futures):
                     if future.exception() is None:
                         engines[futures[future]] = future.result()
                     bar.update()
+            except BaseException:  # Ctrl-C/SIGTERM: do not wait for the compiles still running (~78 s each)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
             bar.close()
             failed = sorted((length, f.exception()) for f, length in futures.items() if f.exception() is not None)
             if failed:
