@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 
 from compression.recipes import (
     COMPRESSION_RECIPE,
@@ -78,6 +79,32 @@ def test_recipes_are_derived_for_a_bert_model(tiny_bert_qa, tmp_path):
     assert find_modifiers(magnitude, "GlobalMagnitudePruningModifier")[0].fields["params"] == patterns
 
 
+@pytest.mark.parametrize("method, uniform", [("magnitude-layer", True), ("magnitude", False)])
+def test_per_layer_magnitude_prunes_every_matrix_to_the_target_and_global_does_not(tiny_bert_qa, tmp_path, method,
+                                                                                   uniform):
+    """The two magnitude baselines, applied by sparseml from the derived recipes: per-layer brings every listed matrix
+    to the target; global ranks across matrices, so a matrix of larger weights keeps more of them."""
+    import copy
+
+    from compression.quantize import load_manager
+
+    model = copy.deepcopy(tiny_bert_qa[1])
+    layer = model.bert.encoder.layer[0].intermediate.dense
+    with torch.no_grad():
+        layer.weight.mul_(10.0)  # a matrix of another scale, as real models have
+    path = derive_recipe(COMPRESSION_RECIPE, tmp_path / f"{method}.yaml", target=model, pruning_method=method,
+                         overrides={"OBSPruningModifier": {"final_sparsity": 0.6}})
+    load_manager(path).apply(model)
+    params = dict(model.named_parameters())
+    sparsity = {name: float((params[name] == 0).float().mean())
+                for name in match_params(model, pruned_param_patterns(load_recipe(path)))}
+    scaled = sparsity.pop("bert.encoder.layer.0.intermediate.dense.weight")
+    if uniform:
+        assert all(abs(value - 0.6) < 0.01 for value in [scaled, *sparsity.values()]), sparsity
+    else:
+        assert scaled < 0.1 and min(sparsity.values()) > 0.6
+
+
 def test_a_mobilebert_recipe_is_left_as_published(tmp_path):
     from compression.architecture import build_model
 
@@ -117,19 +144,19 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     results = run_real_accuracy(config, out_dir=tmp_path / "exp", data_dir=data_dir, progress=False)
 
     rows = {row["model"]: row for row in results["rows"]}
-    assert {"dense FP32", "oBERT 60%", "per-layer magnitude 60%", "oBERT 60% INT8 (torch QAT)",
-            "oBERT 60% INT8 (harness)"} <= set(rows)
-    for label in ("oBERT 60%", "per-layer magnitude 60%"):
-        # 60%, not the recipe's 50%: the final_sparsity override reached sparseml, and the export kept it
-        assert rows[label]["sparsity"] == pytest.approx(0.6, abs=0.005)
-        exported = rows[label]["exported_sparsity"]
-        assert exported["encoder_linear"]["sparsity"] == pytest.approx(0.6, abs=0.01)
-        assert 0 < exported["model"]["sparsity"] < exported["encoder_linear"]["sparsity"]  # dense embeddings count too
-        assert set(rows[label]["harness"]) == {"onnxruntime", "onnxruntime padded", "openvino"}  # quick: ORT padded only
-        # two seeds, each with its own window budget drawn from every training article
-        assert rows[label]["seeds"]["n"] == 2 and rows[label]["seeds"]["f1_stdev"] is not None
-        coverages = rows[label]["coverage"]
-        assert all(c["articles"] == c["articles_available"] and not c["articles_missing"] for c in coverages)
+    # the quick config prunes with oBERT only (the magnitude baselines: test_per_layer_magnitude_prunes_every_matrix...)
+    assert {"dense FP32", "oBERT 60%", "oBERT 60% INT8 (torch QAT)", "oBERT 60% INT8 (harness)"} <= set(rows)
+    label = "oBERT 60%"
+    # 60%, not the recipe's 50%: the final_sparsity override reached sparseml, and the export kept it
+    assert rows[label]["sparsity"] == pytest.approx(0.6, abs=0.005)
+    exported = rows[label]["exported_sparsity"]
+    assert exported["encoder_linear"]["sparsity"] == pytest.approx(0.6, abs=0.01)
+    assert 0 < exported["model"]["sparsity"] < exported["encoder_linear"]["sparsity"]  # dense embeddings count too
+    assert set(rows[label]["harness"]) == {"onnxruntime", "onnxruntime padded", "openvino"}  # quick: ORT padded only
+    # two seeds, each with its own window budget drawn from every training article
+    assert rows[label]["seeds"]["n"] == 2 and rows[label]["seeds"]["f1_stdev"] is not None
+    coverages = rows[label]["coverage"]
+    assert all(c["articles"] == c["articles_available"] and not c["articles_missing"] for c in coverages)
     int8_rows = [rows["oBERT 60% INT8 (torch QAT)"], rows["oBERT 60% INT8 (harness)"]]
     assert all(row["exported_sparsity"]["encoder_linear"]["sparsity"] == pytest.approx(0.6, abs=0.01) for row in int8_rows)
     int8 = rows["oBERT 60% INT8 (harness)"]["harness"]["onnxruntime"]
@@ -142,7 +169,7 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     per_backend = checks["int8_harness_vs_torch_f1"]["per_backend"]
     assert set(per_backend) == {"onnxruntime", "openvino"} and per_backend["openvino"]["engine_precision"].startswith("int8")
     assert checks["int8_harness_vs_torch_f1"]["passed"] is True
-    assert set(checks["openvino_float_vs_fp32"]["per_model"]) == {"dense FP32", "oBERT 60%", "per-layer magnitude 60%"}
+    assert set(checks["openvino_float_vs_fp32"]["per_model"]) == {"dense FP32", "oBERT 60%"}
     assert checks["openvino_float_vs_fp32"]["passed"] is True
     assert checks["bucketing_predictions_identical"]["passed"] is True
     manifest = json.loads((Path(results["models"]["oBERT 60% INT8"]) / "manifest.json").read_text())
@@ -155,12 +182,10 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert "validation" in f1_check["torch"]["eval_json"]  # the export's choice rests on validation, not held-out
     assert "not applied" in json.dumps(json.loads((tmp_path / "exp" / "runs" / "obs-60pct-seed42" / "reports" /
                                                    "prune.json").read_text())["model"]["keep_reason"])
-    # the derived recipes say which preset scaled their epochs, and the per-layer baseline is sparseml's own modifier
+    # the derived recipes say which preset scaled their epochs
     for stage in ("prune", "quantize"):
         recipe = (tmp_path / "exp" / "runs" / "obs-60pct-seed42" / stage / "recipe.yaml").read_text()
         assert "real-accuracy preset: epochs x" in recipe and "smoke" not in recipe
-    per_layer = (tmp_path / "exp" / "runs" / "magnitude-layer-60pct-seed43" / "prune" / "recipe.yaml").read_text()
-    assert "!MagnitudePruningModifier" in per_layer and "!OBSPruningModifier" not in per_layer
     assert (tmp_path / "exp" / "real_accuracy_f1_vs_sparsity.png").is_file()
     # the held-out articles as a data directory the harness accepts (unofficial: not the official dev file)
     held_out = find_dataset(tmp_path / "exp" / "heldout-data", sample_dir=tmp_path / "unused")
