@@ -86,7 +86,7 @@ def test_per_layer_magnitude_prunes_every_matrix_to_the_target_and_global_does_n
     to the target; global ranks across matrices, so a matrix of larger weights keeps more of them."""
     import copy
 
-    from compression.quantize import load_manager
+    from compression.quantize import load_manager, sparseml_loggers
 
     model = copy.deepcopy(tiny_bert_qa[1])
     layer = model.bert.encoder.layer[0].intermediate.dense
@@ -94,7 +94,7 @@ def test_per_layer_magnitude_prunes_every_matrix_to_the_target_and_global_does_n
         layer.weight.mul_(10.0)  # a matrix of another scale, as real models have
     path = derive_recipe(COMPRESSION_RECIPE, tmp_path / f"{method}.yaml", target=model, pruning_method=method,
                          overrides={"OBSPruningModifier": {"final_sparsity": 0.6}})
-    load_manager(path).apply(model)
+    load_manager(path).apply(model, loggers=sparseml_loggers())  # without: a sparse_logs/ directory in the cwd
     params = dict(model.named_parameters())
     sparsity = {name: float((params[name] == 0).float().mean())
                 for name in match_params(model, pruned_param_patterns(load_recipe(path)))}
