@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -315,27 +317,37 @@ def test_ctrl_c_and_sigterm_end_a_run_cleanly(sample, tmp_path, sig, status, rea
     assert reason in (run_dir / INCOMPLETE_MARKER).read_text()
 
 
-def test_ctrl_c_during_an_engine_compile_says_at_once_that_it_is_stopping(sample, tmp_path):
-    """DeepSparse compiles (tens of seconds of C code, in a thread pool that cannot cancel one) kept Ctrl-C
-    waiting ~40 s without a word. Now it is said at once, and a second Ctrl-C quits without waiting."""
-    import queue
-    import threading
-
+def _start_cli_with_a_slow_compile(sample, tmp_path, extra: list[str], uninterruptible: bool):
+    """``harness run`` with DeepSparse's engine build replaced by a minute-long wait. ``uninterruptible``: the
+    wait ignores Ctrl-C as a compile in C code does when the main thread runs it (Python raises
+    KeyboardInterrupt only once the C call returns)."""
     dataset, _ = sample
     model_dir = tmp_path / "toy"
     write_toy_qa_model(model_dir / "model.onnx")
     args = ["run", "--backend", "deepsparse", "--model", str(model_dir), "--data-dir", str(dataset.dev_json.parent),
-            "--cache-dir", str(tmp_path / "c"), "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--quick"]
+            "--cache-dir", str(tmp_path / "c"), "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--quick",
+            *extra]
     script = f"""
-import sys, time
+import sys, threading, time
 from harness.backends import deepsparse_backend
 def compile_for_a_minute(self, model, options):  # stands in for compiling the 14-layer model
-    print("compiling", file=sys.stderr, flush=True)
-    time.sleep(60)
+    where = "the main thread" if threading.current_thread() is threading.main_thread() else "a worker thread"
+    print("compiling in " + where, file=sys.stderr, flush=True)
+    end, interrupted = time.monotonic() + 60, None
+    while time.monotonic() < end:
+        try:
+            time.sleep(max(0.0, end - time.monotonic()))
+        except KeyboardInterrupt as exc:
+            if not {uninterruptible!r}:
+                raise
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 deepsparse_backend.DeepSparseBackend.__init__ = compile_for_a_minute
 from harness.cli import main
 sys.exit(main({args!r}))
 """
+    # As from a terminal: restore the default SIGINT a background test run inherits ignored.
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: queue.Queue = queue.Queue()
@@ -351,13 +363,37 @@ sys.exit(main({args!r}))
                 pass
         raise AssertionError(f"no {fragment!r} on stderr within {timeout_s} s")
 
+    return proc, wait_for
+
+
+def test_ctrl_c_during_a_compile_that_cannot_be_cut_short_says_so_at_once_and_a_second_quits(sample, tmp_path):
+    """A compile in C code kept Ctrl-C waiting ~40 s without a word. Now it is said at once, and a second
+    Ctrl-C quits without waiting for the compile."""
+    proc, wait_for = _start_cli_with_a_slow_compile(sample, tmp_path, ["--no-bucketing"], uninterruptible=True)
     try:
-        wait_for("compiling", 120)
+        wait_for("compiling in the main thread", 120)
         proc.send_signal(signal.SIGINT)
-        wait_for("Ctrl-C: stopping", 20)  # the compiles still have most of their minute to go
+        wait_for("Ctrl-C: stopping", 20)  # the compile still has most of its minute to go
+        assert proc.poll() is None, "the stand-in compile ignores the first Ctrl-C: the process must still wait"
         proc.send_signal(signal.SIGINT)
+        wait_for("Ctrl-C again: quitting now", 10)
         assert proc.wait(timeout=20) == 130
-        wait_for("Ctrl-C again: quitting now", 5)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_ctrl_c_while_the_bucket_engines_compile_ends_the_run_at_once(sample, tmp_path):
+    """The bucket engines compile in a thread pool, which cannot cancel a running compile: the first Ctrl-C
+    leaves the pool behind and ends the command (exit 130) without waiting for the compiles or a second Ctrl-C."""
+    proc, wait_for = _start_cli_with_a_slow_compile(sample, tmp_path, [], uninterruptible=False)
+    try:
+        wait_for("compiling in a worker thread", 120)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert time.monotonic() - sent < 30  # the compiles had ~60 s to go
+        wait_for("interrupted by the user (Ctrl-C)", 5)  # said last (the stopping notice may lose the race to exit)
     finally:
         proc.kill()
         proc.wait()
