@@ -93,6 +93,31 @@ def harness_commit() -> str | None:
     return f"{commit}-dirty" if commit and dirty else (commit or None)
 
 
+def provenance(command: list[str] | None = None) -> dict:
+    """Where a report's figures come from: the command, when (UTC), the commit, and the CPU with its ISA."""
+    import shlex
+    import sys
+    from datetime import datetime, timezone
+
+    machine = machine_info()
+    argv = command if command is not None else [Path(sys.executable).name, *sys.argv]
+    if command is None and sys.argv and sys.argv[0].endswith("__main__.py"):  # python -m <package>
+        argv = ["python", "-m", Path(sys.argv[0]).parent.name, *sys.argv[1:]]
+    return {"command": shlex.join(argv), "time_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "commit": harness_commit(), "cpu_model": machine["cpu_model"], "isa": machine["isa"],
+            "logical_cpus": machine["logical_cpus"]}
+
+
+def provenance_line(record: dict | None) -> str:
+    """One Markdown line for the top of a generated report (empty when the record has no provenance)."""
+    if not record:
+        return ""
+    isa = ", ".join(record.get("isa") or []) or "no AVX2"
+    return (f"Produced by `{record.get('command')}` at {record.get('time_utc')} UTC, commit "
+            f"`{record.get('commit') or 'unknown'}`, on {record.get('cpu_model')} ({record.get('logical_cpus')} logical "
+            f"CPUs; ISA: {isa}).")
+
+
 def _proc_status_mb(key: str) -> float | None:
     """A memory figure of this process from /proc/self/status (Linux), in MB; None where unavailable."""
     try:

@@ -12,10 +12,11 @@ import pytest
 
 from harness.bench.jobs import TuneConfig
 from harness.bench.macs import compute_peak, count_macs
+from harness.bench.report import TARGET_TEXT, target_lines
 from harness.bench.suite import Suite, SuiteConfig, SuiteModels, bucket_choice, bucket_plans
 from harness.errors import ConfigError
 from harness.models import inspect_onnx_model
-from harness.sysinfo import REPO_ROOT
+from harness.sysinfo import REPO_ROOT, machine_info
 from tests.onnx_fixtures import write_toy_packed_variant, write_toy_qa_model
 
 
@@ -152,6 +153,10 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
     assert [(r["batch_size"], r["num_streams"]) for r in summary["tune"]] == [(2, 1), (4, 2)]
     report = (suite.out_dir / "report.md").read_text()
     assert "## Targets" in report and "## Server" in report and "## Tuning" in report and "## SingleStream" in report
+    # provenance on top: what produced the figures, when, at which commit, on which CPU; no blank target rows
+    assert report.splitlines()[2].startswith("Produced by `") and " UTC, commit `" in report.splitlines()[2]
+    recorded = json.loads((suite.out_dir / "bench.json").read_text())["provenance"]
+    assert recorded["isa"] == machine_info()["isa"] and recorded["commit"] and "not measured |" not in report
     assert "queueing model" in report
     assert "## Projection to many-core machines" in report and "v3.0 design" in report
     for name in ("offline_throughput", "latency_vs_qps", "tuning", "core_projection"):
@@ -208,6 +213,17 @@ def test_bucket_plans_choose_the_batch_per_bucket_jointly_with_the_bucket_set():
     # without the longest window's length measured, no plan can hold every window
     assert bucket_plans([r for r in rows if r["length"] == 128], features) == []
     assert bucket_choice([], {"buckets": [128, 384], "offline_batch": 8}) is None
+
+
+def test_the_report_lists_only_measured_targets_and_names_the_rest_in_one_line():
+    keys = list(TARGET_TEXT)
+    nothing = {"targets": dict.fromkeys(keys), "met": dict.fromkeys(keys), "target_values": dict.fromkeys(keys, 1.0)}
+    assert target_lines(nothing) == []  # a section that measured no target gets no table of blanks
+    one = {**nothing, "targets": {**nothing["targets"], keys[0]: 61.5}, "met": {**nothing["met"], keys[0]: True}}
+    lines = target_lines(one)
+    assert [line for line in lines if line.startswith("| ") and "---" not in line][1:] == [
+        f"| {TARGET_TEXT[keys[0]][0]} | {TARGET_TEXT[keys[0]][1].format(1.0)} | 61.50 | yes |"]
+    assert lines[-1].startswith("Not measured by the sections run: ") and TARGET_TEXT[keys[1]][0] in lines[-1]
 
 
 def test_overhead_compares_each_harness_run_with_the_bare_loops_around_it():

@@ -9,6 +9,7 @@ import numpy as np
 
 from harness.bench.scaleout import two_host_report_lines
 from harness.runner import SAMPLE_LATENCIES_FILE
+from harness.sysinfo import provenance_line
 
 TARGET_TEXT = {
     "offline_samples_per_s_full": ("Offline samples/s over all features", ">= {:.0f}", "{:.2f}"),
@@ -36,24 +37,17 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines = [
         "# Benchmark suite",
         "",
+        *([provenance_line(results["provenance"]), ""] if results.get("provenance") else []),
         f"Machine: {machine.get('cpu_model')}, {machine.get('logical_cpus', machine.get('cpus', '?'))} logical CPUs, "
         f"{machine.get('memory_gb', '?')} GB; software: " +
         ", ".join(f"{k} {v}" for k, v in (results.get("software") or {}).items() if v),
         f"Features: the first {results['samples']} of {results['features']} windows of "
         f"{'SQuAD v1.1 dev' if results['official_dataset'] else 'the built-in SAMPLE (not comparable)'}; "
         "models are UNTRAINED benchmark models (speed valid, accuracy meaningless).",
-        "",
-        "## Targets",
-        "",
-        "| target | goal | measured | met |",
-        "|---|---|---:|---|",
     ]
-    for key, (what, goal, fmt) in TARGET_TEXT.items():
-        value = s["targets"].get(key)
-        met = s["met"].get(key)
-        lines.append(f"| {what} | {goal.format(s['target_values'][key])} | "
-                     f"{fmt.format(value) if value is not None else 'not measured'} | "
-                     f"{'yes' if met else ('no' if met is False else '-')} |")
+    if results.get("reused_from"):
+        lines.append(f"Jobs marked reused were measured by an earlier invocation: {', '.join(results['reused_from'])}.")
+    lines += target_lines(s)
     headline = s.get("offline_headline") or {}
     if headline.get("configuration"):
         lines += ["", f"Headline Offline configuration (the faster of ours over every feature): "
@@ -237,6 +231,23 @@ def write_report(results: dict, out_dir: Path) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def target_lines(summary: dict) -> list[str]:
+    """The targets this invocation measured (none: no section; the rest named in one line, not a table of blanks)."""
+    measured = [key for key in TARGET_TEXT if summary["targets"].get(key) is not None]
+    if not measured:
+        return []
+    lines = ["", "## Targets", "", "| target | goal | measured | met |", "|---|---|---:|---|"]
+    for key in measured:
+        what, goal, fmt = TARGET_TEXT[key]
+        met = summary["met"].get(key)
+        lines.append(f"| {what} | {goal.format(summary['target_values'][key])} | {fmt.format(summary['targets'][key])} | "
+                     f"{'yes' if met else ('no' if met is False else '-')} |")
+    missing = [TARGET_TEXT[key][0] for key in TARGET_TEXT if key not in measured]
+    if missing:
+        lines += ["", "Not measured by the sections run: " + "; ".join(missing) + "."]
+    return lines
 
 
 def engines_section(engines: dict | None) -> list[str]:

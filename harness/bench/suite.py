@@ -57,7 +57,7 @@ from harness.runner import RunRequest, harness_overhead_pct
 from harness.scenarios import SERVER_LATENCY_BOUND_MS, SutOptions
 from harness.settings import LoadGenOverrides
 from squad.features import FeatureSet
-from harness.sysinfo import machine_info, software_versions
+from harness.sysinfo import machine_info, provenance, software_versions
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class Suite:
         self.out_dir = create_run_dir(out_root, "bench", "suite", setting="--out-dir")
         self.results: dict = {"jobs": {}, "config": _plain(asdict(config)), "features": len(features),
                               "samples": self.count, "dataset": str(dataset.dev_json), "official_dataset": dataset.official,
-                              "reused_from": [str(path) for path in reuse] or None}
+                              "reused_from": [str(path) for path in reuse] or None, "provenance": provenance()}
 
     # -- jobs -------------------------------------------------------------------------------------
     def _job(self, label: str, section: str, *, backend: str, model: ModelInfo, scenario: str, batch_size: int,
