@@ -161,7 +161,8 @@ def _add_prune(subparsers) -> None:
                         help="starting checkpoint: a local HF directory or a hub id (default: the preset's; smoke "
                         "builds and caches a tiny teacher)")
     parser.add_argument("--teacher", default=None, help="distillation teacher (default: the preset's, "
-                        "neuralmagic/mobilebert-uncased-finetuned-squadv1 for full)")
+                        "neuralmagic/mobilebert-uncased-finetuned-squadv1 for full, so required for a student that is "
+                        "not a MobileBERT)")
     parser.add_argument("--keep-layers", type=int, default=None,
                         help="encoder layers to keep (default: from the recipe, or the geometry preset)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/prune/checkpoint")
@@ -171,9 +172,42 @@ def _add_prune(subparsers) -> None:
     parser.set_defaults(handler=_run_prune)
 
 
+def _student_model_type(spec: str) -> str | None:
+    """``config.model_type`` of a checkpoint (a local directory's config.json, else the hub's config), or None when
+    it cannot be read here (loading the model then gives the error)."""
+    config_file = Path(spec) / "config.json"
+    try:
+        if config_file.is_file():
+            return json.loads(config_file.read_text()).get("model_type")
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(spec).model_type
+    except Exception:  # noqa: BLE001 - unreadable here: the step's own loading reports it
+        return None
+
+
+def _require_teacher(args: argparse.Namespace, student: str | None, suggestion: str | None = None) -> None:
+    """A preset's default teacher is MobileBERT (full: the Neural Magic SQuAD model): a student of another family
+    must name its own teacher instead of being distilled from MobileBERT's logits without a word."""
+    from compression.errors import CompressionError
+    from compression.presets import get_pipeline_preset
+
+    preset = get_pipeline_preset(args.preset)
+    if args.teacher is not None or preset.teacher is None or student is None:
+        return
+    model_type = _student_model_type(student)
+    if model_type in (None, "mobilebert"):
+        return
+    raise CompressionError(
+        f"{args.command}: the student {student} is a {model_type} model, and the {preset.name} preset's default teacher "
+        f"is {preset.teacher}, a MobileBERT; pass --teacher with your dense fine-tuned {model_type} question-answering "
+        f"model (e.g. --teacher {suggestion or student})")
+
+
 def _run_prune(args: argparse.Namespace) -> int:
     from compression.pipeline import run_prune
 
+    _require_teacher(args, args.model_name_or_path)
     report = run_prune(_run_config(args), model_spec=args.model_name_or_path, teacher_spec=args.teacher,
                        keep_layers=args.keep_layers, resume=args.resume, stop_after_steps=args.stop_after_steps)
     return _report_status(report)
@@ -187,7 +221,8 @@ def _add_quantize(subparsers) -> None:
         "Writes <out>/quantize/model and <out>/reports/quantize.json.",
     )
     parser.add_argument("--model-name-or-path", default=None, help="pruned checkpoint (default: <out>/prune/model)")
-    parser.add_argument("--teacher", default=None, help="distillation teacher (default: the preset's)")
+    parser.add_argument("--teacher", default=None, help="distillation teacher (default: the preset's; required for "
+                        "a student that is not a MobileBERT with --preset full)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/quantize/checkpoint")
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="stop (with a checkpoint) after this many optimizer steps; continue with --resume")
@@ -198,6 +233,12 @@ def _add_quantize(subparsers) -> None:
 def _run_quantize(args: argparse.Namespace) -> int:
     from compression.pipeline import run_quantize
 
+    pruned = Path(args.model_name_or_path or (args.out_dir or _default_out_dir(args.preset)) / "prune" / "model")
+    try:  # suggest the teacher the prune step distilled from
+        prune_teacher = json.loads((pruned / "compression_info.json").read_text()).get("teacher")
+    except (OSError, ValueError):
+        prune_teacher = None
+    _require_teacher(args, str(pruned) if pruned.exists() else None, prune_teacher)
     report = run_quantize(_run_config(args), model_spec=args.model_name_or_path, teacher_spec=args.teacher,
                           resume=args.resume, stop_after_steps=args.stop_after_steps)
     return _report_status(report)
