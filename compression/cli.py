@@ -37,7 +37,7 @@ from squad.errors import UserError
 
 log = logging.getLogger("compression")
 
-VARIANT_CHOICES = ("sparse-int8", "dense-fp32", "dense-fp32-24l")  # mirrors benchmark_model.VARIANTS
+VARIANT_CHOICES = ("sparse-int8", "sparse80-int8", "dense-fp32", "dense-fp32-24l")  # mirrors benchmark_model.VARIANTS
 PRESET_CHOICES = ("mobilebert-uncased", "tiny")  # mirrors architecture.PRESETS
 
 
@@ -49,7 +49,8 @@ def _add_build_benchmark_model(subparsers) -> None:
         "sparsity pattern and precision, random weights. Accuracy measured with it is meaningless.",
     )
     parser.add_argument("--variant", choices=VARIANT_CHOICES, default="sparse-int8",
-                        help="sparse-int8: 14 layers, 50%% 4-block, INT8 (harness default); dense-fp32: 14 layers "
+                        help="sparse-int8: 14 layers, 50%% 4-block, INT8 (harness default); sparse80-int8: the same at 80%%; "
+                        "dense-fp32: 14 layers "
                         "dense FP32; dense-fp32-24l: 24 layers dense FP32 (default: %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="model directory to create (default: models/<name of the variant>)")

@@ -562,10 +562,20 @@ def test_cli_builds_overwrites_and_reports_errors(tmp_path, vocab, capsys):
 def test_default_model_dir_names():
     assert {variant: default_model_dir(variant).as_posix() for variant in VARIANTS} == {
         "sparse-int8": "models/obert-mobilebert-14l-50pct-block4-int8-untrained",
+        "sparse80-int8": "models/obert-mobilebert-14l-80pct-block4-int8-untrained",
         "dense-fp32": "models/mobilebert-14l-dense-fp32-untrained",
         "dense-fp32-24l": "models/mobilebert-24l-dense-fp32-untrained",
     }
     assert default_model_dir("dense-fp32", Path("/x"), preset="tiny") == Path("/x/mobilebert-2l-dense-fp32-untrained-tiny")
+
+
+def test_the_80pct_variant_prunes_to_80pct_in_4_blocks(tmp_path):
+    from compression.benchmark_model import prepare_benchmark_model
+
+    prepared = prepare_benchmark_model("sparse80-int8", preset="tiny", seed=5, work_dir=tmp_path)
+    details = prepared.manifest["sparsity_details"]
+    assert details["target"] == 0.8 and prepared.manifest["name"].startswith("obert-mobilebert-2l-80pct-block4-int8")
+    assert details["achieved"] == pytest.approx(0.8, abs=0.005) and details["block4_aligned"]
 
 
 # ------------------------------------------------------------------------------ real geometry, default model
