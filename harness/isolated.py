@@ -184,7 +184,7 @@ def write_outcome(result_path: Path, key: str, work) -> int:
 
 
 if __name__ == "__main__":
-    from harness.cli import configure_logging
+    from harness.logging_config import configure_logging
 
     configure_logging(verbose=False)
     install_sigterm_handler()

@@ -230,7 +230,7 @@ def test_ctrl_c_while_bucket_engines_compile_does_not_wait_for_them(toy_model, m
     import threading
     import time
 
-    import harness.backends as backends
+    import harness.backends.single as backends
     from harness.backends.bucketed import create_bucketed_backend
 
     release = threading.Event()
@@ -239,7 +239,7 @@ def test_ctrl_c_while_bucket_engines_compile_does_not_wait_for_them(toy_model, m
         release.wait(20)  # an engine that takes long to build
         raise RuntimeError("not built")
 
-    monkeypatch.setattr(backends, "create_backend", slow_compile)
+    monkeypatch.setattr(backends, "create_engine", slow_compile)
     monkeypatch.setattr(backends, "import_engine", lambda name, options: None)
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C, mid-compile
     started = time.perf_counter()

@@ -290,7 +290,8 @@ def test_two_rescorings_in_the_same_second_get_a_directory_each(scored_runs, sam
     """Both wrote into one rescored-<time>/, one score overwriting the other."""
     import time
 
-    from harness.cli import build_parser, cmd_accuracy
+    from harness.cli import build_parser
+    from harness.commands import cmd_accuracy
 
     root, runs = scored_runs
     run_dir = tmp_path / "copy"

@@ -205,7 +205,7 @@ def test_latency_scenarios_run_on_openvino(sample, tiny_models, tmp_path, scenar
 def test_the_default_model_is_rebuilt_with_its_qdq_forms_when_openvino_needs_them(tmp_path, monkeypatch, capsys):
     """A default benchmark model built before INT8 exports carried their QDQ form is rebuilt once OpenVINO runs it
     (the same seed gives the same model); other engines keep using it as it is."""
-    from harness.cli import BENCHMARK_PRESET_ENV, MODELS_DIR_ENV, benchmark_model_dir
+    from harness.run_inputs import BENCHMARK_PRESET_ENV, MODELS_DIR_ENV, benchmark_model_dir
 
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "models"))
     monkeypatch.setenv(BENCHMARK_PRESET_ENV, "tiny")

@@ -113,7 +113,7 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
     """Build one engine per bucket in ``options.sequence_buckets`` and check them against full length."""
     from tqdm import tqdm
 
-    from harness.backends import create_backend, import_engine
+    from harness.backends.single import create_engine, import_engine  # here: tests patch them
 
     import onnx
 
@@ -131,7 +131,7 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
     try:
         if name in ONE_MODEL_ENGINES:
             # One session with a symbolic sequence axis runs every bucket length.
-            session = _build(create_backend, name, write_sequence_variant(model, proto, None, work_dir),
+            session = _build(create_engine, name, write_sequence_variant(model, proto, None, work_dir),
                              inner_options, model, "dynamic")
             engines = {length: session for length in buckets}
         else:
@@ -144,7 +144,7 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
                        unit="engine", disable=not progress or None, file=sys.stderr, leave=False)
             pool = ThreadPoolExecutor(max_workers=max(1, min(len(buckets), os.cpu_count() or 1)))
             try:
-                futures = {pool.submit(_build, create_backend, name, variant, inner_options, model, str(length)): length
+                futures = {pool.submit(_build, create_engine, name, variant, inner_options, model, str(length)): length
                            for length, variant in variants.items()}
                 for future in as_completed(futures):
                     if future.exception() is None:
@@ -169,9 +169,9 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
     return backend
 
 
-def _build(create_backend, name: str, variant: ModelInfo, options: BackendOptions, model: ModelInfo, what: str) -> Backend:
+def _build(create_engine, name: str, variant: ModelInfo, options: BackendOptions, model: ModelInfo, what: str) -> Backend:
     try:
-        return create_backend(name, variant, options)
+        return create_engine(name, variant, options)
     except ModelError as exc:
         raise ModelError(f"{model.onnx_path}: length bucketing needs the model at sequence length {what}, and "
                          f"{name} could not build it ({exc}); run with --no-bucketing") from exc

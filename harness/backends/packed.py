@@ -150,11 +150,11 @@ class PackedBackend(Backend):
 
 def create_packed_backend(name: str, model: ModelInfo, options: BackendOptions) -> PackedBackend:
     """One engine of ``model``'s packed variant (``options.batch_size`` rows per call), checked first."""
-    from harness.backends import create_backend
+    from harness.backends.single import create_engine
 
     variant = packed_variant(model)
     check = check_packing_equivalence(model, variant)
-    engine = create_backend(name, variant, replace(options, packing=False, sequence_buckets=None))
+    engine = create_engine(name, variant, replace(options, packing=False, sequence_buckets=None))
     backend = PackedBackend(engine, model, options)
     backend.check = check
     return backend

@@ -69,7 +69,7 @@ class EngineWorker:
     """The actor body (made a Ray actor class at run time: importing this module does not need Ray)."""
 
     def __init__(self, backend: str, model_bytes, manifest: dict, options: dict, wrapper=None) -> None:
-        from harness.backends import create_backend
+        from harness.backends.local import create_local_backend
         from harness.models import inspect_onnx_model
 
         # The engines read the model file only while they are built: remove this node's copy right after, since
@@ -81,7 +81,7 @@ class EngineWorker:
             model = inspect_onnx_model(path)
             model.manifest = manifest
             self.cpus = options.get("num_cores")
-            self.backend = create_backend(backend, model, BackendOptions(**options))
+            self.backend = create_local_backend(backend, model, BackendOptions(**options))  # cluster: local
         finally:
             shutil.rmtree(model_dir, ignore_errors=True)
         if wrapper is not None:  # tests: a slow or failing engine on this worker only

@@ -16,7 +16,7 @@ DEFAULT_SUBMISSIONS_DIR = REPO_ROOT / "submissions"
 
 def add_submission_parser(sub) -> argparse.ArgumentParser:
     """Register the ``submission`` sub-command on the harness CLI's sub-parsers."""
-    from harness.cli import DEFAULT_RUNS_DIR, _add_data_args, add_engine_args
+    from harness.arguments import DEFAULT_RUNS_DIR, add_data_args, add_engine_args
     from harness.run_options import QUICK
     from harness.submission import rules
     from harness.submission.layout import LAYOUTS
@@ -68,7 +68,7 @@ def add_submission_parser(sub) -> argparse.ArgumentParser:
                    "--official-checker) and exit")
     p.add_argument("--model", default=None, help="as for `run` (default: the untrained benchmark model in ./models)")
     add_engine_args(p, note=" (as for `run`; reused runs must have been made with the same values)")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
     p.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
     p.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="where new runs go (default ./runs)")
@@ -76,7 +76,7 @@ def add_submission_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_submission(args) -> int:
-    from harness.cli import load_dataset_and_features, resolve_run_model
+    from harness.run_inputs import load_dataset_and_features, resolve_run_model
     from harness.rundir import check_runs_root
     from harness.run_options import QUICK, EngineSettings
     from harness.submission.runs import RunContext

@@ -1,0 +1,202 @@
+"""The sub-commands ``run``, ``accuracy``, ``prepare`` and ``bench``: each takes the parsed arguments of
+:mod:`harness.cli` and returns the exit status (``submission``'s is :mod:`harness.submission.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.run_inputs import DEFAULT_DATA_SUBDIR, benchmark_model_dir, load_dataset_and_features, resolve_run_model
+from harness.run_options import QUICK, EngineSettings, quick_overrides
+
+log = logging.getLogger("harness")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.backends import create_backend, import_engine
+    from harness.models import check_model_fits, check_vocab_fits
+    from harness.runner import RunRequest, execute_run
+    from harness.settings import LoadGenOverrides, conf_test_settings, issue_plan, plan_note
+    from squad.data import SAMPLE
+
+    from harness.loadgen_logs import expected_bytes
+    from harness.rundir import check_free_space, check_runs_root
+
+    count = args.count if args.count is not None else (QUICK.count if args.quick else None)
+    if count is not None and count < 1:
+        raise ConfigError(f"--count must be >= 1, got {count}")
+    check_runs_root(Path(args.runs_dir))  # before minutes of start-up, not when the first run directory is made
+    modes = ["performance", "accuracy"] if args.mode == "both" else [args.mode]
+    # The conf files are read once for every test of this command (see harness.settings.ConfSettings).
+    conf = conf_test_settings(args.scenario, modes[0], mlperf_conf=Path(args.mlperf_conf),
+                              user_conf=Path(args.user_conf))
+    engine = EngineSettings.from_args(args)
+    engine.backend_options(args.scenario)  # settings errors come before the data and model work
+    dataset, features = load_dataset_and_features(args, count=count)
+    check_free_space(Path(args.runs_dir), sum(expected_bytes(mode, len(features), features.params.max_seq_length)
+                                              for mode in modes), f"{' and '.join(modes)} runs of {len(features)} features")
+    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
+                              backend=engine.backend)
+    backend_options = engine.backend_options(args.scenario, features.params.max_seq_length)
+    sut_options = engine.sut_options(args.scenario)
+    check_model_fits(model, features.params.max_seq_length)
+    check_vocab_fits(model, dataset.vocab, sample=dataset.kind == SAMPLE)
+
+    explicit = {
+        "performance_count": args.performance_count, "min_duration_ms": args.min_duration_ms,
+        "max_duration_ms": args.max_duration_ms, "min_query_count": args.min_query_count,
+        "max_query_count": args.max_query_count, "target_qps": args.target_qps,
+        "target_latency_ms": args.target_latency_ms, "expected_latency_ms": args.expected_latency_ms,
+    }
+    preset = quick_overrides(args.scenario, len(features)) if args.quick else {}
+    overrides = LoadGenOverrides(**{**preset, **{k: v for k, v in explicit.items() if v is not None}})
+    if "performance" in modes and overrides.given():  # said before the engines compile, not 20 minutes later
+        settings, _ = conf.for_run(len(features), overrides, mode="performance")
+        note = plan_note(args.scenario, issue_plan(args.scenario, settings), len(features), Path(args.user_conf))
+        if note:
+            log.warning("%s", note)
+    wrapper = _test_wrapper(args)
+
+    # One engine serves every test of the command: compiling the length-bucket engines is most of a short
+    # run's time. Both tests share one reading of the conf files, so neither log carries LoadGen's
+    # "Multiple conf files are used" error.
+    if "accuracy" in modes:  # scoring needs transformers' basic tokenizer (~4 s to import): load it meanwhile
+        from squad.scoring import warm_up as warm_up_scoring
+
+        import_engine(engine.backend, backend_options)  # first: the two import trees share packages
+        threading.Thread(target=warm_up_scoring, name="warm-up-scoring", daemon=True).start()
+    backend = create_backend(engine.backend, model, backend_options, progress=not args.no_progress)
+    records = []
+    try:
+        for mode in modes:
+            request = RunRequest(
+                scenario=args.scenario, mode=mode, backend=engine.backend, model=model, features=features,
+                dataset=dataset, backend_options=backend_options, sut_options=sut_options,
+                mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
+                overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
+                fault_grace_s=args.fault_grace_s, abort_when_invalid=args.abort_when_invalid,
+                requested_count=args.count,
+            )
+            records.append(execute_run(request, backend=backend, conf_settings=conf))
+    finally:
+        backend.close()
+    for note in dict.fromkeys(note for record in records for note in record["notes"]):
+        print(f"NOTE: {note}")
+    for record in records:
+        print(record["summary"])
+    return 0
+
+
+def _test_wrapper(args: argparse.Namespace):
+    """The backend wrapper of the hidden test flags (fault injection, a slowed engine), or None."""
+    if args.inject_fault_after is not None:
+        from harness.backends.fault import FaultInjectingBackend
+
+        return partial(FaultInjectingBackend, fail_after=args.inject_fault_after)  # picklable
+    if args.inject_delay_ms is not None:
+        from harness.backends.fault import SlowBackend
+
+        return partial(SlowBackend, delay_s=args.inject_delay_ms / 1000.0)
+    return None
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    import time
+
+    from harness.accuracy import SCORE_FILES, evaluate_accuracy_log
+    from harness.loadgen_logs import ACCURACY_LOG
+    from harness.rundir import RUN_JSON, claim_dir
+
+    run_dir = Path(args.run_dir)
+    record_path = run_dir / RUN_JSON
+    if not record_path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no {RUN_JSON})")
+    record = json.loads(record_path.read_text())
+    if record.get("mode") != "accuracy":
+        raise ConfigError(f"{run_dir}: a {record.get('mode')}-mode run; LoadGen logs the responses to score only in "
+                          "accuracy mode (run with --mode accuracy or both)")
+    dataset, features = load_dataset_and_features(args, count=record["qsl"]["features"])
+    if features.fingerprint.split(":")[0] != str(record["qsl"]["fingerprint"]).split(":")[0]:
+        raise ConfigError(
+            f"{run_dir}: the run used features {record['qsl']['fingerprint']}, but --data-dir gives "
+            f"{features.fingerprint}; point --data-dir at the dataset the run used"
+        )
+    # An earlier score stays where it is; a new one goes beside it, in a directory of its own even when two
+    # rescorings start in the same second.
+    earlier = [name for name in SCORE_FILES if (run_dir / name).exists()]
+    out_dir = claim_dir(run_dir, f"rescored-{time.strftime('%Y%m%d-%H%M%S')}") if earlier else run_dir
+    try:
+        result = evaluate_accuracy_log(run_dir / ACCURACY_LOG, features, out_dir, complete=True,
+                                       partial=args.partial)
+    except BaseException:
+        if out_dir != run_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    print(json.dumps({"exact_match": result["exact_match"], "f1": result["f1"]}))
+    if result["partial_log"]:
+        print(f"NOTE: partial log: {result['examples_scored']} questions scored, those with responses only "
+              f"(--partial); not a result to report, so it is written as {result['files'][0]}", file=sys.stderr)
+    print(f"written to {out_dir} ({', '.join(result['files'])})" +
+          (f"; the earlier {' and '.join(earlier)} kept" if earlier else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from squad.data import DEFAULT_DATA_ENV, fetch_official_data
+
+    if args.download:
+        target = Path(args.data_dir or os.environ.get(DEFAULT_DATA_ENV) or Path(args.cache_dir) / DEFAULT_DATA_SUBDIR)
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"--download: {target} is not a directory")
+        target.mkdir(parents=True, exist_ok=True)
+        fetch_official_data(target, progress=not args.no_progress)
+        if not (args.data_dir or os.environ.get(DEFAULT_DATA_ENV)):
+            print(f"downloaded into the default data dir {target}; commands use it when no --data-dir is given")
+    dataset, features = load_dataset_and_features(args)
+    print(f"{len(features)} features from {dataset.dev_json} ({dataset.source}); cache key {features.fingerprint}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench.peers import ort_dynamic_int8
+    from harness.bench.suite import Suite, SuiteConfig, SuiteModels
+    from harness.bucketing import parse_buckets
+    from harness.models import resolve_model
+
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
+    dataset, features = load_dataset_and_features(args)
+    download_dir = Path(args.cache_dir) / "models"
+
+    def model(variant: str, packed: bool = False):
+        return resolve_model(str(benchmark_model_dir(variant, dataset.vocab, packed=packed)), download_dir=download_dir)
+
+    sections = tuple(part.strip() for part in args.sections.split(",") if part.strip())
+    # the packed job needs the packed variant; OpenVINO (section engines) the QDQ form
+    models = SuiteModels(sparse_int8=resolve_model(str(benchmark_model_dir(
+        "sparse-int8", dataset.vocab, packed="offline" in sections, qdq="engines" in sections)), download_dir=download_dir))
+    if "peers" in sections or "engines" in sections or args.reuse:  # reused rows need the models for their MAC counts
+        dense_dir = benchmark_model_dir("dense-fp32", dataset.vocab)
+        models.dense_fp32_14l = resolve_model(str(dense_dir), download_dir=download_dir)
+    if "peers" in sections or args.reuse:
+        models.dense_fp32_24l = model("dense-fp32-24l")
+        models.ort_int8_14l = resolve_model(str(ort_dynamic_int8(dense_dir)), download_dir=download_dir)
+    config = SuiteConfig(samples=args.samples, buckets=parse_buckets(args.buckets) or (),
+                         server_duration_ms=args.server_duration_ms, full_offline=not args.no_full, sections=sections)
+    suite = Suite(config, models, features=features, dataset=dataset, mlperf_conf=Path(args.mlperf_conf),
+                  user_conf=Path(args.user_conf), out_root=Path(args.out_dir),
+                  feature_cache_dir=Path(args.cache_dir) / "features", progress=not args.no_progress,
+                  reuse=[Path(path) for path in args.reuse])
+    suite.run()
+    print((suite.out_dir / "report.md").read_text())
+    print(f"results: {suite.out_dir}")
+    return 0
+

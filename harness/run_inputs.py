@@ -1,0 +1,95 @@
+"""What a command runs on: the dataset and its tokenized features, and the model (``--model``, or the default
+benchmark model, built on first use by the compression pipeline, which is imported only then)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.sysinfo import REPO_ROOT
+
+if TYPE_CHECKING:
+    from harness.models import ModelInfo
+    from squad.data import DatasetFiles
+    from squad.features import FeatureSet
+
+log = logging.getLogger("harness")
+
+DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+MODELS_DIR_ENV = "OBERT_MODELS_DIR"  # where the default benchmark models are built and kept
+# The geometry of the default model built on first use; tests set "tiny" to exercise the same path quickly.
+BENCHMARK_PRESET_ENV = "OBERT_BENCHMARK_PRESET"
+DEFAULT_MODEL_VARIANT = "sparse-int8"
+DEFAULT_DATA_SUBDIR = "data"  # the default data dir, under the cache dir: first-run downloads go there
+
+
+def load_dataset_and_features(args: argparse.Namespace, *, count: int | None = None) -> tuple[DatasetFiles, FeatureSet]:
+    """Find the dataset (data dir, default data dir with first-run download, or the built-in sample), then
+    load (or build once) the tokenized features."""
+    from squad.data import locate_dataset
+    from squad.features import FeatureParams, load_or_build_features, select_features
+
+    cache_dir = Path(args.cache_dir)
+    dataset = locate_dataset(args.data_dir, default_dir=cache_dir / DEFAULT_DATA_SUBDIR, sample_dir=cache_dir / "sample",
+                             progress=not args.no_progress)
+    features = load_or_build_features(
+        dataset.dev_json, dataset.vocab, FeatureParams(), cache_dir / "features", progress=not args.no_progress
+    )
+    if count is not None:
+        features = select_features(features, count)
+    return dataset, features
+
+
+def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq: bool = False) -> Path:
+    """The untrained benchmark model of a variant in ./models, built on first use. Its tokenizer files are
+    written only from the bert-base-uncased vocab (the model's 30,522-token geometry); with other data (the
+    built-in sample) it gets none and the harness tokenizes with the data's vocab. ``packed`` / ``qdq``: a directory
+    built before models carried their packed variant / the QDQ form of an INT8 model (what OpenVINO runs) is rebuilt
+    with it (the same seed gives the same model)."""
+    from compression.architecture import DEFAULT_PRESET
+    from compression.benchmark_model import build_benchmark_model, default_model_dir
+    from squad.data import BERT_VOCAB_SHA256, file_sha256
+
+    preset = os.environ.get(BENCHMARK_PRESET_ENV) or DEFAULT_PRESET
+    model_dir = default_model_dir(variant, root=Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR),
+                                  preset=preset)
+    exists = (model_dir / "model.onnx").is_file()
+    manifest = _manifest(model_dir) if exists else {}
+    int8 = manifest.get("precision") == "int8"
+    missing = [why for wanted, lacking, why in (
+        (packed, not manifest.get("packed"), "its packed variant for --packing"),
+        (qdq, int8 and not manifest.get("qdq"), "its QDQ form for OpenVINO"),
+        (packed and qdq, int8 and not (manifest.get("packed") or {}).get("qdq_onnx_file"),
+         "the QDQ form of its packed variant for OpenVINO"),
+    ) if exists and wanted and lacking]
+    if not exists or missing:
+        from compression.cli import configure_sparseml_logging
+
+        configure_sparseml_logging(log.isEnabledFor(logging.DEBUG))
+        why = f"to add {' and '.join(missing)}" if missing else "first use only"
+        print(f"building the benchmark model {model_dir} ({why}, a few minutes)", file=sys.stderr)
+        tokenizer_vocab = vocab if file_sha256(vocab) == BERT_VOCAB_SHA256 else None
+        build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset, overwrite=bool(missing))
+    return model_dir
+
+
+def _manifest(model_dir: Path) -> dict:
+    import json
+
+    path = model_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path, *, packed: bool = False,
+                      backend: str = "") -> ModelInfo:
+    """``--model`` resolved (see :func:`harness.models.resolve_model`), or the default benchmark model."""
+    from harness.models import resolve_model
+
+    if spec is None:
+        spec = str(benchmark_model_dir(DEFAULT_MODEL_VARIANT, vocab, packed=packed, qdq=backend == "openvino"))
+    return resolve_model(spec, download_dir=cache_dir / "models")
+
