@@ -1,0 +1,138 @@
+"""docs/compression.md, "Compress your own BERT QA model": the guide's commands, extracted from the document and
+run end to end on a tiny stand-in BERT (the guide's placeholders replaced by it, the data directory and a temp
+output directory); and the full preset's refusal to distil a non-MobileBERT student from its MobileBERT teacher."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GUIDE = REPO / "docs" / "compression.md"
+MARKER = "<!-- guide-test -->"
+
+
+# ----------------------------------------------------------------------------------------------
+# --teacher: required for a student that is not a MobileBERT when the preset's teacher is MobileBERT
+
+
+def _checkpoint(directory: Path, model_type: str) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps({"model_type": model_type}))
+    return directory
+
+
+def test_full_prune_of_a_bert_without_teacher_is_an_error_with_the_fix(tmp_path, capsys) -> None:
+    from compression.cli import main
+
+    student = _checkpoint(tmp_path / "my-bert", "bert")
+    status = main(["prune", "--model-name-or-path", str(student), "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1 and err.startswith("obert-compress: error: prune:")
+    assert "bert model" in err and "neuralmagic/mobilebert-uncased-finetuned-squadv1" in err
+    assert f"--teacher {student}" in err
+    assert not (tmp_path / "out" / "prune").exists()  # refused before anything ran
+
+
+def test_full_quantize_of_a_pruned_bert_without_teacher_suggests_the_prune_steps_teacher(tmp_path, capsys) -> None:
+    from compression.cli import main
+
+    pruned = _checkpoint(tmp_path / "out" / "prune" / "model", "bert")
+    (pruned / "compression_info.json").write_text(json.dumps({"teacher": "/models/my-dense-bert"}))
+    status = main(["quantize", "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and err.startswith("obert-compress: error: quantize:") and "--teacher /models/my-dense-bert" in err
+
+
+@pytest.mark.parametrize("preset, model_type, teacher, refused", [
+    ("full", "bert", None, True),
+    ("full", "mobilebert", None, False),  # the published setup: MobileBERT from MobileBERT
+    ("full", "bert", "/my/teacher", False),
+    ("smoke", "bert", None, False),  # smoke has no hub teacher: the student distils from itself
+])
+def test_which_students_need_a_teacher(tmp_path, preset, model_type, teacher, refused) -> None:
+    from compression.cli import _require_teacher
+    from compression.errors import CompressionError
+
+    student = str(_checkpoint(tmp_path / "student", model_type))
+    args = argparse.Namespace(preset=preset, teacher=teacher, command="prune")
+    if refused:
+        with pytest.raises(CompressionError, match="--teacher"):
+            _require_teacher(args, student)
+    else:
+        _require_teacher(args, student)
+
+
+# ----------------------------------------------------------------------------------------------
+# The guide, end to end
+
+
+def guide_blocks(text: str) -> list[str]:
+    """The ```bash blocks that follow a ``<!-- guide-test -->`` marker, in order."""
+    return re.findall(re.escape(MARKER) + r"\s*```bash\n(.*?)```", text, flags=re.S)
+
+
+def test_the_guide_has_marked_blocks_covering_the_whole_flow() -> None:
+    blocks = guide_blocks(GUIDE.read_text())
+    script = "\n".join(blocks)
+    assert len(blocks) >= 4
+    for needle in ("--model-name-or-path", "--teacher", "compression prune", "compression quantize",
+                   "compression export", "./run_offline.sh --model"):
+        assert needle in script, needle
+
+
+PLACEHOLDERS = ("MODEL", "TEACHER", "DATA", "OUT")
+
+
+def _substitute(script: str, values: dict[str, str]) -> str:
+    """Replace the values the guide's settings block gives the placeholders (``NAME=...`` at a line's start)."""
+    for name in PLACEHOLDERS:
+        script, count = re.subn(rf"^{name}=.*$", f"{name}={values[name]}", script, count=1, flags=re.M)
+        assert count == 1, f"the guide sets no {name}=..."
+    return script
+
+
+@pytest.mark.slow
+def test_the_guide_runs_end_to_end_on_a_tiny_bert(data_dir, tmp_path) -> None:
+    from tests.test_real_accuracy import tiny_bert_checkpoint
+
+    model = tiny_bert_checkpoint(tmp_path / "tiny-bert", data_dir / "bert-uncased-vocab.txt")
+    out = tmp_path / "out"
+    script = _substitute("\n".join(guide_blocks(GUIDE.read_text())),
+                         {"MODEL": str(model), "TEACHER": str(model), "DATA": str(data_dir), "OUT": str(out)})
+    env = {**os.environ, "OBERT_OFFLINE": "1", "OBERT_CACHE_DIR": str(tmp_path / "cache"),
+           "OBERT_MODELS_DIR": str(tmp_path / "models")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` is the venv's
+    started = time.monotonic()
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", f"cd {REPO}\n{script}\n", "--"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, f"guide failed ({elapsed:.0f} s):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+
+    # the exported model: INT8, sparse, a BERT, verified
+    model_dir = out / "model"
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["geometry"]["family"] == "bert"
+    verification = json.loads((model_dir / "verify.json").read_text())
+    assert verification["passed"] and not verification["failed_checks"]
+    assert (model_dir / "model.onnx").is_file() and (model_dir / "model-qdq.onnx").is_file()
+    prune_report = json.loads((out / "reports" / "prune.json").read_text())
+    assert prune_report["model"]["teacher"] == str(model) and prune_report["model"]["geometry"]["family"] == "bert"
+
+    # the harness ran it: a performance and an accuracy run, complete, on that model, with an F1 (meaningless here)
+    records = {json.loads(p.read_text())["mode"]: p.parent for p in (out / "runs").glob("*/run.json")}
+    assert set(records) == {"performance", "accuracy"}, proc.stdout[-3000:]
+    for run_dir in records.values():
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["status"] == "complete" and Path(record["model"]["path"]).parent == model_dir
+    accuracy = json.loads((records["accuracy"] / "accuracy.txt").read_text())
+    assert 0 <= accuracy["f1"] <= 100
+    assert elapsed < 300, f"the guide took {elapsed:.0f} s"
