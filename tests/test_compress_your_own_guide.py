@@ -100,11 +100,24 @@ def _substitute(script: str, values: dict[str, str]) -> str:
     return script
 
 
-@pytest.mark.slow
-def test_the_guide_runs_end_to_end_on_a_tiny_bert(data_dir, tmp_path) -> None:
-    from tests.test_real_accuracy import tiny_bert_checkpoint
+def tiny_bert(directory: Path, vocab: Path) -> Path:
+    """The stand-in for "your BERT QA model": a BertModel checkpoint (no QA head: the pipeline adds one) of a tiny
+    geometry, untrained, with the BERT uncased vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel
 
-    model = tiny_bert_checkpoint(tmp_path / "tiny-bert", data_dir / "bert-uncased-vocab.txt")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(directory))
+    (directory / "vocab.txt").write_bytes(vocab.read_bytes())
+    return directory
+
+
+@pytest.mark.slow
+def test_the_guide_runs_end_to_end_on_a_tiny_bert(dev_files, tmp_path) -> None:
+    data_dir = dev_files.dev_json.parent
+    model = tiny_bert(tmp_path / "tiny-bert", dev_files.vocab)
     out = tmp_path / "out"
     script = _substitute("\n".join(guide_blocks(GUIDE.read_text())),
                          {"MODEL": str(model), "TEACHER": str(model), "DATA": str(data_dir), "OUT": str(out)})
