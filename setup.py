@@ -35,8 +35,8 @@ setup(
     description="MLPerf Inference harness (LoadGen + DeepSparse/OpenVINO/ONNX Runtime) and oBERT compression "
     "pipeline for MobileBERT on SQuAD v1.1",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["squad", "squad.*", "engines", "engines.*", "harness", "harness.*", "compression",
-                                    "compression.*"]),
+    packages=find_packages(include=["cmdline", "cmdline.*", "squad", "squad.*", "engines", "engines.*", "harness",
+                                    "harness.*", "compression", "compression.*", "experiments", "experiments.*"]),
     package_data={"compression": ["recipes/*.yaml"], "harness": ["conf/*.conf"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0"]},
@@ -44,6 +44,7 @@ setup(
         "console_scripts": [
             "obert-harness=harness.cli:main",
             "obert-compress=compression.cli:main",
+            "obert-experiment=experiments.cli:main",
         ]
     },
 )

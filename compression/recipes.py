@@ -375,3 +375,13 @@ def derive_recipe(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(dump_recipe(recipe, header=header))
     return out_path
+
+
+def dense_recipe(epochs: float, learning_rate: float) -> Recipe:
+    """Recipe of a dense fine-tuning (a teacher, an experiment's starting model): a linear LR decay, nothing else."""
+    return {"training_modifiers": [
+        RecipeModifier("EpochRangeModifier", {"start_epoch": 0.0, "end_epoch": float(epochs)}),
+        RecipeModifier("LearningRateFunctionModifier", {"start_epoch": 0.0, "end_epoch": float(epochs),
+                                                        "lr_func": "linear", "init_lr": learning_rate,
+                                                        "final_lr": 0.0}),
+    ]}

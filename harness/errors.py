@@ -1,6 +1,8 @@
-"""The harness's user-facing error types (see :mod:`squad.errors` for the shared base)."""
+"""The harness's user-facing error types (the shared base: :class:`cmdline.errors.UserError`; data and settings:
+:mod:`squad.errors`)."""
 
-from squad.errors import ConfigError, DatasetError, UserError
+from cmdline.errors import UserError
+from squad.errors import ConfigError, DatasetError
 
 # The harness's name for the shared base: every error the harness reports as one line.
 HarnessError = UserError

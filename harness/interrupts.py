@@ -5,6 +5,8 @@ The exit must skip the interpreter's normal shutdown: LoadGen's C++ threads are 
 is interrupted (LoadGen has no abort call), and destroying them at shutdown aborts the process
 ("terminate called without an active exception", exit 134). So the command line ends with ``os._exit``
 once everything worth keeping is on disk.
+
+SIGTERM as :class:`Terminated`, shared with the other command lines, is :mod:`cmdline.signals`'s.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import os
 import signal
 import sys
 import threading
+
+from cmdline.signals import Terminated, exit_status, install_sigterm_handler, is_sigterm
+
+__all__ = ["STOPPING_NOTICE", "Terminated", "describe", "exit_now", "exit_status", "install_sigterm_handler",
+           "install_stop_notice", "is_sigterm"]
 
 # Said the moment a signal arrives (see install_stop_notice); a second Ctrl-C quits at once.
 STOPPING_NOTICE = {
@@ -23,22 +30,6 @@ STOPPING_NOTICE = {
 
 
 _stop_notice_installed = False
-_sigterm_received = False
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt so that one path handles both."""
-
-
-def install_sigterm_handler() -> None:
-    """Turn SIGTERM into :class:`Terminated` in the main thread (call from the main thread)."""
-
-    def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
-        global _sigterm_received
-        _sigterm_received = True
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def install_stop_notice() -> None:
@@ -75,21 +66,9 @@ def install_stop_notice() -> None:
     threading.Thread(target=watch, name="stop-notice", daemon=True).start()
 
 
-def is_sigterm(interrupt: KeyboardInterrupt) -> bool:
-    """SIGTERM ended the command: :class:`Terminated`, or the plain KeyboardInterrupt a library raised in its
-    place (Ray's ray.get turns whatever a signal handler raises into KeyboardInterrupt: `timeout` stopping a Ray
-    run during its start-up was reported as Ctrl-C, exit 130)."""
-    return isinstance(interrupt, Terminated) or (_sigterm_received and type(interrupt) is KeyboardInterrupt)
-
-
 def describe(interrupt: KeyboardInterrupt) -> str:
     """What ended the command, for run records and messages."""
     return "terminated (SIGTERM)" if is_sigterm(interrupt) else "interrupted by the user (Ctrl-C)"
-
-
-def exit_status(interrupt: KeyboardInterrupt) -> int:
-    """The shell's convention: 128 + the signal number."""
-    return 128 + (signal.SIGTERM if is_sigterm(interrupt) else signal.SIGINT)
 
 
 def exit_now(status: int) -> None:

@@ -17,15 +17,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from cmdline.children import run_child as run_stoppable_child
 from harness.errors import BackendFault, DiskFull, HarnessError, RunStopped
-from harness.interrupts import describe, exit_now, exit_status, install_sigterm_handler, is_sigterm
+from harness.interrupts import describe, exit_now, exit_status, install_sigterm_handler
 from harness.runner import RunRequest
 from harness.sysinfo import REPO_ROOT
 
@@ -152,22 +151,11 @@ def main(argv: list[str]) -> int:
 
 def run_child(command: list[str], result_path: Path) -> dict | None:
     """Parent side: run a ``python -m harness...`` child with this checkout importable; returns the
-    outcome it wrote (see :func:`write_outcome`), or None when it died before writing one."""
+    outcome it wrote (see :func:`write_outcome`), or None when it died before writing one. Ctrl-C or SIGTERM
+    stops the child too: it marks its run interrupted and exits (killed only after ``CHILD_EXIT_GRACE_S``)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    child = subprocess.Popen(command, env=env)
-    try:
-        child.wait()
-    except KeyboardInterrupt as interrupt:
-        # Ctrl-C reaches the child too (same process group); SIGTERM only us: pass it on. Either way the
-        # child marks its run interrupted and exits; wait for that instead of killing it mid-write.
-        if is_sigterm(interrupt):
-            child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=CHILD_EXIT_GRACE_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        raise
+    run_stoppable_child(command, env=env, stop_grace_s=CHILD_EXIT_GRACE_S)
     return json.loads(result_path.read_text()) if result_path.is_file() else None
 
 

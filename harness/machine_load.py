@@ -22,9 +22,10 @@ import psutil
 BUSY_CORES_THRESHOLD = 0.3
 SAMPLE_INTERVAL_S = 5.0
 START_PROBE_S = 0.5
-# Command lines of work that competes with a measurement: ours (harness, compression, their tests).
-_OWN_COMMANDS = (("-m", "harness"), ("-m", "harness.isolated"), ("-m", "compression"), ("-m", "pytest"))
-_OWN_SCRIPTS = ("obert-harness", "obert-compress")
+# Command lines of work that competes with a measurement: ours (harness, compression, experiments, their tests).
+_OWN_COMMANDS = (("-m", "harness"), ("-m", "harness.isolated"), ("-m", "compression"), ("-m", "experiments"),
+                 ("-m", "pytest"))
+_OWN_SCRIPTS = ("obert-harness", "obert-compress", "obert-experiment")
 
 
 def is_competing_command(cmdline: list[str]) -> bool:

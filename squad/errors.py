@@ -1,14 +1,13 @@
-"""Error types that carry one clear, user-facing message.
+"""Error types of the shared SQuAD code, for data and settings that carry one clear, user-facing message.
 
-Both command lines (``obert-harness`` and ``obert-compress``) catch :class:`UserError` and print its
-message without a traceback: the message must name the file or setting at fault and what was expected.
+They derive from :class:`cmdline.errors.UserError` (its home: it is every command line's, not SQuAD's; still
+importable from here), which both command lines (``obert-harness`` and ``obert-compress``) print without a
+traceback: the message must name the file or setting at fault and what was expected.
 """
 
+from cmdline.errors import UserError
 
-class UserError(Exception):
-    """Base class for errors reported to the user as a single line."""
-
-    exit_status = 1  # what the command line exits with
+__all__ = ["ConfigError", "DatasetError", "UserError"]
 
 
 class DatasetError(UserError):

@@ -150,7 +150,7 @@ def test_bad_training_file_names_the_file(tmp_path: Path) -> None:
 def test_the_teacher_evaluation_is_reused_for_the_same_heldout_file_by_content(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from compression.pipeline import TEACHER_INFO_FILE, cached_teacher_evaluation
+    from compression.steps.teacher import TEACHER_INFO_FILE, cached_teacher_evaluation
 
     heldout = tmp_path / "teacher-data" / "dev-split-heldout.json"
     heldout.parent.mkdir()
@@ -215,7 +215,8 @@ def test_pruning_schedule_of_the_published_recipe() -> None:
 
 
 def test_derive_recipe_overrides_and_magnitude_twin(tmp_path: Path) -> None:
-    from compression.experiment import SHARED_PRUNING_FIELDS, magnitude_recipe
+    from compression.recipes import SHARED_PRUNING_FIELDS
+    from experiments.obs_vs_magnitude import magnitude_recipe
 
     obs = derive_recipe(COMPRESSION_RECIPE, tmp_path / "obs.yaml", epoch_scale=0.125,
                         overrides={"OBSPruningModifier": {"num_grads": 16}})
@@ -392,7 +393,7 @@ def test_smoke_runs_end_to_end_in_time(smoke_run) -> None:
 
 def test_smoke_prune_claims(smoke_run) -> None:
     from compression.architecture import build_model
-    from compression.pipeline import load_qa_model
+    from compression.checkpoints import load_qa_model
     from compression.recipes import match_params
     from compression.sparsity import sparsity_report
 
@@ -432,7 +433,7 @@ def test_smoke_prune_claims(smoke_run) -> None:
 
 
 def test_smoke_quantize_claims(smoke_run) -> None:
-    from compression.pipeline import load_qa_model
+    from compression.checkpoints import load_qa_model
     from compression.quantize import is_qat_model
     from compression.report import zero_masks
 

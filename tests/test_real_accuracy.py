@@ -115,7 +115,7 @@ def test_a_mobilebert_recipe_is_left_as_published(tmp_path):
 def test_pretrained_checkpoint_resolution_and_vocab_check(tiny_bert_qa, dev_files, tmp_path):
     from compression.errors import CompressionError
     from compression.pretrained import resolve_pretrained
-    from compression.real_accuracy import check_tokenizer_vocab
+    from experiments.real_accuracy.stages import check_tokenizer_vocab
 
     checkpoint, _ = tiny_bert_qa
     assert resolve_pretrained(str(checkpoint), tmp_path)[0] == checkpoint
@@ -136,7 +136,7 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     a second invocation reuses everything (the experiment resumes instead of redoing work)."""
     from dataclasses import replace
 
-    from compression.real_accuracy import RealAccuracyConfig, run_real_accuracy
+    from experiments.real_accuracy import RealAccuracyConfig, run_real_accuracy
     from squad.data import find_dataset
 
     checkpoint, _ = tiny_bert_qa
@@ -198,23 +198,24 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert again["duration_s"] < results["duration_s"] / 3  # nothing retrained, nothing re-run
 
     # a planted fault: a final_sparsity override that does not reach the recipe is caught by the run itself
-    import compression.real_accuracy as real_accuracy
+    import experiments.real_accuracy.stages as stages
     from compression.errors import CompressionError
 
     planted = replace(config, sparsities=(0.6, 0.7), seeds=(44,))
-    original = real_accuracy._preset
+    original = stages.pipeline_preset
 
     def dropping_the_override(config, teacher_dir, *, sparsity=None, max_windows=None):
         return original(config, teacher_dir, sparsity=0.6 if sparsity else None, max_windows=max_windows)
 
-    monkeypatch.setattr(real_accuracy, "_preset", dropping_the_override)
+    monkeypatch.setattr(stages, "pipeline_preset", dropping_the_override)
     with pytest.raises(CompressionError, match="asked for 70% sparsity but reached 60"):
-        real_accuracy.prune_run(planted, tmp_path / "exp" / "teacher" / "model", "obs", 0.7, 44, tmp_path / "exp",
+        stages.prune_run(planted, tmp_path / "exp" / "teacher" / "model", "obs", 0.7, 44, tmp_path / "exp",
                                 data_dir, False)
 
 
 def test_harness_jobs_run_the_int8_model_first_and_cover_every_comparison():
-    from compression.real_accuracy import RealAccuracyConfig, harness_jobs
+    from experiments.real_accuracy.config import RealAccuracyConfig
+    from experiments.real_accuracy.harness_driver import harness_jobs
 
     models = {"dense FP32": Path("/m/dense"), "oBERT 50%": Path("/m/obs"), "oBERT 50% INT8": Path("/m/int8")}
     jobs = harness_jobs(models, RealAccuracyConfig(), "oBERT 50% INT8")
@@ -227,7 +228,7 @@ def test_harness_jobs_run_the_int8_model_first_and_cover_every_comparison():
 
 
 def test_the_plot_shows_deepsparse_when_it_ran_else_the_backend_that_did():
-    from compression.real_accuracy import plotted_backend
+    from experiments.real_accuracy.tables import plotted_backend
 
     both = [{"harness": {"onnxruntime": {}, "onnxruntime padded": {}}}, {"harness": {"deepsparse padded": {},
                                                                                    "deepsparse": {}}}]
@@ -237,7 +238,8 @@ def test_the_plot_shows_deepsparse_when_it_ran_else_the_backend_that_did():
 
 
 def test_fast_vnni_emulation_is_recommended_only_if_faster_and_f1_holds():
-    from compression.real_accuracy import HarnessJob, _vnni_summary
+    from experiments.real_accuracy.harness_driver import HarnessJob
+    from experiments.real_accuracy.results import _vnni_summary
 
     def results(f1_fast: float, speed_fast: float) -> dict:
         out = {}
@@ -254,7 +256,7 @@ def test_fast_vnni_emulation_is_recommended_only_if_faster_and_f1_holds():
 
 
 def test_speed_figures_from_several_invocations_or_a_busy_machine_are_flagged():
-    from compression.real_accuracy import _harness_caveats
+    from experiments.real_accuracy.results import _harness_caveats
 
     first = "2026-11-30T10:00:00 pid 1"
     one = {"a": {"invocation": first, "job": {"model": "int8"}}, "b": {"invocation": first, "job": {"model": "dense"}}}
@@ -273,7 +275,8 @@ def test_a_single_stream_job_on_a_fast_model_is_a_valid_loadgen_run(sample_datas
     out of LoadGen's pre-generated queries (INVALID) unless the job sets its own."""
     from dataclasses import replace
 
-    from compression.real_accuracy import HarnessJob, RealAccuracyConfig, run_harness_job
+    from experiments.real_accuracy.config import RealAccuracyConfig
+    from experiments.real_accuracy.harness_driver import HarnessJob, run_harness_job
     from tests.onnx_fixtures import write_toy_qa_model
 
     write_toy_qa_model(tmp_path / "toy" / "model.onnx")
@@ -303,9 +306,9 @@ time.sleep(120)
 """
     parent = f"""
 import os, signal, sys
-from compression.cli import _raise_terminated
-from compression.real_accuracy import run_harness_process
-signal.signal(signal.SIGTERM, _raise_terminated)  # as the CLI's main does
+from cmdline.signals import raise_terminated
+from experiments.real_accuracy.harness_driver import run_harness_process
+signal.signal(signal.SIGTERM, raise_terminated)  # as the CLI's main does
 try:
     run_harness_process([sys.executable, "-c", {child!r}], dict(os.environ))
 except KeyboardInterrupt as stop:

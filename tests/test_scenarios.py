@@ -433,6 +433,7 @@ def test_competing_commands_are_recognised():
     assert is_competing_command(["/venv/bin/python", "-m", "harness", "run", "--quick"])
     assert is_competing_command(["python3", "-m", "harness.isolated", "spec.json", "out.json"])
     assert is_competing_command(["/venv/bin/obert-compress", "prune"])
+    assert is_competing_command(["python", "-m", "experiments", "real-accuracy"])
     assert not is_competing_command(["python", "-m", "http.server"])
     assert not is_competing_command(["bash", "-c", "harness"])
 

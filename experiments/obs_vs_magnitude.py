@@ -1,4 +1,5 @@
 """Experiment ``obs-vs-magnitude``: is the second-order (oBERT) machinery really at work?
+(``python -m experiments obs-vs-magnitude``)
 
 A small dense MobileBERT (the ``tiny`` geometry, 4 layers) is trained from scratch on the dev-train split,
 then pruned hard to the same 4-block sparsity twice per seed, from the same dense weights, with the same
@@ -29,21 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from compression.architecture import build_model
+from compression.checkpoints import load_qa_model, save_checkpoint_dir
 from compression.data import DEV_SPLIT_NOTE, WindowParams
 from compression.export import load_vocab_tokenizer
-from compression.pipeline import (
-    RunConfig,
-    dataset_files,
-    dense_recipe,
-    evaluate_model,
-    load_qa_model,
-    prepare_data,
-    save_checkpoint_dir,
-)
 from compression.presets import PipelinePreset
 from compression.recipes import (
     COMPRESSION_RECIPE,
     SHARED_PRUNING_FIELDS,
+    dense_recipe,
     derive_recipe,
     dump_recipe,
     find_modifiers,
@@ -53,6 +47,8 @@ from compression.recipes import (
     swap_obs_for_magnitude,
 )
 from compression.sparsity import sparsity_report
+from compression.steps.common import RunConfig
+from compression.steps.data import dataset_files, evaluate_model, prepare_data
 from compression.train import CHECKPOINT_DIR, CHECKPOINT_FILE, TrainSettings, train_with_recipe
 from squad.features import FeatureParams
 

