@@ -41,7 +41,7 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument("--backend", default="deepsparse", choices=BACKENDS,
                         help="inference engine (default deepsparse; README, Which engine)")
     engine = parser.add_argument_group("engine" + note)
-    engine.add_argument("--batch-size", type=int,
+    engine.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
                         help="engine batch size (default: " +
                         ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_BATCH_SIZE.items()) + ")")
     engine.add_argument("--num-streams", type=int,

@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", default="Offline", choices=["Offline", "Server", "SingleStream"])
     run.add_argument("--mode", default="performance", choices=["performance", "accuracy", "both"],
                      help="'both' runs performance, then accuracy, each in its own run directory")
-    run.add_argument("--model", default=None,
+    # Spellings of the MLPerf reference run.py, Neural Magic's harness and the MLC automation are accepted
+    # as aliases (docs/options-map.md), so their users' commands work unchanged.
+    run.add_argument("--accuracy", dest="mode", action="store_const", const="accuracy",
+                     help="same as --mode accuracy (the reference run.py's flag)")
+    run.add_argument("--model", "--model-path", "--model_path", dest="model", default=None,
                      help="model directory, .onnx file, Hugging Face id or SparseZoo 'zoo:' stub (default: the "
                      "untrained oBERT-MobileBERT benchmark model in ./models, built on first use)")
     add_data_args(run)
@@ -48,17 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
                      f"duration, buckets {','.join(map(str, QUICK.buckets))} (fewer engines to compile); not a "
                      "compliant run")
     loadgen = run.add_argument_group("LoadGen overrides (any of these makes the run non-compliant)")
-    loadgen.add_argument("--count", type=int, help="use only the first N features (accuracy is scored over the questions they cover)")
+    loadgen.add_argument("--count", "--max-examples", "--max_examples", dest="count", type=int,
+                         help="use only the first N features (accuracy is scored over the questions they cover); "
+                         "--max_examples: the reference run.py's name, which also counts features")
     loadgen.add_argument("--performance-count", type=int, help="performance sample count (default: mlperf.conf)")
     loadgen.add_argument("--min-duration-ms", type=int)
     loadgen.add_argument("--max-duration-ms", type=int)
     loadgen.add_argument("--min-query-count", type=int)
     loadgen.add_argument("--max-query-count", type=int)
-    loadgen.add_argument("--target-qps", type=float, help="Offline expected QPS / Server target QPS")
+    loadgen.add_argument("--target-qps", "--target_qps", dest="target_qps", type=float,
+                         help="Offline expected QPS / Server target QPS")
     loadgen.add_argument("--target-latency-ms", type=float, help="Server latency bound (mlperf.conf: 130)")
     loadgen.add_argument("--expected-latency-ms", type=float, help="SingleStream expected latency")
-    loadgen.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
-    loadgen.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
+    loadgen.add_argument("--mlperf-conf", "--mlperf_conf", dest="mlperf_conf", default=str(REPO_ROOT / "mlperf.conf"))
+    loadgen.add_argument("--user-conf", "--user_conf", dest="user_conf", default=str(REPO_ROOT / "user.conf"))
+    loadgen.add_argument("--audit-conf", "--audit_conf", dest="audit_conf", metavar="PATH|TEST01",
+                         help="a compliance audit.config for a performance run (LoadGen reads it at the start); "
+                         "TEST01: the bert TEST01 one that `submission` uses (accuracy-log sampling in performance "
+                         "mode; check it with `submission`'s verification). Not a result to report on its own")
     add_engine_args(run)
     run.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="parent of the run directories")
     run.add_argument("--abort-when-invalid", action="store_true",

@@ -33,6 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count must be >= 1, got {count}")
     check_runs_root(Path(args.runs_dir))  # before minutes of start-up, not when the first run directory is made
     modes = ["performance", "accuracy"] if args.mode == "both" else [args.mode]
+    audit_config = _audit_config(args.audit_conf, modes, Path(args.cache_dir))
     # The conf files are read once for every test of this command (see harness.settings.ConfSettings).
     conf = conf_test_settings(args.scenario, modes[0], mlperf_conf=Path(args.mlperf_conf),
                               user_conf=Path(args.user_conf))
@@ -81,16 +82,39 @@ def cmd_run(args: argparse.Namespace) -> int:
                 mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
                 overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
                 fault_grace_s=args.fault_grace_s, abort_when_invalid=args.abort_when_invalid,
-                requested_count=args.count,
+                requested_count=args.count, audit_config=audit_config,
             )
             records.append(execute_run(request, backend=backend, conf_settings=conf))
     finally:
         backend.close()
     for note in dict.fromkeys(note for record in records for note in record["notes"]):
         print(f"NOTE: {note}")
+    if audit_config is not None:  # its accuracy log is a sample for the audit, not a score
+        print(f"NOTE: compliance audit run with {audit_config} (copied into the run directory): verify it against "
+              "an accuracy run and a performance run of the same settings; not a result to report on its own")
     for record in records:
         print(record["summary"])
     return 0
+
+
+def _audit_config(spec: str | None, modes: list[str], cache_dir: Path) -> Path | None:
+    """``--audit-conf``: the audit.config file to run with, or None. It travels like the submission flow's TEST01
+    run (``RunRequest.audit_config``: the runner copies it into the run directory and names that copy to LoadGen,
+    so a stray audit.config in the working directory never counts); ``TEST01`` is written by the same
+    :func:`harness.submission.compliance.write_audit_config`."""
+    if spec is None:
+        return None
+    if modes != ["performance"]:
+        raise ConfigError("--audit-conf: a compliance audit runs in performance mode (its audit.config sets LoadGen's "
+                          f"mode itself); run it with --mode performance, not {' and '.join(modes)}")
+    if spec.upper() == "TEST01":
+        from harness.submission.compliance import write_audit_config
+
+        return write_audit_config(cache_dir / "audit" / "TEST01" / "audit.config")  # same content every time
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"--audit-conf {spec}: no such file (a LoadGen audit.config, or TEST01 for bert's)")
+    return path
 
 
 def _test_wrapper(args: argparse.Namespace):

@@ -4,6 +4,9 @@ benchmark model, built on first use by the compression pipeline, which is import
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
+import json
 import logging
 import os
 import sys
@@ -49,14 +52,9 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
     written only from the bert-base-uncased vocab (the model's 30,522-token geometry); with other data (the
     built-in sample) it gets none and the harness tokenizes with the data's vocab. ``packed`` / ``qdq``: a directory
     built before models carried their packed variant / the QDQ form of an INT8 model (what OpenVINO runs) is rebuilt
-    with it (the same seed gives the same model)."""
-    from compression.architecture import DEFAULT_PRESET
-    from compression.benchmark_model import build_benchmark_model, default_model_dir
-    from squad.data import BERT_VOCAB_SHA256, file_sha256
-
-    preset = os.environ.get(BENCHMARK_PRESET_ENV) or DEFAULT_PRESET
-    model_dir = default_model_dir(variant, root=Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR),
-                                  preset=preset)
+    with it (the same seed gives the same model). The compression pipeline (torch, sparseml: ~2.4 s and ~270 MB
+    to import) is imported only to build; see :func:`default_model_dir` for finding a built one."""
+    model_dir = default_model_dir(variant)
     exists = (model_dir / "model.onnx").is_file()
     manifest = _manifest(model_dir) if exists else {}
     int8 = manifest.get("precision") == "int8"
@@ -67,21 +65,70 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
          "the QDQ form of its packed variant for OpenVINO"),
     ) if exists and wanted and lacking]
     if not exists or missing:
+        from compression.architecture import DEFAULT_PRESET
+        from compression.benchmark_model import build_benchmark_model
         from compression.cli import configure_sparseml_logging
+        from squad.data import BERT_VOCAB_SHA256, file_sha256
 
         configure_sparseml_logging(log.isEnabledFor(logging.DEBUG))
         why = f"to add {' and '.join(missing)}" if missing else "first use only"
         print(f"building the benchmark model {model_dir} ({why}, a few minutes)", file=sys.stderr)
         tokenizer_vocab = vocab if file_sha256(vocab) == BERT_VOCAB_SHA256 else None
+        preset = os.environ.get(BENCHMARK_PRESET_ENV) or DEFAULT_PRESET
         build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset, overwrite=bool(missing))
     return model_dir
 
 
 def _manifest(model_dir: Path) -> dict:
-    import json
-
     path = model_dir / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# The default model's directory name is the compression pipeline's (compression.benchmark_model.default_model_dir:
+# variant, preset, the recipes' sparsity and layer count), and computing it imports torch. It is remembered in the
+# models dir, keyed on a digest of the compression package's code and recipes, so that a run on a built model
+# imports none of it, and any change there recomputes the name instead of finding a stale model.
+DEFAULT_DIRS_MEMO = ".default-model-dirs.json"
+
+
+def default_model_dir(variant: str) -> Path:
+    """Where the default benchmark model of ``variant`` is (or will be built) for this models dir
+    ($OBERT_MODELS_DIR) and preset ($OBERT_BENCHMARK_PRESET)."""
+    root = Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
+    preset = os.environ.get(BENCHMARK_PRESET_ENV) or ""  # "": compression's default preset
+    key = f"{variant}|{preset}|{compression_fingerprint()}"
+    memo_path = root / DEFAULT_DIRS_MEMO
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if isinstance(memo, dict) and isinstance(memo.get(key), str):
+        return root / memo[key]
+    from compression.architecture import DEFAULT_PRESET
+    from compression.benchmark_model import default_model_dir as compression_default_dir
+
+    model_dir = compression_default_dir(variant, root=root, preset=preset or DEFAULT_PRESET)
+    try:  # best effort: without it the next run imports compression again
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = memo_path.with_name(f"{memo_path.name}.{os.getpid()}")
+        scratch.write_text(json.dumps({**(memo if isinstance(memo, dict) else {}), key: model_dir.name}, indent=1))
+        os.replace(scratch, memo_path)  # whole, for a concurrent reader
+    except OSError:
+        pass
+    return model_dir
+
+
+def compression_fingerprint() -> str:
+    """A digest of the compression package's Python code and YAML recipes (found without importing it)."""
+    spec = importlib.util.find_spec("compression")
+    if spec is None or not spec.submodule_search_locations:
+        return "missing"
+    package = Path(next(iter(spec.submodule_search_locations)))
+    digest = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml", ".yml")
+                       and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path, *, packed: bool = False,
