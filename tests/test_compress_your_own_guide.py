@@ -100,24 +100,46 @@ def _substitute(script: str, values: dict[str, str]) -> str:
     return script
 
 
-def tiny_bert(directory: Path, vocab: Path) -> Path:
-    """The stand-in for "your BERT QA model": a BertModel checkpoint (no QA head: the pipeline adds one) of a tiny
-    geometry, untrained, with the BERT uncased vocabulary."""
+def tiny_bert_qa(directory: Path, data_dir: Path, vocab: Path) -> Path:
+    """The stand-in for "your fine-tuned BERT QA model": a BertForQuestionAnswering of a tiny geometry (2 layers,
+    hidden 32) with the BERT uncased vocabulary, fine-tuned densely for a few seconds on the dev-train split the way
+    the smoke preset's own teacher is (a model with random logits near zero would fail the export's F1 check by
+    chance: 8-bit rounding flips its answers)."""
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
 
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+    from compression.presets import get_pipeline_preset
+    from compression.recipes import dense_recipe, dump_recipe
+    from compression.steps.common import RunConfig
+    from compression.steps.data import prepare_data
+    from compression.train import train_with_recipe
+
     torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(directory))
-    (directory / "vocab.txt").write_bytes(vocab.read_bytes())
+    model = BertForQuestionAnswering(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                                num_attention_heads=2, intermediate_size=64,
+                                                max_position_embeddings=512))
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    preset = get_pipeline_preset("smoke")
+    finetune = preset.teacher_finetune
+    work = directory.with_name(directory.name + "-finetune")
+    config = RunConfig(preset=preset, out_dir=work, data_dir=data_dir, progress=False,
+                       max_train_questions=finetune.max_questions)
+    recipe = work / "recipe.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text(dump_recipe(dense_recipe(finetune.epochs, finetune.learning_rate)))
+    train_with_recipe(model.train(), recipe, prepare_data(config, tokenizer).train_features, work,
+                      config.settings(finetune.learning_rate, fp16=False), description="stand-in")
+    model.eval().save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
     return directory
 
 
 @pytest.mark.slow
 def test_the_guide_runs_end_to_end_on_a_tiny_bert(dev_files, tmp_path) -> None:
     data_dir = dev_files.dev_json.parent
-    model = tiny_bert(tmp_path / "tiny-bert", dev_files.vocab)
+    started = time.monotonic()
+    model = tiny_bert_qa(tmp_path / "tiny-bert", data_dir, dev_files.vocab)
+    print(f"stand-in fine-tuned in {time.monotonic() - started:.0f} s")
     out = tmp_path / "out"
     script = _substitute("\n".join(guide_blocks(GUIDE.read_text())),
                          {"MODEL": str(model), "TEACHER": str(model), "DATA": str(data_dir), "OUT": str(out)})
