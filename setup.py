@@ -1,7 +1,7 @@
 """oBERT-MobileBERT for MLPerf Inference: LoadGen harness and compression pipeline."""
 from setuptools import find_packages, setup
 
-# The verified dependency set (DEVELOPERS.md). torch is pinned exactly: any looser pin pulls
+# The verified dependency set (Python 3.11; README, Requirements). torch is pinned exactly: any looser pin pulls
 # the CUDA build. constraints.txt locks every transitive package of the tested environment.
 INSTALL_REQUIRES = [
     "numpy>=1.26,<1.27",

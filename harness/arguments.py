@@ -39,7 +39,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     """Backend and engine flags, shared by every command that starts runs (see EngineSettings)."""
     parser.add_argument("--backend", default="deepsparse", choices=BACKENDS,
-                        help="inference engine (default deepsparse; README, Which engine)")
+                        help="inference engine (default deepsparse; docs/running.md, Which engine)")
     engine = parser.add_argument_group("engine" + note)
     engine.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
                         help="engine batch size (default: " +
@@ -66,7 +66,7 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
                         f"with --quick {','.join(map(str, QUICK.buckets))}; the window length is always one)")
     engine.add_argument("--cluster", default="local", choices=CLUSTERS,
                         help="local: the engines run in this process (default); ray: one engine per Ray actor on the "
-                        "nodes of a Ray cluster, LoadGen and the scheduling stay here (README, Scaling out)")
+                        "nodes of a Ray cluster, LoadGen and the scheduling stay here (docs/scaling.md)")
     engine.add_argument("--ray-address", default=None,
                         help="--cluster ray: 'auto' joins the cluster started with `ray start` on this machine, HOST:PORT "
                         "a remote head; without it Ray is started on this machine")
@@ -79,7 +79,7 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
                         "run (then the run ends with an error) (default %(default)g)")
     engine.add_argument("--fast-vnni-emulation", action="store_true",
                         help="DeepSparse on CPUs without AVX-512 VNNI: NM_FAST_VNNI_EMULATION, a faster INT8 emulation "
-                        "that changes the numerics slightly (see README, real-accuracy experiment; off by default)")
+                        "that changes the numerics slightly (docs/accuracy.md; off by default)")
     engine.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="OpenVINO: the precision of the operations the model does not quantize, f32 or bf16 (auto: "
                         "the engine's default, bf16 where the CPU has native BF16); int8: insist that the model's "
@@ -93,5 +93,5 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--packing", action="store_true",
                         help="Offline: pack several windows into each 384-token row (block-diagonal attention) and run "
                         "the model's packed variant, so almost no token is padding; --batch-size counts rows. Replaces "
-                        "length bucketing; needs a model directory exported with its packed variant (README, Packing)")
+                        "length bucketing; needs a model directory exported with its packed variant (docs/running.md, Packing)")
 

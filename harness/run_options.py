@@ -10,7 +10,7 @@ from harness.bucketing import DEFAULT_BUCKETS, buckets_for, parse_buckets
 from harness.errors import ConfigError
 from harness.scenarios import SutOptions
 
-# Per-scenario engine batch sizes and DeepSparse streams (README, Performance: chosen by measurement on a
+# Per-scenario engine batch sizes and DeepSparse streams (docs/performance.md, Streams and batch: chosen by measurement on a
 # 2-core AVX2 machine). Offline: 2 streams x batch 8 beat 1 stream x batch 16 in the same benchmark run
 # (one stream per core scales better than one engine across both cores) and peak memory was lower.
 # Server runs batch 1: DeepSparse engines have a fixed batch size, so a batch of 8 costs 8 windows of work

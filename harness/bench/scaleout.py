@@ -77,7 +77,7 @@ class Host:
 
 class TwoHostCluster:
     """Two hosts emulated on this machine, a Ray head on the first and a worker node on the second, started with
-    the README's two-machine commands (`ray start --head`, `ray start --address`).
+    docs/scaling.md's two-machine commands (`ray start --head`, `ray start --address`).
 
     Each host is a network namespace (the two joined by a veth pair; each routes everything to the other and
     forwards nothing, so traffic stays between their two addresses) with its own PID, mount (/proc) and UTS

@@ -1,5 +1,5 @@
 """The benchmark suite behind ``python -m harness bench``: one command, one set of features, every figure
-of the README's performance section (tables in ``report.md``/``bench.json``, plots as PNG).
+of docs/performance.md (tables in ``report.md``/``bench.json``, plots as PNG).
 
 Jobs, in order (each in its own process, see ``harness.bench.jobs``):
   1. ours: DeepSparse, 50% 4-block INT8, length bucketing, the default streams x batch: Offline over every

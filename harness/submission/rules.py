@@ -11,7 +11,7 @@ import re
 
 BENCHMARK = "bert-99"  # constants.MODEL_CONFIG[...]["models"]; our compressed variant goes in the notes
 LOADGEN_MODEL = "bert"  # the name mlperf.conf / user.conf / audit.config use
-CHECKER_VERSION = "v6.1"  # the round whose RNG seeds LoadGen 6.0.17 carries (see README, Submitting)
+CHECKER_VERSION = "v6.1"  # the round whose RNG seeds LoadGen 6.0.17 carries (docs/submission.md)
 
 DIVISIONS = ("open", "closed")
 ALL_SCENARIOS = ("Offline", "SingleStream", "Server")  # what this harness runs; open accepts any non-empty subset
