@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cmdline.provenance import provenance, provenance_line
 from compression.architecture import build_model
 from compression.checkpoints import load_qa_model, save_checkpoint_dir
 from compression.data import DEV_SPLIT_NOTE, WindowParams
@@ -209,6 +210,7 @@ def run_obs_vs_magnitude(
             for key in ("heldout_loss", "f1")}
     obs_fields = find_modifiers(load_recipe(obs_recipe), "OBSPruningModifier")[0].fields
     results = {
+        "provenance": provenance(),
         "experiment": "obs-vs-magnitude",
         "note": DEV_SPLIT_NOTE + "; tiny model trained from scratch: compare the methods, not the absolute numbers",
         "config": {**{k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in asdict(config).items()},
@@ -270,7 +272,7 @@ def results_table(results: dict[str, Any]) -> str:
     config = results["config"]
     seeds = config["seeds"]
     dense = (results["dense"].get("evaluation") or {})
-    lines = [
+    lines = ([provenance_line(results["provenance"]), ""] if results.get("provenance") else []) + [
         f"4-block sparsity {config['final_sparsity']:.0%} (global, cubic from {config['init_sparsity']:.0%}), "
         f"{results['pruning']['steps_per_run']} steps per run, seeds {', '.join(map(str, seeds))}; "
         f"held-out: {results['data']['eval_windows']} windows of the held-out dev articles.",

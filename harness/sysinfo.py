@@ -9,18 +9,10 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from cmdline.provenance import checkout_commit, cpu_isa, cpuinfo_field
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _PACKAGES = ("deepsparse", "openvino", "onnxruntime", "mlcommons-loadgen", "torch", "transformers", "sparseml", "onnx", "numpy")
-
-
-def _cpuinfo_field(name: str) -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def _lscpu() -> dict[str, str]:
@@ -34,7 +26,6 @@ def _lscpu() -> dict[str, str]:
 @lru_cache(maxsize=1)
 def machine_info() -> dict:
     cpu = _lscpu()
-    flags = set((_cpuinfo_field("flags") or "").split())
     sockets = int(cpu.get("Socket(s)", "1") or 1)
     cores_per_socket = int(cpu.get("Core(s) per socket", "0") or 0)
     try:
@@ -42,13 +33,13 @@ def machine_info() -> dict:
     except (OSError, StopIteration, ValueError):
         mem_kb = 0
     return {
-        "cpu_model": cpu.get("Model name") or _cpuinfo_field("model name") or platform.processor(),
+        "cpu_model": cpu.get("Model name") or cpuinfo_field("model name") or platform.processor(),
         "sockets": sockets,
         "cores_per_socket": cores_per_socket,
         "physical_cores": sockets * cores_per_socket or os.cpu_count(),
         "logical_cpus": os.cpu_count(),
         "threads_per_core": int(cpu.get("Thread(s) per core", "1") or 1),
-        "isa": sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "fma"}),
+        "isa": cpu_isa(),
         "memory_gb": round(mem_kb / 1024 / 1024, 1),
         "os": f"{platform.system()} {platform.release()}",
         "distribution": _os_release(),
@@ -77,45 +68,9 @@ def software_versions() -> dict[str, str | None]:
     return versions
 
 
-@lru_cache(maxsize=1)
 def harness_commit() -> str | None:
     """The git commit of this checkout, with ``-dirty`` when it has uncommitted changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}-dirty" if commit and dirty else (commit or None)
-
-
-def provenance(command: list[str] | None = None) -> dict:
-    """Where a report's figures come from: the command, when (UTC), the commit, and the CPU with its ISA."""
-    import shlex
-    import sys
-    from datetime import datetime, timezone
-
-    machine = machine_info()
-    argv = command if command is not None else [Path(sys.executable).name, *sys.argv]
-    if command is None and sys.argv and sys.argv[0].endswith("__main__.py"):  # python -m <package>
-        argv = ["python", "-m", Path(sys.argv[0]).parent.name, *sys.argv[1:]]
-    return {"command": shlex.join(argv), "time_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "commit": harness_commit(), "cpu_model": machine["cpu_model"], "isa": machine["isa"],
-            "logical_cpus": machine["logical_cpus"]}
-
-
-def provenance_line(record: dict | None) -> str:
-    """One Markdown line for the top of a generated report (empty when the record has no provenance)."""
-    if not record:
-        return ""
-    isa = ", ".join(record.get("isa") or []) or "no AVX2"
-    return (f"Produced by `{record.get('command')}` at {record.get('time_utc')} UTC, commit "
-            f"`{record.get('commit') or 'unknown'}`, on {record.get('cpu_model')} ({record.get('logical_cpus')} logical "
-            f"CPUs; ISA: {isa}).")
+    return checkout_commit()
 
 
 def _proc_status_mb(key: str) -> float | None:

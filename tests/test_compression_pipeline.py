@@ -383,6 +383,8 @@ def test_smoke_runs_end_to_end_in_time(smoke_run) -> None:
     assert smoke_run["status"] == 0, smoke_run["reports"]["smoke"]["failed"]
     assert smoke_run["elapsed"] < SMOKE_TIME_LIMIT_S, f"smoke took {smoke_run['elapsed']:.0f} s"
     summary = smoke_run["reports"]["smoke"]
+    first_keys = {name: next(iter(report)) for name, report in smoke_run["reports"].items()}
+    assert set(first_keys.values()) == {"provenance"}, first_keys  # every step report says what produced it
     assert summary["passed"] and set(summary["timings_s"]) >= {"teacher", "prune", "quantize", "export", "total"}
     for name in ("prune", "quantize", "export"):
         report = smoke_run["reports"][name]

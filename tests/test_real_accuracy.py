@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cmdline.provenance import cpu_isa
 from compression.recipes import (
     COMPRESSION_RECIPE,
     QUANTIZATION_RECIPE,
@@ -192,6 +193,9 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert held_out.kind == "unofficial"
     assert (tmp_path / "exp" / "real_accuracy.md").is_file() and (tmp_path / "exp" / "real_accuracy.png").is_file()
     assert "NOT the standard benchmark" in (tmp_path / "exp" / "real_accuracy.md").read_text()
+    # provenance on top: the command, the time, the commit and the CPU's ISA that produced the figures
+    assert (tmp_path / "exp" / "real_accuracy.md").read_text().startswith("Produced by `")
+    assert results["provenance"]["commit"] and results["provenance"]["isa"] == cpu_isa()
 
     again = run_real_accuracy(config, out_dir=tmp_path / "exp", data_dir=data_dir, progress=False)
     assert again["rows"] == results["rows"]

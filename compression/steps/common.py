@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cmdline.provenance import provenance
 from compression.presets import PipelinePreset
 from compression.train import TrainResult, TrainSettings, resolve_device
 
@@ -94,7 +95,8 @@ def write_report(out_dir: Path, name: str, report: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     report["passed"] = all(c.get("passed") is not False for c in report.get("checks", {}).values())
     report["failed_checks"] = [k for k, c in report.get("checks", {}).items() if c.get("passed") is False]
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report.setdefault("provenance", provenance())  # what produced it, when, at which commit, on which CPU
+    path.write_text(json.dumps({"provenance": report["provenance"], **report}, indent=2, default=str) + "\n")
     status = "all checks passed" if report["passed"] else f"FAILED: {', '.join(report['failed_checks'])}"
     log.info("%s report: %s (%s)", name, path, status)
     return path

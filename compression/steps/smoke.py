@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from cmdline.provenance import provenance
 from compression.steps.common import RunConfig
 from compression.steps.data import dataset_files
 from compression.steps.export import run_export
@@ -29,6 +30,7 @@ def run_smoke(config: RunConfig, *, overwrite: bool = True, check_deepsparse: bo
         reports[name] = run()
         timings[name] = round(time.perf_counter() - t0, 2)
     summary = {
+        "provenance": provenance(),
         "preset": config.preset.name,
         "out_dir": str(config.out_dir),
         "model_dir": reports["export"]["model_dir"],

@@ -52,7 +52,7 @@ class RealAccuracyConfig:
     padded_backends: tuple[str, ...] = ("deepsparse", "openvino", "onnxruntime")  # also run without length buckets
     single_stream_duration_ms: int = 20000
     # Below any single-window latency of the models measured, so that LoadGen never runs out of queries
-    # (it generates 2 x duration / this up front); quick() runs a toy model in ~0.15 ms.
+    # (it generates 2 x duration / this up front); quick() runs a toy model in 0.02-0.15 ms (idle Zen 4: 22 us).
     single_stream_expected_latency_ms: float = 0.5
 
     @staticmethod
@@ -66,7 +66,7 @@ class RealAccuracyConfig:
                                   max_eval_windows=48, checkpoint_interval_s=None,
                                   harness_backends=("onnxruntime", "openvino"), padded_backends=("onnxruntime",),
                                   harness_max_questions=60,
-                                  single_stream_duration_ms=1000, single_stream_expected_latency_ms=0.05)
+                                  single_stream_duration_ms=1000, single_stream_expected_latency_ms=0.005)
 
     def fingerprint(self, *names: str) -> dict[str, Any]:
         values = asdict(self)

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from cmdline.provenance import provenance
 from compression.data import DEV_SPLIT_NOTE
 from compression.verify import f1_bound
 from experiments.real_accuracy.config import LABEL, RealAccuracyConfig, row_label
@@ -113,6 +114,7 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
                                                packing_checks else None, "per_model": packing_checks}
     vnni = _vnni_summary(harness, int8_label)
     results = {
+        "provenance": provenance(),
         "experiment": "real-accuracy",
         "label": LABEL,
         "config": asdict(config),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cmdline.provenance import provenance_line
 from experiments.real_accuracy.config import METHOD_LABELS
 from experiments.real_accuracy.results import BACKEND_NAMES, FAST_VNNI_MAX_F1_CHANGE, FAST_VNNI_MIN_SPEEDUP
 
@@ -26,7 +27,8 @@ def results_table(results: dict[str, Any]) -> str:
     present = [c for c in columns if any(c in (row.get("harness") or {}) for row in results["rows"])]
     header = (["model", "sparsity: encoder Linears / model (exported)", "PyTorch held-out F1 / EM"]
               + [f"harness {c}: F1 / EM / samples/s" for c in present])
-    lines = [f"_{results['label']}_", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ([provenance_line(results["provenance"]), ""] if results.get("provenance") else []) + [
+        f"_{results['label']}_", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results["rows"]:
         seeds = row.get("seeds") or {}
         if seeds.get("n", 0) > 1:

@@ -9,7 +9,7 @@ import numpy as np
 
 from harness.bench.scaleout import two_host_report_lines
 from harness.runner import SAMPLE_LATENCIES_FILE
-from harness.sysinfo import provenance_line
+from cmdline.provenance import provenance_line
 
 TARGET_TEXT = {
     "offline_samples_per_s_full": ("Offline samples/s over all features", ">= {:.0f}", "{:.2f}"),

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from cmdline.provenance import provenance
 from harness.backends import BackendOptions
 from harness.bench.designs import V3_BATCH_SIZE, V3_BUCKETS
 from harness.bench.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
@@ -57,7 +58,7 @@ from harness.runner import RunRequest, harness_overhead_pct
 from harness.scenarios import SERVER_LATENCY_BOUND_MS, SutOptions
 from harness.settings import LoadGenOverrides
 from squad.features import FeatureSet
-from harness.sysinfo import machine_info, provenance, software_versions
+from harness.sysinfo import machine_info, software_versions
 
 log = logging.getLogger(__name__)
 
