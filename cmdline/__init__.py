@@ -5,4 +5,5 @@
 - :mod:`cmdline.signals`: SIGTERM raised as :class:`Terminated` (a KeyboardInterrupt), so Ctrl-C and SIGTERM
   take one path.
 - :mod:`cmdline.children`: running a child process that is stopped with its parent, never left running.
+- :mod:`cmdline.provenance`: the command, time, commit and CPU (with its ISA) a generated report carries on top.
 """
