@@ -7,6 +7,7 @@ directories (state dict + config + tokenizer + the recipe that rebuilds the quan
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import torch
 
 from compression.errors import CompressionError
 from compression.families import family_of, qa_model_class
+
+log = logging.getLogger(__name__)
 
 QAT_STATE_FILE = "qat_model.pt"
 QAT_INFO_FILE = "qat_model.json"
@@ -37,17 +40,31 @@ def _load_error(spec: str | Path, what: str, exc: Exception) -> str:
     return f"cannot load the {what} {str(spec)!r}: {hint} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
 
 
-def load_qa_model(spec: str | Path) -> torch.nn.Module:
-    """A question-answering model: a QAT checkpoint of this pipeline, a local HF directory or a hub id."""
+def load_qa_model(spec: str | Path, *, role: str = "model") -> torch.nn.Module:
+    """A question-answering model: a QAT checkpoint of this pipeline, a local HF directory or a hub id.
+
+    ``role="teacher"``: a checkpoint without a trained QA head is refused. Transformers gives such a checkpoint (a
+    pretrained encoder) a freshly initialised head on every load, so distillation would pull the student towards
+    noise, differently each run, and nothing downstream says why F1 collapsed. A student without one is accepted
+    with a warning (pruning then trains the head from the teacher's logits)."""
     if (Path(str(spec)) / QAT_STATE_FILE).is_file():
         return load_qat_model(Path(spec))
     from transformers import AutoModelForQuestionAnswering
 
     try:
-        model = AutoModelForQuestionAnswering.from_pretrained(str(spec))
+        model, loading = AutoModelForQuestionAnswering.from_pretrained(str(spec), output_loading_info=True)
     except Exception as exc:
         raise CompressionError(_load_error(spec, "model", exc)) from None
     family_of(model)  # a supported family, or one clear error
+    new_head = sorted(key for key in loading.get("missing_keys", []) if key.startswith("qa_outputs."))
+    if new_head and role == "teacher":
+        raise CompressionError(
+            f"the teacher {str(spec)!r} has no trained question-answering head ({', '.join(new_head)} not in the "
+            "checkpoint: it is a pretrained encoder, not a QA model), so distillation would follow a random head; "
+            "pass a checkpoint fine-tuned on SQuAD as --teacher (docs/compression.md, Compress your own BERT QA model)")
+    if new_head:
+        log.warning("%s %s has no trained question-answering head (%s): it starts from a random one", role, spec,
+                    ", ".join(new_head))
     return model
 
 

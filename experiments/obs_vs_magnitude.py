@@ -165,7 +165,7 @@ def run_obs_vs_magnitude(
     )
     recipes = {"obs": obs_recipe, "magnitude": magnitude_recipe(obs_recipe, recipes_dir / "magnitude.yaml")}
     patterns = pruned_param_patterns(load_recipe(COMPRESSION_RECIPE))
-    teacher = load_qa_model(dense_dir).eval()
+    teacher = load_qa_model(dense_dir, role="teacher").eval()
 
     runs: list[dict[str, Any]] = []
     for seed in seeds:

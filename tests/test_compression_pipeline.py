@@ -168,6 +168,26 @@ def test_the_teacher_evaluation_is_reused_for_the_same_heldout_file_by_content(t
     assert cached_teacher_evaluation(str(teacher), SimpleNamespace(eval_json=copy, eval_features=[0] * 3)) is None
 
 
+def test_a_teacher_without_a_trained_qa_head_is_refused_and_a_student_without_one_is_warned(tmp_path: Path, caplog) -> None:
+    """A pretrained encoder loads as a QA model with a new random head each time: as a teacher it would distil
+    noise (the compress-your-own guide's stand-in once did, and its F1 check failed by chance)."""
+    from transformers import BertConfig, BertForQuestionAnswering, BertModel
+
+    from compression.checkpoints import load_qa_model
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertModel(config).save_pretrained(tmp_path / "encoder")
+    BertForQuestionAnswering(config).save_pretrained(tmp_path / "qa")
+    with pytest.raises(CompressionError, match=r"no trained question-answering head \(qa_outputs.bias, qa_outputs.weight"):
+        load_qa_model(tmp_path / "encoder", role="teacher")
+    with caplog.at_level("WARNING", logger="compression.checkpoints"):
+        load_qa_model(tmp_path / "encoder", role="student")
+        assert "student" in caplog.text and "random one" in caplog.text
+        caplog.clear()
+        load_qa_model(tmp_path / "qa", role="teacher")
+        assert caplog.text == ""
+
+
 def test_lr_schedule_of_the_published_recipe() -> None:
     segments = lr_segments(COMPRESSION_RECIPE)
     spe = 100

@@ -82,8 +82,8 @@ def run_prune(
     teacher_spec = teacher_spec or preset.teacher or model_spec
 
     tokenizer = load_tokenizer(model_spec)
-    model = load_qa_model(model_spec)
-    teacher = load_qa_model(teacher_spec).eval()
+    model = load_qa_model(model_spec, role="student")
+    teacher = load_qa_model(teacher_spec, role="teacher").eval()
     data = prepare_data(config, tokenizer)
 
     family = family_of(model)

@@ -40,8 +40,8 @@ def run_quantize(
     if teacher_spec is None:
         teacher_spec = preset.teacher or str(config.out_dir / "teacher" / "model")
     tokenizer = load_tokenizer(model_spec)
-    model = load_qa_model(model_spec)
-    teacher = load_qa_model(teacher_spec).eval()
+    model = load_qa_model(model_spec, role="student")
+    teacher = load_qa_model(teacher_spec, role="teacher").eval()
     data = prepare_data(config, tokenizer)
 
     recipe_path = derive_recipe(
