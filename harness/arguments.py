@@ -86,7 +86,8 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
                         "quantized matmuls run in INT8. What ran is read back and recorded (default auto)")
     engine.add_argument("--sparse-weights-rate", type=float, default=None,
                         help="OpenVINO: CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, the weight sparsity from which INT8 "
-                        "matmuls use sparse weights (default: OpenVINO's, off)")
+                        "matmuls use sparse weights (default: OpenVINO's, off). Its sparse kernels need AMX: on AVX-512 "
+                        "CPUs without it no matmul used them (run.json: backend.executed_precision.sparse_weight_matmuls)")
     engine.add_argument("--no-bucketing", action="store_true",
                         help="run every window padded to the full 384 tokens, like the MLPerf reference (closed-"
                         "division style)")
