@@ -266,6 +266,9 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
 
     detail = read_detail_log(run_dir / DETAIL_LOG)
     record["results"] = performance_metrics(detail, r.scenario) if r.mode == "performance" else {}
+    short = offered_load_note(r.scenario, record["results"])
+    if short:
+        record["notes"].append(short)
     if r.scenario == "Offline" and r.mode == "performance":
         record["harness_overhead_pct"] = harness_overhead_pct(record)
     record["loadgen"] = {"version": detail.get("loadgen_version"), "errors": detail.get("errors", [])}
@@ -469,6 +472,23 @@ def _fail(run_dir: Path, record: dict, sut, note: str | None = None) -> None:
     record["summary"] = summary_line(record)
     _write_final_record(run_dir, record)
     mark_incomplete(run_dir, f"the backend failed: {record['fault']['error']}")
+
+
+def offered_load_note(scenario: str, results: dict) -> str | None:
+    """What to set when LoadGen ended a run before its minimum duration because the engine outran the load it was
+    told to expect (user.conf's targets are one machine's; LoadGen's own advice names no value)."""
+    if results.get("min_duration_met") is not False:
+        return None
+    if scenario == "Offline" and results.get("samples_per_second"):
+        return (f"the run ended before the minimum duration (INVALID): this engine ran {results['samples_per_second']:.1f} "
+                f"samples/s, more than the Offline load LoadGen was told to expect; set bert.Offline.target_qps = "
+                f"{results['samples_per_second']:.0f} in user.conf (or --target-qps) so that it issues enough samples")
+    if scenario == "SingleStream" and (results.get("latency_ms") or {}).get("p50"):
+        expected = max(results["latency_ms"]["p50"] / 2, 0.001)
+        return (f"the run ran out of queries before the minimum duration (INVALID): its median latency "
+                f"{results['latency_ms']['p50']:.3g} ms is below the expected one; set bert.SingleStream.target_latency "
+                f"= {expected:.3g} in user.conf (or --expected-latency-ms) so that LoadGen generates enough")
+    return None
 
 
 def summary_line(record: dict) -> str:

@@ -21,7 +21,7 @@ from harness.errors import BackendFault, ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG
 from harness.models import inspect_onnx_model
 from harness.rundir import INCOMPLETE_MARKER, RUN_JSON
-from harness.runner import RunRequest, execute_run
+from harness.runner import RunRequest, execute_run, offered_load_note
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
 from harness.sysinfo import REPO_ROOT
@@ -184,6 +184,27 @@ def test_run_directories_are_never_reused(sample, toy_model, tmp_path):
     second = execute_run(make_request(sample, toy_model, tmp_path))
     assert first["run_dir"] != second["run_dir"]
     assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+@pytest.mark.parametrize("scenario, overrides, setting", [
+    ("Offline", LoadGenOverrides(min_duration_ms=300, min_query_count=1, target_qps=500), "bert.Offline.target_qps = "),
+    ("SingleStream", LoadGenOverrides(min_duration_ms=300, min_query_count=1, expected_latency_ms=2),
+     "bert.SingleStream.target_latency = "),
+])
+def test_a_run_that_outran_the_load_it_was_told_to_expect_says_what_to_set(sample, toy_model, tmp_path, scenario,
+                                                                           overrides, setting):
+    """user.conf's targets are one slow machine's: on a faster one LoadGen ends the run early, INVALID, and its
+    advice names no value. The run says which setting and the value it measured."""
+    record = execute_run(make_request(sample, toy_model, tmp_path, scenario=scenario, overrides=overrides,
+                                      backend_options=BackendOptions(batch_size=1)))
+    assert record["results"]["validity"] == "INVALID" and record["results"]["min_duration_met"] is False
+    [note] = [note for note in record["notes"] if setting in note]
+    measured = (record["results"]["samples_per_second"] if scenario == "Offline"
+                else record["results"]["latency_ms"]["p50"] / 2)
+    value = float(note.split(setting)[1].split()[0])
+    assert value == pytest.approx(measured, rel=0.01, abs=0.6)
+    # a run that lasted its minimum duration gets no such note, whatever its throughput
+    assert offered_load_note(scenario, {**record["results"], "min_duration_met": True}) is None
 
 
 @pytest.mark.parametrize("min_duration_ms, min_query_count", [(300, 10), (50, 100)], ids=["duration", "query-count"])
