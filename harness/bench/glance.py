@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cmdline.provenance import provenance, provenance_line
-from harness.bench.report import _finish
+from harness.bench.plots import finish_plot, pyplot
 from harness.rundir import RUN_JSON
 from harness.runner import SAMPLE_LATENCIES_FILE
 from harness.scenarios import SERVER_LATENCY_BOUND_MS
@@ -26,15 +26,6 @@ from harness.scenarios import SERVER_LATENCY_BOUND_MS
 TABLE_FILE = "glance.md"
 LATENCY_PLOT = "glance_latency.png"
 SERVER_PLOT = "glance_server_probes.png"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
@@ -112,7 +103,7 @@ def _probe_figure(run: dict[str, Any]) -> str:
 
 def plot_latencies(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Per-sample latency CDFs of the full-length Server and SingleStream runs, with the Server bound."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     drawn = False
     for run in runs:
@@ -128,7 +119,7 @@ def plot_latencies(runs: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     ax.axvline(SERVER_LATENCY_BOUND_MS, color="black", linewidth=0.8)
     ax.axhline(0.99, color="grey", linewidth=0.5, linestyle=":")
-    return Path(_finish(fig, ax, path, "per-sample latency, issue to completion (ms)", "fraction of samples",
+    return Path(finish_plot(fig, ax, path, "per-sample latency, issue to completion (ms)", "fraction of samples",
                         "Latency, full-length runs (line: Server bound 130 ms at p99)"))
 
 
@@ -137,7 +128,7 @@ def plot_server(runs: list[dict[str, Any]], path: Path) -> Path | None:
     servers = [run for run in runs if run["scenario"] == "Server" and run["mode"] == "performance"]
     if not servers:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for probe, marker, label in ((True, "o", "60 s probes"), (False, "*", "full-length run")):
         points = sorted((run["results"]["target_qps"], run["results"]["latency_ms"]["p99"])
@@ -146,7 +137,7 @@ def plot_server(runs: list[dict[str, Any]], path: Path) -> Path | None:
             ax.plot(*zip(*points), marker=marker, linestyle="-" if probe else "", markersize=6 if probe else 14,
                     label=label)
     ax.axhline(SERVER_LATENCY_BOUND_MS, color="black", linewidth=0.8)
-    return Path(_finish(fig, ax, path, "offered load (QPS)", "p99 latency (ms)", "Server: p99 vs offered load"))
+    return Path(finish_plot(fig, ax, path, "offered load (QPS)", "p99 latency (ms)", "Server: p99 vs offered load"))
 
 
 def write_glance(runs_dir: Path, out_dir: Path, command: str | None = None) -> dict[str, Path | None]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.bench.plots import finish_plot, pyplot, save_plot
 from harness.bench.scaleout import two_host_report_lines
 from harness.runner import SAMPLE_LATENCIES_FILE
 from cmdline.provenance import provenance_line
@@ -290,11 +291,7 @@ def engines_section(engines: dict | None) -> list[str]:
 
 
 def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     s = results["summary"]
     plots: dict[str, str] = {}
 
@@ -311,7 +308,7 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
         ax.set_xlabel(f"Offline samples/s (first {results['samples']} SQuAD dev windows)")
         ax.set_title("Offline throughput (untrained models: speed only)")
         fig.tight_layout()
-        plots["offline_throughput"] = _save(fig, out_dir / "offline_throughput.png")
+        plots["offline_throughput"] = save_plot(fig, out_dir / "offline_throughput.png")
 
     if s["server"]:
         fig, ax = plt.subplots(figsize=(10, 4.5))
@@ -336,7 +333,7 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
         ax.set_title("Server: latency vs offered QPS")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
-        plots["latency_vs_qps"] = _save(fig, out_dir / "latency_vs_qps.png")
+        plots["latency_vs_qps"] = save_plot(fig, out_dir / "latency_vs_qps.png")
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for (job, row), color in zip(s["server_best"].items(), SERIES_COLORS):
@@ -353,7 +350,7 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
         ax.set_title("Server latency distribution at the highest valid load")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        plots["latency_distribution"] = _save(fig, out_dir / "latency_distribution.png")
+        plots["latency_distribution"] = save_plot(fig, out_dir / "latency_distribution.png")
 
     if s["tune"]:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -362,7 +359,7 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
             ax.plot([r["batch_size"] for r in points], [r["samples_per_s"] for r in points], marker="o",
                     label=f"{streams} stream(s)")
         ax.set_xscale("log", base=2)
-        plots["tuning"] = _finish(fig, ax, out_dir / "tuning.png", "batch size", "samples/s (bare engine loop)",
+        plots["tuning"] = finish_plot(fig, ax, out_dir / "tuning.png", "batch size", "samples/s (bare engine loop)",
                                   f"DeepSparse sparse INT8 at sequence length {s['tune'][0]['length']}")
 
     if s.get("bucket_lengths"):
@@ -372,7 +369,7 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
             points = sorted((r for r in rows if r["batch_size"] == batch), key=lambda r: r["length"])
             ax.plot([r["length"] for r in points], [r["samples_per_s"] * r["length"] for r in points], marker="o",
                     label=f"batch {batch}, {points[0]['num_streams']} stream(s)")
-        plots["bucket_speed"] = _finish(fig, ax, out_dir / "bucket_speed.png", "engine sequence length (tokens)",
+        plots["bucket_speed"] = finish_plot(fig, ax, out_dir / "bucket_speed.png", "engine sequence length (tokens)",
                                         "tokens/s (samples/s x length, bare loop)",
                                         "DeepSparse sparse INT8: speed per bucket length and batch", legend_size=7)
 
@@ -391,21 +388,3 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
                     "server_qps": (ray.get("server_ray") or {}).get("target_qps")}
         plots["ray_projection"] = str(plot_projection(ray["projection"], measured, out_dir / "ray_projection.png"))
     return plots
-
-
-def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, legend_size: float | None = None) -> str:
-    """Label a one-axes line plot, add its legend and save it."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=legend_size)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return str(path)

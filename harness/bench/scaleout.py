@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.bench.plots import pyplot
 from harness.sysinfo import REPO_ROOT
 
 PROJECTION_NODES = (1, 2, 4, 8, 16, 32, 64)
@@ -334,10 +335,7 @@ def project_cores(offline_sps_per_core: float, service_model, cores_per_stream: 
 
 
 def plot_core_projection(rows: list[dict], measured: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cores = np.asarray([r["cores"] for r in rows])
     fig, (ax, ratio) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -375,10 +373,7 @@ def plot_core_projection(rows: list[dict], measured: dict, path: Path) -> Path:
 
 
 def plot_projection(rows: list[dict], measured: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     nodes = np.asarray([r["nodes"] for r in rows])
     fig, ax = plt.subplots(figsize=(7, 4.5))
