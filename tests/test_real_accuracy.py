@@ -330,3 +330,41 @@ except KeyboardInterrupt as stop:
     assert (tmp_path / "child-stopped").read_text() == "SIGTERM"
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)  # gone, and reaped by the experiment
+
+
+def test_a_subset_of_the_protocol_from_the_command_line_is_labelled_as_one():
+    """--sparsities/--methods/--backends run part of the protocol (one session's worth); the table says it is a subset
+    and which parts are missing, the full protocol says nothing of the kind."""
+    from compression.recipes import PRUNING_METHODS
+    from experiments.cli import HARNESS_BACKEND_CHOICES, PRUNING_METHOD_CHOICES, build_parser, real_accuracy_config
+    from experiments.real_accuracy.config import RealAccuracyConfig
+    from experiments.real_accuracy.results import _protocol_notes
+
+    full = RealAccuracyConfig()
+    assert PRUNING_METHOD_CHOICES == PRUNING_METHODS and HARNESS_BACKEND_CHOICES == full.harness_backends
+    args = build_parser().parse_args(["real-accuracy", "--sparsities", "0.5", "--methods", "obs", "--seeds", "42",
+                                      "--backends", "openvino", "onnxruntime", "openvino"])
+    config = real_accuracy_config(args)
+    assert (config.sparsities, config.methods, config.seeds) == ((0.5,), ("obs",), (42,))
+    assert config.harness_backends == config.padded_backends == ("openvino", "onnxruntime")
+    # the settings each run is cached by are the full protocol's: a later full run reuses what the subset trained
+    stage_keys = ("window", "batch_size", "teacher_seed", "teacher_epochs", "prune_windows", "prune_epoch_scale",
+                  "num_grads", "quantize_epoch_scale", "quantize_sparsity")
+    assert config.fingerprint(*stage_keys) == full.fingerprint(*stage_keys)
+    subset_note = _protocol_notes(config)[0]
+    assert subset_note.startswith("A SUBSET") and "methods: obs (the full protocol: obs, magnitude, magnitude-layer)" \
+        in subset_note and "harness engines: openvino, onnxruntime" in subset_note
+    assert not any("SUBSET" in note for note in _protocol_notes(full))
+    assert real_accuracy_config(build_parser().parse_args(["real-accuracy"])) == full
+
+
+@pytest.mark.parametrize("change", [{"sparsities": (0.8,)}, {"methods": ("magnitude",)}])
+def test_a_subset_without_the_model_that_gets_the_qat_is_refused_before_any_training(tmp_path, change):
+    from dataclasses import replace
+
+    from compression.errors import CompressionError
+    from experiments.real_accuracy import RealAccuracyConfig, run_real_accuracy
+
+    with pytest.raises(CompressionError, match="the QAT row needs the oBERT model at 0.5 sparsity"):
+        run_real_accuracy(replace(RealAccuracyConfig(), **change), out_dir=tmp_path / "exp", progress=False)
+    assert not (tmp_path / "exp").exists()

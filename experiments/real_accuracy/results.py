@@ -137,7 +137,16 @@ def _protocol_notes(config: RealAccuracyConfig) -> list[str]:
              + (f", except {', '.join(f'{round(100 * x)}%' for x in single)}: the first seed only (the 2-core "
                 "machine's budget)" if single else "") + "; PyTorch F1 is their mean ± standard deviation"
              if len(config.seeds) > 1 else "one seed per pruning row")
-    return [
+    full = RealAccuracyConfig()
+    subset = [f"{what}: {', '.join(map(str, ours))} (the full protocol: {', '.join(map(str, theirs))})"
+              for what, ours, theirs in (("sparsities", config.sparsities, full.sparsities),
+                                         ("methods", config.methods, full.methods),
+                                         ("seeds", config.seeds, full.seeds),
+                                         ("harness engines", config.harness_backends, full.harness_backends))
+              if tuple(ours) != tuple(theirs)]
+    subset_note = (["A SUBSET of the experiment's protocol, " + "; ".join(subset) + ": rows and checks of the "
+                    "full protocol that are missing here were not run"] if subset else [])
+    return subset_note + [
         f"students (every pruning run and QAT) train on {config.prune_windows} windows drawn at random (their seed) "
         "from every training article in proportion to its windows, the teacher on all of them; coverage per run in "
         "the JSON",

@@ -39,6 +39,11 @@ def run_real_accuracy(config: RealAccuracyConfig, *, out_dir: Path, data_dir: Pa
     """Run (or continue) the experiment; writes ``real_accuracy.json``/``.md``/``.png`` into ``out_dir``."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    if config.quantize_sparsity not in config.sparsities or "obs" not in config.methods:
+        # said before hours of training, not after them
+        raise CompressionError(f"the QAT row needs the oBERT model at {config.quantize_sparsity:g} sparsity: "
+                               f"sparsities {', '.join(f'{s:g}' for s in config.sparsities)} and methods "
+                               f"{', '.join(config.methods)} must include {config.quantize_sparsity:g} and obs")
     base_run = RunConfig(preset=pipeline_preset(config, None, max_windows=config.teacher_max_windows), out_dir=out_dir,
                          data_dir=data_dir, device="cpu", progress=progress, max_train_questions=config.max_train_questions)
     files = dataset_files(base_run)
@@ -59,9 +64,7 @@ def run_real_accuracy(config: RealAccuracyConfig, *, out_dir: Path, data_dir: Pa
                                                              data_dir, progress)
         if qat_key in pruned and qat_report is None:
             qat_report = quantize_run(config, teacher_dir, pruned[qat_key][0], data_dir, progress)
-    if qat_report is None:
-        raise CompressionError(f"quantize_sparsity {config.quantize_sparsity} is not one of the sparsities "
-                               f"{config.sparsities} with method obs")
+    assert qat_report is not None  # checked on entry
     qat_dir = pruned[qat_key][0]
 
     models: dict[str, Path] = {"dense FP32": export_teacher(teacher_dir, teacher_info, out_dir)}
