@@ -272,6 +272,21 @@ def test_ray_options_are_checked():
         BackendOptions(cluster="ray", ray_workers=0)
 
 
+@pytest.mark.parametrize("changes", [{"ray_cpus_per_worker": 2}, {"ray_workers": 4}])
+def test_actors_no_node_can_hold_are_refused_instead_of_waited_for(cluster, sample, toy_model, tmp_path, changes):
+    """Ray never places an actor that asks for more CPUs than its node has, and gives no bound on the wait: the
+    pool refuses such a layout at once (the worker nodes have one CPU each)."""
+    from harness.backends.ray_pool import RayPoolBackend
+    from harness.errors import ConfigError
+
+    fresh_worker_nodes(cluster)
+    req = request(sample, toy_model, tmp_path)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"has 1 CPU\(s\), but --ray-workers .* Ray would wait for them forever"):
+        RayPoolBackend("onnxruntime", toy_model, ray_options(req.backend_options, **changes))
+    assert time.monotonic() - started < 30
+
+
 def test_a_submission_made_on_ray_describes_the_worker_nodes():
     from harness.submission.system import build_system_description
 

@@ -237,6 +237,20 @@ class RayPoolBackend(Backend):
             per_node = sum(1 for n in assignment if n["NodeID"] == node["NodeID"])
             cpus = options.ray_cpus_per_worker or max(1, int(node["Resources"]["CPU"]) // per_node)
             placement.append((node["NodeID"], cpus))
+        # An actor that asks for more CPUs than its node has is never placed, and Ray waits for it without end
+        # (no bound on placement): refuse such a layout here, naming the settings.
+        asked: dict[str, int] = {}
+        for node_id, cpus in placement:
+            asked[node_id] = asked.get(node_id, 0) + cpus
+        for node in nodes:
+            total = int(node["Resources"]["CPU"])
+            if asked.get(node["NodeID"], 0) > total:
+                actors = sum(1 for node_id, _ in placement if node_id == node["NodeID"])
+                raise ConfigError(
+                    f"Ray node {node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]}) has {total} CPU(s), but "
+                    f"--ray-workers {count} / --ray-cpus-per-worker {options.ray_cpus_per_worker} place {actors} "
+                    f"actor(s) of {asked[node['NodeID']] // actors} CPU(s) on it: Ray would wait for them forever; "
+                    "ask for fewer workers or CPUs per worker")
         return placement
 
     def _start_actors(self, engine: str, model: ModelInfo, options: BackendOptions, wrappers: list,
