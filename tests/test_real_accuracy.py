@@ -205,6 +205,24 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     import experiments.real_accuracy.stages as stages
     from compression.errors import CompressionError
 
+    # a planted verification failure of the INT8 export: measured anyway, from a directory named for it, and said
+    import shutil
+
+    from compression import verify
+    from experiments.real_accuracy.results import _verification_notes, export_verification
+
+    run_dir = tmp_path / "exp" / "runs" / "obs-60pct-seed42"
+    assert export_verification(run_dir / "model-int8")["passed"] is True
+    assert not _verification_notes(export_verification(run_dir / "model-int8"), run_dir / "model-int8")
+    shutil.rmtree(run_dir / "model-int8")
+    monkeypatch.setitem(verify.TOLERANCES["ort_vs_torch"], "int8", verify.Tolerance(0.0, 0.0))
+    failed = stages.export_run(config, run_dir, "quantize", data_dir, False)
+    assert failed == run_dir / stages.FAILED_INT8_DIR and not (run_dir / "model-int8").exists()
+    check = export_verification(failed)
+    assert check["passed"] is False and "ort_vs_torch" in check["failed_checks"]
+    assert "FAILED its verification (ort_vs_torch" in _verification_notes(check, failed)[0]
+    assert stages.export_run(config, run_dir, "quantize", data_dir, False) == failed  # not exported again
+
     planted = replace(config, sparsities=(0.6, 0.7), seeds=(44,))
     original = stages.pipeline_preset
 

@@ -40,9 +40,11 @@ log = logging.getLogger(__name__)
 
 def run_export(
     config: RunConfig, *, source: str = "quantize", model_dir: Path | None = None, overwrite: bool = False,
-    check_deepsparse: bool = True, evaluate: bool = True,
+    check_deepsparse: bool = True, evaluate: bool = True, publish_failed: bool = False,
 ) -> dict[str, Any]:
-    """ONNX export of the quantized (or only pruned) model through the one export path, with verification."""
+    """ONNX export of the quantized (or only pruned) model through the one export path, with verification.
+    ``publish_failed``: publish it even if verification fails (its verify.json says so; for experiments that
+    measure such a model, never for the pipeline's own output)."""
     from compression.export import export_model_dir
     from compression.verify import verify_model_dir
 
@@ -130,7 +132,7 @@ def run_export(
     accuracy = export_accuracy_check(config, source, model) if evaluate and pipeline["steps"] else None
 
     def verify_staged(staged: Path) -> None:
-        verification.update(verify_model_dir(staged, model, raise_on_failure=True, published_as=out_dir,
+        verification.update(verify_model_dir(staged, model, raise_on_failure=not publish_failed, published_as=out_dir,
                                              check_deepsparse=check_deepsparse, accuracy=accuracy))
 
     export_model_dir(model, out_dir, tokenizer=tokenizer, sequence_length=384, quantized=quantized,

@@ -98,6 +98,7 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
         if twin is not None and "predictions" in twin:
             bucket_checks[f"{job['model']}|{job['backend']}{'|fast-VNNI' if job['fast_vnni'] else ''}"] = (
                 predictions_identical(result["predictions"], twin["predictions"]))
+    checks["int8_export_verification"] = export_verification(models[int8_label])
     checks["openvino_float_vs_fp32"] = openvino_float_check(rows)
     checks["bucketing_predictions_identical"] = {"passed": all(c["identical"] for c in bucket_checks.values()) if
                                                  bucket_checks else None, "per_model": bucket_checks}
@@ -125,9 +126,24 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
         "fast_vnni_emulation": vnni,
         "models": {k: str(v) for k, v in models.items()},
         "harness_jobs": harness,
-        "notes": [LABEL, DEV_SPLIT_NOTE] + _protocol_notes(config) + _harness_caveats(harness),
+        "notes": [LABEL, DEV_SPLIT_NOTE] + _verification_notes(checks["int8_export_verification"], models[int8_label])
+        + _protocol_notes(config) + _harness_caveats(harness),
     }
     return results
+
+
+def export_verification(model_dir: Path) -> dict[str, Any]:
+    """Whether an export passed its verification (``verify.json``), and the checks it failed."""
+    verify = Path(model_dir) / "verify.json"
+    record = json.loads(verify.read_text()) if verify.is_file() else {}
+    return {"passed": record.get("passed"), "failed_checks": record.get("failed_checks", []), "verify_json": str(verify)}
+
+
+def _verification_notes(check: dict[str, Any], model_dir: Path) -> list[str]:
+    if check["passed"] is not False:
+        return []
+    return [f"the INT8 export FAILED its verification ({', '.join(check['failed_checks'])}: {check['verify_json']}); "
+            f"the pipeline would not publish it, the experiment measures it anyway from {Path(model_dir).name}"]
 
 
 def _protocol_notes(config: RealAccuracyConfig) -> list[str]:
