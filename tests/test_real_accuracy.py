@@ -373,6 +373,9 @@ def test_a_subset_of_the_protocol_from_the_command_line_is_labelled_as_one():
     assert subset_note.startswith("A SUBSET") and "methods: obs (the full protocol: obs, magnitude, magnitude-layer)" \
         in subset_note and "harness engines: openvino, onnxruntime" in subset_note
     assert not any("SUBSET" in note for note in _protocol_notes(full))
+    # the magnitude baselines are described only where they ran
+    assert not any("baselines" in note for note in _protocol_notes(config))
+    assert any(note.startswith("baselines: global magnitude") for note in _protocol_notes(full))
     assert real_accuracy_config(build_parser().parse_args(["real-accuracy"])) == full
 
 

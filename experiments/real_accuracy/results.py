@@ -169,9 +169,10 @@ def _protocol_notes(config: RealAccuracyConfig) -> list[str]:
         f"{config.validation_articles} training articles are a validation split (never trained on) for every "
         "evaluation during the steps and the export's F1 check; the held-out articles are read once, for this table",
         seeds,
+    ] + ([
         f"baselines: global magnitude (GlobalMagnitudePruningModifier) and per-layer magnitude "
         f"(MagnitudePruningModifier), both on the oBERT recipe's params, 4-block mask, schedule x{config.prune_epoch_scale} "
-        "and distillation",
+        "and distillation"] if set(config.methods) - {"obs"} else []) + [
         "sparsity: zeros read from the exported model (verify.json), over the recipe's encoder Linears / over every "
         "parameter of the model (embeddings included)",
     ]
