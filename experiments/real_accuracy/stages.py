@@ -189,7 +189,8 @@ def export_run(config: RealAccuracyConfig, run_dir: Path, source: str, data_dir:
         if source != "quantize":
             raise
         # How far the engines' INT8 is from the QAT model is what the experiment measures: an export that fails
-        # its checks is measured anyway, from a directory named for it, and the table says so (int8_verification).
+        # its checks is measured anyway, from a directory named for it, and the table says so
+        # (checks.int8_export_verification).
         log.warning("%s; measuring it anyway as %s", error, failed_out)
         run_export(run, source=source, model_dir=failed_out, overwrite=True, evaluate=True, publish_failed=True)
         return failed_out

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from harness.errors import ModelError
 from harness.models import ModelInfo, inspect_onnx_model
 
 log = logging.getLogger(__name__)
+SIGNAL_POLL_S = 0.25  # how often the wait for the bucket engines' compiles lets a signal in
 
 # Largest |bucketed - full-length| start/end logit allowed on real tokens, relative to the logits' scale
 # (max |logit|) plus an absolute floor. FP32 kernels tiled for another length reorder float sums: ~1e-6.
@@ -146,10 +147,15 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
             try:
                 futures = {pool.submit(_build, create_engine, name, variant, inner_options, model, str(length)): length
                            for length, variant in variants.items()}
-                for future in as_completed(futures):
-                    if future.exception() is None:
-                        engines[futures[future]] = future.result()
-                    bar.update()
+                pending = set(futures)
+                while pending:
+                    # In slices: a Ctrl-C the kernel hands to another thread reaches Python only when the main
+                    # thread runs again, and an untimed wait would hold it until a compile ends.
+                    done, pending = wait(pending, timeout=SIGNAL_POLL_S, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        if future.exception() is None:
+                            engines[futures[future]] = future.result()
+                        bar.update()
             except BaseException:  # Ctrl-C/SIGTERM: do not wait for the compiles still running (~78 s each)
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
