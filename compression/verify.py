@@ -54,9 +54,20 @@ in size while trained ones are ~10). Measured on this 2-core AVX2 CPU, batch of 
   0.9% of the logit scale at the worst logit (mean 0.09%), AVX-512 VNNI, 2026-12-02; bound as DeepSparse's.
   OpenVINO fuses the dequantization scales into its integer kernels and requantizes in another order, so
   single activations round one step apart, as with DeepSparse.
+* An INT8 model's numeric floor. Two correct evaluations of one QAT model differ by more than the bounds above
+  allow when the model is sensitive to rounding: on the real-accuracy experiment's MiniLM of 2026-12-06 (6 layers,
+  50% oBERT, QAT), PyTorch in float64 against PyTorch in float32 -- the same integers and scales -- is 11% off at the
+  worst logit of the verify batch (mean 0.8%; 19% / 0.8% on 8 real windows), and its validation F1 moves by 1.34
+  points (64.01 -> 62.68); OpenVINO against ONNX Runtime on the same QDQ file was 15% / 0.7%, DeepSparse 2.2%.
+  So with a PyTorch model at hand every INT8 logit check is widened to ``FLOAT64_FLOOR_FACTOR`` times that floor
+  (float64 vs float32 on the verify batch, recorded as ``numeric_floor``) where that is wider than its bound above;
+  the untrained builds' floor is far below their bounds, which then stand as they are. The mean stays bounded, so a
+  scale fault still shows where the floor is small.
 * F1: ``F1_TOLERANCE`` = 0.5 points, the bound the real-accuracy issue sets between the harness's INT8 F1 and
   the QAT model's (the trained MiniLM's INT8 export: -0.21 on 1,731 questions); on fewer than 400 questions, two
-  questions' worth (``f1_bound``).
+  questions' worth (``f1_bound``). For an INT8 model the PyTorch reference is a range: its F1 evaluated in float32
+  and in float64 (``AccuracyCheck.reference_float64``, see the floor above); the export passes within the bound of
+  that range.
 """
 
 from __future__ import annotations
@@ -77,6 +88,7 @@ import torch
 from compression.errors import VerificationError
 from compression.export import MANIFEST_FILE, ONNX_FILE, OUTPUT_NAMES
 from compression.qdq import QDQ_ONNX_FILE, constant_values
+from compression.quantize import float64_copy
 from compression.recipes import canonical_param_name
 from compression.sparsity import block4_stats, summarize_block_stats
 from compression.synthetic import INPUT_NAMES, synthetic_qa_batch
@@ -123,13 +135,30 @@ def f1_bound(questions: int, base: float = F1_TOLERANCE) -> float:
     return max(base, 100.0 * F1_TOLERANCE_QUESTIONS / max(questions, 1))
 
 
+# How far an INT8 engine may be from another evaluation of the same model, in multiples of how far PyTorch in float32
+# is from PyTorch in float64 (the model's numeric floor, module docstring): engines land about as far apart as the two.
+FLOAT64_FLOOR_FACTOR = 2.0
+
+
 @dataclass(frozen=True)
 class AccuracyCheck:
-    """What ``f1_vs_torch`` needs: the PyTorch model's held-out scores (``f1``, ...) and a function that scores an
-    ONNX file on the same windows."""
+    """What ``f1_vs_torch`` needs: the PyTorch model's held-out scores (``f1``, ...), a function that scores an
+    ONNX file on the same windows and, for a QAT model, its scores evaluated in float64 (the reference is then the
+    range between the two)."""
 
     reference: Mapping[str, Any]
     evaluate: Callable[[Path], Mapping[str, Any]]
+    reference_float64: Mapping[str, Any] | None = None
+
+
+def widened_to_floor(tolerance: Tolerance, floor: Mapping[str, Any] | None) -> Tolerance:
+    """``tolerance``, its bounds raised to ``FLOAT64_FLOOR_FACTOR`` times the model's numeric floor where that is
+    wider (``floor``: a :func:`compare_logits` result of float64 against float32 PyTorch; None: unchanged)."""
+    if not floor or floor.get("relative_max_diff") is None:
+        return tolerance
+    return replace(tolerance, rtol=max(tolerance.rtol, FLOAT64_FLOOR_FACTOR * floor["relative_max_diff"]),
+                   mean_rtol=None if tolerance.mean_rtol is None else
+                   max(tolerance.mean_rtol, FLOAT64_FLOOR_FACTOR * floor["relative_mean_diff"]))
 
 
 VERIFY_BATCH_SIZE = 2
@@ -215,12 +244,22 @@ def compare_logits(reference: Mapping[str, np.ndarray], candidate: Mapping[str, 
 
 
 def _f1_check(onnx_path: Path, accuracy: AccuracyCheck) -> dict[str, Any]:
+    """The ONNX file's F1 within the bound of its PyTorch model's (of the range between its float32 and float64
+    evaluations when given)."""
     scores = dict(accuracy.evaluate(onnx_path))
     reference = dict(accuracy.reference)
     delta = scores["f1"] - reference["f1"]
     bound = f1_bound(int(scores["questions"]))
-    return _check(bool(abs(delta) <= bound), f1_difference=round(delta, 4), bound=round(bound, 4), onnx=scores,
-                  torch=reference)
+    extra: dict[str, Any] = {}
+    if accuracy.reference_float64 is not None:
+        low, high = sorted((reference["f1"], accuracy.reference_float64["f1"]))
+        outside = max(low - scores["f1"], scores["f1"] - high, 0.0)
+        extra = {"torch_float64": dict(accuracy.reference_float64), "reference_range": [low, high],
+                 "outside_range": round(outside, 4)}
+    else:
+        outside = abs(delta)
+    return _check(bool(outside <= bound), f1_difference=round(delta, 4), bound=round(bound, 4), onnx=scores,
+                  torch=reference, **extra)
 
 
 def _interface_check(onnx_model, sequence_length: int | None) -> dict[str, Any]:
@@ -475,8 +514,19 @@ def verify_model_dir(
     feed = {name: tensor.numpy() for name, tensor in batch.items()}
     ort_outputs = _run_ort(onnx_path, feed)
     torch_outputs = _run_torch(torch_model, batch) if torch_model is not None else None
+    floor = None
+    if torch_outputs is not None and precision == "int8":
+        floor = {**compare_logits(_run_torch(float64_copy(torch_model), batch), torch_outputs, Tolerance(0.0, 0.0)),
+                 "compared": "the PyTorch model in float64 against float32, verify batch"}
+        del floor["passed"], floor["tolerance"]
+        log.info("numeric floor of the INT8 model (PyTorch float64 vs float32): worst logit %.1f%%, mean %.2f%% of the "
+                 "logit scale", 100 * (floor["relative_max_diff"] or 0), 100 * (floor["relative_mean_diff"] or 0))
+
+    def tolerance(check: str) -> Tolerance:
+        return widened_to_floor(TOLERANCES[check][precision], floor)
+
     if torch_outputs is not None:
-        checks["ort_vs_torch"] = compare_logits(torch_outputs, ort_outputs, TOLERANCES["ort_vs_torch"][precision])
+        checks["ort_vs_torch"] = compare_logits(torch_outputs, ort_outputs, tolerance("ort_vs_torch"))
     else:
         checks["ort_vs_torch"] = _check(None, reason="no PyTorch model given")
     if check_deepsparse:
@@ -484,7 +534,7 @@ def verify_model_dir(
         if isinstance(ds_outputs, str):
             checks["deepsparse_vs_ort"] = _check(None, reason=ds_outputs)
         else:
-            checks["deepsparse_vs_ort"] = compare_logits(ort_outputs, ds_outputs, TOLERANCES["deepsparse_vs_ort"][precision])
+            checks["deepsparse_vs_ort"] = compare_logits(ort_outputs, ds_outputs, tolerance("deepsparse_vs_ort"))
     else:
         checks["deepsparse_vs_ort"] = _check(None, reason="disabled by the caller")
     if accuracy is not None:
@@ -499,7 +549,8 @@ def verify_model_dir(
         checks["qdq_form"] = _check(False, problems=["the manifest names no QDQ form of this INT8 model (qdq.onnx_file)"])
     elif qdq_path is not None:
         qdq_checks, openvino_reference, qdq_weights = _qdq_checks(
-            qdq_path, param_names, details.get("target"), torch_model, torch_outputs, feed, accuracy)
+            qdq_path, param_names, details.get("target"), torch_model, torch_outputs, feed, accuracy,
+            tolerance("ort_vs_torch"))
         checks.update(qdq_checks)
         openvino_path = qdq_path
     if not check_openvino:
@@ -510,8 +561,7 @@ def verify_model_dir(
             checks["openvino_vs_ort"] = _check(None, reason=ov_run)
         else:
             ov_outputs, compiled = ov_run
-            checks["openvino_vs_ort"] = {**compare_logits(openvino_reference, ov_outputs,
-                                                          TOLERANCES["openvino_vs_ort"][precision]),
+            checks["openvino_vs_ort"] = {**compare_logits(openvino_reference, ov_outputs, tolerance("openvino_vs_ort")),
                                          "onnx_file": openvino_path.name}
             if openvino_path == qdq_path:
                 checks["openvino_int8_matmuls"] = _openvino_int8_check(compiled, qdq_weights, param_names)
@@ -525,6 +575,7 @@ def verify_model_dir(
         "precision": precision,
         "trained": manifest.get("trained"),
         "checks": checks,
+        "numeric_floor": floor,
         "sparsity": sparsity_summary(onnx_model, weights, param_names),
         "onnx_op_types": op_types,
         "duration_s": round(time.perf_counter() - started, 2),
@@ -549,7 +600,7 @@ def verify_model_dir(
 
 def _qdq_checks(qdq_path: Path, param_names: list[str], target: float | None, torch_model,
                 torch_outputs: dict[str, np.ndarray] | None, feed: dict[str, np.ndarray], accuracy: AccuracyCheck | None,
-                ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray] | None, dict[str, OnnxWeight]]:
+                torch_tolerance: Tolerance) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray] | None, dict[str, OnnxWeight]]:
     """The checks of the QDQ form (module docstring), prefixed ``qdq_``; also its ONNX Runtime logits on ``feed``
     and its weights (None and {} when the file is missing)."""
     import onnx
@@ -570,7 +621,7 @@ def _qdq_checks(qdq_path: Path, param_names: list[str], target: float | None, to
         checks["qdq_weight_sparsity"] = _sparsity_check(qdq_model, weights, param_names, target, torch_model)
     outputs = _run_ort(qdq_path, feed)
     if torch_outputs is not None:
-        checks["qdq_ort_vs_torch"] = compare_logits(torch_outputs, outputs, TOLERANCES["ort_vs_torch"]["int8"])
+        checks["qdq_ort_vs_torch"] = compare_logits(torch_outputs, outputs, torch_tolerance)
     else:
         checks["qdq_ort_vs_torch"] = _check(None, reason="no PyTorch model given")
     if accuracy is not None:

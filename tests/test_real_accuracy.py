@@ -170,6 +170,12 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     per_backend = checks["int8_harness_vs_torch_f1"]["per_backend"]
     assert set(per_backend) == {"onnxruntime", "openvino"} and per_backend["openvino"]["engine_precision"].startswith("int8")
     assert checks["int8_harness_vs_torch_f1"]["passed"] is True
+    # the QAT model's reference is the range of its float32 and float64 PyTorch evaluations on the held-out windows
+    qat_range = checks["int8_harness_vs_torch_f1"]["torch_range"]
+    float64 = rows["oBERT 60% INT8 (torch QAT)"]["torch_float64"]
+    assert float64["questions"] == int8["questions"]
+    assert sorted([float64["f1"], rows["oBERT 60% INT8 (torch QAT)"]["torch"]["f1"]]) == qat_range
+    assert "when PyTorch computes the same INT8 model in float64" in (tmp_path / "exp" / "real_accuracy.md").read_text()
     assert set(checks["openvino_float_vs_fp32"]["per_model"]) == {"dense FP32", "oBERT 60%"}
     assert checks["openvino_float_vs_fp32"]["passed"] is True
     assert checks["bucketing_predictions_identical"]["passed"] is True
@@ -180,6 +186,8 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert verification["passed"] and not verification["failed_checks"]
     f1_check = verification["checks"]["f1_vs_torch"]
     assert f1_check["passed"] and f1_check["torch"]["measured_in"].endswith("quantize.json")
+    assert f1_check["torch_float64"]["measured_in"] == "export" and f1_check["torch_float64"]["windows"] == f1_check["torch"]["windows"]
+    assert verification["numeric_floor"]["relative_max_diff"] is not None
     assert "validation" in f1_check["torch"]["eval_json"]  # the export's choice rests on validation, not held-out
     assert "not applied" in json.dumps(json.loads((tmp_path / "exp" / "runs" / "obs-60pct-seed42" / "reports" /
                                                    "prune.json").read_text())["model"]["keep_reason"])
@@ -216,6 +224,7 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert not _verification_notes(export_verification(run_dir / "model-int8"), run_dir / "model-int8")
     shutil.rmtree(run_dir / "model-int8")
     monkeypatch.setitem(verify.TOLERANCES["ort_vs_torch"], "int8", verify.Tolerance(0.0, 0.0))
+    monkeypatch.setattr(verify, "FLOAT64_FLOOR_FACTOR", 0.0)  # or the model's own numeric floor widens the bound
     failed = stages.export_run(config, run_dir, "quantize", data_dir, False)
     assert failed == run_dir / stages.FAILED_INT8_DIR and not (run_dir / "model-int8").exists()
     check = export_verification(failed)

@@ -17,6 +17,7 @@ from compression.checkpoints import QAT_STATE_FILE, load_qa_model, load_tokenize
 from compression.errors import CompressionError
 from compression.evaluate import evaluate_squad, load_eval_features, onnx_logits, score_logits
 from compression.families import RECIPE_FAMILY, family_of, geometry_summary
+from compression.quantize import float64_copy, is_qat_model
 from compression.recipes import (
     COMPRESSION_RECIPE,
     QUANTIZATION_RECIPE,
@@ -185,6 +186,12 @@ def export_accuracy_check(config: RunConfig, source: str, model: torch.nn.Module
                                       description="evaluating the PyTorch model on the export's windows"),
                      "measured_in": "export"}
 
+    reference_float64 = None
+    if is_qat_model(model):  # an INT8 model's reference is the range its own float rounding spans (compression.verify)
+        reference_float64 = {**evaluate_squad(float64_copy(model), features, device="cpu", progress=config.progress,
+                                              description="evaluating the QAT model in float64"),
+                             "measured_in": "export"}
+
     def evaluate(onnx_path: Path) -> dict[str, Any]:
         started = time.perf_counter()
         logits = onnx_logits(onnx_path, features, progress=config.progress, threads=config.threads)
@@ -194,4 +201,4 @@ def export_accuracy_check(config: RunConfig, source: str, model: torch.nn.Module
                  result["exact_match"], result["questions"], reference["f1"])
         return result
 
-    return AccuracyCheck(reference=reference, evaluate=evaluate)
+    return AccuracyCheck(reference=reference, evaluate=evaluate, reference_float64=reference_float64)

@@ -21,6 +21,7 @@ from compression.evaluate import evaluate_squad, load_eval_features
 from compression.export import export_model_dir, load_vocab_tokenizer
 from compression.families import family_of, geometry_summary, qa_model_class
 from compression.pretrained import resolve_pretrained
+from compression.quantize import float64_copy
 from compression.recipes import dense_recipe, dump_recipe
 from compression.steps import RunConfig, run_export, run_prune, run_quantize
 from compression.steps.data import evaluate_model, prepare_data
@@ -232,12 +233,14 @@ def _teacher_id(teacher_dir: Path) -> Any:
 
 def heldout_torch_scores(config: RealAccuracyConfig, teacher_dir: Path, pruned: dict, qat_dir: Path,
                          heldout_json: Path, base_run: RunConfig, out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Held-out F1/EM of every PyTorch model: the teacher, each pruning run (every seed), the QAT model. Each is
-    evaluated once (cached by its checkpoint's time; an interrupted pass continues)."""
+    """Held-out F1/EM of every PyTorch model: the teacher, each pruning run (every seed), the QAT model, and the QAT
+    model evaluated in float64 (``qat_float64``: with the float32 figure, the range its own float rounding spans,
+    ``compression.quantize.float64_copy``). Each is evaluated once (cached by its checkpoint's time; an interrupted
+    pass continues)."""
     targets = {"teacher": teacher_dir}
     targets.update({f"{method}|{sparsity}|{seed}": run_dir / "prune" / "model"
                     for (method, sparsity, seed), (run_dir, _) in pruned.items()})
-    targets["qat"] = qat_dir / "quantize" / "model"
+    targets["qat"] = targets["qat_float64"] = qat_dir / "quantize" / "model"
     cache_path = out_dir / HELDOUT_SCORES_FILE
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     features = None
@@ -251,9 +254,9 @@ def heldout_torch_scores(config: RealAccuracyConfig, teacher_dir: Path, pruned: 
         if features is None:  # MLPerf's windows of the held-out questions, built once (all: what the harness scores)
             features = load_eval_features(heldout_json, teacher_dir / "vocab.txt", config.eval_params,
                                           out_dir / "heldout-eval" / "features")
-        model = load_qat_model(model_dir) if key == "qat" else load_qa_model(model_dir).eval()
-        evaluation = evaluate_squad(model, features, device="cpu", progress=base_run.progress,
-                                    description=f"{key} on the held-out articles")
+        model = load_qat_model(model_dir) if key.startswith("qat") else load_qa_model(model_dir).eval()
+        evaluation = evaluate_squad(float64_copy(model) if key == "qat_float64" else model, features, device="cpu",
+                                    progress=base_run.progress, description=f"{key} on the held-out articles")
         scores[key] = {**scores_of(evaluation), "model_dir": str(model_dir), "model_mtime": stamp,
                        "eval_json": str(heldout_json), "eval_sha256": questions}
         cache[key] = scores[key]
