@@ -61,8 +61,10 @@ in size while trained ones are ~10). Measured on this 2-core AVX2 CPU, batch of 
   points (64.01 -> 62.68); OpenVINO against ONNX Runtime on the same QDQ file was 15% / 0.7%, DeepSparse 2.2%.
   So with a PyTorch model at hand every INT8 logit check is widened to ``FLOAT64_FLOOR_FACTOR`` times that floor
   (float64 vs float32 on the verify batch, recorded as ``numeric_floor``) where that is wider than its bound above;
-  the untrained builds' floor is far below their bounds, which then stand as they are. The mean stays bounded, so a
-  scale fault still shows where the floor is small.
+  the untrained builds' floor is far below their bounds, which then stand as they are. The INT8 engine checks also
+  bound the mean at 2% (as ``ort_vs_torch``; measured 0.7% OpenVINO, 0.4% DeepSparse on that MiniLM, 0.09% OpenVINO
+  on the untrained 14-layer model), so a scale fault that raises the mean (2.2-2.6% for a 1.5x scale error in one
+  Linear, above) still fails where a widened worst-logit bound would let it through.
 * F1: ``F1_TOLERANCE`` = 0.5 points, the bound the real-accuracy issue sets between the harness's INT8 F1 and
   the QAT model's (the trained MiniLM's INT8 export: -0.21 on 1,731 questions); on fewer than 400 questions, two
   questions' worth (``f1_bound``). For an INT8 model the PyTorch reference is a range: its F1 evaluated in float32
@@ -120,8 +122,8 @@ class Tolerance:
 
 TOLERANCES: dict[str, dict[str, Tolerance]] = {
     "ort_vs_torch": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.25, mean_rtol=0.02)},
-    "deepsparse_vs_ort": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.02)},
-    "openvino_vs_ort": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.02)},
+    "deepsparse_vs_ort": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.02, mean_rtol=0.02)},
+    "openvino_vs_ort": {"fp32": Tolerance(1e-5, 1e-4), "int8": Tolerance(1e-5, 0.02, mean_rtol=0.02)},
 }
 F1_TOLERANCE = 0.5  # F1 points between an export and its PyTorch model on the same held-out windows
 # On a small evaluation one answer that flips between two near-equal spans moves F1 by up to 100/questions points:
