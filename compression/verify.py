@@ -142,6 +142,13 @@ def f1_bound(questions: int, base: float = F1_TOLERANCE) -> float:
 FLOAT64_FLOOR_FACTOR = 2.0
 
 
+def f1_outside_range(f1: float, references: list[float]) -> tuple[float, float, float]:
+    """The range of ``references`` (a QAT model's F1 in float32 and float64: see ``FLOAT64_FLOOR_FACTOR``) and how
+    far ``f1`` lies outside it (0 inside): ``(low, high, outside)``."""
+    low, high = min(references), max(references)
+    return low, high, max(low - f1, f1 - high, 0.0)
+
+
 @dataclass(frozen=True)
 class AccuracyCheck:
     """What ``f1_vs_torch`` needs: the PyTorch model's held-out scores (``f1``, ...), a function that scores an
@@ -254,8 +261,7 @@ def _f1_check(onnx_path: Path, accuracy: AccuracyCheck) -> dict[str, Any]:
     bound = f1_bound(int(scores["questions"]))
     extra: dict[str, Any] = {}
     if accuracy.reference_float64 is not None:
-        low, high = sorted((reference["f1"], accuracy.reference_float64["f1"]))
-        outside = max(low - scores["f1"], scores["f1"] - high, 0.0)
+        low, high, outside = f1_outside_range(scores["f1"], [reference["f1"], accuracy.reference_float64["f1"]])
         extra = {"torch_float64": dict(accuracy.reference_float64), "reference_range": [low, high],
                  "outside_range": round(outside, 4)}
     else:

@@ -12,7 +12,7 @@ from typing import Any
 
 from cmdline.provenance import provenance
 from compression.data import DEV_SPLIT_NOTE
-from compression.verify import f1_bound
+from compression.verify import f1_bound, f1_outside_range
 from experiments.real_accuracy.config import LABEL, RealAccuracyConfig, row_label
 from experiments.real_accuracy.harness_driver import HarnessJob, predictions_identical
 from experiments.real_accuracy.stages import scores_of
@@ -83,7 +83,7 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
     reference = [qat_scores["f1"]] + ([heldout["qat_float64"]["f1"]] if heldout.get("qat_float64") else [])
     low, high = min(reference), max(reference)
     per_backend = {backend: {"harness": figures["f1"], "difference": round(figures["f1"] - qat_scores["f1"], 3),
-                             "outside_range": (outside := round(max(low - figures["f1"], figures["f1"] - high, 0.0), 3)),
+                             "outside_range": (outside := round(f1_outside_range(figures["f1"], reference)[2], 3)),
                              "tolerance": (bound := f1_bound(figures.get("questions") or 0, int8_f1_tolerance(backend))),
                              "engine_precision": figures.get("engine_precision"),
                              "passed": outside <= bound}
