@@ -244,8 +244,8 @@ def test_ctrl_c_while_bucket_engines_compile_does_not_wait_for_them(toy_model, m
 
     monkeypatch.setattr(backends, "create_engine", slow_compile)
     monkeypatch.setattr(backends, "import_engine", lambda name, options: None)
-    # What a Ctrl-C meets in a fresh interactive process, whatever this one inherited or an earlier test left: in
-    # two full-suite runs started in the background (2026-12-06) no KeyboardInterrupt came at all (cause not isolated)
+    # What a Ctrl-C meets in a foreground process, whatever this one inherited: a suite started in the background
+    # (`nohup ./run_tests.sh &` from a non-interactive shell) runs with SIGINT ignored, and no KeyboardInterrupt came
     previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C, mid-compile

@@ -81,7 +81,7 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
     # The QAT model's F1 is a range, not one figure: float32 and float64 PyTorch evaluations of the same integers and
     # scales differ (compression.quantize.float64_copy); an engine is judged by how far it lies outside that range.
     reference = [qat_scores["f1"]] + ([heldout["qat_float64"]["f1"]] if heldout.get("qat_float64") else [])
-    low, high = min(reference), max(reference)
+    low, high, _ = f1_outside_range(qat_scores["f1"], reference)
     per_backend = {backend: {"harness": figures["f1"], "difference": round(figures["f1"] - qat_scores["f1"], 3),
                              "outside_range": (outside := round(f1_outside_range(figures["f1"], reference)[2], 3)),
                              "tolerance": (bound := f1_bound(figures.get("questions") or 0, int8_f1_tolerance(backend))),

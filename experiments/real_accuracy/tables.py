@@ -52,14 +52,14 @@ def results_table(results: dict[str, Any]) -> str:
     checks = results["checks"]
     if "int8_harness_vs_torch_f1" in checks:
         c = checks["int8_harness_vs_torch_f1"]
-        in_range = c.get("torch_float64") is not None
+        has_range = c.get("torch_float64") is not None
         engines = ", ".join(f"{BACKEND_NAMES.get(b, b)} {v['harness']:.2f} ({v['difference']:+.2f}"
-                            + (f", {v['outside_range']:.2f} outside the range" if in_range else "")
+                            + (f", {v['outside_range']:.2f} outside the range" if has_range else "")
                             + f", within {v['tolerance']}: {'yes' if v['passed'] else 'NO'}"
                             f"{'; executed ' + v['engine_precision'] if v.get('engine_precision') else ''})"
                             for b, v in c["per_backend"].items())
         reference = (f"{c['torch']:.2f} ({c['torch_float64']:.2f} when PyTorch computes the same INT8 model in float64; "
-                     "an engine is judged by its distance from that range)" if in_range else f"{c['torch']:.2f}")
+                     "an engine is judged by its distance from that range)" if has_range else f"{c['torch']:.2f}")
         lines += ["", f"INT8 F1 in the harness (length buckets) vs the PyTorch QAT model's {reference}: {engines}."]
     float_check = checks.get("openvino_float_vs_fp32") or {}
     if float_check.get("per_model"):
