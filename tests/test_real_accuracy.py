@@ -135,6 +135,7 @@ def test_pretrained_checkpoint_resolution_and_vocab_check(tiny_bert_qa, dev_file
 def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_dir, tmp_path, monkeypatch):
     """Teacher fine-tuning, OBS and magnitude pruning, QAT, exports and the harness runs, at toy scale; then
     a second invocation reuses everything (the experiment resumes instead of redoing work)."""
+    import shutil
     from dataclasses import replace
 
     from experiments.real_accuracy import RealAccuracyConfig, run_real_accuracy
@@ -209,12 +210,27 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
     assert again["rows"] == results["rows"]
     assert again["duration_s"] < results["duration_s"] / 3  # nothing retrained, nothing re-run
 
+    # every part's row was written as it finished, with the harness's F1 on one engine beside PyTorch's
+    protocol = results["protocol"]
+    assert protocol["complete"] and set(protocol["rows"]) == {"teacher", "prune-obs-60pct-seed42",
+                                                              "prune-obs-60pct-seed43", "qat-obs-60pct-seed42"}
+    for row in protocol["rows"].values():
+        assert row["harness"]["backend"] == "onnxruntime" and abs(row["harness"]["f1"] - row["heldout"]["f1"]) < 1.0
+        assert row["wall_time"]["seconds"] > 0 and row["provenance"]["isa"] == cpu_isa()
+    assert protocol["groups"]["obs|0.6"]["seeds"] == [42, 43]
+    assert rows[label]["seeds"]["f1_mean"] == pytest.approx(protocol["groups"]["obs|0.6"]["f1_mean"])
+    assert (tmp_path / "exp" / "results" / "engines" / "real_accuracy.md").is_file()
+    # a new machine without a finished run's model: its committed row stands, nothing is retrained for it
+    shutil.rmtree(tmp_path / "exp" / "runs" / "obs-60pct-seed43")
+    third = run_real_accuracy(config, out_dir=tmp_path / "exp", data_dir=data_dir, progress=False)
+    assert not (tmp_path / "exp" / "runs" / "obs-60pct-seed43").exists()
+    assert third["rows"] == results["rows"] and third["protocol"]["complete"]
+
     # a planted fault: a final_sparsity override that does not reach the recipe is caught by the run itself
     import experiments.real_accuracy.stages as stages
     from compression.errors import CompressionError
 
     # a planted verification failure of the INT8 export: measured anyway, from a directory named for it, and said
-    import shutil
 
     from compression import verify
     from experiments.real_accuracy.results import _verification_notes, export_verification
@@ -398,3 +414,95 @@ def test_a_subset_without_the_model_that_gets_the_qat_is_refused_before_any_trai
     with pytest.raises(CompressionError, match="the QAT row needs the oBERT model at 0.5 sparsity"):
         run_real_accuracy(replace(RealAccuracyConfig(), **change), out_dir=tmp_path / "exp", progress=False)
     assert not (tmp_path / "exp").exists()
+
+
+def _protocol_row(part, f1: float, encoder_sparsity: float | None = None) -> dict:
+    """A row as the experiment writes it, with figures of our choosing."""
+    sparsity = part.sparsity if encoder_sparsity is None else encoder_sparsity
+    return {"fingerprint": {"part": part.name}, "heldout": {"f1": f1, "exact_match": f1 - 10, "questions": 1731},
+            "validation": {"f1": f1 - 3, "exact_match": f1 - 13, "questions": 972},
+            "exported_sparsity": {"encoder_linear": {"sparsity": sparsity}, "model": {"sparsity": sparsity * 0.8}},
+            "coverage": {"articles": 36, "articles_available": 36, "articles_missing": []},
+            "wall_time": {"seconds": 1980.0}, "harness": {"backend": "onnxruntime", "f1": f1 + 0.01}}
+
+
+def test_a_row_whose_export_is_not_at_its_target_sparsity_or_misses_articles_is_refused(tmp_path):
+    from experiments.real_accuracy.rows import Part, RowError, RowStore
+
+    store = RowStore(tmp_path / "results")
+    part = Part("prune", "magnitude", 0.5, 42)
+    with pytest.raises(RowError, match="prune-magnitude-50pct-seed42: its export is 40.00% sparse .* asks for 50%"):
+        store.write(part, _protocol_row(part, 60.0, encoder_sparsity=0.4))
+    short = _protocol_row(part, 60.0)
+    short["coverage"] = {"articles": 35, "articles_available": 36, "articles_missing": ["Normans"]}
+    with pytest.raises(RowError, match=r"do not cover every training article \(missing: \['Normans'\]\)"):
+        store.write(part, short)
+    assert not store.rows() and not (tmp_path / "results").exists()
+    store.write(part, _protocol_row(part, 60.0, encoder_sparsity=0.503))
+    assert store.get(part)["heldout"]["f1"] == 60.0 and store.get(part, {"other": "settings"}) is None
+
+
+def test_the_protocol_table_from_committed_rows_names_the_missing_parts_and_pairs_the_seeds(tmp_path):
+    from experiments.real_accuracy.config import RealAccuracyConfig
+    from experiments.real_accuracy.rows import PROTOCOL_PLOT, Part, RowStore, protocol_parts, write_protocol_results
+
+    config = RealAccuracyConfig()
+    parts = protocol_parts(config)
+    assert [p.name for p in parts[:4]] == ["teacher", "prune-obs-50pct-seed42", "prune-magnitude-50pct-seed42",
+                                           "prune-magnitude-layer-50pct-seed42"]
+    assert len(parts) == 1 + 6 + 1 + 3 and parts[7].name == "qat-obs-50pct-seed42"
+    f1 = {"obs": 68.0, "magnitude": 60.0, "magnitude-layer": 63.0}
+    store = RowStore(tmp_path / "results")
+    for part in parts:
+        if part.name == "prune-magnitude-80pct-seed42":
+            continue  # the missing one
+        bump = 1.0 if part.seed == 43 else 0.0
+        f1_here = 71.0 if part.kind == "teacher" else f1[part.method] - 20 * (part.sparsity - 0.5) + bump * (
+            part.method == "obs")
+        store.write(part, _protocol_row(part, f1_here))
+    summary = write_protocol_results(store, config)
+    assert summary["missing"] == ["prune-magnitude-80pct-seed42"] and not summary["complete"]
+    table = (tmp_path / "results" / "protocol.md").read_text()
+    assert "**INCOMPLETE**: 1 of 11 protocol parts have no committed row yet: prune-magnitude-80pct-seed42" in table
+    assert (tmp_path / "results" / PROTOCOL_PLOT).is_file()
+    obs50 = summary["groups"]["obs|0.5"]
+    assert obs50["seeds"] == [42, 43] and obs50["f1"] == [68.0, 69.0] and obs50["f1_mean"] == 68.5
+    # oBERT minus a baseline, paired by seed: 8 and 9 points at 50% over magnitude, 5 at 80% over per-layer only
+    assert summary["differences"]["obs-magnitude|0.5"]["values"] == [8.0, 9.0]
+    assert summary["differences"]["obs-magnitude|0.5"]["stdev"] == pytest.approx(0.7071, abs=1e-4)
+    assert "obs-magnitude|0.8" not in summary["differences"]
+    assert summary["differences"]["obs-magnitude-layer|0.8"]["values"] == [5.0]
+    assert "- 50%, oBERT - global magnitude: +8.50 ± 0.71 (seed 42: +8.00, seed 43: +9.00)" in table
+    assert "- 80%, oBERT - per-layer magnitude: +5.00 (one seed)" in table
+    # the full protocol: nothing missing, no INCOMPLETE line
+    part = Part("prune", "magnitude", 0.8, 42)
+    store.write(part, _protocol_row(part, 54.0))
+    summary = write_protocol_results(store, config)
+    assert summary["complete"] and "INCOMPLETE" not in summary["table_markdown"]
+
+
+def test_each_row_is_committed_alone_and_a_commit_failure_loses_nothing(tmp_path):
+    import subprocess
+
+    from experiments.real_accuracy.rows import Part, RowStore
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "other.txt").write_text("work in progress\n")
+    git("add", "other.txt")  # staged by someone else: must not ride along
+    store = RowStore(tmp_path / "docs" / "results", commit=True)
+    part = Part("prune", "obs", 0.5, 42)
+    store.write(part, _protocol_row(part, 68.0))
+    store.commit_results("row prune-obs-50pct-seed42")
+    assert git("show", "--name-only", "--format=%s", "HEAD").split() == [
+        "row", "prune-obs-50pct-seed42", "docs/results/rows/prune-obs-50pct-seed42.json"]
+    assert "A  other.txt" in git("status", "--porcelain")
+    (tmp_path / ".git" / "index.lock").write_text("")  # a concurrent git command
+    second = Part("prune", "obs", 0.5, 43)
+    store.write(second, _protocol_row(second, 69.0))
+    store.commit_results("row prune-obs-50pct-seed43")  # warns, does not raise
+    assert store.get(second)["heldout"]["f1"] == 69.0

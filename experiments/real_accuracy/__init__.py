@@ -16,15 +16,17 @@ validation (every evaluation a step makes, and so every choice: the export's F1 
 3. **QAT** of the 50% oBERT model (the quantization recipe, derived likewise), then **export** of every model
    (dense teacher, the pruned ones FP32, the QAT one INT8) through the one export path, verified; the table's
    sparsity is read from each export (``verify.json``).
-4. **Held-out scores**: every PyTorch model (each seed) evaluated once on the held-out articles.
-5. **Harness**: the 8 held-out articles are written as a SQuAD file in a data directory the harness accepts,
-   and ``python -m harness run`` (a separate process: its command line, as a user runs it) scores and times
-   every exported model with DeepSparse, OpenVINO and ONNX Runtime, with and without length bucketing, the
-   INT8 model also packed and with DeepSparse's ``NM_FAST_VNNI_EMULATION``.
+4. **Rows, as each part finishes**: every finished part (the teacher, each pruning run, the QAT) is exported, scored
+   once on the held-out articles by PyTorch and through ``python -m harness run`` on one engine, and written as a
+   row (:mod:`~experiments.real_accuracy.rows`) into a results directory that can be committed as it grows
+   (``--commit``); the protocol table is regenerated from the rows each time and names the parts still missing. A
+   part whose row is committed is not trained again on a machine that lost its model.
+5. **Engine comparison**: the 8 held-out articles are written as a SQuAD file in a data directory the harness
+   accepts, and ``python -m harness run`` (a separate process: its command line, as a user runs it) scores and
+   times the dense teacher, the QAT's oBERT model and its INT8 export with DeepSparse, OpenVINO and ONNX Runtime,
+   with and without length bucketing, the INT8 model also packed and with DeepSparse's ``NM_FAST_VNNI_EMULATION``.
 
-Machine time on an idle 2-core machine: each pruning run ~70 min (6 at 50%, 3 at 80% with one seed), the
-teacher ~1.8 h, QAT ~30 min, exports and held-out evaluations ~40 min, the harness phase ~3 h: about 17 hours,
-over several sessions (everything resumes).
+Its machine time (hours on 2 cores, over several sessions: everything resumes) is in docs/accuracy.md.
 
 Everything is cached under ``--out-dir`` and keyed by its settings: an interrupted experiment continues where
 it stopped (training resumes from its last checkpoint, mid-epoch ones every ``checkpoint_interval_s``).
@@ -34,8 +36,9 @@ standard benchmark.
 Modules: :mod:`~experiments.real_accuracy.config` (what it trains and measures, file names),
 :mod:`~experiments.real_accuracy.stages` (teacher, pruning, QAT and export runs through
 :mod:`compression.steps`, held-out scores; their caching), :mod:`~experiments.real_accuracy.harness_driver`
-(``python -m harness run`` jobs and their run.json records), :mod:`~experiments.real_accuracy.results` (the rows,
-seed statistics and checks), :mod:`~experiments.real_accuracy.tables` (the Markdown table and the plots),
+(``python -m harness run`` jobs and their run.json records), :mod:`~experiments.real_accuracy.rows` (the committed
+rows and the protocol table), :mod:`~experiments.real_accuracy.results` (the engine comparison's rows, seed
+statistics and checks), :mod:`~experiments.real_accuracy.tables` (the Markdown table and the plots),
 :mod:`~experiments.real_accuracy.run` (the whole experiment).
 """
 

@@ -15,6 +15,7 @@ from compression.data import DEV_SPLIT_NOTE
 from compression.verify import f1_bound, f1_outside_range
 from experiments.real_accuracy.config import LABEL, RealAccuracyConfig, row_label
 from experiments.real_accuracy.harness_driver import HarnessJob, predictions_identical
+from experiments.real_accuracy.rows import Part
 from experiments.real_accuracy.stages import scores_of
 
 def exported_sparsity(model_dir: Path) -> dict[str, Any] | None:
@@ -34,11 +35,12 @@ def seed_statistics(values: list[dict[str, Any]], seeds: list[int]) -> dict[str,
             "exact_match_mean": statistics.fmean(em), "exact_match_stdev": statistics.stdev(em) if len(em) > 1 else None}
 
 
-def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: dict, qat_report: dict[str, Any],
-              models: dict[str, Path], harness: dict[str, dict[str, Any]], int8_label: str,
+def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], protocol_rows: dict[str, dict[str, Any]],
+              qat_report: dict[str, Any], models: dict[str, Path], harness: dict[str, dict[str, Any]], int8_label: str,
               heldout: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The table's rows: PyTorch held-out scores (mean and spread over seeds), the sparsity read from each export,
-    and the harness's figures; then the checks."""
+    """The table's rows: PyTorch held-out scores (mean and spread over the seeds of the committed rows,
+    ``protocol_rows``: :class:`~experiments.real_accuracy.rows.RowStore`), the sparsity read from each export, and
+    the harness's figures; then the checks."""
     rows: list[dict[str, Any]] = []
 
     def harness_figures(label: str) -> dict[str, Any]:
@@ -57,18 +59,18 @@ def summarize(config: RealAccuracyConfig, teacher_info: dict[str, Any], pruned: 
                  "harness": harness_figures("dense FP32"), "exported_sparsity": exported_sparsity(models["dense FP32"]),
                  "sparsity": 0.0})
     for sparsity in sorted(config.sparsities):
-        seeds = list(config.seeds_for(sparsity))
         for method in config.methods:
             label = row_label(method, sparsity)
-            per_seed = [pruned[(method, sparsity, seed)][1] for seed in seeds]
-            scores = [heldout[f"{method}|{sparsity}|{seed}"] for seed in seeds]
+            per_seed = [row for seed in config.seeds_for(sparsity)
+                        if (row := protocol_rows.get(Part("prune", method, sparsity, seed).name))]
+            if not per_seed:
+                continue
             rows.append({
-                "model": label, "method": method, "sparsity": per_seed[0]["sparsity_report"]["global_sparsity"],
-                "torch": scores[0], "seeds": seed_statistics([scores_of(s) for s in scores], seeds),
-                "validation": [scores_of(r["evaluation"]["pruned"]) for r in per_seed],
-                "coverage": [r["data"].get("coverage") for r in per_seed],
-                "exported_sparsity": exported_sparsity(models[label]),
-                "harness": harness_figures(label),
+                "model": label, "method": method, "sparsity": per_seed[0]["pytorch_sparsity"],
+                "torch": per_seed[0]["heldout"],
+                "seeds": seed_statistics([scores_of(r["heldout"]) for r in per_seed], [r["seed"] for r in per_seed]),
+                "validation": [r["validation"] for r in per_seed], "coverage": [r["coverage"] for r in per_seed],
+                "exported_sparsity": per_seed[0]["exported_sparsity"], "harness": harness_figures(label),
             })
     qat_scores = heldout["qat"]
     int8_harness = harness_figures(int8_label)

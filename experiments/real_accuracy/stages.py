@@ -27,6 +27,7 @@ from compression.steps import RunConfig, run_export, run_prune, run_quantize
 from compression.steps.data import evaluate_model, prepare_data
 from compression.train import CHECKPOINT_DIR, CHECKPOINT_FILE, TrainSettings, train_with_recipe
 from experiments.real_accuracy.config import LABEL, RealAccuracyConfig, pipeline_preset
+from experiments.real_accuracy.rows import WALL_TIME_FILE, wall_clock
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +73,24 @@ def check_tokenizer_vocab(checkpoint_dir: Path, vocab: Path) -> dict[str, Any]:
     return {"checked": True, "identical": True, "entries": len(tokens)}
 
 
+def teacher_fingerprint(config: RealAccuracyConfig, out_dir: Path) -> dict[str, Any]:
+    """The settings and pretrained weights the teacher is keyed by (also the key its committed row carries)."""
+    pretrained_dir, provenance = resolve_pretrained(config.pretrained, out_dir / "pretrained")
+    return json.loads(json.dumps({
+        **config.fingerprint("window", "batch_size", "teacher_seed", "teacher_epochs", "teacher_learning_rate",
+                             "teacher_max_windows", "max_eval_windows", "max_train_questions", "validation_articles"),
+        "pretrained": provenance.get("weights_sha256") or str(pretrained_dir)}, default=str))
+
+
 def ensure_teacher(config: RealAccuracyConfig, run: RunConfig, vocab: Path, out_dir: Path) -> tuple[Path, dict]:
-    """The dense fine-tuned teacher (cached in ``out/teacher/model``)."""
+    """The dense fine-tuned teacher (cached in ``out/teacher/model``; ``info["trained_now"]``: by this call)."""
     teacher_dir = out_dir / "teacher"
     model_dir = teacher_dir / "model"
     pretrained_dir, provenance = resolve_pretrained(config.pretrained, out_dir / "pretrained")
-    fingerprint = {**config.fingerprint("window", "batch_size", "teacher_seed", "teacher_epochs",
-                                        "teacher_learning_rate", "teacher_max_windows", "max_eval_windows",
-                                        "max_train_questions", "validation_articles"),
-                   "pretrained": provenance.get("weights_sha256")
-                   or str(pretrained_dir)}
+    fingerprint = teacher_fingerprint(config, out_dir)
     info_path = model_dir / "teacher.json"
-    if info_path.is_file() and json.loads(info_path.read_text()).get("fingerprint") == json.loads(json.dumps(fingerprint)):
-        return model_dir, json.loads(info_path.read_text())
+    if info_path.is_file() and json.loads(info_path.read_text()).get("fingerprint") == fingerprint:
+        return model_dir, {**json.loads(info_path.read_text()), "trained_now": False}
     vocab_check = check_tokenizer_vocab(pretrained_dir, vocab)
     tokenizer = load_vocab_tokenizer(vocab)
     data = prepare_data(run, tokenizer)
@@ -101,8 +107,9 @@ def ensure_teacher(config: RealAccuracyConfig, run: RunConfig, vocab: Path, out_
                              learning_rate=config.teacher_learning_rate, trim_padding=True, num_threads=config.threads,
                              progress=run.progress, checkpoint_interval_s=config.checkpoint_interval_s)
     started = time.perf_counter()
-    result = train_with_recipe(model, recipe_path, data.train_features, teacher_dir, settings, description="teacher",
-                               resume=resume)
+    with wall_clock(teacher_dir / WALL_TIME_FILE):
+        result = train_with_recipe(model, recipe_path, data.train_features, teacher_dir, settings,
+                                   description="teacher", resume=resume)
     if not result.finished:
         raise CompressionError(f"teacher training stopped at step {result.completed_steps} of {result.total_steps}")
     evaluation = evaluate_model(model, data, run, "teacher")
@@ -112,7 +119,7 @@ def ensure_teacher(config: RealAccuracyConfig, run: RunConfig, vocab: Path, out_
             "duration_s": round(time.perf_counter() - started, 1), "notes": data.notes}
     save_checkpoint_dir(model, tokenizer, model_dir, info)
     info_path.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    return model_dir, info
+    return model_dir, {**info, "trained_now": True}
 
 
 def _config_of(checkpoint_dir: Path):
@@ -133,22 +140,34 @@ def _stage_done(run_dir: Path, step: str) -> dict[str, Any] | None:
     return saved if saved.get("training", {}).get("finished", True) and (run_dir / step / "model").exists() else None
 
 
+def prune_dir(out_dir: Path, method: str, sparsity: float, seed: int) -> Path:
+    return out_dir / "runs" / f"{method}-{round(100 * sparsity)}pct-seed{seed}"
+
+
+def prune_fingerprint(config: RealAccuracyConfig, teacher: dict[str, Any], method: str, sparsity: float,
+                      seed: int) -> dict[str, Any]:
+    """The settings a pruning run is keyed by (``teacher``: :func:`teacher_fingerprint`)."""
+    return json.loads(json.dumps({
+        **config.fingerprint("window", "batch_size", "prune_windows", "prune_epoch_scale", "num_grads",
+                             "max_eval_windows", "max_train_questions", "validation_articles"),
+        "window_selection": "sample", "method": method, "sparsity": sparsity, "seed": seed, "teacher": teacher},
+        default=str))
+
+
 def prune_run(config: RealAccuracyConfig, teacher_dir: Path, method: str, sparsity: float, seed: int, out_dir: Path,
               data_dir: Path | None, progress: bool) -> tuple[Path, dict[str, Any]]:
     """One pruning run (cached); returns its directory and prune report."""
-    run_dir = out_dir / "runs" / f"{method}-{round(100 * sparsity)}pct-seed{seed}"
+    run_dir = prune_dir(out_dir, method, sparsity, seed)
     run = RunConfig(preset=pipeline_preset(config, teacher_dir, sparsity=sparsity, max_windows=config.prune_windows),
                     out_dir=run_dir, data_dir=data_dir, device="cpu", progress=progress, seed=seed,
                     max_train_questions=config.max_train_questions)
-    fingerprint = {**config.fingerprint("window", "batch_size", "prune_windows", "prune_epoch_scale", "num_grads",
-                                        "max_eval_windows", "max_train_questions", "validation_articles"),
-                   "window_selection": "sample", "method": method, "sparsity": sparsity, "seed": seed,
-                   "teacher": _teacher_id(teacher_dir)}
+    fingerprint = prune_fingerprint(config, _teacher_id(teacher_dir), method, sparsity, seed)
     same = _same_fingerprint(run_dir / "fingerprint.json", fingerprint)
     report = _stage_done(run_dir, "prune") if same else None
     if report is None:
-        report = run_prune(run, model_spec=str(teacher_dir), teacher_spec=str(teacher_dir), pruning_method=method,
-                           resume=same and _checkpoint_exists(run_dir / "prune"))
+        with wall_clock(run_dir / "prune" / WALL_TIME_FILE):
+            report = run_prune(run, model_spec=str(teacher_dir), teacher_spec=str(teacher_dir), pruning_method=method,
+                               resume=same and _checkpoint_exists(run_dir / "prune"))
     if not report["training"]["finished"]:
         raise CompressionError(f"{run_dir}: pruning stopped before the end")
     achieved = report["sparsity_report"]["global_sparsity"]
@@ -158,18 +177,24 @@ def prune_run(config: RealAccuracyConfig, teacher_dir: Path, method: str, sparsi
     return run_dir, report
 
 
+def quantize_fingerprint(config: RealAccuracyConfig, pruned: dict[str, Any]) -> dict[str, Any]:
+    """The settings a QAT run is keyed by (``pruned``: its pruning run's :func:`prune_fingerprint`)."""
+    return json.loads(json.dumps({**config.fingerprint("quantize_epoch_scale"), "pruned": pruned}, default=str))
+
+
 def quantize_run(config: RealAccuracyConfig, teacher_dir: Path, run_dir: Path, data_dir: Path | None,
                  progress: bool) -> dict[str, Any]:
     seed = json.loads((run_dir / "fingerprint.json").read_text())["seed"]
     run = RunConfig(preset=pipeline_preset(config, teacher_dir, max_windows=config.prune_windows), out_dir=run_dir,
                     data_dir=data_dir, device="cpu", progress=progress, max_train_questions=config.max_train_questions,
                     seed=seed)
-    fingerprint = {**config.fingerprint("quantize_epoch_scale"), "pruned": json.loads((run_dir / "fingerprint.json").read_text())}
+    fingerprint = quantize_fingerprint(config, json.loads((run_dir / "fingerprint.json").read_text()))
     same = _same_fingerprint(run_dir / "quantize" / "fingerprint.json", fingerprint)
     done = _stage_done(run_dir, "quantize") if same else None
     if done is not None:
         return done
-    return run_quantize(run, teacher_spec=str(teacher_dir), resume=same and _checkpoint_exists(run_dir / "quantize"))
+    with wall_clock(run_dir / "quantize" / WALL_TIME_FILE):
+        return run_quantize(run, teacher_spec=str(teacher_dir), resume=same and _checkpoint_exists(run_dir / "quantize"))
 
 
 def export_run(config: RealAccuracyConfig, run_dir: Path, source: str, data_dir: Path | None, progress: bool) -> Path:
@@ -231,37 +256,34 @@ def _teacher_id(teacher_dir: Path) -> Any:
 # 4. Held-out scores
 
 
-def heldout_torch_scores(config: RealAccuracyConfig, teacher_dir: Path, pruned: dict, qat_dir: Path,
-                         heldout_json: Path, base_run: RunConfig, out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Held-out F1/EM of every PyTorch model: the teacher, each pruning run (every seed), the QAT model, and the QAT
-    model evaluated in float64 (``qat_float64``: with the float32 figure, the range its own float rounding spans,
-    ``compression.quantize.float64_copy``). Each is evaluated once (cached by its checkpoint's time; an interrupted
-    pass continues)."""
-    targets = {"teacher": teacher_dir}
-    targets.update({f"{method}|{sparsity}|{seed}": run_dir / "prune" / "model"
-                    for (method, sparsity, seed), (run_dir, _) in pruned.items()})
-    targets["qat"] = targets["qat_float64"] = qat_dir / "quantize" / "model"
-    cache_path = out_dir / HELDOUT_SCORES_FILE
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    features = None
-    scores: dict[str, dict[str, Any]] = {}
-    questions = hashlib.sha256(Path(heldout_json).read_bytes()).hexdigest()
-    for key, model_dir in targets.items():
+class HeldoutScores:
+    """Held-out F1/EM of PyTorch models, each evaluated once (cached by its checkpoint's time and the questions'
+    digest in ``out/heldout_torch_scores.json``). Keys: ``teacher``, ``method|sparsity|seed`` of a pruning run,
+    ``qat`` and ``qat_float64`` (the QAT model computed in float64: with the float32 figure, the range its own float
+    rounding spans, ``compression.quantize.float64_copy``)."""
+
+    def __init__(self, config: RealAccuracyConfig, heldout_json: Path, vocab: Path, out_dir: Path, progress: bool):
+        self.config, self.heldout_json, self.vocab, self.out_dir, self.progress = (config, Path(heldout_json), vocab,
+                                                                                   out_dir, progress)
+        self.cache_path = out_dir / HELDOUT_SCORES_FILE
+        self.questions = hashlib.sha256(self.heldout_json.read_bytes()).hexdigest()
+        self._features = None
+
+    def score(self, key: str, model_dir: Path) -> dict[str, Any]:
+        cache = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
         stamp = max(p.stat().st_mtime for p in Path(model_dir).iterdir())
-        if cache.get(key, {}).get("model_mtime") == stamp and cache[key].get("eval_sha256") == questions:
-            scores[key] = cache[key]
-            continue
-        if features is None:  # MLPerf's windows of the held-out questions, built once (all: what the harness scores)
-            features = load_eval_features(heldout_json, teacher_dir / "vocab.txt", config.eval_params,
-                                          out_dir / "heldout-eval" / "features")
+        if cache.get(key, {}).get("model_mtime") == stamp and cache[key].get("eval_sha256") == self.questions:
+            return cache[key]
+        if self._features is None:  # MLPerf's windows of the held-out questions, built once (all: what the harness scores)
+            self._features = load_eval_features(self.heldout_json, self.vocab, self.config.eval_params,
+                                                self.out_dir / "heldout-eval" / "features")
         model = load_qat_model(model_dir) if key.startswith("qat") else load_qa_model(model_dir).eval()
-        evaluation = evaluate_squad(float64_copy(model) if key == "qat_float64" else model, features, device="cpu",
-                                    progress=base_run.progress, description=f"{key} on the held-out articles")
-        scores[key] = {**scores_of(evaluation), "model_dir": str(model_dir), "model_mtime": stamp,
-                       "eval_json": str(heldout_json), "eval_sha256": questions}
-        cache[key] = scores[key]
-        cache_path.write_text(json.dumps(cache, indent=1) + "\n")
-    return scores
+        evaluation = evaluate_squad(float64_copy(model) if key == "qat_float64" else model, self._features,
+                                    device="cpu", progress=self.progress, description=f"{key} on the held-out articles")
+        cache[key] = {**scores_of(evaluation), "model_dir": str(model_dir), "model_mtime": stamp,
+                      "eval_json": str(self.heldout_json), "eval_sha256": self.questions}
+        self.cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+        return cache[key]
 
 
 def scores_of(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
