@@ -166,9 +166,9 @@ class PreparedModel:
 class _StepTimer:
     """Logs each build step with its duration and advances a progress bar."""
 
-    def __init__(self, total: int, description: str) -> None:
+    def __init__(self, total: int, description: str, progress: bool = True) -> None:
         self.timings: dict[str, float] = {}
-        self.bar = tqdm(total=total, desc=description, unit="step", leave=False)
+        self.bar = tqdm(total=total, desc=description, unit="step", leave=False, disable=not progress)
 
     def run(self, name: str, fn, *args, **kwargs):
         self.bar.set_postfix_str(name)
@@ -189,12 +189,14 @@ def prepare_benchmark_model(
     preset: str = DEFAULT_PRESET,
     seed: int = 42,
     work_dir: Path,
+    progress: bool = True,
 ) -> PreparedModel:
-    """Build, layer-drop, prune and quantize as ``variant`` says; side files go to ``work_dir``."""
+    """Build, layer-drop, prune and quantize as ``variant`` says; side files go to ``work_dir``. ``progress``: the
+    progress bars of the steps and of the calibration."""
     spec = get_variant(variant)
     compression_recipe = load_recipe(COMPRESSION_RECIPE)
     steps_total = 1 + spec.drop_layers + spec.sparse + spec.quantized
-    timer = _StepTimer(steps_total, f"build {variant}")
+    timer = _StepTimer(steps_total, f"build {variant}", progress=progress)
     steps: list[str] = []
     try:
         model = timer.run("init", build_model, preset, seed=seed)
@@ -242,7 +244,8 @@ def prepare_benchmark_model(
             batches = synthetic_qa_batches(
                 CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE, vocab_size=model.config.vocab_size, seed=seed
             )
-            timer.run("quantize", prepare_qat, model, derived_recipe, calibration_batches=batches, one_shot=True)
+            timer.run("quantize", prepare_qat, model, derived_recipe, calibration_batches=batches, one_shot=True,
+                      progress=progress)
             after = sparsity_report(model, match_params(model, patterns))  # names now include QAT wrappers
             if after["zero_weights"] != report["zero_weights"]:
                 raise CompressionError("QAT preparation changed the pruned weights; masks were not preserved")
@@ -318,6 +321,7 @@ def build_benchmark_model(
     overwrite: bool = False,
     verify: bool = True,
     packed_variant: bool = True,
+    progress: bool = True,
 ) -> Path:
     """Build an untrained benchmark model directory and return its path.
 
@@ -328,10 +332,11 @@ def build_benchmark_model(
     With ``verify`` the staged directory is checked (:func:`compression.verify.verify_model_dir`, which
     writes ``verify.json``) before it is moved into place; a failed check publishes nothing.
     ``packed_variant``: also the packed-input variant (``model-packed.onnx``, for the harness's --packing).
+    ``progress``: the build's progress bars.
     """
     return build_benchmark_model_detailed(
         out_dir, vocab=vocab, variant=variant, seed=seed, preset=preset, sequence_length=sequence_length,
-        overwrite=overwrite, verify=verify, packed_variant=packed_variant,
+        overwrite=overwrite, verify=verify, packed_variant=packed_variant, progress=progress,
     ).out_dir
 
 
@@ -346,6 +351,7 @@ def build_benchmark_model_detailed(
     overwrite: bool = False,
     verify: bool = True,
     packed_variant: bool = True,
+    progress: bool = True,
 ) -> BuildResult:
     """:func:`build_benchmark_model`, also returning the PyTorch model and the verification result."""
     from compression.verify import verify_model_dir
@@ -368,7 +374,7 @@ def build_benchmark_model_detailed(
         verification.update(verify_model_dir(staged, prepared.model, raise_on_failure=True, published_as=out_dir))
 
     with tempfile.TemporaryDirectory(prefix="obert-benchmark-") as work:
-        prepared = prepare_benchmark_model(variant, preset=preset, seed=seed, work_dir=Path(work))
+        prepared = prepare_benchmark_model(variant, preset=preset, seed=seed, work_dir=Path(work), progress=progress)
         export_started = time.perf_counter()
         export_model_dir(
             prepared.model,

@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cmdline.children import settle_tokenizers_parallelism
 from cmdline.errors import UserError
 from cmdline.signals import is_sigterm, raise_terminated
 
@@ -343,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool) -> None:
+    settle_tokenizers_parallelism()  # before anything tokenizes or forks
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not verbose:
         # sparseml imports pkg_resources, which warns about its own deprecation on every start (before the

@@ -135,6 +135,7 @@ def prepare_qat(
     *,
     calibration_batches: Iterable[Mapping[str, torch.Tensor]] | None = None,
     one_shot: bool = True,
+    progress: bool = True,
     **initialize_kwargs: Any,
 ):
     """Apply a quantization recipe to ``model`` in place and return the sparseml manager.
@@ -151,7 +152,8 @@ def prepare_qat(
     batches = list(calibration_batches) if calibration_batches is not None else None
     if one_shot and not batches:
         raise CompressionError("one-shot QAT preparation needs calibration batches for the observers")
-    calibration = tqdm(batches, desc="QAT calibration", unit="batch", leave=False) if batches else None
+    calibration = (tqdm(batches, desc="QAT calibration", unit="batch", leave=False, disable=not progress)
+                   if batches else None)
 
     was_training = model.training
     model.eval()  # calibration forwards must not use dropout

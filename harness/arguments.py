@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from harness.backends import BACKENDS
 from harness.backends.base import CLUSTERS, RAY_CONNECT_TIMEOUT_S
 from harness.backends.openvino_backend import PRECISIONS
 from harness.bucketing import DEFAULT_BUCKETS
+from harness.engine_choice import AUTO, BACKEND_CHOICES
 from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK
 from harness.scenarios import SERVER_POLICIES
 from harness.sysinfo import REPO_ROOT
@@ -38,8 +38,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     """Backend and engine flags, shared by every command that starts runs (see EngineSettings)."""
-    parser.add_argument("--backend", default="deepsparse", choices=BACKENDS,
-                        help="inference engine (default deepsparse; docs/running.md, Which engine)")
+    parser.add_argument("--backend", default=AUTO, choices=BACKEND_CHOICES,
+                        help="inference engine; auto (default): the engine measured fastest on this CPU class "
+                        "(OpenVINO with AMX or AVX-512 VNNI, else DeepSparse), said at the start and recorded in "
+                        "run.json (docs/running.md, Which engine)")
     engine = parser.add_argument_group("engine" + note)
     engine.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
                         help="engine batch size (default: " +

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +21,7 @@ log = logging.getLogger("harness")
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.backends import create_backend, import_engine
+    from harness.engine_choice import announce, choose_engine, fit_to_model
     from harness.models import check_model_fits, check_vocab_fits
     from harness.runner import RunRequest, execute_run
     from harness.settings import LoadGenOverrides, conf_test_settings, issue_plan, plan_note
@@ -38,12 +40,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     conf = conf_test_settings(args.scenario, modes[0], mlperf_conf=Path(args.mlperf_conf),
                               user_conf=Path(args.user_conf))
     engine = EngineSettings.from_args(args)
+    choice = choose_engine(engine.backend)  # --backend auto: by the CPU first, so the default model fits the engine
+    engine = replace(engine, backend=choice.chosen)
     engine.backend_options(args.scenario)  # settings errors come before the data and model work
     dataset, features = load_dataset_and_features(args, count=count)
     check_free_space(Path(args.runs_dir), sum(expected_bytes(mode, len(features), features.params.max_seq_length)
                                               for mode in modes), f"{' and '.join(modes)} runs of {len(features)} features")
     model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
-                              backend=engine.backend)
+                              backend=engine.backend, progress=not args.no_progress)
+    choice = fit_to_model(choice, model, packing=engine.packing)
+    engine = replace(engine, backend=choice.chosen)
+    announce(choice)
     backend_options = engine.backend_options(args.scenario, features.params.max_seq_length)
     sut_options = engine.sut_options(args.scenario)
     check_model_fits(model, features.params.max_seq_length)
@@ -82,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
                 overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
                 fault_grace_s=args.fault_grace_s, abort_when_invalid=args.abort_when_invalid,
-                requested_count=args.count, audit_config=audit_config,
+                requested_count=args.count, audit_config=audit_config, backend_choice=choice.as_dict(),
             )
             records.append(execute_run(request, backend=backend, conf_settings=conf))
     finally:
@@ -200,15 +207,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     dataset, features = load_dataset_and_features(args)
     download_dir = Path(args.cache_dir) / "models"
 
+    progress = not args.no_progress
+
     def model(variant: str, packed: bool = False):
-        return resolve_model(str(benchmark_model_dir(variant, dataset.vocab, packed=packed)), download_dir=download_dir)
+        return resolve_model(str(benchmark_model_dir(variant, dataset.vocab, packed=packed, progress=progress)),
+                             download_dir=download_dir)
 
     sections = tuple(part.strip() for part in args.sections.split(",") if part.strip())
     # the packed job needs the packed variant; OpenVINO (section engines) the QDQ form
     models = SuiteModels(sparse_int8=resolve_model(str(benchmark_model_dir(
-        "sparse-int8", dataset.vocab, packed="offline" in sections, qdq="engines" in sections)), download_dir=download_dir))
+        "sparse-int8", dataset.vocab, packed="offline" in sections, qdq="engines" in sections, progress=progress)),
+        download_dir=download_dir))
     if "peers" in sections or "engines" in sections or args.reuse:  # reused rows need the models for their MAC counts
-        dense_dir = benchmark_model_dir("dense-fp32", dataset.vocab)
+        dense_dir = benchmark_model_dir("dense-fp32", dataset.vocab, progress=progress)
         models.dense_fp32_14l = resolve_model(str(dense_dir), download_dir=download_dir)
     if "peers" in sections or args.reuse:
         models.dense_fp32_24l = model("dense-fp32-24l")

@@ -47,7 +47,7 @@ def request_to_spec(request: RunRequest, feature_cache_dir: Path) -> dict:
         "overrides": r.overrides.given(), "mlperf_conf": str(r.mlperf_conf), "user_conf": str(r.user_conf),
         "runs_root": str(r.runs_root), "audit_config": str(r.audit_config) if r.audit_config else None,
         "fault_grace_s": r.fault_grace_s, "progress": r.progress, "abort_when_invalid": r.abort_when_invalid,
-        "requested_count": r.requested_count,
+        "requested_count": r.requested_count, "backend_choice": r.backend_choice,
     }
 
 
@@ -78,6 +78,7 @@ def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
         audit_config=Path(spec["audit_config"]) if spec["audit_config"] else None,
         fault_grace_s=spec["fault_grace_s"], progress=spec["progress"], backend_wrapper=wrapper,
         abort_when_invalid=spec.get("abort_when_invalid", False), requested_count=spec.get("requested_count"),
+        backend_choice=spec.get("backend_choice"),
     )
 
 

@@ -6,6 +6,8 @@ import logging
 import os
 import warnings
 
+from cmdline.children import settle_tokenizers_parallelism
+
 # Libraries that log routine progress at INFO (sparseml's export transforms, DeepSparse's engine banner and
 # CPU notices): a user sees them with -v only.
 _CHATTY_LOGGERS = ("sparseml", "sparsezoo", "deepsparse", "onnx", "onnxruntime", "openvino", "transformers", "torch",
@@ -14,6 +16,7 @@ _CHATTY_LOGGERS = ("sparseml", "sparsezoo", "deepsparse", "onnx", "onnxruntime",
 
 def configure_logging(verbose: bool) -> None:
     """Quiet by default: progress bars, the summary and warnings; -v shows every library's details."""
+    settle_tokenizers_parallelism()  # before anything tokenizes or forks
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",

@@ -47,13 +47,15 @@ def load_dataset_and_features(args: argparse.Namespace, *, count: int | None = N
     return dataset, features
 
 
-def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq: bool = False) -> Path:
+def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq: bool = False,
+                        progress: bool = True) -> Path:
     """The untrained benchmark model of a variant in ./models, built on first use. Its tokenizer files are
     written only from the bert-base-uncased vocab (the model's 30,522-token geometry); with other data (the
     built-in sample) it gets none and the harness tokenizes with the data's vocab. ``packed`` / ``qdq``: a directory
     built before models carried their packed variant / the QDQ form of an INT8 model (what OpenVINO runs) is rebuilt
     with it (the same seed gives the same model). The compression pipeline (torch, sparseml: ~2.4 s and ~270 MB
-    to import) is imported only to build; see :func:`default_model_dir` for finding a built one."""
+    to import) is imported only to build; see :func:`default_model_dir` for finding a built one. ``progress``: the
+    build's progress bars (``--no-progress`` turns them off)."""
     model_dir = default_model_dir(variant)
     exists = (model_dir / "model.onnx").is_file()
     manifest = _manifest(model_dir) if exists else {}
@@ -75,7 +77,8 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
         print(f"building the benchmark model {model_dir} ({why}, a few minutes)", file=sys.stderr)
         tokenizer_vocab = vocab if file_sha256(vocab) == BERT_VOCAB_SHA256 else None
         preset = os.environ.get(BENCHMARK_PRESET_ENV) or DEFAULT_PRESET
-        build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset, overwrite=bool(missing))
+        build_benchmark_model(model_dir, vocab=tokenizer_vocab, variant=variant, preset=preset, overwrite=bool(missing),
+                              progress=progress)
     return model_dir
 
 
@@ -132,11 +135,13 @@ def compression_fingerprint() -> str:
 
 
 def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path, *, packed: bool = False,
-                      backend: str = "") -> ModelInfo:
-    """``--model`` resolved (see :func:`harness.models.resolve_model`), or the default benchmark model."""
+                      backend: str = "", progress: bool = True) -> ModelInfo:
+    """``--model`` resolved (see :func:`harness.models.resolve_model`), or the default benchmark model, built on first
+    use with what ``backend`` (a named engine) runs."""
     from harness.models import resolve_model
 
     if spec is None:
-        spec = str(benchmark_model_dir(DEFAULT_MODEL_VARIANT, vocab, packed=packed, qdq=backend == "openvino"))
+        spec = str(benchmark_model_dir(DEFAULT_MODEL_VARIANT, vocab, packed=packed, qdq=backend == "openvino",
+                                       progress=progress))
     return resolve_model(spec, download_dir=cache_dir / "models")
 

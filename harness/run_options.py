@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from harness.backends import BackendOptions
 from harness.backends.base import RAY_CONNECT_TIMEOUT_S
 from harness.bucketing import DEFAULT_BUCKETS, buckets_for, parse_buckets
+from harness.engine_choice import AUTO
 from harness.errors import ConfigError
 from harness.scenarios import SutOptions
 
@@ -54,7 +55,7 @@ def quick_overrides(scenario: str, feature_count: int) -> dict:
 class EngineSettings:
     """Backend and SUT settings as the command line takes them; unset values get per-scenario defaults."""
 
-    backend: str = "deepsparse"
+    backend: str = AUTO  # resolved to a named engine before any engine setting is derived (harness.engine_choice)
     batch_size: int | None = None
     num_cores: int | None = None
     num_streams: int | None = None
@@ -95,6 +96,8 @@ class EngineSettings:
     def streams(self, scenario: str) -> int | None:
         """Engine streams (DeepSparse, OpenVINO): as given, else the scenario's default when it is more than one
         (None leaves the engine's own default, one stream across all cores; ONNX Runtime has no streams)."""
+        if self.backend == AUTO:  # a programming error: the command resolves --backend first
+            raise ValueError("--backend auto must be resolved to an engine (harness.engine_choice) before its settings")
         if self.num_streams is not None:
             return self.num_streams
         default = DEFAULT_STREAMS[scenario]

@@ -25,6 +25,7 @@ import numpy as np
 from harness import __version__
 from harness.accuracy import evaluate_accuracy_log
 from harness.backends import Backend, BackendOptions, create_backend
+from harness.engine_choice import summary_tag
 from harness.errors import BackendFault, ConfigError, DiskFull, RunStopped
 from harness.interrupts import describe as describe_interrupt
 from harness.loadgen_logs import (ACCURACY_LOG, DETAIL_LOG, check_logs_complete, expected_bytes, performance_metrics,
@@ -70,6 +71,7 @@ class RunRequest:
     requested_count: int | None = None  # --count as given (it may exceed the dataset's features)
     backend_wrapper: object | None = None  # callable(backend) -> backend, for fault injection
     sut_class: type | None = None  # another SUT design (benchmarks); None: the scenario's own
+    backend_choice: dict | None = None  # how `backend` was chosen (harness.engine_choice.EngineChoice.as_dict)
 
 
 def harness_overhead_pct(record: dict) -> float | None:
@@ -322,6 +324,7 @@ def _base_record(r: RunRequest, run_dir: Path) -> dict:
         "scenario": r.scenario,
         "mode": r.mode,
         "backend": {"backend": r.backend},
+        "backend_choice": r.backend_choice,
         "model": r.model.describe(),
         "dataset": r.dataset.describe(),
         "qsl": {
@@ -493,7 +496,7 @@ def offered_load_note(scenario: str, results: dict) -> str | None:
 
 def summary_line(record: dict) -> str:
     """One line a person reads at the end of a run."""
-    backend = record["backend"].get("backend")
+    backend = record["backend"].get("backend") + summary_tag(record.get("backend_choice"))
     packing = record["backend"].get("packing")
     precision = record["backend"].get("precision")  # what the engine executed, where it reports it (OpenVINO)
     head = (f"[{record['status'].upper()}] {backend}{' packed' if packing else ''}{f' {precision}' if precision else ''} "

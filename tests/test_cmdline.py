@@ -69,3 +69,31 @@ def test_obert_compress_experiment_forwards_to_python_m_experiments():
     listed = subprocess.run([sys.executable, "-m", "experiments", "--help"], capture_output=True, text=True, cwd=REPO,
                             timeout=60)
     assert listed.returncode == 0 and "obs-vs-magnitude" in listed.stdout and "real-accuracy" in listed.stdout
+
+
+@pytest.mark.parametrize("settled", [False, True], ids=["undeclared", "settled"])
+def test_a_fork_after_parallel_tokenizing_prints_no_tokenizers_warning(settled):
+    """``import openvino`` forks a process after the features were tokenized in parallel; undeclared, the tokenizers
+    library warns about it on the console. Settled: silent, and the forked child tokenizes serially."""
+    script = f"""
+import os
+from cmdline.children import settle_tokenizers_parallelism
+if {settled}:
+    settle_tokenizers_parallelism()
+from tokenizers import Tokenizer
+from tokenizers.models import WordPiece
+Tokenizer(WordPiece({{"[UNK]": 0, "a": 1}}, unk_token="[UNK]")).encode_batch([["a"]] * 5000, is_pretokenized=True)
+pid = os.fork()
+if pid == 0:
+    os.write(1, ("child: " + str(os.environ.get("TOKENIZERS_PARALLELISM"))).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+    env = {key: value for key, value in os.environ.items() if key != "TOKENIZERS_PARALLELISM"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    if settled:
+        assert "huggingface/tokenizers" not in proc.stderr and proc.stdout == "child: false"
+    else:  # the warning this guards against, as the library prints it
+        assert "The current process just got forked, after parallelism has already been used" in proc.stderr

@@ -119,6 +119,28 @@ def test_the_deepsparse_operator_form_alone_is_run_with_a_warning(tiny_models, t
         create_backend("openvino", model, BackendOptions(batch_size=1, precision="int8"))
 
 
+def test_warnings_and_errors_name_the_users_model_once_not_the_bucket_copies(tiny_models, tmp_path, caplog):
+    """Length bucketing compiles temporary copies of the model (model-seq192.onnx, ...): what OpenVINO says about the
+    model names the user's file, once, with the measured cost of the form it was given."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copyfile(tiny_models["sparse-int8"] / "model.onnx", alone / "model.onnx")
+    model = inspect_onnx_model(alone / "model.onnx")
+    with caplog.at_level(logging.WARNING):
+        backend = create_backend("openvino", model, BackendOptions(batch_size=1, sequence_buckets=(192, 384),
+                                                                   precision="f32"))
+    backend.close()
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert str(alone / "model.onnx") in warnings[0] and "model-seq" not in warnings[0]
+    assert "measured 9x slower than its QDQ form on an AMX Xeon (docs/running.md, Which engine)" in warnings[0]
+    dense = inspect_onnx_model(tiny_models["dense-fp32"] / "model.onnx")
+    with pytest.raises(ConfigError) as error:
+        create_backend("openvino", dense, BackendOptions(batch_size=1, sequence_buckets=(192, 384), precision="int8"))
+    assert f"--precision int8: {dense.onnx_path} is not quantized" in str(error.value)
+    assert "model-seq" not in str(error.value)
+
+
 def test_a_missing_qdq_file_named_by_the_manifest_is_one_clear_error(tiny_models, tmp_path):
     from harness.errors import ModelError
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.backends.base import Backend, BackendOptions
-from harness.backends.single import BACKENDS, import_engine
+from harness.backends.single import BACKENDS, ENGINE_NAMES, import_engine
 from harness.models import ModelInfo
 
 # The composites build their engines with harness.backends.single (bucketed, packed) or
@@ -19,14 +19,20 @@ def create_backend(name: str, model: ModelInfo, options: BackendOptions, progres
     if name == "openvino":
         from harness.backends.openvino_backend import openvino_model
 
-        model = openvino_model(model)
+        model = openvino_model(model, options)
     if name in BACKENDS and options.cluster == "ray":
         from harness.backends.ray_pool import RayPoolBackend
 
-        return RayPoolBackend(name, model, options, progress=progress)
-    from harness.backends.local import create_local_backend
+        backend = RayPoolBackend(name, model, options, progress=progress)
+    else:
+        from harness.backends.local import create_local_backend
 
-    return create_local_backend(name, model, options, progress=progress)
+        backend = create_local_backend(name, model, options, progress=progress)
+    if name == "openvino":
+        from harness.backends.openvino_backend import warn_if_precision_not_honoured
+
+        warn_if_precision_not_honoured(backend, options)
+    return backend
 
 
-__all__ = ["Backend", "BackendOptions", "BACKENDS", "create_backend", "import_engine"]
+__all__ = ["Backend", "BackendOptions", "BACKENDS", "ENGINE_NAMES", "create_backend", "import_engine"]

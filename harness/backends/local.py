@@ -14,7 +14,7 @@ def create_local_backend(name: str, model: ModelInfo, options: BackendOptions, p
     if name == "openvino":
         from harness.backends.openvino_backend import openvino_model
 
-        model = openvino_model(model)
+        model = openvino_model(model, options)
     if name in BACKENDS and options.packing:
         from harness.backends.packed import create_packed_backend
 

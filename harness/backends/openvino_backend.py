@@ -2,7 +2,9 @@
 
 An INT8 model runs from its QDQ form (``model-qdq.onnx``, named by the manifest; ``compression.qdq``): OpenVINO's
 low-precision transformations turn each DequantizeLinear -> MatMul into an 8-bit ``FullyConnected``. The
-MatMulInteger form in ``model.onnx`` (what DeepSparse runs) it only decompresses to float, ~4x slower.
+MatMulInteger form in ``model.onnx`` (what DeepSparse runs) it only decompresses to float, many times slower
+(docs/running.md, Which engine). What OpenVINO will run is settled once per model, on the user's files
+(:func:`openvino_model`), before any length-bucket copy exists, so warnings and errors name those files, once.
 
 Engine settings map onto OpenVINO's: ``--num-streams`` -> ``NUM_STREAMS`` with the THROUGHPUT performance hint
 (more than one stream) or the LATENCY hint (one stream on all cores), ``--num-cores`` -> ``INFERENCE_NUM_THREADS``,
@@ -19,6 +21,8 @@ from __future__ import annotations
 import logging
 import queue
 from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 
 from harness.backends.base import Backend, BackendOptions
@@ -28,21 +32,38 @@ from harness.models import ModelInfo, inspect_onnx_model
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "f32", "bf16", "int8")
+# The measured cost of running the MatMulInteger form instead of the QDQ form; the figures are in the docs.
+FLOAT_FORM_COST = "measured 9x slower than its QDQ form on an AMX Xeon (docs/running.md, Which engine)"
+INTEGER_OPERATORS = {"MatMulInteger", "QLinearMatMul"}  # DeepSparse's INT8 form, which OpenVINO decompresses
+QUANTIZED_OPERATORS = INTEGER_OPERATORS | {"DequantizeLinear"}
 
 
-def openvino_model(model: ModelInfo) -> ModelInfo:
+def openvino_model(model: ModelInfo, options: BackendOptions | None = None) -> ModelInfo:
     """The file OpenVINO runs for ``model``: the QDQ form its manifest names (INT8 models exported by this
     project), else ``model`` itself. The returned manifest records the choice (``engine_file``), so this is
-    idempotent (the Ray pool's actors receive the chosen file alone, and bucket variants inherit the manifest)."""
-    spec = model.manifest.get("qdq")
+    idempotent (the Ray pool's actors receive the chosen file alone, and bucket variants inherit the manifest).
+
+    The first call checks the choice against ``options`` on the user's own files: ``--precision int8`` on a model
+    OpenVINO cannot run in INT8 is a ConfigError, and a model whose INT8 matmuls it would run in float is run with
+    one warning that says so (:func:`int8_in_float_reason`)."""
     if "engine_file" in model.manifest:  # chosen already
         return model
+    spec = model.manifest.get("qdq")
+    packing = bool(options and options.packing)
+    precision = options.precision if options else "auto"
+    slow = int8_in_float_reason(model, packing=packing)
+    if precision == "int8" and slow:
+        raise ConfigError(f"--precision int8: {slow}, so OpenVINO would run its matmuls in float; give the model's QDQ "
+                          "form (model-qdq.onnx, written by this project's INT8 export) or leave --precision at auto")
+    if precision == "int8" and not spec and not _operator_types(model.onnx_path) & QUANTIZED_OPERATORS:
+        raise ConfigError(f"--precision int8: {model.onnx_path} is not quantized (an FP32 model runs in f32 or bf16); "
+                          "give an INT8 model, such as one exported from a QAT model by this project")
+    if slow:
+        log.warning("%s: OpenVINO runs it in float, %s; re-export it with this version's pipeline to get "
+                    "model-qdq.onnx", slow, FLOAT_FORM_COST)
     if not spec:
         return replace(model, manifest={**model.manifest, "engine_file": str(model.onnx_path)})
-    path = model.model_dir / spec["onnx_file"]
-    if not path.is_file():
-        raise ModelError(f"{path}: named as the QDQ form by {model.model_dir / 'manifest.json'}, but there is no "
-                         "such file")
+    path = _qdq_path(model)
     info = inspect_onnx_model(path)
     packed = model.manifest.get("packed")
     if packed and packed.get("qdq_onnx_file"):  # --packing runs the packed variant's QDQ form too
@@ -51,14 +72,47 @@ def openvino_model(model: ModelInfo) -> ModelInfo:
     return info
 
 
-INTEGER_OPERATORS = {"MatMulInteger", "QLinearMatMul"}  # DeepSparse's INT8 form, which OpenVINO decompresses
-QUANTIZED_OPERATORS = INTEGER_OPERATORS | {"DequantizeLinear"}
+def int8_in_float_reason(model: ModelInfo, *, packing: bool = False) -> str | None:
+    """Why OpenVINO would run ``model``'s INT8 matmuls in float, naming the user's file; None when it runs them in
+    INT8 (the QDQ form) or the model is a float model. ``packing``: the packed variant is what would run."""
+    if "engine_file" in model.manifest:  # chosen already: the files were checked then
+        return None
+    spec = model.manifest.get("qdq")
+    if spec:
+        _qdq_path(model)
+        packed = model.manifest.get("packed") or {}
+        if packing and packed and not packed.get("qdq_onnx_file"):
+            return (f"{model.model_dir / packed['onnx_file']} (the packed variant, which --packing runs) has no QDQ form "
+                    "(its manifest names no qdq_onnx_file)")
+        return None
+    if _operator_types(model.onnx_path) & INTEGER_OPERATORS:
+        return (f"{model.onnx_path} is in DeepSparse's INT8 operator form (MatMulInteger) and has no QDQ form "
+                "(model-qdq.onnx) beside it")
+    return None
 
 
-def _operator_types(model: ModelInfo) -> set[str]:
+def _qdq_path(model: ModelInfo) -> Path:
+    path = model.model_dir / model.manifest["qdq"]["onnx_file"]
+    if not path.is_file():
+        raise ModelError(f"{path}: named as the QDQ form by {model.model_dir / 'manifest.json'}, but there is no "
+                         "such file")
+    return path
+
+
+def _operator_types(onnx_path: Path) -> set[str]:
     import onnx
 
-    return {node.op_type for node in onnx.load(str(model.onnx_path), load_external_data=False).graph.node}
+    return {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+
+
+def warn_if_precision_not_honoured(backend: Backend, options: BackendOptions) -> None:
+    """Once per backend (not per length-bucket engine): ``--precision f32|bf16`` is a request, and the CPU may not
+    run the float operations in it."""
+    if options.precision not in ("f32", "bf16"):
+        return
+    executed = (backend.describe().get("executed_precision") or {}).get("float_ops")
+    if executed and executed != options.precision:
+        log.warning("--precision %s: OpenVINO runs the float operations in %s on this CPU", options.precision, executed)
 
 
 class OpenVinoBackend(Backend):
@@ -72,14 +126,8 @@ class OpenVinoBackend(Backend):
 
         if options.precision not in PRECISIONS:
             raise ConfigError(f"--precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        operators = _operator_types(model)
-        if options.precision == "int8" and not operators & QUANTIZED_OPERATORS:
-            raise ConfigError(f"--precision int8: {model.onnx_path} is not quantized (an FP32 model runs in f32 or "
-                              "bf16); give an INT8 model, such as one exported from a QAT model by this project")
-        if operators & INTEGER_OPERATORS:
-            log.warning("%s is in DeepSparse's INT8 operator form (MatMulInteger), which OpenVINO runs in float "
-                        "(~4x slower than the QDQ form); re-export it with this version's pipeline to get "
-                        "model-qdq.onnx", model.onnx_path)
+        # The user's file, not the temporary length-bucket copy this engine may be compiled from
+        source = model.manifest.get("engine_file", str(model.onnx_path))
         self._version = openvino.get_version()
         core = openvino.Core()
         self._device = {"name": core.get_property("CPU", "FULL_DEVICE_NAME"),
@@ -92,14 +140,11 @@ class OpenVinoBackend(Backend):
                               for port in ov_model.inputs})
             self.compiled = core.compile_model(ov_model, "CPU", self._config(options))
         except Exception as exc:
-            raise ModelError(f"{model.onnx_path}: OpenVINO could not compile the model ({exc})") from exc
+            raise ModelError(f"{source}: OpenVINO could not compile the model ({exc})") from exc
         self.executed = executed_precision(self.compiled)
         if options.precision == "int8" and self.executed["matmuls"] != "int8":
-            raise ModelError(f"{model.onnx_path}: --precision int8, but OpenVINO runs its matmuls in "
-                             f"{self.executed['matmul_runtime_precisions']} (export the QDQ form: model-qdq.onnx)")
-        if options.precision in ("f32", "bf16") and self.executed["float_ops"] != options.precision:
-            log.warning("--precision %s: OpenVINO runs the float operations in %s on this CPU", options.precision,
-                        self.executed["float_ops"])
+            raise ConfigError(f"--precision int8: OpenVINO runs the matmuls of {source} in "
+                              f"{self.executed['matmul_runtime_precisions']} (export the QDQ form: model-qdq.onnx)")
         self._streams = int(self.compiled.get_property("NUM_STREAMS"))
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(self._streams):

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmdline.children import settle_tokenizers_parallelism
 from harness.backends.base import Backend, BackendOptions
 from harness.bucketing import batch_bucket
 from harness.errors import BackendFault, ConfigError, ModelError
@@ -156,8 +157,7 @@ class RayPoolBackend(Backend):
         if ray.is_initialized():  # joined by the caller (tests, benchmarks)
             self._watch_head(timeout_s)
             return
-        # Ray forks its workers; the tokenizers library (used to build the features) warns after every fork
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        settle_tokenizers_parallelism()  # the tokenizers library (the features) would warn in every forked process
         os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(int(timeout_s) + RAY_RECONNECT_MARGIN_S))
         where = f"--ray-address {address}" if address else "a local Ray instance"
         started = time.monotonic()

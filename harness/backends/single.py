@@ -8,6 +8,7 @@ from harness.errors import ConfigError
 from harness.models import ModelInfo
 
 BACKENDS = ("deepsparse", "openvino", "onnxruntime")
+ENGINE_NAMES = {"deepsparse": "DeepSparse", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}  # as people write them
 
 
 def create_engine(name: str, model: ModelInfo, options: BackendOptions) -> Backend:
@@ -25,7 +26,7 @@ def create_engine(name: str, model: ModelInfo, options: BackendOptions) -> Backe
     if name == "openvino":
         from harness.backends.openvino_backend import OpenVinoBackend, openvino_model
 
-        return OpenVinoBackend(openvino_model(model), options)  # idempotent: a caller may have chosen already
+        return OpenVinoBackend(openvino_model(model, options), options)  # idempotent: a caller may have chosen already
     raise ConfigError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
 
 

@@ -274,6 +274,13 @@ def engines_section(engines: dict | None) -> list[str]:
              f"{cell((sweep['ov'] or {}).get('target_qps'))} | {cell(engines['server_sweep_openvino_vs_deepsparse'], 'x')} |",
              f"| SingleStream p90 ms (lower is better) | {cell(single['deepsparse'])} | {cell(single['openvino'])} | "
              f"{cell(engines['singlestream_p90_openvino_vs_deepsparse'], 'x')} |", ""]
+    auto = engines.get("auto")
+    if auto:
+        verdict = ("not measured here" if auto["agrees"] is None else "it agrees" if auto["agrees"] else
+                   "it DISAGREES: update the rule (harness/engine_choice.py) and docs/running.md, Which engine")
+        lines += [f"`--backend auto` picks {auto['engine']} on this CPU class ({auto['cpu_class']}"
+                  f"{'' if auto['rule_measured'] else ', a line of the rule that rested on no measurement'}); faster "
+                  f"here in Offline: {auto['faster_offline'] or 'not measured'}: {verdict}.", ""]
     run = engines.get("server_full_openvino")
     if run:
         lines += [f"OpenVINO full-length Server run (mlperf.conf durations) at {run['target_qps']} QPS: {run['validity']}, "

@@ -25,7 +25,10 @@ Jobs, in order (each in its own process, see ``harness.bench.jobs``):
      harness's defaults, in adjacent jobs: Offline over every feature, the Server sweep at fractions of each
      engine's own Offline samples/s, one full-length Server run of OpenVINO (mlperf.conf's 600 s) at the
      highest load its sweep held, SingleStream; and OpenVINO's variants on the first N features (float
-     operations in f32 instead of its default, sparse weight decompression, the dense FP32 model).
+     operations in f32 instead of its default, sparse weight decompression, the dense FP32 model), and whether the
+     engine ``--backend auto`` picks on this CPU class was the faster one here (``auto_check``).
+Every job names its engine: "ours" is this harness's design on DeepSparse, so that it compares with Neural Magic's
+published designs on the same engine (``--backend auto``, the command line's default, may pick OpenVINO).
 All models are the untrained benchmark models: speed figures are valid, accuracy figures would not be.
 """
 
@@ -48,6 +51,7 @@ from harness.bench.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolat
 from harness.bench.macs import MacProfile, compute_peak, count_macs
 from harness.bench.scaleout import TWO_HOSTS_JOB, measure_two_hosts, two_host_summary
 from harness.bucketing import DEFAULT_BUCKETS, bucket_index, bucket_shares, buckets_for
+from harness.engine_choice import rule_for
 from squad.data import DatasetFiles
 from harness.errors import ConfigError
 from harness.isolated import request_to_spec
@@ -633,6 +637,16 @@ def best_valid_server(rows: list[dict]) -> dict | None:
     return max(valid, key=lambda s: s["target_qps"]) if valid else None
 
 
+def auto_check(isa: list[str], deepsparse: dict | None, openvino: dict | None) -> dict:
+    """What ``--backend auto`` picks on the CPU the suite ran on, against the engine that was faster there in Offline:
+    a disagreement means the rule (harness/engine_choice.py) and docs/running.md need this measurement."""
+    rule = rule_for(isa)
+    faster = (None if not (deepsparse and openvino) else
+              "openvino" if openvino["samples_per_s"] > deepsparse["samples_per_s"] else "deepsparse")
+    return {"engine": rule.engine, "cpu_class": rule.cpu_class, "rule_measured": rule.measured,
+            "faster_offline": faster, "agrees": None if faster is None else faster == rule.engine}
+
+
 def engines_summary(offline_rows: list[dict], server_rows: list[dict], singlestream_rows: list[dict],
                     samples: int, features: int, machine: dict) -> dict | None:
     """Section engines: OpenVINO against DeepSparse, each ratio from jobs of one invocation, with the CPU's ISA."""
@@ -656,6 +670,7 @@ def engines_summary(offline_rows: list[dict], server_rows: list[dict], singlestr
                                    ("dense_fp32_14l", "ov-dense-fp32-14l"))}
     return {
         "isa": machine.get("isa"), "cpu_model": machine.get("cpu_model"),
+        "auto": auto_check(machine.get("isa") or [], ds_all or ds_first, ov_all or ov_first),
         "offline_all": {"deepsparse": ds_all and ds_all["samples_per_s"], "openvino": ov_all and ov_all["samples_per_s"],
                         "openvino_vs_deepsparse": _ratio(ov_all, ds_all, digits=3)},
         "offline_first": {"deepsparse": ds_first and ds_first["samples_per_s"],

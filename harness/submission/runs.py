@@ -50,6 +50,7 @@ class RunContext:
     progress: bool = True
     backend_wrapper: object | None = None  # picklable callable(backend) -> backend (tests)
     feature_cache_dir: Path | None = None  # where `features` are cached (runs rebuild them from there)
+    backend_choice: dict | None = None  # how engine.backend was chosen (harness.engine_choice), for run.json
 
     def overrides_for(self, scenario: str) -> LoadGenOverrides:
         if scenario in self.overrides:
@@ -64,7 +65,7 @@ class RunContext:
             dataset=self.dataset, backend_options=self.engine.backend_options(scenario, self.features.params.max_seq_length),
             sut_options=self.engine.sut_options(scenario), mlperf_conf=self.mlperf_conf, user_conf=self.user_conf,
             runs_root=self.runs_root, overrides=self.overrides_for(scenario), audit_config=audit_config,
-            progress=self.progress, backend_wrapper=self.backend_wrapper,
+            progress=self.progress, backend_wrapper=self.backend_wrapper, backend_choice=self.backend_choice,
         )
 
     def mismatch(self, run_dir: Path, record: dict, scenario: str, role: str) -> str | None:

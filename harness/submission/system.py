@@ -16,6 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
+from harness.backends import ENGINE_NAMES
 from harness.errors import ConfigError
 from harness.submission import rules
 from harness.sysinfo import REPO_ROOT, _lscpu, machine_info, software_versions
@@ -36,7 +37,6 @@ CPU_ONLY_FIELDS = {
     "accelerator_on-chip_memories": "N/A",
     "number_of_nodes": "1",
 }
-FRAMEWORK_NAMES = {"deepsparse": "DeepSparse", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 # Template keys that are not system-description fields
 TEMPLATE_ONLY_KEYS = ("system_id", "implementation")
 
@@ -115,7 +115,7 @@ def detect_system(backend: str) -> dict[str, str]:
     cpu = _lscpu()
     capacity, storage_type = _storage()
     engine_version = software.get(backend)
-    framework = f"{FRAMEWORK_NAMES.get(backend, backend)} {engine_version or '(version unknown)'}"
+    framework = f"{ENGINE_NAMES.get(backend, backend)} {engine_version or '(version unknown)'}"
     other = [f"Python {platform.python_version()}", f"mlcommons-loadgen {software.get('mlcommons-loadgen')}"]
     other += [f"{name} {version}" for name, version in software.items()
               if version and name not in (backend, "mlcommons-loadgen", "torch", "sparseml", "transformers")]
