@@ -61,7 +61,13 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--server-policy", choices=SERVER_POLICIES, default="aging",
                         help="Server: which waiting sample runs next. aging (default): a sample that waited "
                         "--batch-timeout-ms first, else the shortest bucket that fills a batch; slack: least slack "
-                        "to the 130 ms bound first, from each bucket's measured batch time")
+                        "to the 130 ms bound first, from each bucket's measured batch time; tokens: a free worker "
+                        "takes the oldest sample and the least slack others up to a token budget per engine call, "
+                        "never waiting for more (docs/running.md, Server batching)")
+    engine.add_argument("--token-budget", type=int, default=None,
+                        help="Server, --server-policy tokens: tokens the engine computes per call, padding included "
+                        "(default: the largest whose call takes at most a third of the latency bound, measured before "
+                        "the run and recorded in run.json)")
     engine.add_argument("--buckets", default=None,
                         help="length bucketing: sequence lengths to build engines for; each batch runs at the "
                         f"smallest that holds its longest window (default {','.join(map(str, DEFAULT_BUCKETS))}; "

@@ -2,6 +2,7 @@
 
 Sub-commands:
   run       one scenario in performance and/or accuracy mode under LoadGen
+  find-target  this machine's Offline, Server and SingleStream targets, found by runs, as a user.conf
   accuracy  re-score the accuracy log of an earlier run
   prepare   resolve the dataset and build the feature cache (and, with --download, fetch SQuAD dev)
   bench     Offline samples/s of DeepSparse vs ONNX Runtime on the compressed and dense models, and the
@@ -80,6 +81,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inject-delay-ms", type=float, help=argparse.SUPPRESS)  # tests: a slow engine
     run.add_argument("--fault-grace-s", type=float, default=10.0, help=argparse.SUPPRESS)
 
+    find = sub.add_parser("find-target", help="find this machine's LoadGen targets and write them as a user.conf",
+                          description="Offline: one pass over every feature; SingleStream: a short run; Server: short "
+                          "runs bisect the highest load LoadGen calls VALID (from the Offline speed down), then one "
+                          "full-length run confirms it. Writes user.conf, find_target.md/.json and a plot of p99 "
+                          "against offered load (docs/running.md, Finding this machine's targets).")
+    find.add_argument("--scenario", nargs="+", choices=["Offline", "Server", "SingleStream"], default=None,
+                      help="what to search (default: all three; Server needs Offline's speed or --upper-qps)")
+    find.add_argument("--model", "--model-path", dest="model", default=None,
+                      help="model directory or .onnx file (default: the benchmark model, as `run`)")
+    add_data_args(find)
+    find.add_argument("--count", type=int, default=None, help="only the first N features (not a real target)")
+    find.add_argument("--probe-duration-ms", type=int, default=30000,
+                      help="length of each short Server run and of the SingleStream run (default %(default)s)")
+    find.add_argument("--tolerance", type=float, default=0.05,
+                      help="Server: stop when the highest VALID and lowest INVALID loads are this share apart "
+                      "(default %(default)s)")
+    find.add_argument("--upper-qps", type=float, default=None,
+                      help="Server: the load the search starts below (default: the Offline samples/s found)")
+    find.add_argument("--no-confirm", action="store_true",
+                      help="Server: skip the full-length (600 s) confirmation run")
+    find.add_argument("--output", default=None,
+                      help="the user.conf to write (default: <runs dir>/find-target-<time>/user.conf); an existing "
+                      "file, such as the repository's user.conf, only with --overwrite")
+    find.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    find.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
+    find.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"),
+                      help="the conf the runs read their other settings from (default: the repository's)")
+    find.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="parent of the search's run directories")
+    add_engine_args(find)
+
     acc = sub.add_parser("accuracy", help="score the accuracy log of a run directory")
     acc.add_argument("run_dir", help="an accuracy-mode run directory holding mlperf_log_accuracy.json and run.json; an "
                      "earlier accuracy.txt / predictions.json there is kept and the new score goes to rescored-<time>/")
@@ -135,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     install_sigterm_handler()
     install_stop_notice()
     try:
-        if args.command in ("run", "accuracy", "prepare", "bench"):
+        if args.command in ("run", "accuracy", "prepare", "bench", "find-target"):
             from harness import commands
 
-            return getattr(commands, f"cmd_{args.command}")(args)
+            return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
         if args.command == "submission":  # harness/submission/
             from harness.submission.cli import cmd_submission
 

@@ -8,20 +8,24 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.run_inputs import DEFAULT_DATA_SUBDIR, benchmark_model_dir, load_dataset_and_features, resolve_run_model
-from harness.run_options import QUICK, EngineSettings, quick_overrides
+from harness.run_inputs import (
+    DEFAULT_DATA_SUBDIR,
+    benchmark_model_dir,
+    engine_by_cpu,
+    engine_for_model,
+    load_dataset_and_features,
+)
+from harness.run_options import QUICK, quick_overrides
 
 log = logging.getLogger("harness")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.backends import create_backend, import_engine
-    from harness.engine_choice import announce, choose_engine, fit_to_model
     from harness.models import check_model_fits, check_vocab_fits
     from harness.runner import RunRequest, execute_run
     from harness.settings import LoadGenOverrides, conf_test_settings, issue_plan, plan_note
@@ -39,18 +43,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The conf files are read once for every test of this command (see harness.settings.ConfSettings).
     conf = conf_test_settings(args.scenario, modes[0], mlperf_conf=Path(args.mlperf_conf),
                               user_conf=Path(args.user_conf))
-    engine = EngineSettings.from_args(args)
-    choice = choose_engine(engine.backend)  # --backend auto: by the CPU first, so the default model fits the engine
-    engine = replace(engine, backend=choice.chosen)
-    engine.backend_options(args.scenario)  # settings errors come before the data and model work
+    engine, choice = engine_by_cpu(args, [args.scenario])
     dataset, features = load_dataset_and_features(args, count=count)
     check_free_space(Path(args.runs_dir), sum(expected_bytes(mode, len(features), features.params.max_seq_length)
                                               for mode in modes), f"{' and '.join(modes)} runs of {len(features)} features")
-    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
-                              backend=engine.backend, progress=not args.no_progress)
-    choice = fit_to_model(choice, model, packing=engine.packing)
-    engine = replace(engine, backend=choice.chosen)
-    announce(choice)
+    engine, choice, model = engine_for_model(args, engine, choice, dataset)
     backend_options = engine.backend_options(args.scenario, features.params.max_seq_length)
     sut_options = engine.sut_options(args.scenario)
     check_model_fits(model, features.params.max_seq_length)
@@ -102,6 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for record in records:
         print(record["summary"])
     return 0
+
+
+def cmd_find_target(args: argparse.Namespace) -> int:
+    from harness.targets import find_targets
+
+    return find_targets(args)
 
 
 def _audit_config(spec: str | None, modes: list[str], cache_dir: Path) -> Path | None:

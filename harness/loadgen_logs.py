@@ -110,6 +110,23 @@ def read_detail_log(path: Path) -> dict:
     return values
 
 
+# The constraints LoadGen checks, as its detail log flags them: one it failed names the reason of an INVALID run
+# where LoadGen's own reason is empty (it writes one only for some, e.g. not for early stopping).
+_CONSTRAINTS = (("result_perf_constraints_met", "latency constraint not met"),
+                ("result_min_duration_met", "min duration not met"),
+                ("result_min_queries_met", "min query count not met"),
+                ("early_stopping_met", "early stopping not satisfied"))
+
+
+def invalid_reason(detail: dict) -> str | None:
+    """Why LoadGen called the run INVALID: its own reason, and each constraint it flags as failed."""
+    if detail.get("result_validity") == "VALID":
+        return None
+    reasons = [detail["result_invalid_reason"]] if detail.get("result_invalid_reason") else []
+    reasons += [text for key, text in _CONSTRAINTS if detail.get(key) is False]
+    return "; ".join(reasons) or None
+
+
 _PERCENTILES = ("50.00", "90.00", "95.00", "97.00", "99.00", "99.90")
 
 
@@ -121,7 +138,7 @@ def performance_metrics(detail: dict, scenario: str) -> dict:
 
     metrics: dict = {
         "validity": detail.get("result_validity"),
-        "invalid_reason": detail.get("result_invalid_reason") or None,
+        "invalid_reason": invalid_reason(detail),
         "min_duration_met": detail.get("result_min_duration_met"),
         "min_queries_met": detail.get("result_min_queries_met"),
         "perf_constraints_met": detail.get("result_perf_constraints_met"),

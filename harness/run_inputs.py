@@ -4,6 +4,7 @@ benchmark model, built on first use by the compression pipeline, which is import
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -145,3 +146,29 @@ def resolve_run_model(spec: str | None, vocab: Path, cache_dir: Path, *, packed:
                                        progress=progress))
     return resolve_model(spec, download_dir=cache_dir / "models")
 
+
+def engine_by_cpu(args: argparse.Namespace, scenarios: list[str]):
+    """The engine settings with ``--backend auto`` resolved by the CPU (first, so that the default model is built
+    for the engine), and the choice; settings errors come here, before the data and model work."""
+    from harness.engine_choice import choose_engine
+    from harness.run_options import EngineSettings
+
+    engine = EngineSettings.from_args(args)
+    choice = choose_engine(engine.backend)
+    engine = dataclasses.replace(engine, backend=choice.chosen)
+    for scenario in scenarios:
+        engine.backend_options(scenario)
+    return engine, choice
+
+
+def engine_for_model(args: argparse.Namespace, engine, choice, dataset):
+    """The run's model (the default one built on first use), the engine choice fitted to it (an engine that cannot
+    run it gives way), announced; returns (engine settings, choice, model)."""
+    from harness.engine_choice import announce, fit_to_model
+
+    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
+                              backend=engine.backend, progress=not args.no_progress)
+    choice = fit_to_model(choice, model, packing=engine.packing)
+    engine = dataclasses.replace(engine, backend=choice.chosen)
+    announce(choice)
+    return engine, choice, model

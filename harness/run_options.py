@@ -19,7 +19,20 @@ from harness.scenarios import SutOptions
 # one window gets both cores (a 384-token window on one core alone takes ~85 ms of the 130 ms).
 DEFAULT_BATCH_SIZE = {"Offline": 8, "Server": 1, "SingleStream": 1}
 DEFAULT_STREAMS = {"Offline": 2, "Server": 1, "SingleStream": 1}
+# Server's tokens policy: the largest engine call in windows (packed: rows), and the sizes built below it (a call
+# pads to the next one): few sizes, since DeepSparse compiles an engine per size and length.
+TOKEN_POLICY_MAX_BATCH = 8
 STREAM_BACKENDS = ("deepsparse", "openvino")  # engines that run parallel streams (ONNX Runtime: one session)
+
+
+def powers_of_two_through(largest: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below ``largest``, and ``largest`` itself."""
+    sizes = []
+    size = 1
+    while size < largest:
+        sizes.append(size)
+        size *= 2
+    return tuple(sizes + [largest])
 
 
 def default_scheduler(streams: int | None) -> str:
@@ -65,6 +78,7 @@ class EngineSettings:
     workers: int | None = None  # None: one SUT worker per engine stream
     batch_timeout_ms: float = 10.0
     server_policy: str = "aging"
+    token_budget: int | None = None  # Server, tokens policy (None: chosen from measured call times)
     buckets: tuple[int, ...] | None = DEFAULT_BUCKETS  # length bucketing; None: every window runs at full length
     fast_vnni_emulation: bool = False
     precision: str = "auto"  # OpenVINO: what its float operations run in (int8: insist on the model's INT8 matmuls)
@@ -82,7 +96,7 @@ class EngineSettings:
             backend=args.backend, batch_size=args.batch_size, num_cores=args.num_cores,
             num_streams=args.num_streams, scheduler=args.scheduler, intra_op_threads=args.intra_op_threads,
             inter_op_threads=args.inter_op_threads, workers=args.workers, batch_timeout_ms=args.batch_timeout_ms,
-            server_policy=getattr(args, "server_policy", "aging"),
+            server_policy=getattr(args, "server_policy", "aging"), token_budget=getattr(args, "token_budget", None),
             buckets=None if args.no_bucketing or getattr(args, "packing", False) else (
                 parse_buckets(args.buckets) if args.buckets is not None
                 else QUICK.buckets if getattr(args, "quick", False) else DEFAULT_BUCKETS),
@@ -103,15 +117,26 @@ class EngineSettings:
         default = DEFAULT_STREAMS[scenario]
         return default if self.backend in STREAM_BACKENDS and default > 1 else None
 
+    def token_batching(self, scenario: str) -> bool:
+        """Server with the tokens policy: engine calls of varying batch size (its compiled sizes)."""
+        return scenario == "Server" and self.server_policy == "tokens"
+
+    def batch_size_for(self, scenario: str) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return TOKEN_POLICY_MAX_BATCH if self.token_batching(scenario) else DEFAULT_BATCH_SIZE[scenario]
+
     def backend_options(self, scenario: str, max_seq_length: int = 384) -> BackendOptions:
-        if self.packing and scenario != "Offline":
-            raise ConfigError(f"--packing is for Offline; {scenario} runs one or a few windows at a time, too few to "
-                              "fill a packed row (its length buckets do that job)")
+        if self.packing and scenario != "Offline" and not self.token_batching(scenario):
+            raise ConfigError(f"--packing is for Offline and for Server with --server-policy tokens; {scenario} runs one "
+                              "or a few windows at a time, too few to fill a packed row (its length buckets do that job)")
         streams = self.streams(scenario)
+        batch_size = self.batch_size_for(scenario)
         return BackendOptions(
             sequence_buckets=None if self.packing else buckets_for(self.buckets, max_seq_length),
             packing=self.packing,
-            batch_size=DEFAULT_BATCH_SIZE[scenario] if self.batch_size is None else self.batch_size,
+            batch_size=batch_size,
+            batch_sizes=powers_of_two_through(batch_size) if self.token_batching(scenario) else None,
             num_cores=self.num_cores,
             num_streams=streams,
             scheduler=self.scheduler or default_scheduler(streams),
@@ -129,4 +154,5 @@ class EngineSettings:
             workers = None  # as many as the Ray pool takes at once, known once its actors exist
         else:
             workers = self.streams(scenario) or 1
-        return SutOptions(num_workers=workers, batch_timeout_ms=self.batch_timeout_ms, server_policy=self.server_policy)
+        return SutOptions(num_workers=workers, batch_timeout_ms=self.batch_timeout_ms, server_policy=self.server_policy,
+                          token_budget=self.token_budget)

@@ -232,6 +232,7 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
     record["duration_s"] = round(elapsed, 2)
     record["peak_rss_mb"] = peak_rss_mb()
     record["batches_run"] = sut.batches_run
+    record["sut"] = sut.describe()
     record["engine_busy_s"] = round(sut.engine_busy_s, 3)
     record["samples_completed"] = sut.completed  # a compliant Offline run repeats features
     record["machine_load"] = load.as_dict()

@@ -15,6 +15,9 @@
   window that arrived a little later goes before a short one whose deadline is further off. A partial
   batch waits for more samples only while the most urgent sample could still wait (``batch_timeout_ms``
   at most) and finish its batch before its deadline.
+  ``tokens``: one queue for every length; a free worker takes the oldest sample, then the least slack
+  ones, while the tokens the engine computes for the call stay within a budget chosen from this engine's
+  measured call times; it never waits for more (``harness.server_batching``).
 - SingleStream: one sample per query, run at once on LoadGen's issue thread (no hand-off latency).
 
 All three share the fault path: if the backend raises, the fault is recorded, every sample in flight
@@ -39,13 +42,14 @@ from harness.backends import Backend
 from harness.bucketing import bucket_index
 from harness.errors import ConfigError
 from harness.qsl import SquadQSL
+from harness.server_batching import TokenBudgetQueue, Waiting, choose_token_budget
 
 log = logging.getLogger(__name__)
 
 SCENARIOS = ("Offline", "Server", "SingleStream")
 
 
-SERVER_POLICIES = ("aging", "slack")
+SERVER_POLICIES = ("aging", "slack", "tokens")
 SERVER_LATENCY_BOUND_MS = 130.0  # bert's Server bound (p99), the deadline the slack policy schedules against
 
 
@@ -55,6 +59,7 @@ class SutOptions:
     batch_timeout_ms: float = 10.0  # Server: longest wait to fill a batch after the oldest sample
     server_policy: str = "aging"  # Server: which waiting sample goes next (see ServerSut)
     latency_bound_ms: float = SERVER_LATENCY_BOUND_MS
+    token_budget: int | None = None  # Server, tokens policy: tokens computed per call (None: from measured calls)
 
     def __post_init__(self) -> None:
         if self.num_workers is not None and self.num_workers < 1:
@@ -63,6 +68,8 @@ class SutOptions:
             raise ConfigError(f"--batch-timeout-ms must be >= 0, got {self.batch_timeout_ms}")
         if self.server_policy not in SERVER_POLICIES:
             raise ConfigError(f"--server-policy must be one of {', '.join(SERVER_POLICIES)}, got {self.server_policy!r}")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise ConfigError(f"--token-budget must be >= 1 token, got {self.token_budget}")
 
 
 def least_slack(queues: list[collections.deque], expected_s: list[float], bound_s: float,
@@ -162,6 +169,10 @@ class SystemUnderTest:
         without draining a queue the engine can no longer serve in time (the run is then INVALID)."""
         self.abandoned = reason
 
+    def describe(self) -> dict:
+        """How this SUT batched the run, for run.json."""
+        return {"scenario": self.scenario, "batches_run": self.batches_run}
+
     def stop(self) -> None:
         """Stop worker threads (after LoadGen's test returned)."""
 
@@ -221,14 +232,53 @@ class ServerSut(SystemUnderTest):
         self._stopping = False
         self._timeout_s = options.batch_timeout_ms / 1000.0
         self._bound_s = options.latency_bound_ms / 1000.0
-        # slack policy: expected engine seconds of a batch per bucket (running mean; 0 until one ran)
+        # slack and tokens policies: expected engine seconds of a batch per bucket (running mean; 0 until one ran)
         self._expected_s = [0.0] * len(self._buckets)
+        self._batch_sizes: collections.Counter = collections.Counter()
+        self._tokens: TokenBudgetQueue | None = None
+        self.budget_choice: dict | None = None
+        if options.server_policy == "tokens":
+            self._tokens = self._token_queue()
         self._pool = _WorkerPool(options.num_workers, self._worker, "server")
+
+    def _token_queue(self) -> TokenBudgetQueue:
+        """The tokens policy's queue, its budget given or chosen from this engine's measured call times."""
+        width = self.max_seq_length
+
+        def cost(lengths) -> int:
+            return self.backend.batch_cost(lengths, width)
+
+        budget = self.options.token_budget
+        if budget is None:
+            features = self.qsl.features
+
+            def run_call(indices: list[int]) -> float:
+                started = time.perf_counter()
+                self.backend.predict(*self.qsl.gather(np.asarray(indices, dtype=np.int64)))
+                return time.perf_counter() - started
+
+            self.budget_choice = choose_token_budget(
+                run_call, np.asarray(features.seq_lengths), max_length=width, max_batch=self.backend.batch_size,
+                cost=cost, workers=self.options.num_workers or 1, bound_s=self._bound_s)
+            budget = self.budget_choice["budget"]
+            log.info("Server token budget: %d tokens per call (the largest whose call took at most %.0f ms with %d "
+                     "worker(s) busy)", budget, self.budget_choice["limit_ms"], self.budget_choice["workers"])
+        else:
+            self.budget_choice = {"budget": budget, "given": True}
+        return TokenBudgetQueue(budget, self.backend.batch_size, cost, expected_s=lambda b: self._expected_s[b])
 
     def _issue_queries(self, samples: list) -> None:
         # Return to LoadGen at once: its issue thread must keep the arrival schedule.
         self.issued += len(samples)
         now = time.monotonic()
+        if self._tokens is not None:
+            lengths = self.qsl.seq_lengths([s.index for s in samples]).tolist()
+            index = bucket_index(self._buckets, lengths).tolist()
+            with self._ready:
+                for sample, length, bucket in zip(samples, lengths, index):
+                    self._tokens.put(Waiting(now, sample, int(length), bucket))
+                self._ready.notify()
+            return
         if len(self._buckets) > 1:
             index = bucket_index(self._buckets, self.qsl.seq_lengths([s.index for s in samples])).tolist()
         else:
@@ -240,6 +290,12 @@ class ServerSut(SystemUnderTest):
 
     def _next_batch(self) -> list | None:
         """Block until a batch is due; None once stopping and nothing is left. Call with the lock held."""
+        if self._tokens is not None:  # never waits for more: a lone sample on an idle worker runs at once
+            while not len(self._tokens):
+                if self._stopping:
+                    return None
+                self._ready.wait()
+            return [(entry.arrival, entry.sample) for entry in self._tokens.take()]
         batch_size = self.backend.batch_size
         while True:
             waiting = [len(q) for q in self._queues]
@@ -304,13 +360,15 @@ class ServerSut(SystemUnderTest):
         while True:
             with self._ready:
                 batch = self._next_batch()
-                if any(self._queues):
+                if batch:
+                    self._batch_sizes[len(batch)] += 1
+                if any(self._queues) or (self._tokens is not None and len(self._tokens)):
                     self._ready.notify()  # more work may be due: wake another worker
             if batch is None:
                 return
             samples = [sample for _, sample in batch]
             busy = self.run_batch(samples, [arrived for arrived, _ in batch])
-            if busy is not None and self.options.server_policy == "slack":
+            if busy is not None and self.options.server_policy in ("slack", "tokens"):
                 self._learn_service(samples, busy)
 
     def _learn_service(self, samples: list, busy_s: float) -> None:
@@ -323,6 +381,13 @@ class ServerSut(SystemUnderTest):
         previous = self._expected_s[bucket]
         # An exponential mean (weight 0.1): follows drift over a run without jumping on one slow batch.
         self._expected_s[bucket] = busy_s if previous == 0.0 else 0.9 * previous + 0.1 * busy_s
+
+    def describe(self) -> dict:
+        sizes = dict(sorted(self._batch_sizes.items()))
+        calls = sum(sizes.values())
+        return {**super().describe(), "policy": self.options.server_policy, "batch_sizes_run": sizes,
+                "mean_batch": round(sum(n * c for n, c in sizes.items()) / calls, 3) if calls else None,
+                "token_budget": self.budget_choice}
 
     def stop(self) -> None:
         with self._ready:

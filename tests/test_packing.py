@@ -270,8 +270,11 @@ def test_packing_is_refused_where_it_cannot_work(packed_models, tmp_path):
     from harness.models import inspect_onnx_model
     from harness.run_options import EngineSettings
 
-    with pytest.raises(ConfigError, match="--packing is for Offline; Server"):
+    with pytest.raises(ConfigError, match="--packing is for Offline and for Server with --server-policy tokens; Server"):
         EngineSettings(packing=True, buckets=None).backend_options("Server")
+    # Server's token-budget batches fill packed rows: engine calls of 1, 2, 4 or 8 rows
+    tokens = EngineSettings(backend="onnxruntime", packing=True, buckets=None, server_policy="tokens")
+    assert tokens.backend_options("Server").packing and tokens.backend_options("Server").batch_sizes == (1, 2, 4, 8)
     with pytest.raises(ConfigError, match="--packing replaces length bucketing"):
         BackendOptions(packing=True, sequence_buckets=(128, 384))
     with pytest.raises(ConfigError, match="not with --cluster ray"):

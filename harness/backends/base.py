@@ -8,6 +8,7 @@ names, pad a short last batch up to the compiled batch size and slice the paddin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,10 @@ class BackendOptions:
     """Engine settings; each backend reads the ones that apply to it (see ``describe()``)."""
 
     batch_size: int = 1
+    # Server's token-budget batching: the batch sizes an engine is built for (the largest is batch_size); a call of
+    # n windows is padded to the smallest that holds it. None: batch_size alone. Engines that take any batch
+    # (OpenVINO with a bounded dynamic batch, ONNX Runtime on a model with a symbolic batch) pad nothing.
+    batch_sizes: tuple[int, ...] | None = None
     num_cores: int | None = None  # DeepSparse: cores to use (None = all)
     num_streams: int | None = None  # DeepSparse: parallel engine streams (None = engine default)
     scheduler: str = "default"  # DeepSparse: default | single_stream | multi_stream | elastic
@@ -46,6 +51,12 @@ class BackendOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.batch_sizes is not None:
+            sizes = tuple(sorted(set(int(n) for n in self.batch_sizes)))
+            if not sizes or sizes[0] < 1 or sizes[-1] != self.batch_size:
+                raise ConfigError(f"batch sizes {list(self.batch_sizes)}: each must be >= 1 and the largest the batch "
+                                  f"size {self.batch_size}")
+            object.__setattr__(self, "batch_sizes", sizes)
         if self.num_streams is not None and self.num_streams < 1:
             raise ConfigError(f"--num-streams must be >= 1, got {self.num_streams}")
         if self.num_cores is not None and self.num_cores < 1:
@@ -90,6 +101,22 @@ class Backend(ABC):
         return self.options.batch_size
 
     @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The batch sizes a call runs at without padding rows (its largest is ``batch_size``)."""
+        if not self.pads_batches:
+            return tuple(range(1, self.batch_size + 1))
+        return self.options.batch_sizes or (self.batch_size,)
+
+    def padded_rows(self, n: int) -> int:
+        """The rows the engine computes for a call of ``n`` windows (the smallest batch size that holds them)."""
+        return next(size for size in self.batch_sizes if size >= n)
+
+    def batch_cost(self, lengths: Sequence[int], width: int) -> int:
+        """Tokens the engine computes for one call on windows of these real ``lengths``, given as ``width``-token
+        rows: padding rows and padding tokens count (Server's token budget is spent on what is computed)."""
+        return self.padded_rows(len(lengths)) * width
+
+    @property
     def sequence_buckets(self) -> tuple[int, ...] | None:
         """The sequence lengths this backend has engines for (length bucketing), or None: one length."""
         return None
@@ -131,8 +158,8 @@ class Backend(ABC):
             raise ValueError(f"batch of {n} samples; the backend takes 1..{self.batch_size}")
         # Features are stored compactly (int32 / uint8); models take int64.
         arrays = tuple(np.asarray(a, dtype=np.int64) for a in (input_ids, attention_mask, token_type_ids))
-        if n < self.batch_size and self.pads_batches:
-            arrays = tuple(_pad_rows(a, self.batch_size) for a in arrays)
+        if self.pads_batches and (rows := self.padded_rows(n)) > n:
+            arrays = tuple(_pad_rows(a, rows) for a in arrays)
         names = self.model.input_names
         feeds = {
             names["input_ids"]: arrays[0],

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
@@ -80,6 +81,14 @@ class BucketedBackend(Backend):
     @property
     def pads_batches(self) -> bool:
         return self.engines[self.buckets[-1]].pads_batches
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        return self.engines[self.buckets[-1]].batch_sizes
+
+    def batch_cost(self, lengths: Sequence[int], width: int) -> int:
+        """Rows padded to a batch size, each at the smallest bucket that holds the longest window."""
+        return self.padded_rows(len(lengths)) * self.buckets[int(np.searchsorted(self.buckets, max(lengths)))]
 
     def bucket_for(self, attention_mask: np.ndarray) -> int:
         """Smallest bucket holding every window of the batch (its last non-padding position)."""

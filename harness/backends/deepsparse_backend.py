@@ -54,16 +54,21 @@ class DeepSparseBackend(Backend):
         if options.fast_vnni_emulation:
             # read by the engine when it compiles (checked: set after import, it still takes effect)
             os.environ[FAST_VNNI_ENV] = "1"
+        # DeepSparse compiles one batch size per engine: several sizes (Server's token-budget batches) are
+        # several engines, each with its own copy of the weights.
+        self.engines: dict[int, object] = {}
         try:
-            self.engine = deepsparse.compile_model(
-                str(model.onnx_path),
-                batch_size=options.batch_size,
-                num_cores=options.num_cores,
-                num_streams=options.num_streams,
-                scheduler=scheduler,
-            )
+            for size in options.batch_sizes or (options.batch_size,):
+                self.engines[size] = deepsparse.compile_model(
+                    str(model.onnx_path),
+                    batch_size=size,
+                    num_cores=options.num_cores,
+                    num_streams=options.num_streams,
+                    scheduler=scheduler,
+                )
         except Exception as exc:
             raise ModelError(f"{model.onnx_path}: DeepSparse could not compile the model ({exc})") from exc
+        self.engine = self.engines[options.batch_size]
         self._input_order = list(self.engine.input_names)
         outputs = list(self.engine.output_names)
         self._start_index = outputs.index(model.start_output)
@@ -71,7 +76,8 @@ class DeepSparseBackend(Backend):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         # Inputs were validated when the model was inspected; skip DeepSparse's per-call checks.
-        outputs = self.engine.run([feeds[name] for name in self._input_order], val_inp=False)
+        inputs = [feeds[name] for name in self._input_order]
+        outputs = self.engines[inputs[0].shape[0]].run(inputs, val_inp=False)
         return outputs[self._start_index], outputs[self._end_index]
 
     def describe(self) -> dict:
@@ -80,6 +86,7 @@ class DeepSparseBackend(Backend):
             "backend": self.name,
             "version": self._version,
             "batch_size": engine.batch_size,
+            "batch_sizes": sorted(self.engines),
             "num_cores": engine.num_cores,
             "num_streams": engine.num_streams,
             "scheduler": str(engine.scheduler).split(".")[-1],
@@ -91,3 +98,4 @@ class DeepSparseBackend(Backend):
 
     def close(self) -> None:
         self.engine = None
+        self.engines = {}

@@ -136,7 +136,10 @@ class OpenVinoBackend(Backend):
             ov_model = core.read_model(str(model.onnx_path))
             # Static shapes: the compiled batch, and the model's sequence length where it is fixed (a bucket
             # variant); a symbolic sequence axis stays dynamic.
-            ov_model.reshape({port.get_any_name(): [options.batch_size, model.sequence_length or -1]
+            # Several batch sizes (Server's token-budget batches): one compiled model with a batch axis bounded
+            # by the largest, which runs each call at its own size instead of padding it.
+            batch = openvino.Dimension(1, options.batch_size) if options.batch_sizes else options.batch_size
+            ov_model.reshape({port.get_any_name(): [batch, model.sequence_length or -1]
                               for port in ov_model.inputs})
             self.compiled = core.compile_model(ov_model, "CPU", self._config(options))
         except Exception as exc:
@@ -163,6 +166,10 @@ class OpenVinoBackend(Backend):
         if options.sparse_weights_rate is not None:
             config["CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"] = str(options.sparse_weights_rate)
         return config
+
+    @property
+    def pads_batches(self) -> bool:
+        return not self.options.batch_sizes
 
     @property
     def parallelism(self) -> int:

@@ -16,6 +16,7 @@ their logits disagree (a variant of another model, a broken export), the run sto
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -98,6 +99,16 @@ class PackedBackend(Backend):
     def pads_batches(self) -> bool:
         return self.engine.pads_batches
 
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        return self.engine.batch_sizes
+
+    def batch_cost(self, lengths: Sequence[int], width: int) -> int:
+        """The packed rows of these windows, padded to a batch size per engine call."""
+        groups = rows_per_call(pack_windows(np.arange(len(lengths)), np.asarray(lengths), self.row_length),
+                               self.batch_size)
+        return sum(self.padded_rows(len(group)) for group in groups) * self.row_length
+
     def offline_batches(self, items: list, lengths: np.ndarray | None) -> list[list]:
         """Every window packed at once (best-fit decreasing over the whole query), cut into groups of
         ``batch_size`` rows: each group's windows are one ``predict`` call that fills one engine call."""
@@ -118,8 +129,8 @@ class PackedBackend(Backend):
         groups = rows_per_call(rows, self.batch_size)
         for group in groups:
             feeds = packed_inputs(group, input_ids, token_type_ids, lengths, self.row_length)
-            if len(group) < self.batch_size and self.pads_batches:
-                feeds = {name: _pad_rows(array, self.batch_size) for name, array in feeds.items()}
+            if self.pads_batches and (padded := self.padded_rows(len(group))) > len(group):
+                feeds = {name: _pad_rows(array, padded) for name, array in feeds.items()}
             start, end = self.engine._run(feeds)  # the inner engine maps nothing: roles are the input names
             unpack_logits(group, start, end, lengths, out_start, out_end)
         with self._lock:

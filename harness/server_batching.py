@@ -1,0 +1,153 @@
+"""Server batching to a token budget: which waiting samples one engine call takes, and how large that budget is.
+
+A free worker takes the oldest waiting sample, then adds the others in order of least slack (arrival minus
+the expected batch time of the sample's length bucket: the one whose deadline comes first) while the tokens
+the engine would compute for the batch stay within the budget; a sample that does not fit waits for the
+next call (it becomes the oldest in time, so nothing starves). A lone sample on an idle machine runs at
+once: batches form only from what queued while every worker was busy, so the batch grows with the load
+and the latency stays that of one or two engine calls.
+
+The tokens a batch costs are the backend's own account (:meth:`harness.backends.Backend.batch_cost`):
+its windows padded to the bucket that holds the longest and the batch padded to a compiled batch size, or
+the packed rows it fills. The budget is chosen from this engine's measured call times
+(:func:`choose_token_budget`): the largest whose call, with every worker busy, takes at most a third of the
+latency bound (a sample may wait for the call in progress, then its own, with room for one more).
+
+The design follows the published Intel CPU submissions' Server SUT (workers sharing one queue, batches cut
+at a token budget, no batch timeout); no serving library does this for LoadGen's callbacks, hence this
+module.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Candidates scanned after the oldest: a bounded look-ahead keeps one decision cheap when an overloaded
+# run has thousands waiting (such a run is INVALID whatever is picked).
+LOOKAHEAD_PER_BATCH_ROW = 8
+BUDGET_SHARE_OF_BOUND = 1 / 3  # a full-budget call may take this share of the latency bound
+CALIBRATION_REPEATS = 3
+
+
+@dataclass
+class Waiting:
+    """A sample in the queue: when it arrived, its real token count and its length bucket's index."""
+
+    arrival: float
+    sample: Any
+    length: int
+    bucket: int = 0
+
+
+class TokenBudgetQueue:
+    """The waiting samples, in arrival order, and the batch a free worker takes (not thread-safe: the SUT
+    holds its lock around every call)."""
+
+    def __init__(self, budget: int, max_batch: int, cost: Callable[[Sequence[int]], int],
+                 expected_s: Callable[[int], float] = lambda bucket: 0.0) -> None:
+        if budget < 1 or max_batch < 1:
+            raise ValueError(f"token budget {budget} and batch {max_batch} must be >= 1")
+        self.budget, self.max_batch, self.cost, self.expected_s = budget, max_batch, cost, expected_s
+        self._waiting: collections.deque[Waiting] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def put(self, entry: Waiting) -> None:
+        self._waiting.append(entry)
+
+    def take(self) -> list[Waiting]:
+        """The next batch (empty when nothing waits): the oldest sample, then the least slack that fit."""
+        if not self._waiting:
+            return []
+        oldest = self._waiting.popleft()
+        batch, lengths = [oldest], [oldest.length]
+        ahead = min(len(self._waiting), LOOKAHEAD_PER_BATCH_ROW * self.max_batch)
+        if ahead and self.max_batch > 1:
+            candidates = sorted(range(ahead), key=lambda i: self._waiting[i].arrival
+                                - self.expected_s(self._waiting[i].bucket))
+            chosen = []
+            for i in candidates:
+                entry = self._waiting[i]
+                if self.cost(lengths + [entry.length]) <= self.budget:
+                    chosen.append(i)
+                    batch.append(entry)
+                    lengths.append(entry.length)
+                    if len(batch) == self.max_batch:
+                        break
+            for i in sorted(chosen, reverse=True):
+                del self._waiting[i]
+        return batch
+
+    def take_all(self) -> list[list[Waiting]]:
+        """Everything still waiting, in batches (the run is stopping)."""
+        batches = []
+        while self._waiting:
+            batches.append(self.take())
+        return batches
+
+
+# ----------------------------------------------------------------------------------------------
+# The budget, from this engine's measured call times
+
+
+def budget_candidates(max_length: int, max_batch: int) -> list[int]:
+    """Budgets to try: multiples of half a full-length window, up to the largest batch at full length."""
+    step = max(1, max_length // 2)
+    return [step * k for k in range(1, 2 * max_batch + 1)]
+
+
+def batch_for_budget(lengths: np.ndarray, budget: int, max_batch: int, cost: Callable[[Sequence[int]], int],
+                     rng: np.random.Generator) -> list[int]:
+    """Indices of a batch a loaded queue would give for ``budget``: windows drawn at random from ``lengths``
+    (the dataset's length mix), taken while they fit."""
+    chosen: list[int] = []
+    for i in rng.permutation(len(lengths))[: 8 * max_batch].tolist():
+        if len(chosen) == max_batch:
+            break
+        if cost([int(lengths[j]) for j in chosen] + [int(lengths[i])]) <= budget:
+            chosen.append(i)
+    return chosen or [int(np.argmin(lengths))]
+
+
+def choose_token_budget(run_call: Callable[[list[int]], float], lengths: np.ndarray, *, max_length: int,
+                        max_batch: int, cost: Callable[[Sequence[int]], int], workers: int, bound_s: float,
+                        seed: int = 0) -> dict[str, Any]:
+    """Time engine calls at growing budgets (``workers`` calls at once, as under load; ``run_call`` runs the
+    windows of the given indices and returns its seconds) and pick the largest budget whose slowest call took
+    at most ``BUDGET_SHARE_OF_BOUND`` of ``bound_s``. Stops at the first budget past it. Returns the choice and
+    the measurements (recorded in run.json)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(seed)
+    limit_s = bound_s * BUDGET_SHARE_OF_BOUND
+    measured = []
+    chosen = None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for budget in budget_candidates(max_length, max_batch):
+            batch = batch_for_budget(lengths, budget, max_batch, cost, rng)
+            real_cost = cost([int(lengths[i]) for i in batch])
+            run_call(batch)  # first call at this shape: compiles or warms kernels, not timed
+            seconds = []
+            for _ in range(CALIBRATION_REPEATS):
+                seconds.extend(pool.map(lambda _: run_call(batch), range(workers)))
+            slowest = max(seconds)
+            measured.append({"budget": budget, "windows": len(batch), "tokens_computed": real_cost,
+                             "call_ms_median": round(1000 * float(np.median(seconds)), 2),
+                             "call_ms_max": round(1000 * slowest, 2),
+                             "windows_per_s": round(workers * len(batch) / float(np.median(seconds)), 1)})
+            if slowest > limit_s:
+                break
+            chosen = budget
+            if len(batch) == max_batch and real_cost < budget:
+                break  # the batch is full: larger budgets give the same batches
+    if chosen is None:  # even the smallest budget's call is slow: one window per call is what remains
+        chosen = budget_candidates(max_length, max_batch)[0]
+    return {"budget": chosen, "limit_ms": round(1000 * limit_s, 1), "workers": workers, "max_batch": max_batch,
+            "measured": measured}
+

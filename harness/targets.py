@@ -1,0 +1,275 @@
+"""``find-target``: this machine's LoadGen targets, found by running them, written as a user.conf.
+
+- Offline: one pass over every feature; ``target_qps`` is the samples/s it ran at (LoadGen sizes its one query
+  to target_qps x min_duration x 1.1, so a run at that speed lasts the 600 s minimum).
+- SingleStream: a short run; ``target_latency`` (LoadGen's *expected* latency, from which it pre-generates
+  queries: a run that outpaces them ends INVALID) is half the median latency measured.
+- Server: short runs bisect the offered load between the highest that LoadGen called VALID and the lowest it
+  did not, starting from the Offline speed (no Server load can be higher), until the two are within
+  ``tolerance`` of each other; then one full-length run at the highest VALID load confirms it (one bisection
+  step lower if it does not hold, at most ``CONFIRM_ATTEMPTS`` times).
+
+LoadGen's own FindPeakPerformance mode also bisects Server loads, but each of its steps is a full-length run
+with the conf's query minimum; short probes and one confirmation find the same point in minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONFIRM_ATTEMPTS = 2
+SINGLE_STREAM_EXPECTED_SHARE = 0.5  # of the measured median: generating more queries than run costs nothing
+MIN_SERVER_QPS = 0.1
+
+
+@dataclass
+class Probe:
+    """One short (or the confirming full-length) Server run at an offered load."""
+
+    target_qps: float
+    valid: bool
+    p99_ms: float | None = None
+    completed_qps: float | None = None
+    reason: str | None = None
+    run_dir: str | None = None
+    full_length: bool = False
+
+
+@dataclass
+class ServerSearch:
+    """The bisection's probes and its result (``target_qps``: the highest VALID load, None if none was)."""
+
+    probes: list[Probe] = field(default_factory=list)
+    target_qps: float | None = None
+    confirmed: bool | None = None  # None: no confirmation run was asked for
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target_qps": self.target_qps, "confirmed": self.confirmed, "probes": [asdict(p) for p in self.probes]}
+
+
+def bisect_server_load(run_probe: Callable[[float], Probe], upper_qps: float, *, tolerance: float = 0.05,
+                       first_share: float = 0.5, max_probes: int = 12) -> ServerSearch:
+    """Bisect the offered load between the highest VALID probe (``lo``) and the lowest INVALID one (``hi``,
+    at first ``upper_qps``), from ``first_share`` of it, until ``hi - lo <= tolerance x hi``."""
+    if upper_qps <= 0:
+        raise ConfigError(f"the Server search needs an upper bound above 0 QPS, got {upper_qps}")
+    search = ServerSearch()
+    lo, hi = 0.0, float(upper_qps)
+    qps = first_share * hi
+    while len(search.probes) < max_probes:
+        probe = run_probe(round(qps, 3))
+        search.probes.append(probe)
+        log.info("Server probe at %.2f QPS: %s (p99 %s ms%s)", probe.target_qps, "VALID" if probe.valid else "INVALID",
+                 probe.p99_ms, f"; {probe.reason}" if probe.reason and not probe.valid else "")
+        if probe.valid:
+            lo = max(lo, probe.target_qps)
+        else:
+            hi = min(hi, probe.target_qps)
+        if hi - lo <= tolerance * hi or hi < MIN_SERVER_QPS:
+            break
+        qps = (lo + hi) / 2
+    search.target_qps = lo or None
+    return search
+
+
+def confirm_server_load(search: ServerSearch, run_full: Callable[[float], Probe], tolerance: float) -> ServerSearch:
+    """One full-length run at the search's load; one bisection step lower while it is INVALID (bounded)."""
+    qps = search.target_qps
+    for _ in range(CONFIRM_ATTEMPTS):
+        if qps is None:
+            break
+        probe = run_full(round(qps, 3))
+        probe.full_length = True
+        search.probes.append(probe)
+        if probe.valid:
+            search.target_qps, search.confirmed = probe.target_qps, True
+            return search
+        qps = qps * (1 - tolerance)
+    search.confirmed = False
+    return search
+
+
+def user_conf_text(targets: dict[str, Any], provenance_line: str) -> str:
+    """A user.conf of the targets found (only the keys found; LoadGen keeps mlperf.conf's for the rest)."""
+    lines = ["# This machine's LoadGen targets for bert, found by `python -m harness find-target` (docs/running.md,",
+             "# Finding this machine's targets). " + provenance_line]
+    if targets.get("Offline") is not None:
+        lines.append(f"bert.Offline.target_qps = {targets['Offline']:g}")
+    if targets.get("Server") is not None:
+        lines.append(f"bert.Server.target_qps = {targets['Server']:g}")
+    if targets.get("SingleStream") is not None:
+        lines.append(f"bert.SingleStream.target_latency = {targets['SingleStream']:g}")
+    return "\n".join(lines) + "\n"
+
+
+def write_user_conf(path: Path, text: str, *, overwrite: bool) -> Path:
+    """Write ``text`` to ``path``; an existing file (the repository's user.conf, say) only with ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"--output {path}: the file exists; it is kept (pass --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def plot_search(search: ServerSearch, path: Path, title: str) -> Path | None:
+    """p99 against offered load for every probe, VALID and INVALID apart, the 130 ms bound as a line."""
+    from harness.bench.plots import finish_plot, pyplot
+
+    points = [p for p in search.probes if p.p99_ms is not None]
+    if not points:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for valid, marker, label in ((True, "o", "VALID"), (False, "x", "INVALID")):
+        chosen = [p for p in points if p.valid == valid]
+        if chosen:
+            ax.scatter([p.target_qps for p in chosen], [p.p99_ms for p in chosen], marker=marker, label=label)
+    for p in points:
+        if p.full_length:
+            ax.annotate("full length", (p.target_qps, p.p99_ms), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.axhline(130, color="grey", linewidth=0.8, linestyle="--", label="bound 130 ms")
+    finish_plot(fig, ax, path, "offered load (QPS)", "p99 latency (ms)", title, legend_size=8)
+    return path
+
+
+def write_report(out_dir: Path, targets: dict[str, Any], details: dict[str, Any], provenance: dict[str, Any]) -> Path:
+    """``find_target.json`` and ``find_target.md`` beside the user.conf."""
+    from cmdline.provenance import provenance_line
+
+    record = {"provenance": provenance, "targets": targets, "details": details,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (out_dir / "find_target.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    lines = [provenance_line(provenance), "", "| scenario | target | how |", "|---|---|---|"]
+    if "Offline" in details:
+        d = details["Offline"]
+        lines.append(f"| Offline | target_qps {targets['Offline']:g} | {d['samples_per_second']:.2f} samples/s over "
+                     f"{d['samples']} samples ({d['validity']}) |")
+    if "SingleStream" in details:
+        d = details["SingleStream"]
+        lines.append(f"| SingleStream | target_latency {targets['SingleStream']:g} ms | half the median {d['p50_ms']:.2f} "
+                     f"ms (p90 {d['p90_ms']:.2f} ms) |")
+    if "Server" in details:
+        d = details["Server"]
+        full = [p for p in d["probes"] if p["full_length"]]
+        lines.append(f"| Server | target_qps {targets.get('Server')} | {len(d['probes']) - len(full)} short probes"
+                     + (f", full-length confirmation {'VALID' if d['confirmed'] else 'INVALID'}" if full else "")
+                     + " |")
+        lines += ["", "| offered QPS | VALID | p99 ms | completed QPS | run | reason |", "|---|---|---|---|---|---|"]
+        for p in d["probes"]:
+            lines.append(f"| {p['target_qps']:g}{' (full length)' if p['full_length'] else ''} | "
+                         f"{'yes' if p['valid'] else 'no'} | {p['p99_ms']} | {p['completed_qps']} | {p['run_dir']} | "
+                         f"{p['reason'] or ''} |")
+    (out_dir / "find_target.md").write_text("\n".join(lines) + "\n")
+    return out_dir / "find_target.md"
+
+
+# ----------------------------------------------------------------------------------------------
+# The command
+
+
+SCENARIO_ORDER = ("Offline", "SingleStream", "Server")  # Offline first: its speed bounds the Server search
+
+
+def find_targets(args) -> int:
+    """``python -m harness find-target``: run the searches asked for, write the user.conf and the report."""
+    from cmdline.provenance import provenance, provenance_line
+    from harness.backends import create_backend
+    from harness.rundir import check_runs_root
+    from harness.run_inputs import engine_by_cpu, engine_for_model, load_dataset_and_features
+    from harness.runner import RunRequest, execute_run
+    from harness.settings import LoadGenOverrides, conf_test_settings
+
+    scenarios = [s for s in SCENARIO_ORDER if s in (args.scenario or SCENARIO_ORDER)]
+    check_runs_root(Path(args.runs_dir))
+    out_dir = Path(args.runs_dir) / time.strftime("find-target-%Y%m%d-%H%M%S")
+    output = Path(args.output) if args.output else out_dir / "user.conf"
+    if output.exists() and not args.overwrite:  # said now, not after half an hour of runs
+        raise ConfigError(f"--output {output}: the file exists; it is kept (pass --overwrite to replace it)")
+    engine, choice = engine_by_cpu(args, scenarios)
+    dataset, features = load_dataset_and_features(args, count=args.count)
+    engine, choice, model = engine_for_model(args, engine, choice, dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    width = features.params.max_seq_length
+    targets: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+
+    def run(scenario: str, backend, overrides: LoadGenOverrides, conf) -> dict:
+        request = RunRequest(
+            scenario=scenario, mode="performance", backend=engine.backend, model=model, features=features,
+            dataset=dataset, backend_options=engine.backend_options(scenario, width),
+            sut_options=engine.sut_options(scenario), mlperf_conf=Path(args.mlperf_conf),
+            user_conf=Path(args.user_conf), runs_root=out_dir / scenario.lower(), overrides=overrides,
+            progress=not args.no_progress, backend_choice=choice.as_dict())
+        return execute_run(request, backend=backend, conf_settings=conf)
+
+    for scenario in scenarios:
+        conf = conf_test_settings(scenario, "performance", mlperf_conf=Path(args.mlperf_conf),
+                                  user_conf=Path(args.user_conf))
+        backend = create_backend(engine.backend, model, engine.backend_options(scenario, width),
+                                 progress=not args.no_progress)
+        try:
+            if scenario == "Offline":
+                # one pass over every feature: LoadGen issues max(min_query_count, target_qps x duration x 1.1)
+                record = run(scenario, backend, LoadGenOverrides(target_qps=1, min_duration_ms=1000,
+                                                                 min_query_count=len(features)), conf)
+                results = record["results"]
+                targets["Offline"] = round(results["samples_per_second"], 2)
+                details["Offline"] = {"samples_per_second": results["samples_per_second"],
+                                      "samples": record.get("samples_completed"), "validity": results["validity"],
+                                      "run_dir": record["run_dir"]}
+            elif scenario == "SingleStream":
+                # an expected latency far below any real one: LoadGen never runs out of pre-generated queries
+                record = run(scenario, backend, LoadGenOverrides(min_duration_ms=args.probe_duration_ms,
+                                                                 min_query_count=64, expected_latency_ms=0.5), conf)
+                latency = record["results"]["latency_ms"]
+                targets["SingleStream"] = round(SINGLE_STREAM_EXPECTED_SHARE * latency["p50"], 2)
+                details["SingleStream"] = {"p50_ms": latency["p50"], "p90_ms": latency["p90"],
+                                           "run_dir": record["run_dir"]}
+            else:
+                upper = args.upper_qps or targets.get("Offline")
+                if not upper:
+                    raise ConfigError("find-target --scenario Server needs an upper bound: search Offline too, or give "
+                                      "--upper-qps (this machine's Offline samples/s)")
+
+                def probe(qps: float, full: bool = False) -> Probe:
+                    overrides = (LoadGenOverrides(target_qps=qps) if full else
+                                 LoadGenOverrides(target_qps=qps, min_duration_ms=args.probe_duration_ms,
+                                                  min_query_count=1))
+                    record = run("Server", backend, overrides, conf)
+                    results = record["results"]
+                    return Probe(qps, results["validity"] == "VALID", (results.get("latency_ms") or {}).get("p99"),
+                                 results.get("samples_per_second"), results.get("invalid_reason"), record["run_dir"])
+
+                search = bisect_server_load(probe, upper, tolerance=args.tolerance)
+                if not args.no_confirm:
+                    search = confirm_server_load(search, lambda qps: probe(qps, full=True), args.tolerance)
+                targets["Server"] = search.target_qps
+                details["Server"] = {**search.as_dict(), "upper_qps": upper}
+                plot_search(search, out_dir / "server_p99_vs_load.png",
+                            f"Server search: {engine.backend}, {model.label}")
+        finally:
+            backend.close()
+
+    record = provenance()
+    details["engine"] = {"backend": engine.backend, "choice": choice.as_dict(), "model": str(model.onnx_path),
+                         "server_policy": engine.server_policy}
+    write_user_conf(output, user_conf_text(targets, provenance_line(record)), overwrite=args.overwrite)
+    report = write_report(out_dir, targets, details, record)
+    for scenario in scenarios:
+        print(f"{scenario}: {targets.get(scenario)}")
+    print(f"user.conf: {output} (run with --user-conf {output}); report: {report}")
+    if "Server" in targets and targets["Server"] is None:
+        print("Server: no offered load was VALID", flush=True)
+        return 1
+    return 0

@@ -1,0 +1,87 @@
+"""find-target: the Server bisection with a fake machine, and the user.conf it writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.targets import Probe, bisect_server_load, confirm_server_load, user_conf_text, write_user_conf
+
+
+def machine(capacity: float, full_capacity: float | None = None):
+    """A fake Server: VALID up to ``capacity`` QPS (a full-length run: up to ``full_capacity``)."""
+    def short(qps: float) -> Probe:
+        return Probe(qps, qps <= capacity, p99_ms=60 + 80 * qps / capacity, completed_qps=qps)
+
+    def full(qps: float) -> Probe:
+        return Probe(qps, qps <= (full_capacity or capacity), p99_ms=100.0, completed_qps=qps)
+
+    return short, full
+
+
+def test_the_bisection_ends_within_one_step_of_the_highest_valid_load():
+    short, _ = machine(capacity=137.0)
+    search = bisect_server_load(short, upper_qps=228.0, tolerance=0.05)
+    valid = [p.target_qps for p in search.probes if p.valid]
+    invalid = [p.target_qps for p in search.probes if not p.valid]
+    assert search.target_qps == max(valid) <= 137.0 < min(invalid)
+    assert min(invalid) - search.target_qps <= 0.05 * min(invalid)
+    assert len(search.probes) <= 8
+
+
+def test_a_confirmation_that_does_not_hold_steps_down_once_more():
+    short, full = machine(capacity=137.0, full_capacity=131.0)
+    search = bisect_server_load(short, upper_qps=228.0, tolerance=0.05)
+    found = search.target_qps
+    confirmed = confirm_server_load(search, full, tolerance=0.05)
+    fulls = [p for p in confirmed.probes if p.full_length]
+    assert confirmed.confirmed and len(fulls) == 2 and not fulls[0].valid and fulls[1].valid
+    assert confirmed.target_qps == pytest.approx(round(found * 0.95, 3))
+
+
+def test_no_valid_load_is_said_and_not_invented():
+    short, full = machine(capacity=0.01)
+    search = bisect_server_load(short, upper_qps=10.0)
+    assert search.target_qps is None and not any(p.valid for p in search.probes)
+    assert confirm_server_load(search, full, 0.05).confirmed is False
+
+
+def test_the_user_conf_names_only_what_was_found_and_never_replaces_a_file_unasked(tmp_path):
+    text = user_conf_text({"Offline": 228.44, "Server": 171.25, "SingleStream": None}, "Produced by ...")
+    assert "bert.Offline.target_qps = 228.44" in text and "bert.Server.target_qps = 171.25" in text
+    assert "SingleStream" not in text
+    existing = tmp_path / "user.conf"
+    existing.write_text("bert.Offline.target_qps = 42\n")
+    with pytest.raises(ConfigError, match="the file exists; it is kept"):
+        write_user_conf(existing, text, overwrite=False)
+    assert existing.read_text() == "bert.Offline.target_qps = 42\n"
+    assert write_user_conf(existing, text, overwrite=True).read_text() == text
+
+
+def test_find_target_on_the_toy_model_writes_a_user_conf_that_a_following_run_reads(sample_dataset, tmp_path):
+    import json
+
+    from harness.cli import main
+    from tests.onnx_fixtures import write_toy_qa_model
+
+    model = write_toy_qa_model(tmp_path / "toy" / "model.onnx")
+    common = ["--model", str(model.parent), "--data-dir", str(sample_dataset.dev_json.parent), "--cache-dir",
+              str(tmp_path / "cache"), "--backend", "onnxruntime", "--no-progress", "--runs-dir", str(tmp_path / "runs")]
+    output = tmp_path / "found" / "user.conf"
+    status = main(["find-target", *common, "--probe-duration-ms", "1200", "--no-confirm", "--tolerance", "0.25",
+                   "--output", str(output)])
+    assert status == 0
+    text = output.read_text()
+    targets = {line.split(" = ")[0]: float(line.split(" = ")[1]) for line in text.splitlines() if " = " in line}
+    assert set(targets) == {"bert.Offline.target_qps", "bert.Server.target_qps", "bert.SingleStream.target_latency"}
+    assert 0 < targets["bert.Server.target_qps"] <= targets["bert.Offline.target_qps"]
+    [report] = (tmp_path / "runs").glob("find-target-*/find_target.json")
+    probes = json.loads(report.read_text())["details"]["Server"]["probes"]
+    assert any(p["valid"] for p in probes) and (report.parent / "server_p99_vs_load.png").is_file()
+    # a following run takes its Server target from that file
+    assert main(["run", *common, "--scenario", "Server", "--user-conf", str(output), "--min-duration-ms", "500",
+                 "--min-query-count", "20"]) == 0
+    [run_json] = [p for p in (tmp_path / "runs").glob("*/run.json") if "find-target" not in str(p)]
+    assert json.loads(run_json.read_text())["results"]["target_qps"] == pytest.approx(targets["bert.Server.target_qps"])
+    # the existing file is kept unless --overwrite
+    assert main(["find-target", *common, "--scenario", "Offline", "--output", str(output)]) == 1
