@@ -11,8 +11,14 @@ from harness.backends.base import CLUSTERS, RAY_CONNECT_TIMEOUT_S
 from harness.backends.openvino_backend import PRECISIONS
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.engine_choice import AUTO, BACKEND_CHOICES
-from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, QUICK
-from harness.scenarios import SERVER_POLICIES
+from harness.run_options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_STREAMS,
+    QUICK,
+    TOKEN_POLICY_MAX_BATCH,
+    TOKEN_POLICY_STREAMS,
+)
+from harness.scenarios import DEFAULT_SERVER_POLICY, SERVER_POLICIES
 from harness.sysinfo import REPO_ROOT
 
 DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
@@ -45,10 +51,12 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine = parser.add_argument_group("engine" + note)
     engine.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
                         help="engine batch size (default: " +
-                        ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_BATCH_SIZE.items()) + ")")
+                        ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_BATCH_SIZE.items()) +
+                        f"; Server with the tokens policy: calls of up to {TOKEN_POLICY_MAX_BATCH} windows or rows)")
     engine.add_argument("--num-streams", type=int,
                         help="DeepSparse/OpenVINO streams (and SUT worker threads) (default: " +
-                        ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_STREAMS.items()) + ")")
+                        ", ".join(f"{scenario} {n}" for scenario, n in DEFAULT_STREAMS.items()) +
+                        f"; Server with the tokens policy: {TOKEN_POLICY_STREAMS})")
     engine.add_argument("--num-cores", type=int, help="DeepSparse cores / OpenVINO threads (default: all)")
     engine.add_argument("--scheduler", default=None,
                         help="DeepSparse scheduler: default | single_stream | multi_stream | elastic "
@@ -58,12 +66,13 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--workers", type=int, help="SUT worker threads (default: --num-streams or 1)")
     engine.add_argument("--batch-timeout-ms", type=float, default=10.0,
                         help="Server: longest wait to fill a dynamic batch (default 10)")
-    engine.add_argument("--server-policy", choices=SERVER_POLICIES, default="aging",
-                        help="Server: which waiting sample runs next. aging (default): a sample that waited "
-                        "--batch-timeout-ms first, else the shortest bucket that fills a batch; slack: least slack "
-                        "to the 130 ms bound first, from each bucket's measured batch time; tokens: a free worker "
-                        "takes the oldest sample and the least slack others up to a token budget per engine call, "
-                        "never waiting for more (docs/running.md, Server batching)")
+    engine.add_argument("--server-policy", choices=SERVER_POLICIES, default=DEFAULT_SERVER_POLICY,
+                        help="Server: which waiting samples run next. tokens (default): a free worker takes the oldest "
+                        "sample and the least-slack others up to a token budget per engine call, never waiting for "
+                        "more (packed rows where the model has a packed variant; engine calls of 1..8 windows or rows; "
+                        "one stream per core); aging: batches of --batch-size, a sample that waited --batch-timeout-ms "
+                        "first, else the shortest bucket that fills a batch; slack: as aging, least slack to the 130 ms "
+                        "bound first (docs/running.md, Server batching)")
     engine.add_argument("--token-budget", type=int, default=None,
                         help="Server, --server-policy tokens: tokens the engine computes per call, padding included "
                         "(default: the largest whose call takes at most a third of the latency bound, measured before "
@@ -99,8 +108,12 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
     engine.add_argument("--no-bucketing", action="store_true",
                         help="run every window padded to the full 384 tokens, like the MLPerf reference (closed-"
                         "division style)")
-    engine.add_argument("--packing", action="store_true",
-                        help="Offline: pack several windows into each 384-token row (block-diagonal attention) and run "
-                        "the model's packed variant, so almost no token is padding; --batch-size counts rows. Replaces "
-                        "length bucketing; needs a model directory exported with its packed variant (docs/running.md, Packing)")
+    engine.add_argument("--packing", action="store_true", default=None,
+                        help="pack several windows into each 384-token row (block-diagonal attention) and run the "
+                        "model's packed variant, so almost no token is padding; --batch-size counts rows. Replaces "
+                        "length bucketing; needs a model directory exported with its packed variant (docs/running.md, "
+                        "Packing). Offline, and Server with the tokens policy (its default there where the model has "
+                        "a packed variant)")
+    engine.add_argument("--no-packing", dest="packing", action="store_false",
+                        help="Server with the tokens policy: length buckets instead of packed rows")
 

@@ -161,14 +161,16 @@ def engine_by_cpu(args: argparse.Namespace, scenarios: list[str]):
     return engine, choice
 
 
-def engine_for_model(args: argparse.Namespace, engine, choice, dataset):
-    """The run's model (the default one built on first use), the engine choice fitted to it (an engine that cannot
-    run it gives way), announced; returns (engine settings, choice, model)."""
+def engine_for_model(args: argparse.Namespace, engine, choice, dataset, scenarios: list[str]):
+    """The run's model (the default one built on first use, with a packed variant where one of ``scenarios`` runs
+    packed rows), the engine choice fitted to it (an engine that cannot run it gives way), announced; returns
+    (engine settings, choice, model)."""
     from harness.engine_choice import announce, fit_to_model
 
-    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
-                              backend=engine.backend, progress=not args.no_progress)
-    choice = fit_to_model(choice, model, packing=engine.packing)
+    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir),
+                              packed=any(engine.packed_for(s) for s in scenarios), backend=engine.backend,
+                              progress=not args.no_progress)
+    choice = fit_to_model(choice, model, packing=any(engine.packed_for(s, model) for s in scenarios))
     engine = dataclasses.replace(engine, backend=choice.chosen)
     announce(choice)
     return engine, choice, model

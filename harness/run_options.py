@@ -9,7 +9,8 @@ from harness.backends.base import RAY_CONNECT_TIMEOUT_S
 from harness.bucketing import DEFAULT_BUCKETS, buckets_for, parse_buckets
 from harness.engine_choice import AUTO
 from harness.errors import ConfigError
-from harness.scenarios import SutOptions
+from harness.models import ModelInfo
+from harness.scenarios import DEFAULT_SERVER_POLICY, SutOptions
 
 # Per-scenario engine batch sizes and DeepSparse streams (docs/performance.md, Streams and batch: chosen by measurement on a
 # 2-core AVX2 machine). Offline: 2 streams x batch 8 beat 1 stream x batch 16 in the same benchmark run
@@ -22,6 +23,9 @@ DEFAULT_STREAMS = {"Offline": 2, "Server": 1, "SingleStream": 1}
 # Server's tokens policy: the largest engine call in windows (packed: rows), and the sizes built below it (a call
 # pads to the next one): few sizes, since DeepSparse compiles an engine per size and length.
 TOKEN_POLICY_MAX_BATCH = 8
+# ... and its engine streams: one per core, as Offline (docs/running.md, Server batching: on 2 cores one stream across
+# both ran fewer windows per second per call than two one-core streams)
+TOKEN_POLICY_STREAMS = 2
 STREAM_BACKENDS = ("deepsparse", "openvino")  # engines that run parallel streams (ONNX Runtime: one session)
 
 
@@ -77,13 +81,15 @@ class EngineSettings:
     inter_op_threads: int = 0
     workers: int | None = None  # None: one SUT worker per engine stream
     batch_timeout_ms: float = 10.0
-    server_policy: str = "aging"
+    server_policy: str = DEFAULT_SERVER_POLICY
     token_budget: int | None = None  # Server, tokens policy (None: chosen from measured call times)
     buckets: tuple[int, ...] | None = DEFAULT_BUCKETS  # length bucketing; None: every window runs at full length
     fast_vnni_emulation: bool = False
     precision: str = "auto"  # OpenVINO: what its float operations run in (int8: insist on the model's INT8 matmuls)
     sparse_weights_rate: float | None = None  # OpenVINO: CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE
-    packing: bool = False  # Offline: windows packed into rows (replaces buckets)
+    # windows packed into rows (replaces buckets); None: packed for Server's tokens policy where the model has a packed
+    # variant (its batches fill rows without padding), else not (packed_for)
+    packing: bool | None = None
     cluster: str = "local"
     ray_address: str | None = None
     ray_workers: int | None = None
@@ -96,11 +102,12 @@ class EngineSettings:
             backend=args.backend, batch_size=args.batch_size, num_cores=args.num_cores,
             num_streams=args.num_streams, scheduler=args.scheduler, intra_op_threads=args.intra_op_threads,
             inter_op_threads=args.inter_op_threads, workers=args.workers, batch_timeout_ms=args.batch_timeout_ms,
-            server_policy=getattr(args, "server_policy", "aging"), token_budget=getattr(args, "token_budget", None),
-            buckets=None if args.no_bucketing or getattr(args, "packing", False) else (
+            server_policy=getattr(args, "server_policy", DEFAULT_SERVER_POLICY),
+            token_budget=getattr(args, "token_budget", None),
+            buckets=None if args.no_bucketing else (
                 parse_buckets(args.buckets) if args.buckets is not None
                 else QUICK.buckets if getattr(args, "quick", False) else DEFAULT_BUCKETS),
-            fast_vnni_emulation=args.fast_vnni_emulation, packing=getattr(args, "packing", False),
+            fast_vnni_emulation=args.fast_vnni_emulation, packing=getattr(args, "packing", None),
             precision=args.precision, sparse_weights_rate=args.sparse_weights_rate,
             cluster=args.cluster, ray_address=args.ray_address,
             ray_workers=args.ray_workers, ray_cpus_per_worker=args.ray_cpus_per_worker,
@@ -114,7 +121,7 @@ class EngineSettings:
             raise ValueError("--backend auto must be resolved to an engine (harness.engine_choice) before its settings")
         if self.num_streams is not None:
             return self.num_streams
-        default = DEFAULT_STREAMS[scenario]
+        default = TOKEN_POLICY_STREAMS if self.token_batching(scenario) else DEFAULT_STREAMS[scenario]
         return default if self.backend in STREAM_BACKENDS and default > 1 else None
 
     def token_batching(self, scenario: str) -> bool:
@@ -126,15 +133,23 @@ class EngineSettings:
             return self.batch_size
         return TOKEN_POLICY_MAX_BATCH if self.token_batching(scenario) else DEFAULT_BATCH_SIZE[scenario]
 
-    def backend_options(self, scenario: str, max_seq_length: int = 384) -> BackendOptions:
-        if self.packing and scenario != "Offline" and not self.token_batching(scenario):
+    def packed_for(self, scenario: str, model: ModelInfo | None = None) -> bool:
+        """Whether ``scenario`` runs packed rows: as ``--packing``/``--no-packing`` say, else for Server's tokens policy
+        when ``model`` has a packed variant (unknown model: when the default model, built with one, would)."""
+        if self.packing is not None:
+            return self.packing
+        return self.token_batching(scenario) and (model is None or bool(model.manifest.get("packed")))
+
+    def backend_options(self, scenario: str, max_seq_length: int = 384, model: ModelInfo | None = None) -> BackendOptions:
+        packing = self.packed_for(scenario, model)
+        if packing and scenario != "Offline" and not self.token_batching(scenario):
             raise ConfigError(f"--packing is for Offline and for Server with --server-policy tokens; {scenario} runs one "
                               "or a few windows at a time, too few to fill a packed row (its length buckets do that job)")
         streams = self.streams(scenario)
         batch_size = self.batch_size_for(scenario)
         return BackendOptions(
-            sequence_buckets=None if self.packing else buckets_for(self.buckets, max_seq_length),
-            packing=self.packing,
+            sequence_buckets=None if packing else buckets_for(self.buckets, max_seq_length),
+            packing=packing,
             batch_size=batch_size,
             batch_sizes=powers_of_two_through(batch_size) if self.token_batching(scenario) else None,
             num_cores=self.num_cores,

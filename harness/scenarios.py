@@ -50,6 +50,7 @@ SCENARIOS = ("Offline", "Server", "SingleStream")
 
 
 SERVER_POLICIES = ("aging", "slack", "tokens")
+DEFAULT_SERVER_POLICY = "tokens"  # docs/running.md, Server batching: the highest VALID load of every engine measured
 SERVER_LATENCY_BOUND_MS = 130.0  # bert's Server bound (p99), the deadline the slack policy schedules against
 
 
@@ -57,7 +58,7 @@ SERVER_LATENCY_BOUND_MS = 130.0  # bert's Server bound (p99), the deadline the s
 class SutOptions:
     num_workers: int | None = 1  # threads feeding the backend; None: the backend's parallelism
     batch_timeout_ms: float = 10.0  # Server: longest wait to fill a batch after the oldest sample
-    server_policy: str = "aging"  # Server: which waiting sample goes next (see ServerSut)
+    server_policy: str = DEFAULT_SERVER_POLICY  # Server: which waiting sample goes next (see ServerSut)
     latency_bound_ms: float = SERVER_LATENCY_BOUND_MS
     token_budget: int | None = None  # Server, tokens policy: tokens computed per call (None: from measured calls)
 
@@ -258,14 +259,15 @@ class ServerSut(SystemUnderTest):
                 return time.perf_counter() - started
 
             self.budget_choice = choose_token_budget(
-                run_call, np.asarray(features.seq_lengths), max_length=width, max_batch=self.backend.batch_size,
-                cost=cost, workers=self.options.num_workers or 1, bound_s=self._bound_s)
+                run_call, np.asarray(features.seq_lengths), max_length=width, max_rows=self.backend.batch_size,
+                max_batch=self.backend.max_windows_per_call, cost=cost, workers=self.options.num_workers or 1,
+                bound_s=self._bound_s)
             budget = self.budget_choice["budget"]
             log.info("Server token budget: %d tokens per call (the largest whose call took at most %.0f ms with %d "
                      "worker(s) busy)", budget, self.budget_choice["limit_ms"], self.budget_choice["workers"])
         else:
             self.budget_choice = {"budget": budget, "given": True}
-        return TokenBudgetQueue(budget, self.backend.batch_size, cost, expected_s=lambda b: self._expected_s[b])
+        return TokenBudgetQueue(budget, self.backend.max_windows_per_call, cost, expected_s=lambda b: self._expected_s[b])
 
     def _issue_queries(self, samples: list) -> None:
         # Return to LoadGen at once: its issue thread must keep the arrival schedule.

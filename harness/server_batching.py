@@ -96,28 +96,25 @@ class TokenBudgetQueue:
 # The budget, from this engine's measured call times
 
 
-def budget_candidates(max_length: int, max_batch: int) -> list[int]:
-    """Budgets to try: multiples of half a full-length window, up to the largest batch at full length."""
+def budget_candidates(max_length: int, max_rows: int) -> list[int]:
+    """Budgets to try: multiples of half a full-length row, up to the largest call at full length."""
     step = max(1, max_length // 2)
-    return [step * k for k in range(1, 2 * max_batch + 1)]
+    return [step * k for k in range(1, 2 * max_rows + 1)]
 
 
 def batch_for_budget(lengths: np.ndarray, budget: int, max_batch: int, cost: Callable[[Sequence[int]], int],
                      rng: np.random.Generator) -> list[int]:
-    """Indices of a batch a loaded queue would give for ``budget``: windows drawn at random from ``lengths``
-    (the dataset's length mix), taken while they fit."""
-    chosen: list[int] = []
-    for i in rng.permutation(len(lengths))[: 8 * max_batch].tolist():
-        if len(chosen) == max_batch:
-            break
-        if cost([int(lengths[j]) for j in chosen] + [int(lengths[i])]) <= budget:
-            chosen.append(i)
-    return chosen or [int(np.argmin(lengths))]
+    """Indices of the batch a loaded queue gives for ``budget``: windows drawn at random from ``lengths`` (the
+    dataset's length mix) queue up, and :class:`TokenBudgetQueue` takes one batch from them, as a worker does."""
+    queue = TokenBudgetQueue(budget, max_batch, cost)
+    for arrival, i in enumerate(rng.permutation(len(lengths))[: LOOKAHEAD_PER_BATCH_ROW * max_batch].tolist()):
+        queue.put(Waiting(float(arrival), i, int(lengths[i])))
+    return [entry.sample for entry in queue.take()]
 
 
 def choose_token_budget(run_call: Callable[[list[int]], float], lengths: np.ndarray, *, max_length: int,
-                        max_batch: int, cost: Callable[[Sequence[int]], int], workers: int, bound_s: float,
-                        seed: int = 0) -> dict[str, Any]:
+                        max_rows: int, max_batch: int, cost: Callable[[Sequence[int]], int], workers: int,
+                        bound_s: float, seed: int = 0) -> dict[str, Any]:
     """Time engine calls at growing budgets (``workers`` calls at once, as under load; ``run_call`` runs the
     windows of the given indices and returns its seconds) and pick the largest budget whose slowest call took
     at most ``BUDGET_SHARE_OF_BOUND`` of ``bound_s``. Stops at the first budget past it. Returns the choice and
@@ -129,25 +126,28 @@ def choose_token_budget(run_call: Callable[[list[int]], float], lengths: np.ndar
     measured = []
     chosen = None
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for budget in budget_candidates(max_length, max_batch):
-            batch = batch_for_budget(lengths, budget, max_batch, cost, rng)
-            real_cost = cost([int(lengths[i]) for i in batch])
-            run_call(batch)  # first call at this shape: compiles or warms kernels, not timed
-            seconds = []
-            for _ in range(CALIBRATION_REPEATS):
+        for budget in budget_candidates(max_length, max_rows):
+            # a few batches as a loaded queue would cut them: their lengths, and so their cost, vary
+            batches = [batch_for_budget(lengths, budget, max_batch, cost, rng) for _ in range(CALIBRATION_REPEATS)]
+            seconds, windows = [], 0
+            for batch in batches:
+                run_call(batch)  # first call at this shape: compiles or warms kernels, not timed
                 seconds.extend(pool.map(lambda _: run_call(batch), range(workers)))
+                windows += workers * len(batch)
             slowest = max(seconds)
-            measured.append({"budget": budget, "windows": len(batch), "tokens_computed": real_cost,
+            costs = [cost([int(lengths[i]) for i in batch]) for batch in batches]
+            measured.append({"budget": budget, "windows_mean": round(windows / len(seconds), 2),
+                             "tokens_computed_max": max(costs),
                              "call_ms_median": round(1000 * float(np.median(seconds)), 2),
                              "call_ms_max": round(1000 * slowest, 2),
-                             "windows_per_s": round(workers * len(batch) / float(np.median(seconds)), 1)})
+                             "windows_per_s": round(workers * windows / sum(seconds), 1)})
             if slowest > limit_s:
                 break
             chosen = budget
-            if len(batch) == max_batch and real_cost < budget:
-                break  # the batch is full: larger budgets give the same batches
+            if all(len(batch) == max_batch and c < budget for batch, c in zip(batches, costs)):
+                break  # the batches are full: larger budgets give the same ones
     if chosen is None:  # even the smallest budget's call is slow: one window per call is what remains
-        chosen = budget_candidates(max_length, max_batch)[0]
+        chosen = budget_candidates(max_length, max_rows)[0]
     return {"budget": chosen, "limit_ms": round(1000 * limit_s, 1), "workers": workers, "max_batch": max_batch,
             "measured": measured}
 

@@ -198,7 +198,7 @@ def find_targets(args) -> int:
         raise ConfigError(f"--output {output}: the file exists; it is kept (pass --overwrite to replace it)")
     engine, choice = engine_by_cpu(args, scenarios)
     dataset, features = load_dataset_and_features(args, count=args.count)
-    engine, choice, model = engine_for_model(args, engine, choice, dataset)
+    engine, choice, model = engine_for_model(args, engine, choice, dataset, scenarios)
     out_dir.mkdir(parents=True, exist_ok=True)
     width = features.params.max_seq_length
     targets: dict[str, Any] = {}
@@ -207,7 +207,7 @@ def find_targets(args) -> int:
     def run(scenario: str, backend, overrides: LoadGenOverrides, conf) -> dict:
         request = RunRequest(
             scenario=scenario, mode="performance", backend=engine.backend, model=model, features=features,
-            dataset=dataset, backend_options=engine.backend_options(scenario, width),
+            dataset=dataset, backend_options=engine.backend_options(scenario, width, model),
             sut_options=engine.sut_options(scenario), mlperf_conf=Path(args.mlperf_conf),
             user_conf=Path(args.user_conf), runs_root=out_dir / scenario.lower(), overrides=overrides,
             progress=not args.no_progress, backend_choice=choice.as_dict())
@@ -216,7 +216,7 @@ def find_targets(args) -> int:
     for scenario in scenarios:
         conf = conf_test_settings(scenario, "performance", mlperf_conf=Path(args.mlperf_conf),
                                   user_conf=Path(args.user_conf))
-        backend = create_backend(engine.backend, model, engine.backend_options(scenario, width),
+        backend = create_backend(engine.backend, model, engine.backend_options(scenario, width, model),
                                  progress=not args.no_progress)
         try:
             if scenario == "Offline":

@@ -107,6 +107,11 @@ class Backend(ABC):
             return tuple(range(1, self.batch_size + 1))
         return self.options.batch_sizes or (self.batch_size,)
 
+    @property
+    def max_windows_per_call(self) -> int:
+        """The most windows one ``predict`` call takes as one engine call (Server's token-budget batches)."""
+        return self.batch_size
+
     def padded_rows(self, n: int) -> int:
         """The rows the engine computes for a call of ``n`` windows (the smallest batch size that holds them)."""
         return next(size for size in self.batch_sizes if size >= n)

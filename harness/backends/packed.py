@@ -34,6 +34,7 @@ PACKED_INPUT_ROLES = ("input_ids", "window_ids", "token_type_ids", "position_ids
 # Runtime: one window in 48 moved by 2.6e-4 with logits of scale ~0.05), so INT8 gets 2% of the scale.
 PACKING_TOLERANCE = {"fp32": BUCKET_TOLERANCE, "int8": {"rtol": 2e-2, "atol": BUCKET_TOLERANCE["atol"]}}
 CHECK_WINDOWS = 8
+MAX_WINDOWS_PER_ROW = 8  # Server's token-budget batches: a cap on windows per call of packed rows (SQuAD's hold ~2)
 
 
 def packed_variant(model: ModelInfo) -> ModelInfo:
@@ -102,6 +103,11 @@ class PackedBackend(Backend):
     @property
     def batch_sizes(self) -> tuple[int, ...]:
         return self.engine.batch_sizes
+
+    @property
+    def max_windows_per_call(self) -> int:
+        # several windows per row; the token budget, counted in rows, is what bounds a call
+        return self.batch_size * MAX_WINDOWS_PER_ROW
 
     def batch_cost(self, lengths: Sequence[int], width: int) -> int:
         """The packed rows of these windows, padded to a batch size per engine call."""

@@ -76,12 +76,9 @@ def add_submission_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_submission(args) -> int:
-    from dataclasses import replace
-
-    from harness.engine_choice import announce, choose_engine, fit_to_model
-    from harness.run_inputs import load_dataset_and_features, resolve_run_model
+    from harness.run_inputs import engine_by_cpu, engine_for_model, load_dataset_and_features
     from harness.rundir import check_runs_root
-    from harness.run_options import QUICK, EngineSettings
+    from harness.run_options import QUICK
     from harness.submission.runs import RunContext
     from harness.submission.system import load_template
     from harness.submission.workflow import make_submission, preflight, print_result
@@ -101,18 +98,12 @@ def cmd_submission(args) -> int:
               system_type=load_template(Path(args.system_template)).get("system_type"),
               no_compliance=args.no_compliance, official_checker=args.official_checker, allow=frozenset(allow))
 
-    engine = EngineSettings.from_args(args)
-    choice = choose_engine(engine.backend)  # --backend auto: by the CPU first, so the default model fits the engine
-    engine = replace(engine, backend=choice.chosen)
-    for scenario in args.scenarios or ("Offline", "SingleStream"):  # the default set includes SingleStream
-        engine.backend_options(scenario)  # e.g. --packing with a latency scenario: refused before any run
+    scenarios = list(args.scenarios or ("Offline", "SingleStream"))  # the default set includes SingleStream
+    # settings errors (e.g. --packing with a latency scenario) are refused before any run
+    engine, choice = engine_by_cpu(args, scenarios)
     check_runs_root(Path(args.runs_dir))  # a file there was a traceback once the first run started
     dataset, features = load_dataset_and_features(args, count=QUICK.count if args.quick else None)
-    model = resolve_run_model(args.model, dataset.vocab, Path(args.cache_dir), packed=engine.packing,
-                              backend=engine.backend, progress=not args.no_progress)
-    choice = fit_to_model(choice, model, packing=engine.packing)
-    engine = replace(engine, backend=choice.chosen)
-    announce(choice)
+    engine, choice, model = engine_for_model(args, engine, choice, dataset, scenarios)
     ctx = RunContext(model=model, features=features, dataset=dataset, engine=engine,
                      mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
                      quick=args.quick, progress=not args.no_progress,

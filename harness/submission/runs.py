@@ -62,7 +62,8 @@ class RunContext:
     def request(self, scenario: str, mode: str, audit_config: Path | None = None) -> RunRequest:
         return RunRequest(
             scenario=scenario, mode=mode, backend=self.engine.backend, model=self.model, features=self.features,
-            dataset=self.dataset, backend_options=self.engine.backend_options(scenario, self.features.params.max_seq_length),
+            dataset=self.dataset,
+            backend_options=self.engine.backend_options(scenario, self.features.params.max_seq_length, self.model),
             sut_options=self.engine.sut_options(scenario), mlperf_conf=self.mlperf_conf, user_conf=self.user_conf,
             runs_root=self.runs_root, overrides=self.overrides_for(scenario), audit_config=audit_config,
             progress=self.progress, backend_wrapper=self.backend_wrapper, backend_choice=self.backend_choice,
@@ -83,7 +84,7 @@ class RunContext:
             ((record.get("qsl") or {}).get("fingerprint") == self.features.fingerprint,
              "other dataset features (data dir, --count or --quick differ)"),
             (settings.get("backend_options") == _as_json(asdict(self.engine.backend_options(
-                scenario, self.features.params.max_seq_length))),
+                scenario, self.features.params.max_seq_length, self.model))),
              "other engine settings"),
             (settings.get("sut_options") == _as_json(asdict(self.engine.sut_options(scenario))), "other SUT settings"),
             (settings.get("overrides", {}) == self.overrides_for(scenario).given(),
