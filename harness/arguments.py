@@ -75,7 +75,7 @@ def add_engine_args(parser: argparse.ArgumentParser, note: str = "") -> None:
                         "bound first (docs/running.md, Server batching)")
     engine.add_argument("--token-budget", type=int, default=None,
                         help="Server, --server-policy tokens: tokens the engine computes per call, padding included "
-                        "(default: the largest whose call takes at most a third of the latency bound, measured before "
+                        "(default: the largest whose median call takes at most 0.4 of the latency bound, measured before "
                         "the run and recorded in run.json)")
     engine.add_argument("--buckets", default=None,
                         help="length bucketing: sequence lengths to build engines for; each batch runs at the "

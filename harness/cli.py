@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "untrained oBERT-MobileBERT benchmark model in ./models, built on first use)")
     add_data_args(run)
     run.add_argument("--quick", action="store_true",
-                     help=f"smoke run: first ~{QUICK.count} features, {QUICK.min_duration_ms / 1000:.0f} s minimum "
-                     f"duration, buckets {','.join(map(str, QUICK.buckets))} (fewer engines to compile); not a "
+                     help=f"smoke run: first ~{QUICK.count} features (Offline: each once; the latency scenarios: "
+                     f"{QUICK.min_duration_ms / 1000:.0f} s minimum), buckets {','.join(map(str, QUICK.buckets))} (fewer engines to compile); not a "
                      "compliant run")
     loadgen = run.add_argument_group("LoadGen overrides (any of these makes the run non-compliant)")
     loadgen.add_argument("--count", "--max-examples", "--max_examples", dest="count", type=int,
@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "locally and through one-core Ray workers on a 2-node loopback cluster; on a one-node cluster the "
                        "placement and a Server sweep through Ray and locally; the projection to 1..64 nodes; ~45 min), "
                        "engines (OpenVINO beside DeepSparse on the same INT8 model: Offline over every feature, Server "
-                       "sweeps, a full-length OpenVINO Server run, SingleStream, OpenVINO's precision and sparse-weights "
-                       "variants; ~40 min), hosts (Offline over the first --samples features across two hosts emulated "
+                       "sweeps with the tokens and the aging policy, a full-length Server run per engine with its best "
+                       "policy, SingleStream, OpenVINO's precision and sparse-weights variants; ~75 min), hosts (Offline over the first --samples features across two hosts emulated "
                        "with network and PID namespaces, one core each, Ray started on each with `ray start`, against "
                        "local on the same two cores; needs root; ~10 min) (default: %(default)s)")
     bench.add_argument("--reuse", action="append", default=[],

@@ -478,15 +478,30 @@ def _fail(run_dir: Path, record: dict, sut, note: str | None = None) -> None:
     mark_incomplete(run_dir, f"the backend failed: {record['fault']['error']}")
 
 
+FIND_TARGET = "`python -m harness find-target` finds this machine's targets and writes them as a user.conf"
+SERVER_FAR_INSIDE_BOUND = 0.5  # a VALID Server run whose p99 is under this share of the bound: its target is low
+
+
 def offered_load_note(scenario: str, results: dict) -> str | None:
-    """What to set when LoadGen ended a run before its minimum duration because the engine outran the load it was
-    told to expect (user.conf's targets are one machine's; LoadGen's own advice names no value)."""
+    """What to set when the load LoadGen was told to expect is not this machine's (user.conf's targets are one
+    machine's; LoadGen's own advice names no value): an engine that outran it (the run ended before its minimum
+    duration), a Server target it cannot hold or holds far inside the bound."""
+    if scenario == "Server":
+        p99, bound = (results.get("latency_ms") or {}).get("p99"), results.get("target_latency_ms")
+        if results.get("perf_constraints_met") is False:
+            return (f"the Server run did not hold the {bound} ms bound at {results.get('target_qps')} QPS: this "
+                    f"machine's Server target is lower; {FIND_TARGET}")
+        if results.get("validity") == "VALID" and p99 is not None and bound and p99 < SERVER_FAR_INSIDE_BOUND * bound:
+            return (f"the Server run held p99 {p99} ms, far inside the {bound} ms bound, at {results.get('target_qps')} "
+                    f"QPS: user.conf's Server target is likely another machine's; {FIND_TARGET}")
+        return None
     if results.get("min_duration_met") is not False:
         return None
     if scenario == "Offline" and results.get("samples_per_second"):
         return (f"the run ended before the minimum duration (INVALID): this engine ran {results['samples_per_second']:.1f} "
                 f"samples/s, more than the Offline load LoadGen was told to expect; set bert.Offline.target_qps = "
-                f"{results['samples_per_second']:.0f} in user.conf (or --target-qps) so that it issues enough samples")
+                f"{results['samples_per_second']:.0f} in user.conf (or --target-qps) so that it issues enough samples; "
+                f"{FIND_TARGET}")
     if scenario == "SingleStream" and (results.get("latency_ms") or {}).get("p50"):
         expected = max(results["latency_ms"]["p50"] / 2, 0.001)
         return (f"the run ran out of queries before the minimum duration (INVALID): its median latency "

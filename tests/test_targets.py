@@ -94,3 +94,36 @@ def test_a_target_no_full_length_run_confirmed_is_not_reported_as_found():
     assert search.confirmed is False and len(refused) == 2 and search.target_qps < min(refused)
     text = user_conf_text({"Server": search.target_qps}, "Produced by ...", server_confirmed=False)
     assert "# Server: NOT confirmed" in text and f"bert.Server.target_qps = {search.target_qps:g}" in text
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "SingleStream"])
+def test_a_quick_run_is_valid_whatever_the_user_conf_expects_of_this_machine(sample_dataset, tmp_path, scenario):
+    """user.conf holds one machine's targets (Offline 42 samples/s, SingleStream 30 ms); a quick run on a much faster
+    engine (the toy model: microseconds) must still be VALID, not 'Increase expected QPS' or 'Ran out of generated
+    queries'."""
+    import json
+
+    from harness.cli import main
+    from harness.sysinfo import REPO_ROOT
+    from tests.onnx_fixtures import write_toy_qa_model
+
+    conf = (REPO_ROOT / "user.conf").read_text()
+    assert "bert.Offline.target_qps = 42" in conf and "bert.SingleStream.target_latency = 30" in conf
+    model = write_toy_qa_model(tmp_path / "toy" / "model.onnx")
+    assert main(["run", "--quick", "--scenario", scenario, "--model", str(model.parent), "--backend", "onnxruntime",
+                 "--data-dir", str(sample_dataset.dev_json.parent), "--cache-dir", str(tmp_path / "cache"),
+                 "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
+    assert record["results"]["validity"] == "VALID", record["results"].get("invalid_reason")
+
+
+def test_a_server_run_whose_target_is_not_this_machines_says_so_and_names_find_target():
+    from harness.runner import offered_load_note
+
+    base = {"target_qps": 3.0, "target_latency_ms": 130.0, "perf_constraints_met": True, "validity": "VALID"}
+    lost = offered_load_note("Server", {**base, "target_qps": 200.0, "perf_constraints_met": False, "validity": "INVALID",
+                                        "latency_ms": {"p99": 400.0}})
+    assert "did not hold the 130.0 ms bound at 200.0 QPS" in lost and "python -m harness find-target" in lost
+    low = offered_load_note("Server", {**base, "latency_ms": {"p99": 20.0}})
+    assert "far inside the 130.0 ms bound" in low and "python -m harness find-target" in low
+    assert offered_load_note("Server", {**base, "latency_ms": {"p99": 110.0}}) is None
