@@ -57,7 +57,14 @@ from harness.errors import ConfigError
 from harness.isolated import request_to_spec
 from harness.models import ModelInfo
 from harness.rundir import create_run_dir, mark_complete, mark_incomplete, write_json_atomic
-from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, default_scheduler
+from harness.run_options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_STREAMS,
+    TOKEN_POLICY_MAX_BATCH,
+    TOKEN_POLICY_STREAMS,
+    default_scheduler,
+    powers_of_two_through,
+)
 from harness.runner import RunRequest, harness_overhead_pct
 from harness.scenarios import SERVER_LATENCY_BOUND_MS, SutOptions
 from harness.settings import LoadGenOverrides
@@ -123,6 +130,10 @@ class SuiteConfig:
     # estimate over ~20x more queries than a 30 s point); OpenVINO's sparse-weights job at this rate (the weight
     # sparsity from which it decompresses sparse weights; the 4-block matrices hold 50% zeros).
     engine_server_fractions: tuple[float, ...] = (0.15, 0.25, 0.35, 0.45, 0.55)
+    # ... with the tokens policy (its batches grow with the load: it holds VALID loads nearer Offline's)
+    engine_token_server_fractions: tuple[float, ...] = (0.45, 0.55, 0.62, 0.68, 0.74, 0.8)
+    engine_server_policies: tuple[str, ...] = ("tokens", "aging")  # the harness's default first
+    engine_server_min_queries: int = 100
     engine_full_server_share: float = 0.9
     engine_sparse_weights_rate: float = 0.4
     engine_full_server: bool = True
@@ -180,6 +191,8 @@ class Suite:
             scenario=scenario, mode="performance", backend=backend, model=model, features=self.features,
             dataset=self.dataset,
             backend_options=BackendOptions(batch_size=batch_size, num_streams=streams if streams > 1 else None,
+                                           batch_sizes=(powers_of_two_through(batch_size)
+                                                        if scenario == "Server" and server_policy == "tokens" else None),
                                            scheduler=default_scheduler(streams),
                                            sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length),
                                            packing=packing, fast_vnni_emulation=fast_vnni, precision=precision,
@@ -354,29 +367,48 @@ class Suite:
         if m.dense_fp32_14l is not None or "ov-dense-fp32-14l" in self.reused:
             self._job("ov-dense-fp32-14l", "engines", backend="openvino", model=m.dense_fp32_14l, scenario="Offline",
                       batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams, tests=first)
-        server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
+        server = {"min_duration_ms": c.server_duration_ms, "min_query_count": c.engine_server_min_queries}
+        fractions = {"tokens": c.engine_token_server_fractions, "aging": c.engine_server_fractions,
+                     "slack": c.engine_server_fractions}
         for engine in ("deepsparse", "openvino"):
             short = ENGINE_JOB_PREFIX[engine]
             sps = (_records(offline[engine])[-1]["results"]["samples_per_second"]
                    if measuring and offline.get(engine) else None)
-            sweep = [LoadGenTest(label=f"Server {f:.0%} of its Offline", overrides={**server, "target_qps": round(f * sps, 3)})
-                     for f in c.engine_server_fractions] if sps else []
-            self._job(f"{short}-engine-server", "engines", backend=engine, model=m.sparse_int8, scenario="Server",
-                      batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms,
-                      streams=c.server_streams, tests=sweep)
+            for policy in c.engine_server_policies:
+                sweep = [LoadGenTest(label=f"Server {f:.0%} of its Offline",
+                                     overrides={**server, "target_qps": round(f * sps, 3)})
+                         for f in fractions[policy]] if sps else []
+                self._job(engine_server_job(short, policy), "engines", backend=engine, model=m.sparse_int8,
+                          scenario="Server", tests=sweep, **self._server_layout(policy))
             self._job(f"{short}-engine-singlestream", "engines", backend=engine, model=m.sparse_int8,
                       scenario="SingleStream", batch_size=DEFAULT_BATCH_SIZE["SingleStream"], buckets=c.buckets,
                       streams=DEFAULT_STREAMS["SingleStream"], tests=[single])
-        held = best_valid_server(_server_points(self.results["jobs"].get("ov-engine-server") or {})) if measuring else None
-        if c.engine_full_server and (held or "ov-engine-server-full" in self.reused):
-            target = round(c.engine_full_server_share * held["target_qps"], 3) if held else None
-            duration = ({} if c.engine_full_server_duration_ms is None else
-                        {"min_duration_ms": c.engine_full_server_duration_ms, "min_query_count": 1})
-            self._job("ov-engine-server-full", "engines", backend="openvino", model=m.sparse_int8, scenario="Server",
-                      batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms,
-                      streams=c.server_streams,
-                      tests=[LoadGenTest(label="Server, full length" + ("" if not duration else " (shortened)"),
-                                         overrides={"target_qps": target, **duration})] if target else [])
+            # one full-length run, with the policy whose sweep held the highest VALID load, at a share of that load
+            held = {policy: best_valid_server(_server_points(self.results["jobs"].get(engine_server_job(short, policy))
+                                                             or {})) for policy in c.engine_server_policies}
+            policy, point = max(((p, h) for p, h in held.items() if h and measuring),
+                                key=lambda pair: pair[1]["target_qps"], default=(c.engine_server_policies[0], None))
+            label = f"{short}-engine-server-full"
+            if c.engine_full_server and (point or label in self.reused):
+                target = round(c.engine_full_server_share * point["target_qps"], 3) if point else None
+                duration = ({} if c.engine_full_server_duration_ms is None else
+                            {"min_duration_ms": c.engine_full_server_duration_ms, "min_query_count": 1})
+                self._job(label, "engines", backend=engine, model=m.sparse_int8, scenario="Server",
+                          tests=[LoadGenTest(label=f"Server, full length, policy {policy}"
+                                             + ("" if not duration else " (shortened)"),
+                                             overrides={"target_qps": target, **duration})] if target else [],
+                          **self._server_layout(policy))
+
+    def _server_layout(self, policy: str) -> dict:
+        """The harness's default Server engine layout for ``policy`` (harness.run_options): the tokens policy's calls
+        of 1..8 windows or packed rows on one stream per core; the others' batches of --batch-size on one stream."""
+        c = self.config
+        if policy == "tokens":
+            packed = bool(self.models.sparse_int8.manifest.get("packed"))
+            return {"batch_size": TOKEN_POLICY_MAX_BATCH, "streams": TOKEN_POLICY_STREAMS, "server_policy": policy,
+                    "packing": packed, "buckets": None if packed else c.buckets}
+        return {"batch_size": c.server_batch, "buckets": c.buckets, "timeout_ms": c.server_timeout_ms,
+                "streams": c.server_streams, "server_policy": policy}
 
     def _ray_jobs(self, tests: list[LoadGenTest]) -> None:
         """Section ray, one invocation, same model and features throughout.
@@ -621,6 +653,8 @@ def _server_row(label: str, record: dict) -> dict:
                                 if record.get("engine_busy_s") and record.get("batches_run") else None),
         "batch_size": record["backend"].get("batch_size"), "peak_rss_mb": record.get("peak_rss_mb"),
         "streams": record["backend"].get("num_streams") or 1,
+        "policy": ((record.get("settings") or {}).get("sut_options") or {}).get("server_policy"),
+        "invalid_reason": r.get("invalid_reason"),
     }
 
 
@@ -629,12 +663,16 @@ def _server_points(job: dict) -> list[dict]:
 
 
 def best_valid_server(rows: list[dict]) -> dict | None:
-    """The highest load of a Server sweep at which LoadGen's latency constraint held (p99 <= 130 ms). Points of a
-    short sweep are too few queries for LoadGen's early-stopping estimate, so their overall result may read INVALID
-    for that reason alone; the tables show both."""
-    valid = [s for s in rows if s["latency_bound_met"] and s["p99_ms"] is not None
-             and s["p99_ms"] <= SERVER_LATENCY_BOUND_MS]
+    """The highest load of a Server sweep that LoadGen called VALID (latency bound and early stopping both met): a
+    point whose p99 held but whose queries were too few for the early-stopping estimate is not a load the machine
+    held (the tables show both, and the INVALID point's reason)."""
+    valid = [s for s in rows if s["validity"] == "VALID"]
     return max(valid, key=lambda s: s["target_qps"]) if valid else None
+
+
+def engine_server_job(short: str, policy: str) -> str:
+    """Section engines' Server sweep job of an engine (``ds``/``ov``) and policy (aging keeps its old label)."""
+    return f"{short}-engine-server" + ("" if policy == "aging" else f"-{policy}")
 
 
 def auto_check(isa: list[str], deepsparse: dict | None, openvino: dict | None) -> dict:
@@ -660,9 +698,17 @@ def engines_summary(offline_rows: list[dict], server_rows: list[dict], singlestr
     ds_first, ov_first = offline("ds-engine-offline", samples), offline("ov-engine-offline", samples)
     if not (ov_all or ov_first):
         return None
-    server = {engine: best_valid_server([r for r in server_rows if r["job"] == f"{engine}-engine-server"])
-              for engine in ("ds", "ov")}
-    full = next((r for r in server_rows if r["job"] == "ov-engine-server-full"), None)
+    policies = list(dict.fromkeys(r["policy"] for r in server_rows if r["job"].startswith(("ds-engine-server",
+                                                                                          "ov-engine-server"))))
+    by_policy = {engine: {policy: best_valid_server([r for r in server_rows if r["job"] == engine_server_job(engine, policy)])
+                          for policy in policies} for engine in ("ds", "ov")}
+    # each engine's best Server load over the policies swept (the default policy's where only it ran)
+    server = {engine: max((row for row in rows.values() if row), key=lambda row: row["target_qps"], default=None)
+              for engine, rows in by_policy.items()}
+    fulls = {engine: next((r for r in server_rows if r["job"] == f"{engine}-engine-server-full"), None)
+             for engine in ("ds", "ov")}
+    full = fulls["ov"]
+    offline_of = {"ds": ds_all, "ov": ov_all}
     ds_single, ov_single = single("ds-engine-singlestream"), single("ov-engine-singlestream")
     variants = {label: _ratio(offline(job, samples), ov_first, digits=3)
                 for label, job in (("f32_float_ops", "ov-engine-offline-f32"),
@@ -681,6 +727,14 @@ def engines_summary(offline_rows: list[dict], server_rows: list[dict], singlestr
                          for engine, row in server.items()},
         "server_sweep_openvino_vs_deepsparse": (round(server["ov"]["target_qps"] / server["ds"]["target_qps"], 3)
                                                 if server["ov"] and server["ds"] else None),
+        "server_by_policy": {engine: {policy: row and {"target_qps": row["target_qps"], "p99_ms": row["p99_ms"],
+                                                       "vs_offline": _share(row, offline_of[engine])}
+                                      for policy, row in rows.items()} for engine, rows in by_policy.items()},
+        "server_full": {engine: run and {**{k: run[k] for k in ("target_qps", "validity", "p99_ms", "query_count",
+                                                               "latency_bound_met", "early_stopping_met", "policy")},
+                                        "vs_offline": _share(run, offline_of[engine]) if run["validity"] == "VALID"
+                                        else None}
+                        for engine, run in fulls.items()},
         "server_full_openvino": full and {k: full[k] for k in ("target_qps", "validity", "p99_ms", "query_count",
                                                                "latency_bound_met", "early_stopping_met")},
         "server_full_vs_offline": (round(full["target_qps"] / ov_all["samples_per_s"], 3)
@@ -691,6 +745,13 @@ def engines_summary(offline_rows: list[dict], server_rows: list[dict], singlestr
                                                     if ds_single and ov_single and ds_single["p90_ms"] else None),
         "openvino_variants_vs_default": variants,
     }
+
+
+def _share(server_row: dict | None, offline_row: dict | None) -> float | None:
+    """A Server load as a share of the same engine's Offline samples/s (all features) of the same invocation."""
+    if not server_row or not offline_row or not offline_row.get("samples_per_s"):
+        return None
+    return round(server_row["target_qps"] / offline_row["samples_per_s"], 3)
 
 
 def vnni_summary(offline_rows: list[dict], singlestream_rows: list[dict]) -> dict | None:
