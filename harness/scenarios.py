@@ -42,7 +42,7 @@ from harness.backends import Backend
 from harness.bucketing import bucket_index
 from harness.errors import ConfigError
 from harness.qsl import SquadQSL
-from harness.server_batching import TokenBudgetQueue, Waiting, choose_token_budget
+from harness.server_batching import TokenBudgetQueue, Waiting, measure_token_budget
 
 log = logging.getLogger(__name__)
 
@@ -251,20 +251,16 @@ class ServerSut(SystemUnderTest):
 
         budget = self.options.token_budget
         if budget is None:
-            features = self.qsl.features
-
-            def run_call(indices: list[int]) -> float:
-                started = time.perf_counter()
-                self.backend.predict(*self.qsl.gather(np.asarray(indices, dtype=np.int64)))
-                return time.perf_counter() - started
-
-            self.budget_choice = choose_token_budget(
-                run_call, np.asarray(features.seq_lengths), max_length=width, max_rows=self.backend.batch_size,
-                max_batch=self.backend.max_windows_per_call, cost=cost, workers=self.options.num_workers or 1,
-                bound_s=self._bound_s)
+            try:
+                self.budget_choice = measure_token_budget(self.backend, self.qsl.features,
+                                                          workers=self.options.num_workers or 1, bound_s=self._bound_s)
+            except Exception as exc:  # the engine failed before the run: the run's fault path answers every sample
+                self._record_fault(exc)
+                self.budget_choice = {"budget": width, "failed": f"{type(exc).__name__}: {exc}"}
+                return TokenBudgetQueue(width, self.backend.max_windows_per_call, cost)
             budget = self.budget_choice["budget"]
-            log.info("Server token budget: %d tokens per call (the largest whose call took at most %.0f ms with %d "
-                     "worker(s) busy)", budget, self.budget_choice["limit_ms"], self.budget_choice["workers"])
+            log.info("Server token budget: %d tokens per call (the largest whose median call took at most %.0f ms with "
+                     "%d worker(s) busy)", budget, self.budget_choice["limit_ms"], self.budget_choice["workers"])
         else:
             self.budget_choice = {"budget": budget, "given": True}
         return TokenBudgetQueue(budget, self.backend.max_windows_per_call, cost, expected_s=lambda b: self._expected_s[b])
@@ -408,7 +404,6 @@ class SingleStreamSut(SystemUnderTest):
 
 def create_sut(scenario: str, backend: Backend, qsl: SquadQSL, options: SutOptions) -> SystemUnderTest:
     suts = {"Offline": OfflineSut, "Server": ServerSut, "SingleStream": SingleStreamSut}
-    try:
-        return suts[scenario](backend, qsl, options)
-    except KeyError:
-        raise ConfigError(f"--scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}") from None
+    if scenario not in suts:  # looked up first: a KeyError inside a SUT's set-up is not a wrong scenario
+        raise ConfigError(f"--scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}")
+    return suts[scenario](backend, qsl, options)

@@ -35,7 +35,7 @@ LOOKAHEAD = 32
 # packed rows a call costs whole rows: on 2 cores two-row calls took 38-47 ms and held ~1.9x the load of one-row calls
 # at a third of the bound (docs/running.md, Server batching), so the share leaves room for two rows there.
 BUDGET_SHARE_OF_BOUND = 0.4
-CALIBRATION_REPEATS = 3
+CALIBRATION_REPEATS = 5  # batches timed per budget: the calls of a 2-core VM vary by tens of percent
 
 
 @dataclass
@@ -154,3 +154,23 @@ def choose_token_budget(run_call: Callable[[list[int]], float], lengths: np.ndar
     return {"budget": chosen, "limit_ms": round(1000 * limit_s, 1), "workers": workers, "max_batch": max_batch,
             "measured": measured}
 
+
+def measure_token_budget(backend, features, *, workers: int, bound_s: float) -> dict[str, Any]:
+    """:func:`choose_token_budget` on ``backend`` with the windows of ``features`` (a :class:`squad.features.FeatureSet`):
+    what a Server run measures before it starts, and what find-target measures once for all its runs."""
+    import time
+
+    width = features.params.max_seq_length
+
+    def cost(lengths: Sequence[int]) -> int:
+        return backend.batch_cost(lengths, width)
+
+    def run_call(indices: list[int]) -> float:
+        index = np.asarray(indices, dtype=np.int64)
+        started = time.perf_counter()
+        backend.predict(features.input_ids[index], features.input_mask[index], features.segment_ids[index])
+        return time.perf_counter() - started
+
+    return choose_token_budget(run_call, np.asarray(features.seq_lengths), max_length=width,
+                               max_rows=backend.batch_size, max_batch=backend.max_windows_per_call, cost=cost,
+                               workers=workers, bound_s=bound_s)

@@ -189,6 +189,8 @@ SCENARIO_ORDER = ("Offline", "SingleStream", "Server")  # Offline first: its spe
 
 def find_targets(args) -> int:
     """``python -m harness find-target``: run the searches asked for, write the user.conf and the report."""
+    from dataclasses import replace as dc_replace
+
     from cmdline.provenance import provenance, provenance_line
     from harness.backends import create_backend
     from harness.rundir import check_runs_root
@@ -257,11 +259,21 @@ def find_targets(args) -> int:
                     return Probe(qps, results["validity"] == "VALID", (results.get("latency_ms") or {}).get("p99"),
                                  results.get("samples_per_second"), results.get("invalid_reason"), record["run_dir"])
 
+                budget = None
+                if engine.server_policy == "tokens" and engine.token_budget is None:
+                    # measured once, for every run of the search: each run measuring its own, the budget swung
+                    # between one and two packed rows from run to run and the bisection followed the noise
+                    from harness.scenarios import SERVER_LATENCY_BOUND_MS
+                    from harness.server_batching import measure_token_budget
+
+                    budget = measure_token_budget(backend, features, workers=engine.sut_options(scenario).num_workers
+                                                  or 1, bound_s=SERVER_LATENCY_BOUND_MS / 1000)
+                    engine = dc_replace(engine, token_budget=budget["budget"])
                 search = bisect_server_load(probe, upper, tolerance=args.tolerance)
                 if not args.no_confirm:
                     search = confirm_server_load(search, lambda qps: probe(qps, full=True), args.tolerance)
                 targets["Server"] = search.target_qps
-                details["Server"] = {**search.as_dict(), "upper_qps": upper}
+                details["Server"] = {**search.as_dict(), "upper_qps": upper, "token_budget": budget}
                 plot_search(search, out_dir / "server_p99_vs_load.png",
                             f"Server search: {engine.backend}, {model.label}")
         finally:

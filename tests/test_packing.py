@@ -271,7 +271,9 @@ def test_packing_is_refused_where_it_cannot_work(packed_models, tmp_path):
     from harness.run_options import EngineSettings
 
     with pytest.raises(ConfigError, match="--packing is for Offline and for Server with --server-policy tokens; Server"):
-        EngineSettings(packing=True, buckets=None).backend_options("Server")
+        EngineSettings(packing=True, buckets=None, server_policy="aging").backend_options("Server")
+    with pytest.raises(ConfigError, match="--packing is for Offline and for Server with --server-policy tokens; Single"):
+        EngineSettings(packing=True, buckets=None).backend_options("SingleStream")
     # Server's token-budget batches fill packed rows: engine calls of 1, 2, 4 or 8 rows
     tokens = EngineSettings(backend="onnxruntime", packing=True, buckets=None, server_policy="tokens")
     assert tokens.backend_options("Server").packing and tokens.backend_options("Server").batch_sizes == (1, 2, 4, 8)

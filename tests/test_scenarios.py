@@ -423,9 +423,10 @@ def test_ctrl_c_while_the_bucket_engines_compile_ends_the_run_at_once(sample, tm
 def test_an_overloaded_server_run_says_when_it_cannot_be_valid(sample, tmp_path):
     """Offered far more than the engine serves: the run says early that the bound is lost, shows its queue
     draining, and finishes."""
-    # a small minimum query count: user.conf's Server minimum (3,600) would serve for over a minute here
+    # a small minimum query count: user.conf's Server minimum (3,600) would serve for over a minute here; one window
+    # per 20 ms call (the aging policy at batch 1: the tokens policy would batch its way out of the overload)
     proc = subprocess.run(_server_cli(sample, tmp_path, "--min-duration-ms", "2000", "--target-qps", "100",
-                                      "--min-query-count", "200", "--inject-delay-ms", "20"),
+                                      "--min-query-count", "200", "--inject-delay-ms", "20", "--server-policy", "aging"),
                           capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "the latency bound was lost" in proc.stderr and "--abort-when-invalid" in proc.stderr
@@ -436,7 +437,8 @@ def test_an_overloaded_server_run_says_when_it_cannot_be_valid(sample, tmp_path)
 def test_abort_when_invalid_stops_a_lost_server_run(sample, tmp_path):
     started = time.monotonic()
     proc = subprocess.run(_server_cli(sample, tmp_path, "--min-duration-ms", "120000", "--target-qps", "100",
-                                      "--inject-delay-ms", "20", "--abort-when-invalid", "--fault-grace-s", "2"),
+                                      "--inject-delay-ms", "20", "--abort-when-invalid", "--fault-grace-s", "2",
+                                      "--server-policy", "aging"),
                           capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
     assert time.monotonic() - started < 60  # not the 120 s minimum duration
     assert proc.returncode == 5, proc.stderr[-2000:]

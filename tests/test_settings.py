@@ -124,9 +124,16 @@ def test_engine_defaults_per_scenario_and_backend():
     assert (offline.batch_size, offline.num_streams) == (DEFAULT_BATCH_SIZE["Offline"], DEFAULT_STREAMS["Offline"])
     assert offline.scheduler == ("multi_stream" if DEFAULT_STREAMS["Offline"] > 1 else "default")
     assert deepsparse.sut_options("Offline").num_workers == DEFAULT_STREAMS["Offline"]  # one worker per stream
-    server = deepsparse.backend_options("Server")
+    aging = EngineSettings(backend="deepsparse", server_policy="aging")
+    server = aging.backend_options("Server")
     assert (server.batch_size, server.num_streams, server.scheduler) == (1, None, "default")  # engine default: 1
-    assert deepsparse.sut_options("Server").num_workers == 1
+    assert aging.sut_options("Server").num_workers == 1
+    # Server's default policy, tokens: calls of 1, 2, 4, 8 packed rows on one stream (and worker) per core
+    tokens = deepsparse.backend_options("Server")
+    assert deepsparse.server_policy == "tokens" and tokens.packing and tokens.sequence_buckets is None
+    assert (tokens.batch_size, tokens.batch_sizes, tokens.num_streams, tokens.scheduler) == (8, (1, 2, 4, 8), 2,
+                                                                                             "multi_stream")
+    assert deepsparse.sut_options("Server").num_workers == 2
     # Streams are a DeepSparse setting: ONNX Runtime gets none, and one SUT worker.
     ort = EngineSettings(backend="onnxruntime")
     assert ort.backend_options("Offline").num_streams is None and ort.sut_options("Offline").num_workers == 1

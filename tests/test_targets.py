@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.errors import ConfigError
@@ -76,8 +78,14 @@ def test_find_target_on_the_toy_model_writes_a_user_conf_that_a_following_run_re
     assert set(targets) == {"bert.Offline.target_qps", "bert.Server.target_qps", "bert.SingleStream.target_latency"}
     assert 0 < targets["bert.Server.target_qps"] <= targets["bert.Offline.target_qps"]
     [report] = (tmp_path / "runs").glob("find-target-*/find_target.json")
-    probes = json.loads(report.read_text())["details"]["Server"]["probes"]
+    server = json.loads(report.read_text())["details"]["Server"]
+    probes = server["probes"]
     assert any(p["valid"] for p in probes) and (report.parent / "server_p99_vs_load.png").is_file()
+    # the token budget measured once, and every run of the search given it
+    budget = server["token_budget"]["budget"]
+    for probe in probes:
+        record = json.loads((Path(probe["run_dir"]) / "run.json").read_text())
+        assert record["sut"]["token_budget"] == {"budget": budget, "given": True}
     # a following run takes its Server target from that file
     assert main(["run", *common, "--scenario", "Server", "--user-conf", str(output), "--min-duration-ms", "500",
                  "--min-query-count", "20"]) == 0
