@@ -307,7 +307,7 @@ def _minutes(seconds: float | None) -> str:
 def plot_protocol(summary: dict[str, Any], path: Path) -> Path | None:
     """Held-out F1 against the exported encoder sparsity, one colour per method, every seed a point, the seeds'
     mean joined by a line; the dense teacher as a dashed line."""
-    from harness.bench.plots import pyplot, save_plot
+    from harness.bench.plots import pyplot
 
     if not summary["groups"]:
         return None
@@ -321,17 +321,25 @@ def plot_protocol(summary: dict[str, Any], path: Path) -> Path | None:
             ax.scatter([100 * s for s in group["encoder_sparsity"]], group["f1"], color=line.get_color(), s=22,
                        alpha=0.8)
     teacher = summary.get("teacher")
-    if teacher:
-        ax.axhline(teacher["heldout"]["f1"], color="black", linewidth=0.8, linestyle="--",
-                   label=f"dense teacher {teacher['heldout']['f1']:.2f}")
-    ax.set_xlabel("4-block sparsity of the encoder Linears, read from the export (%)")
+    finish_f1_vs_sparsity(fig, ax, teacher["heldout"]["f1"] if teacher else None, summary["label"],
+                          "F1 against sparsity: every seed a point", path)
+    return path
+
+
+def finish_f1_vs_sparsity(fig, ax, teacher_f1: float | None, label: str, title: str, path: Path) -> None:
+    """The dense teacher's line, the axes' labels, the legend and the label on top of an F1-against-sparsity plot,
+    saved to ``path``."""
+    from harness.bench.plots import save_plot
+
+    if teacher_f1 is not None:
+        ax.axhline(teacher_f1, color="black", linewidth=0.8, linestyle="--", label=f"dense teacher {teacher_f1:.2f}")
+    ax.set_xlabel("4-block sparsity of the encoder Linears (%)")
     ax.set_ylabel("held-out F1 (PyTorch)")
-    ax.set_title("F1 against sparsity: every seed a point", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.suptitle(summary["label"], fontsize=8)
+    fig.suptitle(label, fontsize=8)
     fig.tight_layout()
     save_plot(fig, path)
-    return path
 
 
 def write_protocol_results(store: RowStore, config: RealAccuracyConfig) -> dict[str, Any]:

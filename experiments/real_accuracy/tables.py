@@ -8,6 +8,7 @@ from typing import Any
 from cmdline.provenance import provenance_line
 from experiments.real_accuracy.config import METHOD_LABELS
 from experiments.real_accuracy.results import BACKEND_NAMES, FAST_VNNI_MAX_F1_CHANGE, FAST_VNNI_MIN_SPEEDUP
+from experiments.real_accuracy.rows import finish_f1_vs_sparsity
 
 def _identity_summary(per_model: dict[str, dict[str, Any]], all_identical: str) -> str:
     differing = {k: v["differing"] for k, v in per_model.items() if not v["identical"]}
@@ -96,16 +97,13 @@ def plotted_backend(rows: list[dict[str, Any]]) -> str | None:
 def plot_f1_vs_sparsity(results: dict[str, Any], path: Path) -> Path | None:
     """Held-out PyTorch F1 against encoder sparsity, one line per pruning method, the seeds' mean with their range
     as error bars, the dense teacher at 0%."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from harness.bench.plots import pyplot
 
     rows = [row for row in results["rows"] if row.get("method")]
     if not rows:
         return None
     dense = next((row for row in results["rows"] if row["model"] == "dense FP32"), None)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for method in dict.fromkeys(row["method"] for row in rows):
         points = sorted((row for row in rows if row["method"] == method), key=lambda row: row["sparsity"])
         x = [100 * row["sparsity"] for row in points]
@@ -115,17 +113,8 @@ def plot_f1_vs_sparsity(results: dict[str, Any], path: Path) -> Path | None:
         label = METHOD_LABELS.get(method, method) + " (seeds: " + ", ".join(
             f"{round(100 * row['sparsity'])}% n={row['seeds']['n']}" for row in points) + ")"
         ax.errorbar(x, mean, yerr=[low, high], marker="o", capsize=4, label=label)
-    if dense and dense.get("torch"):
-        ax.axhline(dense["torch"]["f1"], color="black", linewidth=0.8, linestyle="--",
-                   label=f"dense teacher {dense['torch']['f1']:.2f}")
-    ax.set_xlabel("4-block sparsity of the encoder Linears (%)")
-    ax.set_ylabel("held-out F1 (PyTorch)")
-    ax.set_title("F1 against sparsity: mean over seeds, bars = min..max", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.suptitle(results["label"], fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_f1_vs_sparsity(fig, ax, dense["torch"]["f1"] if dense and dense.get("torch") else None, results["label"],
+                          "F1 against sparsity: mean over seeds, bars = min..max", path)
     return path
 
 
