@@ -42,7 +42,7 @@ from harness.backends import Backend
 from harness.bucketing import bucket_index
 from harness.errors import ConfigError
 from harness.qsl import SquadQSL
-from harness.server_batching import TokenBudgetQueue, Waiting, measure_token_budget
+from harness.server_batching import TokenBudgetQueue, Waiting, call_cost, measure_token_budget
 
 log = logging.getLogger(__name__)
 
@@ -245,10 +245,7 @@ class ServerSut(SystemUnderTest):
     def _token_queue(self) -> TokenBudgetQueue:
         """The tokens policy's queue, its budget given or chosen from this engine's measured call times."""
         width = self.max_seq_length
-
-        def cost(lengths) -> int:
-            return self.backend.batch_cost(lengths, width)
-
+        cost = call_cost(self.backend, width)
         budget = self.options.token_budget
         if budget is None:
             try:

@@ -21,6 +21,7 @@ module.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,13 +89,6 @@ class TokenBudgetQueue:
                 del self._waiting[i]
         return batch
 
-    def take_all(self) -> list[list[Waiting]]:
-        """Everything still waiting, in batches (the run is stopping)."""
-        batches = []
-        while self._waiting:
-            batches.append(self.take())
-        return batches
-
 
 # ----------------------------------------------------------------------------------------------
 # The budget, from this engine's measured call times
@@ -161,9 +155,7 @@ def measure_token_budget(backend, features, *, workers: int, bound_s: float) -> 
     import time
 
     width = features.params.max_seq_length
-
-    def cost(lengths: Sequence[int]) -> int:
-        return backend.batch_cost(lengths, width)
+    cost = call_cost(backend, width)
 
     def run_call(indices: list[int]) -> float:
         index = np.asarray(indices, dtype=np.int64)
@@ -174,3 +166,8 @@ def measure_token_budget(backend, features, *, workers: int, bound_s: float) -> 
     return choose_token_budget(run_call, np.asarray(features.seq_lengths), max_length=width,
                                max_rows=backend.batch_size, max_batch=backend.max_windows_per_call, cost=cost,
                                workers=workers, bound_s=bound_s)
+
+
+def call_cost(backend, width: int) -> Callable[[Sequence[int]], int]:
+    """The tokens ``backend`` computes for one call on windows of these lengths, given as ``width``-token rows."""
+    return functools.partial(backend.batch_cost, width=width)
