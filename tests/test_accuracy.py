@@ -17,7 +17,7 @@ from harness.accuracy import (
     evaluate_accuracy_log,
     read_accuracy_log,
 )
-from squad.data import sample_vocab
+from squad.sample_corpus import sample_vocab
 from squad.scoring import exact_match_score, f1_score, get_final_text, normalize_answer, predict_answers, squad_v1_scores
 from harness.errors import HarnessError
 from squad.features import (
