@@ -455,22 +455,6 @@ def iter_epoch_batches(
         yield features.batch(order[step * batch_size:(step + 1) * batch_size])
 
 
-def grad_sampler_batches(
-    features: TrainFeatures, batch_size: int, seed: int
-) -> Iterator[tuple[list, dict[str, torch.Tensor], None]]:
-    """Endless ``([], batch, None)`` items for sparseml's OBS GradSampler (loss = the model's own loss)."""
-    epoch = 0
-    while True:
-        order = epoch_order(len(features), seed + 1, epoch)  # own stream: do not replay the training order
-        for lo in range(0, len(features), batch_size):
-            yield [], features.batch(order[lo:lo + batch_size]), None
-        epoch += 1
-
-
-def records_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def limit_records(records: Sequence[QARecord], max_questions: int | None) -> list[QARecord]:
     """``max_questions`` records spread evenly over the data (all when None), for small runs.
 
