@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from compression.data import TrainFeatures
+from compression.train_features import TrainFeatures
 from squad.scoring import score_windows
 from squad.features import FeatureParams, FeatureSet, load_or_build_features, select_features
 

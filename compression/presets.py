@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compression.errors import CompressionError
-from compression.data import WindowParams
+from compression.train_features import WindowParams
 from squad.features import FeatureParams
 
 PUBLISHED_TEACHER = "neuralmagic/mobilebert-uncased-finetuned-squadv1"

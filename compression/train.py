@@ -40,11 +40,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from compression.data import TrainFeatures, epoch_order, iter_epoch_batches, steps_per_epoch
 from compression.errors import CompressionError
 from compression.quantize import freeze_observers, load_manager, sparseml_loggers
 from compression.recipes import match_params
 from compression.schedule import recipe_epochs
+from compression.train_features import TrainFeatures, epoch_order, iter_epoch_batches, steps_per_epoch
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any
 from cmdline.provenance import provenance, provenance_line
 from compression.architecture import build_model
 from compression.checkpoints import load_qa_model, save_checkpoint_dir
-from compression.data import DEV_SPLIT_NOTE, WindowParams
+from compression.dev_split import DEV_SPLIT_NOTE
 from compression.export import load_vocab_tokenizer
 from compression.presets import PipelinePreset
 from compression.recipes import (
@@ -51,6 +51,7 @@ from compression.sparsity import sparsity_report
 from compression.steps.common import RunConfig
 from compression.steps.data import dataset_files, evaluate_model, prepare_data
 from compression.train import CHECKPOINT_DIR, CHECKPOINT_FILE, TrainSettings, train_with_recipe
+from compression.train_features import WindowParams
 from squad.features import FeatureParams
 
 log = logging.getLogger(__name__)

@@ -20,14 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression.data import (
-    QARecord,
-    WindowParams,
-    build_train_features,
-    label_window,
-    read_squad_records,
-    split_dev_by_article,
-)
+from compression.dev_split import split_dev_by_article
 from compression.errors import CompressionError, RecipeError
 from compression.recipes import (
     COMPRESSION_RECIPE,
@@ -39,6 +32,8 @@ from compression.recipes import (
     pruned_param_patterns,
 )
 from compression.schedule import expected_lr, lr_schedule, lr_segments, pruning_schedule, recipe_epochs
+from compression.squad_records import QARecord, read_squad_records
+from compression.train_features import WindowParams, build_train_features, label_window
 
 SMOKE_TIME_LIMIT_S = 300.0
 
@@ -117,7 +112,7 @@ def test_a_validation_split_comes_from_the_training_articles_and_never_overlaps(
 def test_a_window_budget_is_drawn_from_every_article_in_proportion() -> None:
     """The first-N cut trained the students on 5 of 40 articles; the stratified draw covers every article, keeps
     each article's share, gives the budget exactly, and depends on the seed."""
-    from compression.data import TrainFeatures
+    from compression.train_features import TrainFeatures
 
     sizes = {"big": 600, "mid": 300, "small": 90, "tiny": 10}
     strata = [label for label, n in sizes.items() for _ in range(n)]

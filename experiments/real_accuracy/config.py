@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compression.data import WindowParams
 from compression.presets import PipelinePreset
+from compression.train_features import WindowParams
 from squad.features import FeatureParams
 
 LABEL = ("trained on 40 SQuAD v1.1 dev articles, evaluated on the 8 held out: NOT the standard benchmark")

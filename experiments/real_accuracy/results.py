@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cmdline.provenance import provenance
-from compression.data import DEV_SPLIT_NOTE
+from compression.dev_split import DEV_SPLIT_NOTE
 from compression.verify import f1_bound, f1_outside_range
 from experiments.real_accuracy.config import LABEL, RealAccuracyConfig, row_label
 from experiments.real_accuracy.harness_driver import HarnessJob, predictions_identical

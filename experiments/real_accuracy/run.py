@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from compression.data import split_dev_by_article
+from compression.dev_split import split_dev_by_article
 from compression.errors import CompressionError
 from compression.steps import RunConfig
 from compression.steps.data import dataset_files

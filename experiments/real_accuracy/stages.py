@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from compression.checkpoints import load_qa_model, load_qat_model, save_checkpoint_dir
-from compression.data import DEV_SPLIT_NOTE
+from compression.dev_split import DEV_SPLIT_NOTE
 from compression.errors import CompressionError, VerificationError
 from compression.evaluate import evaluate_squad, load_eval_features
 from compression.export import export_model_dir, load_vocab_tokenizer

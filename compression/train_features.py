@@ -1,18 +1,12 @@
-"""Training data for the compression pipeline: SQuAD-format question records, the article split of the
-dev set used offline, and training features (token windows with start/end answer positions).
+"""Training features (token windows labelled with start/end answer positions), their cache, and the seeded order in
+which an epoch visits them.
 
-Training features follow the published run (sparseml's ``question_answering.py``, itself Hugging Face's
-``run_qa.py``): the question (left-stripped) and the context are tokenized together, the context is cut
-into ``max_seq_length`` windows that *overlap* by ``doc_stride`` tokens (the tokenizer's ``stride``), and
-each window is labelled with the token positions of the first gold answer, or with the [CLS] position
-(0) when the answer is not entirely inside the window. (The harness's evaluation windows follow the
-MLPerf reference instead, where ``doc_stride`` is how far each window's start advances; both are right
-for their purpose: training reproduces the published recipe run, evaluation reproduces MLPerf.)
-
-Sources: a local SQuAD v1.1-format JSON file, or, online, the Hugging Face ``squad`` dataset. Offline the
-only real data is SQuAD dev: :func:`split_dev_by_article` cuts it by article into a training part and a
-held-out part. That split is NOT the standard benchmark (the official protocol trains on SQuAD train and
-evaluates on all of dev); every output made from it says so (:data:`DEV_SPLIT_NOTE`).
+They follow the published run (sparseml's ``question_answering.py``, itself Hugging Face's ``run_qa.py``): the
+question (left-stripped) and the context are tokenized together, the context is cut into ``max_seq_length`` windows
+that *overlap* by ``doc_stride`` tokens (the tokenizer's ``stride``), and each window is labelled with the token
+positions of the first gold answer, or with the [CLS] position (0) when the answer is not entirely inside it. The
+harness's evaluation windows follow the MLPerf reference instead, where ``doc_stride`` is how far each window's start
+advances: training reproduces the published recipe run, evaluation reproduces MLPerf.
 """
 
 from __future__ import annotations
@@ -31,200 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from compression.squad_records import QARecord
 from squad.errors import DatasetError
-from squad.features import parse_squad_examples
 
 log = logging.getLogger(__name__)
 
-HF_SQUAD_SOURCE = "hf:squad"  # --train-data value meaning "Hugging Face datasets' squad, train split"
-DEV_SPLIT_NOTE = (
-    "NOT THE STANDARD BENCHMARK: trained on part of SQuAD v1.1 dev and evaluated on held-out dev articles "
-    "(the official protocol trains on SQuAD train and scores all of dev); numbers are only comparable "
-    "between runs on the same split"
-)
 TRAIN_FEATURES_VERSION = 1  # bump when the feature conversion changes (invalidates the cache)
 _TOKENIZE_CHUNK = 512  # questions per tokenizer call: throughput vs progress granularity
-
-
-@dataclass(frozen=True)
-class QARecord:
-    """One SQuAD question with its context and gold answers (character offsets into the context)."""
-
-    qas_id: str
-    title: str
-    context: str
-    question: str
-    answers: tuple[dict[str, Any], ...]  # each {"text": str, "answer_start": int}
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading and writing SQuAD-format data
-
-
-def read_squad_records(path: Path) -> list[QARecord]:
-    """All questions of a SQuAD v1.1-format file, in file order; a malformed file raises one DatasetError."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the SQuAD-format training data ({exc.strerror or exc})") from None
-    parse_squad_examples(raw, path)  # the harness's validation: names the exact spot of any problem
-    document = json.loads(raw.decode("utf-8-sig"))
-    records: list[QARecord] = []
-    for article_number, article in enumerate(document["data"]):
-        title = str(article.get("title", f"article-{article_number}"))
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                records.append(QARecord(
-                    qas_id=qa["id"], title=title, context=paragraph["context"], question=qa["question"],
-                    answers=tuple({"text": a["text"], "answer_start": a["answer_start"]} for a in qa.get("answers", [])),
-                ))
-    if not records:
-        raise DatasetError(f"{path}: holds no questions")
-    return records
-
-
-def load_hf_squad(split: str = "train") -> list[QARecord]:
-    """The Hugging Face ``squad`` dataset (needs internet on first use; cached by ``datasets`` after)."""
-    try:
-        from datasets import load_dataset
-
-        dataset = load_dataset("squad", split=split)
-    except Exception as exc:  # ConnectionError, FileNotFoundError, DatasetNotFoundError, ...
-        raise DatasetError(
-            f"could not load the Hugging Face 'squad' dataset (split {split!r}): {type(exc).__name__}: {exc}. "
-            "It needs internet access on first use; offline, pass a local SQuAD-format file with --train-data "
-            "or use --dev-split to train on part of dev-v1.1.json"
-        ) from None
-    return [
-        QARecord(
-            qas_id=row["id"], title=row["title"], context=row["context"], question=row["question"],
-            answers=tuple({"text": t, "answer_start": int(s)}
-                          for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])),
-        )
-        for row in dataset
-    ]
-
-
-def write_squad_json(records: Sequence[QARecord], path: Path, *, note: str | None = None) -> Path:
-    """Write records as a SQuAD v1.1-format file (articles by title, paragraphs by context, in order)."""
-    articles: dict[str, dict[str, dict[str, Any]]] = {}
-    for record in records:
-        paragraphs = articles.setdefault(record.title, {})
-        paragraph = paragraphs.setdefault(record.context, {"context": record.context, "qas": []})
-        paragraph["qas"].append({"id": record.qas_id, "question": record.question, "answers": list(record.answers)})
-    document: dict[str, Any] = {
-        "version": "1.1",
-        "data": [{"title": title, "paragraphs": list(paragraphs.values())} for title, paragraphs in articles.items()],
-    }
-    if note:
-        document["note"] = note  # extra top-level keys are ignored by SQuAD readers
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-@dataclass(frozen=True)
-class DevSplit:
-    """SQuAD dev cut by article into a training part, a held-out part and, optionally, a validation part taken
-    from the training articles (written as SQuAD files)."""
-
-    train_json: Path
-    heldout_json: Path
-    manifest_json: Path
-    train_articles: tuple[str, ...]
-    heldout_articles: tuple[str, ...]
-    train_questions: int
-    heldout_questions: int
-    validation_json: Path | None = None
-    validation_articles: tuple[str, ...] = ()
-    validation_questions: int = 0
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "note": DEV_SPLIT_NOTE,
-            "train_json": str(self.train_json),
-            "heldout_json": str(self.heldout_json),
-            "train_articles": len(self.train_articles),
-            "heldout_articles": len(self.heldout_articles),
-            "train_questions": self.train_questions,
-            "heldout_questions": self.heldout_questions,
-            "heldout_titles": list(self.heldout_articles),
-            "validation_json": str(self.validation_json) if self.validation_json else None,
-            "validation_articles": len(self.validation_articles),
-            "validation_questions": self.validation_questions,
-            "validation_titles": list(self.validation_articles),
-        }
-
-
-def split_dev_by_article(dev_json: Path, out_dir: Path, *, heldout_every: int = 6,
-                         validation_articles: int = 0) -> DevSplit:
-    """Split ``dev_json`` by article: every ``heldout_every``-th article (5, 11, 17, ... for 6) is held out, and
-    ``validation_articles`` of the others, spread evenly over them (for 4 of 40: the 10th, 20th, 30th and 40th),
-    form a validation part that is neither trained on nor held out.
-
-    Splitting by article keeps every paragraph and question of an article on one side, so no held-out or
-    validation context is ever trained on. With the official dev set and the default, 8 of 48 articles are held
-    out. The files are rewritten only when the source or the rule changed (derived data, cheap to rebuild).
-    """
-    if heldout_every < 2:
-        raise DatasetError(f"heldout_every must be at least 2, got {heldout_every}")
-    dev_json, out_dir = Path(dev_json), Path(out_dir)
-    records = read_squad_records(dev_json)
-    titles = list(dict.fromkeys(record.title for record in records))
-    if len(titles) < heldout_every:
-        raise DatasetError(
-            f"{dev_json}: has {len(titles)} articles; splitting by article needs at least {heldout_every}"
-        )
-    heldout_titles = {title for i, title in enumerate(titles) if i % heldout_every == heldout_every - 1}
-    remaining = [t for t in titles if t not in heldout_titles]
-    if not 0 <= validation_articles < len(remaining):
-        raise DatasetError(f"validation_articles={validation_articles}: {dev_json} has {len(remaining)} articles besides "
-                           "the held-out ones, and some must remain for training")
-    step = len(remaining) / validation_articles if validation_articles else 0
-    validation_titles = {remaining[int(round((k + 1) * step)) - 1] for k in range(validation_articles)}
-    train = [r for r in records if r.title not in heldout_titles | validation_titles]
-    heldout = [r for r in records if r.title in heldout_titles]
-    validation = [r for r in records if r.title in validation_titles]
-    source_sha256 = hashlib.sha256(dev_json.read_bytes()).hexdigest()
-    manifest_path = out_dir / "split.json"
-    split = DevSplit(
-        train_json=out_dir / "dev-split-train.json",
-        heldout_json=out_dir / "dev-split-heldout.json",
-        manifest_json=manifest_path,
-        train_articles=tuple(t for t in remaining if t not in validation_titles),
-        heldout_articles=tuple(t for t in titles if t in heldout_titles),
-        train_questions=len(train),
-        heldout_questions=len(heldout),
-        validation_json=out_dir / "dev-split-validation.json" if validation_articles else None,
-        validation_articles=tuple(t for t in remaining if t in validation_titles),
-        validation_questions=len(validation),
-    )
-    rule = f"article i (0-based, file order) is held out when i % {heldout_every} == {heldout_every - 1}"
-    if validation_articles:
-        rule += (f"; of the other {len(remaining)}, article j (0-based) is validation when j = round((k + 1) x "
-                 f"{len(remaining)} / {validation_articles}) - 1 for k < {validation_articles}")
-    manifest = {**split.summary(), "source": str(dev_json), "source_sha256": source_sha256, "rule": rule}
-    current = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-    files = [split.train_json, split.heldout_json] + ([split.validation_json] if split.validation_json else [])
-    if current != manifest or not all(path.is_file() for path in files):
-        write_squad_json(train, split.train_json, note=DEV_SPLIT_NOTE)
-        write_squad_json(heldout, split.heldout_json, note=DEV_SPLIT_NOTE)
-        if split.validation_json:
-            write_squad_json(validation, split.validation_json, note=DEV_SPLIT_NOTE)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    log.info("dev split: %d training questions (%d articles), %d validation questions (%d articles), %d held-out "
-             "questions (%d articles) -- %s", len(train), len(split.train_articles), len(validation),
-             len(split.validation_articles), len(heldout), len(split.heldout_articles), DEV_SPLIT_NOTE)
-    return split
-
-
-# ----------------------------------------------------------------------------------------------
-# Training features
 
 
 @dataclass(frozen=True)
@@ -430,10 +237,6 @@ def load_or_build_train_features(
     return features
 
 
-# ----------------------------------------------------------------------------------------------
-# Batching
-
-
 def steps_per_epoch(num_features: int, batch_size: int) -> int:
     """Optimizer steps in one pass over the data (the last, partial batch counts, as in HF's Trainer)."""
     return math.ceil(num_features / batch_size)
@@ -453,19 +256,6 @@ def iter_epoch_batches(
     order = epoch_order(len(features), seed, epoch)
     for step in range(start_step, steps_per_epoch(len(features), batch_size)):
         yield features.batch(order[step * batch_size:(step + 1) * batch_size])
-
-
-def limit_records(records: Sequence[QARecord], max_questions: int | None) -> list[QARecord]:
-    """``max_questions`` records spread evenly over the data (all when None), for small runs.
-
-    Evenly spaced rather than the first N, so a small slice still covers many articles.
-    """
-    if max_questions is None or max_questions >= len(records):
-        return list(records)
-    if max_questions < 1:
-        raise DatasetError(f"max_questions must be at least 1, got {max_questions}")
-    picks = np.unique(np.linspace(0, len(records) - 1, max_questions).round().astype(int))
-    return [records[int(i)] for i in picks]
 
 
 def feature_stats(features: TrainFeatures) -> dict[str, Any]:
