@@ -36,7 +36,8 @@ setup(
     "pipeline for MobileBERT on SQuAD v1.1",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["cmdline", "cmdline.*", "squad", "squad.*", "engines", "engines.*", "harness",
-                                    "harness.*", "compression", "compression.*", "experiments", "experiments.*"]),
+                                    "harness.*", "compression", "compression.*", "experiments", "experiments.*",
+                                    "benchmarks", "benchmarks.*"]),
     package_data={"compression": ["recipes/*.yaml"], "harness": ["conf/*.conf"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0"]},
@@ -45,6 +46,7 @@ setup(
             "obert-harness=harness.cli:main",
             "obert-compress=compression.cli:main",
             "obert-experiment=experiments.cli:main",
+            "obert-bench=benchmarks.cli:main",
         ]
     },
 )

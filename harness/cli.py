@@ -5,22 +5,22 @@ Sub-commands:
   find-target  this machine's Offline, Server and SingleStream targets, found by runs, as a user.conf
   accuracy  re-score the accuracy log of an earlier run
   prepare   resolve the dataset and build the feature cache (and, with --download, fetch SQuAD dev)
-  bench     Offline samples/s of DeepSparse vs ONNX Runtime on the compressed and dense models, and the
-            harness overhead against a bare engine loop (figures, not a test)
   submission  package an MLPerf submission tree for bert-99 (runs what is missing, TEST01, validator)
+
+The benchmark suite, an application of the harness, has its own command line: ``python -m benchmarks``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError, RunStopped
 from harness.interrupts import describe as describe_interrupt
 from harness.interrupts import exit_now, exit_status, install_sigterm_handler, install_stop_notice
 from harness.arguments import DEFAULT_RUNS_DIR, add_data_args, add_engine_args
-from harness.bucketing import DEFAULT_BUCKETS
 from harness.logging_config import configure_logging
 from harness.run_options import QUICK
 from harness.sysinfo import REPO_ROOT
@@ -124,34 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--download", action="store_true",
                       help="download SQuAD v1.1 dev (md5-checked) and the bert-base-uncased vocab (sha256-checked) into "
                       "--data-dir, $OBERT_DATA_DIR or the default data dir <cache dir>/data (needs internet)")
-    bench = sub.add_parser("bench", help="the benchmark suite: throughput of ours vs peers and the published "
-                           "design, harness overhead, Server latency vs QPS, memory, roofline, plots")
-    add_data_args(bench)
-    bench.add_argument("--samples", type=int, default=512,
-                       help="features per Offline throughput measurement, the first N of the dev set (default 512)")
-    bench.add_argument("--buckets", default=",".join(map(str, DEFAULT_BUCKETS)),
-                       help="length buckets of our configuration (default %(default)s)")
-    bench.add_argument("--server-duration-ms", type=int, default=30000, help="duration of each Server point")
-    bench.add_argument("--no-full", action="store_true", help="skip the Offline run over every feature")
-    bench.add_argument("--sections", default="offline,peers,server,tune",
-                       help="what to measure, of offline, peers, server, buckets (an engine at each length 64..384 "
-                       "x batch 8/16, and every bucket set ranked with its batch per bucket; ~19 min), tune, vnni "
-                       "(Offline over every feature and SingleStream with DeepSparse's NM_FAST_VNNI_EMULATION on and "
-                       "off; ~25 min), ray (Offline over every feature "
-                       "locally and through one-core Ray workers on a 2-node loopback cluster; on a one-node cluster the "
-                       "placement and a Server sweep through Ray and locally; the projection to 1..64 nodes; ~45 min), "
-                       "engines (OpenVINO beside DeepSparse on the same INT8 model: Offline over every feature, Server "
-                       "sweeps with the tokens and the aging policy, a full-length Server run per engine with its best "
-                       "policy, SingleStream, OpenVINO's precision and sparse-weights variants; ~75 min), hosts (Offline over the first --samples features across two hosts emulated "
-                       "with network and PID namespaces, one core each, Ray started on each with `ray start`, against "
-                       "local on the same two cores; needs root; ~10 min) (default: %(default)s)")
-    bench.add_argument("--reuse", action="append", default=[],
-                       help="an earlier suite directory (same --samples and data): its jobs of the sections not "
-                       "measured now are reported again, so one section can be re-measured alone; repeat to "
-                       "combine several (the first that has a job wins)")
-    bench.add_argument("--out-dir", default=str(REPO_ROOT / "bench_results"))
-    bench.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
-    bench.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
     # --- submission packaging (harness/submission/) ---
     from harness.submission.cli import add_submission_parser
 
@@ -161,19 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv), _dispatch)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "submission":  # harness/submission/
+        from harness.submission.cli import cmd_submission
+
+        return cmd_submission(args)
+    from harness import commands
+
+    return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
+
+
+def run_command(args: argparse.Namespace, command: Callable[[argparse.Namespace], int]) -> int:
+    """Run ``command(args)`` as every command line built on the harness does (``obert-harness``,
+    ``python -m benchmarks``): logging (``args.verbose``), a :class:`HarnessError` printed as one line with its exit
+    status, Ctrl-C and SIGTERM ending the command cleanly (exit 130 / 143)."""
     configure_logging(args.verbose)
     install_sigterm_handler()
     install_stop_notice()
     try:
-        if args.command in ("run", "accuracy", "prepare", "bench", "find-target"):
-            from harness import commands
-
-            return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
-        if args.command == "submission":  # harness/submission/
-            from harness.submission.cli import cmd_submission
-
-            return cmd_submission(args)
+        return command(args)
     except RunStopped as exc:  # --abort-when-invalid: the summary line says why
         print(exc)
         return exc.exit_status

@@ -1,4 +1,4 @@
-"""The sub-commands ``run``, ``accuracy``, ``prepare`` and ``bench``: each takes the parsed arguments of
+"""The sub-commands ``run``, ``find-target``, ``accuracy`` and ``prepare``: each takes the parsed arguments of
 :mod:`harness.cli` and returns the exit status (``submission``'s is :mod:`harness.submission.cli`)."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from harness.errors import ConfigError
 from harness.run_inputs import (
     DEFAULT_DATA_SUBDIR,
-    benchmark_model_dir,
     engine_by_cpu,
     engine_for_model,
     load_dataset_and_features,
@@ -197,44 +196,3 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     dataset, features = load_dataset_and_features(args)
     print(f"{len(features)} features from {dataset.dev_json} ({dataset.source}); cache key {features.fingerprint}")
     return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench.peers import ort_dynamic_int8
-    from harness.bench.suite import Suite, SuiteConfig, SuiteModels
-    from harness.bucketing import parse_buckets
-    from harness.models import resolve_model
-
-    if args.samples < 1:
-        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
-    dataset, features = load_dataset_and_features(args)
-    download_dir = Path(args.cache_dir) / "models"
-
-    progress = not args.no_progress
-
-    def model(variant: str, packed: bool = False):
-        return resolve_model(str(benchmark_model_dir(variant, dataset.vocab, packed=packed, progress=progress)),
-                             download_dir=download_dir)
-
-    sections = tuple(part.strip() for part in args.sections.split(",") if part.strip())
-    # the packed job needs the packed variant; OpenVINO (section engines) the QDQ form
-    models = SuiteModels(sparse_int8=resolve_model(str(benchmark_model_dir(
-        "sparse-int8", dataset.vocab, packed="offline" in sections, qdq="engines" in sections, progress=progress)),
-        download_dir=download_dir))
-    if "peers" in sections or "engines" in sections or args.reuse:  # reused rows need the models for their MAC counts
-        dense_dir = benchmark_model_dir("dense-fp32", dataset.vocab, progress=progress)
-        models.dense_fp32_14l = resolve_model(str(dense_dir), download_dir=download_dir)
-    if "peers" in sections or args.reuse:
-        models.dense_fp32_24l = model("dense-fp32-24l")
-        models.ort_int8_14l = resolve_model(str(ort_dynamic_int8(dense_dir)), download_dir=download_dir)
-    config = SuiteConfig(samples=args.samples, buckets=parse_buckets(args.buckets) or (),
-                         server_duration_ms=args.server_duration_ms, full_offline=not args.no_full, sections=sections)
-    suite = Suite(config, models, features=features, dataset=dataset, mlperf_conf=Path(args.mlperf_conf),
-                  user_conf=Path(args.user_conf), out_root=Path(args.out_dir),
-                  feature_cache_dir=Path(args.cache_dir) / "features", progress=not args.no_progress,
-                  reuse=[Path(path) for path in args.reuse])
-    suite.run()
-    print((suite.out_dir / "report.md").read_text())
-    print(f"results: {suite.out_dir}")
-    return 0
-

@@ -130,7 +130,7 @@ def write_user_conf(path: Path, text: str, *, overwrite: bool) -> Path:
 
 def plot_search(search: ServerSearch, path: Path, title: str) -> Path | None:
     """p99 against offered load for every probe, VALID and INVALID apart, the 130 ms bound as a line."""
-    from harness.bench.plots import finish_plot, pyplot
+    from harness.plots import finish_plot, pyplot
 
     points = [p for p in search.probes if p.p99_ms is not None]
     if not points:

@@ -4,7 +4,7 @@
 #
 #   scripts/results_at_a_glance.sh RUNS_DIR [harness run options, e.g. --backend openvino --data-dir DATA]
 #
-# Writes RUNS_DIR/glance/glance.md (the table, its provenance on top) and two plots (python -m harness.bench.glance).
+# Writes RUNS_DIR/glance/glance.md (the table, its provenance on top) and two plots (python -m benchmarks.glance).
 #
 # Only the load each scenario is offered is set here, from this machine's own measurements (user.conf's targets
 # are one machine's), and written as a user.conf for this machine (RUNS_DIR/user.conf) that the full-length runs
@@ -61,4 +61,4 @@ run --scenario SingleStream --user-conf "$runs/user.conf"
 run --scenario Offline --mode accuracy --user-conf "$runs/user.conf"
 
 # The table (with provenance) and two plots, from the runs' own records
-"$OBERT_PY" -m harness.bench.glance "$runs" "$runs/glance" --command "$0 $runs ${options[*]}"
+"$OBERT_PY" -m benchmarks.glance "$runs" "$runs/glance" --command "$0 $runs ${options[*]}"

@@ -10,10 +10,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from harness.bench.jobs import TuneConfig
-from harness.bench.macs import compute_peak, count_macs
-from harness.bench.report import TARGET_TEXT, target_lines
-from harness.bench.suite import Suite, SuiteConfig, SuiteModels, bucket_choice, bucket_plans
+from benchmarks.jobs import TuneConfig
+from benchmarks.macs import compute_peak, count_macs
+from benchmarks.report import TARGET_TEXT, target_lines
+from benchmarks.suite import Suite, SuiteConfig, SuiteModels, bucket_choice, bucket_plans
 from harness.errors import ConfigError
 from harness.models import inspect_onnx_model
 from harness.sysinfo import REPO_ROOT, machine_info
@@ -73,7 +73,7 @@ def sample(sample_features):
 ])
 def test_published_designs_refuse_a_backend_of_the_other_kind(sample, tmp_path, design, buckets, message):
     from harness.backends import BackendOptions, create_backend
-    from harness.bench import designs
+    from benchmarks import designs
     from harness.qsl import SquadQSL
     from harness.scenarios import SutOptions
 
@@ -227,7 +227,7 @@ def test_the_report_lists_only_measured_targets_and_names_the_rest_in_one_line()
 
 
 def test_overhead_compares_each_harness_run_with_the_bare_loops_around_it():
-    from harness.bench.suite import overhead_summary
+    from benchmarks.suite import overhead_summary
 
     # The machine speeds up 100 -> 110 -> 120 -> 130 while the harness costs exactly 1%.
     summary = overhead_summary({"bare_samples_per_s": [100, 110, 120, 130],
@@ -238,7 +238,7 @@ def test_overhead_compares_each_harness_run_with_the_bare_loops_around_it():
 
 
 def test_fifo_queue_matches_mm1_theory_and_more_servers_never_hurt():
-    from harness.bench.queueing import fifo_latencies
+    from benchmarks.queueing import fifo_latencies
 
     rng = np.random.default_rng(3)
     gaps, service = rng.exponential(1 / 50, 200_000), rng.exponential(0.01, 200_000)
@@ -249,7 +249,7 @@ def test_fifo_queue_matches_mm1_theory_and_more_servers_never_hurt():
 
 
 def test_max_rate_within_bound_finds_the_p99_crossing():
-    from harness.bench.queueing import ServiceModel, max_rate_within_bound, percentile_at_rate
+    from benchmarks.queueing import ServiceModel, max_rate_within_bound, percentile_at_rate
 
     model = ServiceModel(lengths=(128, 384), shares=(0.75, 0.25), seconds=((0.02, 0.022), (0.05, 0.055)))
     rate = max_rate_within_bound(model, 0.130, queries=5000)
@@ -389,7 +389,7 @@ def test_engines_section_runs_openvino_beside_deepsparse_and_reports_the_ratios(
 def test_server_bound_at_the_in_run_engine_speed_rescales_the_isolated_service_times():
     from types import SimpleNamespace
 
-    from harness.bench.suite import server_bounds
+    from benchmarks.suite import server_bounds
 
     features = SimpleNamespace(params=SimpleNamespace(max_seq_length=384), seq_lengths=np.array([100] * 3 + [300]))
     jobs = {"server-ours": {"service_s": {"128": [0.020] * 5, "384": [0.060] * 5}, "backend": {"num_streams": 1}}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from harness.backends import BackendOptions
-from harness.bench.glance import LATENCY_PLOT, SERVER_PLOT, write_glance
+from benchmarks.glance import LATENCY_PLOT, SERVER_PLOT, write_glance
 from harness.models import inspect_onnx_model
 from harness.runner import RunRequest, execute_run
 from harness.scenarios import SutOptions

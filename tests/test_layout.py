@@ -26,14 +26,18 @@ def _imported_top_packages(package: str) -> dict[str, set[str]]:
     return found
 
 
-# cmdline (errors, signals, child processes of every command line) is below everything; experiments/ above
-# everything: nothing imports it (``obert-compress experiment`` runs ``python -m experiments`` as a child process)
+# cmdline (errors, signals, child processes of every command line) is below everything; experiments/ and
+# benchmarks/ (applications of compression and of the harness) above everything: nothing imports them
+# (``obert-compress experiment`` runs ``python -m experiments`` as a child process)
 @pytest.mark.parametrize("package, forbidden", [("cmdline", {"squad", "engines", "harness", "compression",
-                                                             "experiments"}),
-                                                ("squad", {"harness", "compression", "experiments"}),
-                                                ("engines", {"harness", "compression", "squad", "experiments"}),
-                                                ("harness", {"experiments"}),
-                                                ("compression", {"harness", "experiments"})])
+                                                             "experiments", "benchmarks"}),
+                                                ("squad", {"harness", "compression", "experiments", "benchmarks"}),
+                                                ("engines", {"harness", "compression", "squad", "experiments",
+                                                             "benchmarks"}),
+                                                ("harness", {"experiments", "benchmarks"}),
+                                                ("compression", {"harness", "experiments", "benchmarks"}),
+                                                ("experiments", {"benchmarks"}),
+                                                ("benchmarks", {"experiments"})])
 def test_shared_code_does_not_reach_into_the_harness(package, forbidden):
     offenders = {path: sorted(names & forbidden) for path, names in _imported_top_packages(package).items()
                  if names & forbidden}

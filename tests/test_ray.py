@@ -33,7 +33,7 @@ NODE_ARGS = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
 
 @pytest.fixture(scope="module")
 def cluster():
-    from harness.bench.scaleout import loopback_cluster
+    from benchmarks.scaleout import loopback_cluster
 
     from harness.backends.ray_pool import keeping_sigterm_handler
 

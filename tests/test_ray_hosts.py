@@ -1,6 +1,6 @@
 """Ray beyond one process tree: joining a head is bounded (an unreachable one is one error, Ctrl-C is honoured),
 and the README's two-machine commands across two emulated hosts (network, PID, mount and UTS namespaces joined by
-a veth pair, one core each; ``harness.bench.scaleout.TwoHostCluster``): the accuracy log is the same as a local
+a veth pair, one core each; ``benchmarks.scaleout.TwoHostCluster``): the accuracy log is the same as a local
 run's, losing the worker host mid-run is survived (DEGRADED), losing the head host ends the run with one error in
 bounded time. The namespace tests need root (CI runs as root) and are skipped with the reason elsewhere."""
 
@@ -177,7 +177,7 @@ def test_the_connect_timeout_is_checked():
 @pytest.fixture()
 def two_hosts():
     """A fresh two-host cluster per test (the fault tests kill one of its hosts); torn down whatever happens."""
-    from harness.bench.scaleout import HostSetupError, TwoHostCluster
+    from benchmarks.scaleout import HostSetupError, TwoHostCluster
 
     reason = TwoHostCluster.unavailable()
     if reason:
@@ -273,7 +273,7 @@ def test_the_head_host_lost_mid_run_ends_the_run_with_one_error_in_bounded_time(
 
 
 def test_the_two_host_bench_section_is_summarised_and_reported():
-    from harness.bench.scaleout import TWO_HOSTS_JOB, two_host_report_lines, two_host_summary
+    from benchmarks.scaleout import TWO_HOSTS_JOB, two_host_report_lines, two_host_summary
 
     def record(sps: float, **backend) -> dict:
         return {"results": {"samples_per_second": sps}, "backend": {"num_streams": 2, "batch_size": 8, **backend}}

@@ -456,6 +456,7 @@ def test_competing_commands_are_recognised():
     assert is_competing_command(["/venv/bin/python", "-m", "harness", "run", "--quick"])
     assert is_competing_command(["python3", "-m", "harness.isolated", "spec.json", "out.json"])
     assert is_competing_command(["/venv/bin/obert-compress", "prune"])
+    assert is_competing_command(["python", "-m", "benchmarks", "--sections", "engines"])
     assert is_competing_command(["python", "-m", "experiments", "real-accuracy"])
     assert not is_competing_command(["python", "-m", "http.server"])
     assert not is_competing_command(["bash", "-c", "harness"])
@@ -466,7 +467,7 @@ def test_only_competing_commands_that_compute_count():
 
     before = {1: ("python -m harness run", 10.0), 2: ("python -m compression experiment", 50.0)}
     after = {1: ("python -m harness run", 11.0), 2: ("python -m compression experiment", 50.0),
-             3: ("python -m harness bench", 0.5)}
+             3: ("python -m benchmarks", 0.5)}
     # 1 used a core for 1 s of 2 s; 2 is paused (a SIGSTOPped experiment); 3 started in between (no baseline).
     assert active_commands(before, after, wall_s=2.0) == ["1: python -m harness run"]
     assert active_commands(before, after, wall_s=0.0) == []

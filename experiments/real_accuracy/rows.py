@@ -307,7 +307,7 @@ def _minutes(seconds: float | None) -> str:
 def plot_protocol(summary: dict[str, Any], path: Path) -> Path | None:
     """Held-out F1 against the exported encoder sparsity, one colour per method, every seed a point, the seeds'
     mean joined by a line; the dense teacher as a dashed line."""
-    from harness.bench.plots import pyplot
+    from harness.plots import pyplot
 
     if not summary["groups"]:
         return None
@@ -329,7 +329,7 @@ def plot_protocol(summary: dict[str, Any], path: Path) -> Path | None:
 def finish_f1_vs_sparsity(fig, ax, teacher_f1: float | None, label: str, title: str, path: Path) -> None:
     """The dense teacher's line, the axes' labels, the legend and the label on top of an F1-against-sparsity plot,
     saved to ``path``."""
-    from harness.bench.plots import save_plot
+    from harness.plots import save_plot
 
     if teacher_f1 is not None:
         ax.axhline(teacher_f1, color="black", linewidth=0.8, linestyle="--", label=f"dense teacher {teacher_f1:.2f}")

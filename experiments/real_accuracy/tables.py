@@ -97,7 +97,7 @@ def plotted_backend(rows: list[dict[str, Any]]) -> str | None:
 def plot_f1_vs_sparsity(results: dict[str, Any], path: Path) -> Path | None:
     """Held-out PyTorch F1 against encoder sparsity, one line per pruning method, the seeds' mean with their range
     as error bars, the dense teacher at 0%."""
-    from harness.bench.plots import pyplot
+    from harness.plots import pyplot
 
     rows = [row for row in results["rows"] if row.get("method")]
     if not rows:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.bench.plots import finish_plot, pyplot, save_plot
-from harness.bench.scaleout import two_host_report_lines
-from harness.runner import SAMPLE_LATENCIES_FILE
+from benchmarks.scaleout import two_host_report_lines
 from cmdline.provenance import provenance_line
+from harness.plots import finish_plot, pyplot, save_plot
+from harness.runner import SAMPLE_LATENCIES_FILE
 
 TARGET_TEXT = {
     "offline_samples_per_s_full": ("Offline samples/s over all features", ">= {:.0f}", "{:.2f}"),
@@ -74,7 +74,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines += ["", f"Peak compute (for '% of peak'): {s['peak']['how']}. MACs per sample count only non-zero "
               "weights and the tokens actually computed (the bucket length, 384 when padded, or a window's share of "
               "the packed rows, whose attention over the whole row is then undercounted); "
-              "see `harness/bench/macs.py`.", "",
+              "see `benchmarks/macs.py`.", "",
               "Harness overhead in-run: LoadGen's duration x SUT workers, less the time spent inside the engine's "
               "`predict`, over that engine time, from the same run (`harness.runner.harness_overhead_pct`). "
               "vs bare loop: the same features through the engine alone, alternated with the harness run "
@@ -123,7 +123,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
     if s.get("server_bounds"):
         lines += ["## Server: what an ideal batch-1 FIFO SUT could sustain (queueing model)", "",
                   "Poisson arrivals (as LoadGen issues them), the dev set's window-length mix, service times as "
-                  "below, zero SUT overhead; highest load with simulated p99 <= 130 ms (`harness/bench/queueing.py`).",
+                  "below, zero SUT overhead; highest load with simulated p99 <= 130 ms (`benchmarks/queueing.py`).",
                   "", "| service time | servers (streams) | median ms per bucket | mean ms | max QPS at p99 <= 130 ms | utilisation "
                   "| / Offline |", "|---|---:|---|---:|---:|---:|---:|"]
         for r in s["server_bounds"]:
@@ -177,7 +177,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
                       f"for a free stream (the batch sent ahead): {ray.get('queued_in_worker_ms')}; outside the engine "
                       f"and that wait: {ray.get('dispatch_overhead_ms')} (ms).", ""]
         if ray.get("projection"):
-            lines += ["Projection (`harness/bench/scaleout.py`): each node like this machine; Offline linear in nodes "
+            lines += ["Projection (`benchmarks/scaleout.py`): each node like this machine; Offline linear in nodes "
                       "from the Ray Offline figure; Server = an ideal least-loaded FIFO dispatcher over "
                       f"{ray.get('projection_streams_per_node', 1)} batch-1 stream(s) per node with the measured "
                       f"single-window service times through Ray on the one-node cluster (mean "
@@ -394,14 +394,14 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, str]:
 
     cores = s.get("core_projection")
     if cores:
-        from harness.bench.scaleout import plot_core_projection
+        from benchmarks.scaleout import plot_core_projection
 
         measured = {"cores": cores["measured_cores"], "offline_samples_per_s": cores["measured_offline"],
                     "server_qps": cores["measured_server"]}
         plots["core_projection"] = str(plot_core_projection(cores["rows"], measured, out_dir / "core_projection.png"))
     ray = s.get("ray") or {}
     if ray.get("projection"):
-        from harness.bench.scaleout import plot_projection
+        from benchmarks.scaleout import plot_projection
 
         measured = {"nodes": 1, "offline_samples_per_s": ray["offline_ray"],
                     "server_qps": (ray.get("server_ray") or {}).get("target_qps")}

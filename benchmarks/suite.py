@@ -1,7 +1,7 @@
-"""The benchmark suite behind ``python -m harness bench``: one command, one set of features, every figure
+"""The benchmark suite behind ``python -m benchmarks``: one command, one set of features, every figure
 of docs/performance.md (tables in ``report.md``/``bench.json``, plots as PNG).
 
-Jobs, in order (each in its own process, see ``harness.bench.jobs``):
+Jobs, in order (each in its own process, see ``benchmarks.jobs``):
   1. ours: DeepSparse, 50% 4-block INT8, length bucketing, the default streams x batch: Offline over every
      feature (headline, peak memory), then over the first N features alternated with bare engine loops
      (harness overhead); the same over other (streams, batch) configurations, to check the default;
@@ -11,7 +11,7 @@ Jobs, in order (each in its own process, see ``harness.bench.jobs``):
      and 14 layers, ORT's own dynamic INT8 of the dense 14-layer model, and the sparse INT8 model;
   4. Server, ours (dynamic batching, buckets) at fractions of job 1's Offline samples/s, also with other
      stream counts, each with single-window service times for the queueing bound
-     (``harness.bench.queueing``); a SingleStream run; and the published design (one sample at a time,
+     (``benchmarks.queueing``); a SingleStream run; and the published design (one sample at a time,
      synchronous) at fractions of its own batch-1 capacity;
   5. tuning: bare-loop samples/s over batch size x streams on one engine length; section ``buckets``: an
      engine per (length, batch), and every bucket set of those lengths ranked with its batch chosen per
@@ -20,7 +20,7 @@ Jobs, in order (each in its own process, see ``harness.bench.jobs``):
      Offline over every feature and SingleStream with our defaults, in adjacent jobs;
   7. scale-out (section ``ray``): the headline job's model and features through a Ray pool of one-core workers
      on a loopback cluster, Offline and a Server sweep, and the projection to N nodes
-     (``harness.bench.scaleout``);
+     (``benchmarks.scaleout``);
   8. section ``engines``: OpenVINO beside DeepSparse on the same INT8 model (OpenVINO runs its QDQ form) with the
      harness's defaults, in adjacent jobs: Offline over every feature, the Server sweep at fractions of each
      engine's own Offline samples/s, one full-length Server run of OpenVINO (mlperf.conf's 600 s) at the
@@ -44,12 +44,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.designs import V3_BATCH_SIZE, V3_BUCKETS
+from benchmarks.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
+from benchmarks.macs import MacProfile, compute_peak, count_macs
+from benchmarks.scaleout import TWO_HOSTS_JOB, measure_two_hosts, two_host_summary
 from cmdline.provenance import provenance
 from harness.backends import BackendOptions
-from harness.bench.designs import V3_BATCH_SIZE, V3_BUCKETS
-from harness.bench.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
-from harness.bench.macs import MacProfile, compute_peak, count_macs
-from harness.bench.scaleout import TWO_HOSTS_JOB, measure_two_hosts, two_host_summary
 from harness.bucketing import DEFAULT_BUCKETS, bucket_index, bucket_shares, buckets_for
 from harness.engine_choice import rule_for
 from squad.data import DatasetFiles
@@ -320,7 +320,7 @@ class Suite:
             raise
         self.results["summary"] = summarize(self.results, self.models, self.features)
         self._save()
-        from harness.bench.report import write_plots, write_report
+        from benchmarks.report import write_plots, write_report
 
         self.results["plots"] = write_plots(self.results, self.out_dir)
         self._save()
@@ -421,7 +421,7 @@ class Suite:
         stream over the same cores)."""
         c, m = self.config, self.models
         measuring = "ray" in c.sections
-        from harness.bench.scaleout import loopback_cluster
+        from benchmarks.scaleout import loopback_cluster
 
         cluster = loopback_cluster(c.ray_nodes) if measuring else None
         try:
@@ -463,7 +463,7 @@ class Suite:
 
     def _two_host_job(self) -> None:
         """Section hosts (module docstring, 9): Offline over the first ``--samples`` features across two emulated
-        hosts against local on the same two cores (:func:`harness.bench.scaleout.measure_two_hosts`)."""
+        hosts against local on the same two cores (:func:`benchmarks.scaleout.measure_two_hosts`)."""
         if "hosts" not in self.config.sections:
             if TWO_HOSTS_JOB in self.reused:
                 self.results["jobs"][TWO_HOSTS_JOB] = {**self.reused[TWO_HOSTS_JOB], "reused": True}
@@ -778,8 +778,8 @@ def vnni_summary(offline_rows: list[dict], singlestream_rows: list[dict]) -> dic
 
 def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, features: FeatureSet) -> dict | None:
     """Local vs Ray (same features, model and cores), the placement, and the projection to N nodes."""
-    from harness.bench.queueing import service_model
-    from harness.bench.scaleout import project
+    from benchmarks.queueing import service_model
+    from benchmarks.scaleout import project
 
     ray_offline = next((r for r in offline_rows if r["job"] == "ray-offline"), None)
     if ray_offline is None:
@@ -818,10 +818,10 @@ def ray_summary(jobs: dict, offline_rows: list[dict], server_best: dict, feature
 
 
 def core_projection(jobs: dict, offline: dict | None, server_best: dict | None, features: FeatureSet) -> dict | None:
-    """Offline and Server projected to machines of 8..192 cores (:func:`harness.bench.scaleout.project_cores`)
+    """Offline and Server projected to machines of 8..192 cores (:func:`benchmarks.scaleout.project_cores`)
     from the headline Offline run and the Server job's single-window service times."""
-    from harness.bench.queueing import service_model
-    from harness.bench.scaleout import PUBLISHED_AT_SCALE, project_cores
+    from benchmarks.queueing import service_model
+    from benchmarks.scaleout import PUBLISHED_AT_SCALE, project_cores
 
     server = jobs.get("server-ours") or {}
     headline = jobs.get("ds-sparse-int8-bucketed") or {}
@@ -844,12 +844,12 @@ def core_projection(jobs: dict, offline: dict | None, server_best: dict | None, 
 
 def server_bounds(jobs: dict, length_rows: list[dict], features: FeatureSet, offline_sps: float | None,
                   server_best: dict | None = None) -> list[dict]:
-    """The highest Poisson load an ideal FIFO SUT could serve at p99 <= 130 ms (``harness.bench.queueing``),
+    """The highest Poisson load an ideal FIFO SUT could serve at p99 <= 130 ms (``benchmarks.queueing``),
     for each Server job that timed single windows: with its engine's measured batch-1 latencies on as
     many servers as it has streams; and, once, with every window served alone on the whole machine as fast
     as the headline Offline run processes windows on average (no batching wait: faster than any real SUT
     can serve a single window here, so an upper bound on Server / Offline for FIFO service)."""
-    from harness.bench.queueing import max_rate_within_bound, service_model
+    from benchmarks.queueing import max_rate_within_bound, service_model
 
     models = []
     for label, job in jobs.items():

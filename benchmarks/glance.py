@@ -1,7 +1,7 @@
 """The README's "Results at a glance" from one invocation of ``scripts/results_at_a_glance.sh``: a Markdown table of
 its full-length runs (one per scenario, then Offline accuracy) with LoadGen's verdict, and two plots.
 
-    python -m harness.bench.glance RUNS_DIR OUT_DIR [--command "the invocation"]
+    python -m benchmarks.glance RUNS_DIR OUT_DIR [--command "the invocation"]
 
 Read from each run directory's ``run.json`` and ``sample_latencies_ms.npy``, so the figures are the runs' own.
 Runs with LoadGen overrides are the probes that chose the offered loads; they appear only in the Server plot.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cmdline.provenance import provenance, provenance_line
-from harness.bench.plots import finish_plot, pyplot
+from harness.plots import finish_plot, pyplot
 from harness.rundir import RUN_JSON
 from harness.runner import SAMPLE_LATENCIES_FILE
 from harness.scenarios import SERVER_LATENCY_BOUND_MS
@@ -157,7 +157,7 @@ def write_glance(runs_dir: Path, out_dir: Path, command: str | None = None) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.bench.glance", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.glance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs_dir", type=Path)
     parser.add_argument("out_dir", type=Path)

@@ -10,7 +10,7 @@ reads conf files once per process (see ``harness.isolated``), so the tests share
 from mlperf.conf/user.conf and differ only in their overrides (count, duration, target QPS). A tuning
 job instead builds one engine per configuration and measures each with the bare loop only.
 
-``python -m harness.bench.jobs JOB.json RESULT.json``
+``python -m benchmarks.jobs JOB.json RESULT.json``
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class LoadGenTest:
     label: str
     overrides: dict  # LoadGenOverrides fields
     count: int | None = None  # the first N features; None: all
-    design: str = "ours"  # harness.bench.designs.DESIGNS key
+    design: str = "ours"  # benchmarks.designs.DESIGNS key
     capacity_fraction: float | None = None  # Server: target QPS = fraction x the job's measured capacity
 
 
@@ -63,11 +63,11 @@ class BenchJob:
 
 
 def run_job_isolated(job: BenchJob) -> dict:
-    """Run ``job`` in a child process (``python -m harness.bench.jobs``); returns its result."""
+    """Run ``job`` in a child process (``python -m benchmarks.jobs``); returns its result."""
     with tempfile.TemporaryDirectory(prefix="obert-bench-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(json.dumps(asdict(job)))
-        outcome = run_child([sys.executable, "-m", "harness.bench.jobs", str(job_path), str(result_path)], result_path)
+        outcome = run_child([sys.executable, "-m", "benchmarks.jobs", str(job_path), str(result_path)], result_path)
         if outcome is None:
             raise HarnessError(f"benchmark job {job.label!r} ended without a result (see its log above)")
     if not outcome["ok"]:
@@ -77,8 +77,8 @@ def run_job_isolated(job: BenchJob) -> dict:
 
 def execute_job(job: BenchJob) -> dict:
     from harness.backends import create_backend
-    from harness.bench.bare import bare_engine_loop, single_window_latencies
-    from harness.bench.designs import DESIGNS
+    from benchmarks.bare import bare_engine_loop, single_window_latencies
+    from benchmarks.designs import DESIGNS
     from harness.isolated import request_from_spec
     from harness.runner import execute_run
     from harness.settings import LoadGenOverrides, conf_test_settings
@@ -149,7 +149,7 @@ def _execute_tuning(job: BenchJob, base) -> dict:
 
     from harness.backends import create_backend
     from harness.backends.bucketed import write_sequence_variant
-    from harness.bench.bare import bare_engine_loop
+    from benchmarks.bare import bare_engine_loop
     from harness.run_options import default_scheduler
 
     features = base.features

@@ -13,7 +13,7 @@ Projected (:func:`project`), for 1..64 nodes, each node assumed to be like this 
   which the measured dispatch overhead per batch bounds, see the report);
 * Server: the highest Poisson load whose simulated p99 stays within 130 ms for a first-come-first-served
   queue with as many servers as the nodes have streams and the measured per-window service times through
-  Ray (:mod:`harness.bench.queueing`, extended to many servers), i.e. an ideal least-loaded dispatcher.
+  Ray (:mod:`benchmarks.queueing`, extended to many servers), i.e. an ideal least-loaded dispatcher.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.bench.plots import pyplot
+from harness.plots import pyplot
 from harness.sysinfo import REPO_ROOT
 
 PROJECTION_NODES = (1, 2, 4, 8, 16, 32, 64)
@@ -306,7 +306,7 @@ def project(offline_sps_per_node: float, service_model, bound_s: float,
             nodes: tuple[int, ...] = PROJECTION_NODES, servers_per_node: int = 1) -> list[dict]:
     """Projected Offline samples/s and Server QPS at p99 <= ``bound_s`` for each node count (each node
     ``servers_per_node`` batch-1 streams with ``service_model``'s times)."""
-    from harness.bench.queueing import max_rate_within_bound
+    from benchmarks.queueing import max_rate_within_bound
 
     rows = []
     for count in nodes:
@@ -323,7 +323,7 @@ def project_cores(offline_sps_per_core: float, service_model, cores_per_stream: 
     report): Offline scales linearly with cores (every stream busy, the per-core speed measured here, no
     memory-bandwidth or cache limit); Server runs ``cores / cores_per_stream`` streams, each with the measured
     single-window service times of a stream of ``cores_per_stream`` cores, fed first-come-first-served by an
-    ideal dispatcher (the many-server queue of :mod:`harness.bench.queueing`), so its Server figure is an
+    ideal dispatcher (the many-server queue of :mod:`benchmarks.queueing`), so its Server figure is an
     upper bound for batch-1 service."""
     rows = []
     for count in cores:

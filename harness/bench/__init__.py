@@ -1,1 +1,0 @@
-"""The benchmark suite (`python -m harness bench`); see harness/bench/suite.py."""
