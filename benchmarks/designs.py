@@ -1,16 +1,17 @@
 """Same-box imitations of the published harness designs, to measure ours against them on one model.
 
-v2.1 (the published oBERT-MobileBERT result, 928.6 samples/s Offline on two Xeon 8380) padded every window
-to 384 tokens, ran Offline as a plain loop over fixed-size batches inside LoadGen's issue callback, and
-answered Server queries one sample at a time, synchronously, on LoadGen's issue thread.
+v2.1 (the published oBERT-MobileBERT result) padded every window to 384 tokens, ran Offline as a plain loop over
+fixed-size batches inside LoadGen's issue callback, and answered Server queries one sample at a time,
+synchronously, on LoadGen's issue thread.
 
-v3.0 (Neural Magic's next submission, 5578.7 samples/s on 2x EPYC 9654) bucketed sequence lengths: one
-engine per bucket (64/128/192/256/384), each with DeepSparse's single_stream scheduler (one stream over
-every core) at a large batch; in the issue callback, the samples are grouped by bucket and run bucket after
-bucket in fixed-size batches, a short last batch padded to the engine's batch size.
+v3.0 (Neural Magic's next submission) bucketed sequence lengths: one engine per bucket (64/128/192/256/384),
+each with DeepSparse's single_stream scheduler (one stream over every core) at a large batch; in the issue
+callback, the samples are grouped by bucket and run bucket after bucket in fixed-size batches, a short last
+batch padded to the engine's batch size.
 
 These SUTs do exactly that over the same backend, QSL and response encoding as ours, so what differs is the
-design: bucket set, streams x batch, and the worker pool / dynamic batching.
+design: bucket set, streams x batch, and the worker pool / dynamic batching. The published figures of both
+designs are in docs/performance.md.
 """
 
 from __future__ import annotations
