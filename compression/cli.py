@@ -403,7 +403,7 @@ def _run(args: argparse.Namespace, prog: str) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        from compression.train import TrainingStopped
+        from compression.train_stop import TrainingStopped
 
         if isinstance(exc, TrainingStopped):
             status = 128 + exc.signum

@@ -16,8 +16,9 @@ which fails on accelerate's ``DataLoaderShard``):
 * gradients are clipped to norm 1.0 (HF's default ``max_grad_norm``, which the published run used).
 
 Per step the loop logs loss, distillation loss, task loss, LR and the current sparsity of the recipe's
-parameters (tqdm postfix and ``train_log.jsonl``). It checkpoints at every epoch end (model, optimizer,
-masks and schedule state of every modifier, RNG states, GradScaler) and resumes from there bit-exactly.
+parameters (tqdm postfix and ``train_log.jsonl``). It checkpoints at every epoch end and resumes from there
+bit-exactly (:mod:`compression.train_checkpoint`); SIGINT/SIGTERM stop it at a checkpointed step
+(:mod:`compression.train_stop`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,9 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,18 +39,29 @@ import torch
 from tqdm.auto import tqdm
 
 from compression.errors import CompressionError
+from compression.grad_sampler import GradSamplerSource
 from compression.quantize import freeze_observers, load_manager, sparseml_loggers
 from compression.recipes import match_params
 from compression.schedule import recipe_epochs
-from compression.train_features import TrainFeatures, epoch_order, iter_epoch_batches, steps_per_epoch
+from compression.train_checkpoint import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    load_masks,
+    modifier_schedule_state,
+    restore_modifier_schedule_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from compression.train_features import TrainFeatures, batch_to, iter_epoch_batches, steps_per_epoch, trim_to_longest
+from compression.train_stop import StopOnSignal, TrainingStopped
 
 log = logging.getLogger(__name__)
 
 TRAIN_LOG_FILE = "train_log.jsonl"
 EPOCH_LOG_FILE = "epochs.jsonl"
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "state.pt"
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -113,15 +122,6 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def _trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    length = max(int(batch["attention_mask"].sum(dim=1).max()), 1)
-    return {k: (v[:, :length] if v.dim() == 2 else v) for k, v in batch.items()}
-
-
-def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 def _without_labels(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in ("start_positions", "end_positions")}
 
@@ -140,148 +140,6 @@ class SparsityProbe:
         return float(sum(int((p == 0).sum()) for p in self.params)) / self.total
 
 
-class _GradSamplerSource:
-    """Builds the OBS gradient sampler's data: a fresh, seeded batch stream per pruning step.
-
-    sparseml calls ``data_loader_builder(grad_sampler_kwargs)`` once; we return a callable, which its
-    ``GradSampler`` calls at every pruning step. Seeding each stream by (seed, round) instead of sharing
-    one endless iterator makes a resumed run sample exactly the batches an uninterrupted one would.
-    """
-
-    def __init__(self, features: TrainFeatures, default_batch_size: int, seed: int, device: str, trim: bool) -> None:
-        self.features, self.default_batch_size, self.seed = features, default_batch_size, seed
-        self.device, self.trim = device, trim
-        self.rounds = 0
-
-    def builder(self, kwargs: dict[str, Any] | None) -> Callable[[], Iterator]:
-        unknown = set(kwargs or {}) - {"batch_size"}
-        if unknown:
-            raise CompressionError(f"OBSPruningModifier.grad_sampler_kwargs: unsupported key(s) {sorted(unknown)}")
-        batch_size = int((kwargs or {}).get("batch_size", self.default_batch_size))
-
-        def next_round() -> Iterator[tuple[list, dict[str, torch.Tensor], None]]:
-            round_index = self.rounds
-            self.rounds += 1
-            sub_epoch = 0
-            while True:
-                order = epoch_order(len(self.features), self.seed + 7919 * (round_index + 1), sub_epoch)
-                for lo in range(0, len(self.features), batch_size):
-                    batch = self.features.batch(order[lo:lo + batch_size])
-                    yield [], _to(_trim(batch) if self.trim else batch, self.device), None
-                sub_epoch += 1
-
-        return next_round
-
-    @staticmethod
-    def loss_function(model_outputs: Any, loss_target: Any) -> torch.Tensor:
-        return model_outputs["loss"]  # the model's start/end cross-entropy, as sparseml's Trainer uses
-
-
-# ----------------------------------------------------------------------------------------------
-# Schedule state of the modifiers (for resuming)
-
-_PLAIN = (bool, int, float, str, type(None))
-
-
-def _is_plain(value: Any) -> bool:
-    if isinstance(value, _PLAIN):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    return False
-
-
-def _plain_attrs(obj: Any) -> dict[str, Any]:
-    return {k: v for k, v in vars(obj).items() if _is_plain(v)}
-
-
-def modifier_schedule_state(manager) -> list[dict[str, Any]]:
-    """Every modifier's plain-valued attributes (started/ended flags, last update epoch, applied sparsity,
-    current LR, QAT flags, ...) and those of its pruning scorer, in manager order. Masks are saved
-    separately (``manager.state_dict()``)."""
-    return [
-        {"class": type(mod).__name__, "attrs": _plain_attrs(mod),
-         "scorer_attrs": _plain_attrs(mod._scorer) if getattr(mod, "_scorer", None) is not None else {}}
-        for mod in manager.iter_modifiers()
-    ]
-
-
-def restore_modifier_schedule_state(manager, state: list[dict[str, Any]]) -> None:
-    modifiers = list(manager.iter_modifiers())
-    if [type(m).__name__ for m in modifiers] != [s["class"] for s in state]:
-        raise CompressionError("the checkpoint was made with a different recipe (modifier list differs); "
-                               "start over without --resume")
-    for mod, saved in zip(modifiers, state):
-        for key, value in saved["attrs"].items():
-            setattr(mod, key, value)
-        for key, value in saved.get("scorer_attrs", {}).items():
-            setattr(mod._scorer, key, value)
-        masks = getattr(mod, "_module_masks", None)
-        # A pruning modifier that had started keeps its masks enforced through hooks; re-create them.
-        if masks is not None and saved["attrs"].get("_started") and not saved["attrs"].get("_ended"):
-            masks.enabled = True
-
-
-def load_masks(manager, state: dict[str, Any]) -> None:
-    """``manager.load_state_dict`` (the pruning masks) without the scorers' mask-update hook.
-
-    Setting masks normally tells the scorer about the change; OBS answers with its weight update (the
-    Fisher-inverse correction of a pruning step), which must not run again on restoring saved masks.
-    """
-    detached = []
-    for mod in manager.iter_modifiers():
-        masks = getattr(mod, "_module_masks", None)
-        if masks is not None and getattr(masks, "_scorer", None) is not None:
-            detached.append((masks, masks._scorer))
-            masks._scorer = None
-    try:
-        manager.load_state_dict(state)
-    finally:
-        for masks, scorer in detached:
-            masks._scorer = scorer
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _rng_state() -> dict[str, Any]:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename): an interrupted save never corrupts the last checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CompressionError(f"--resume: no checkpoint at {path} (run the step once without --resume)")
-    try:
-        payload = torch.load(path, weights_only=False, map_location="cpu")  # our own file: RNG states etc.
-    except Exception as exc:
-        raise CompressionError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise CompressionError(f"{path}: checkpoint format {payload.get('format')} is not {CHECKPOINT_FORMAT}")
-    return payload
-
-
 def _read_jsonl(path: Path, max_step: int | None = None, key: str = "step") -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -295,50 +153,6 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # The loop
-
-
-class TrainingStopped(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM after finishing a step and checkpointing it: the same run resumes
-    from ``step``."""
-
-    def __init__(self, signum: int, step: int) -> None:
-        super().__init__(f"{signal.Signals(signum).name} at step {step}")
-        self.signum, self.step = signum, step
-
-
-class _StopOnSignal:
-    """SIGINT/SIGTERM (Ctrl-C, schedulers, session ends) during training: finish the step, checkpoint it, then
-    stop, so no work since the last periodic checkpoint is lost. A second signal stops at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-        log.warning("%s: finishing this training step and saving a checkpoint, then stopping (again: stop at once)",
-                    signal.Signals(signum).name)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def pass_on(self) -> None:
-        """After the handlers are restored: deliver a signal that came but did not stop training (it came in
-        the last step), so the program still stops as the signal asked."""
-        if self.received is not None:
-            signal.raise_signal(self.received)
 
 
 def train_with_recipe(
@@ -396,7 +210,7 @@ def train_with_recipe(
         weight_decay=settings.weight_decay,
     )
     scaler = torch.amp.GradScaler("cuda") if settings.fp16 else None
-    grad_source = _GradSamplerSource(features, settings.batch_size, settings.seed, device, settings.trim_padding)
+    grad_source = GradSamplerSource(features, settings.batch_size, settings.seed, device, settings.trim_padding)
     manager.initialize(
         model, epoch=0.0, loggers=sparseml_loggers(),
         distillation_teacher=teacher if teacher is not None else "disable",
@@ -423,7 +237,7 @@ def train_with_recipe(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         grad_source.rounds = state["grad_sampler_rounds"]
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         start_step = resumed_from = int(state["step"])
         log.info("%s: resumed from %s at step %d of %d", description, checkpoint_path, start_step, total_steps)
     trace = _read_jsonl(log_path, start_step) if resume else []
@@ -441,7 +255,7 @@ def train_with_recipe(
             "format": CHECKPOINT_FORMAT, "step": step, "steps_per_epoch": spe, "total_steps": total_steps,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "manager": manager.state_dict(),
             "modifier_schedule": modifier_schedule_state(manager), "scaler": scaler.state_dict() if scaler else None,
-            "grad_sampler_rounds": grad_source.rounds, "rng": _rng_state(), "recipe": str(recipe_path),
+            "grad_sampler_rounds": grad_source.rounds, "rng": rng_state(), "recipe": str(recipe_path),
         })
 
     last_checkpoint = time.monotonic()
@@ -449,7 +263,7 @@ def train_with_recipe(
     bar = tqdm(total=total_steps, initial=start_step, desc=description, unit="step", disable=not settings.progress,
                dynamic_ncols=True)
     step = start_step
-    stop = _StopOnSignal()
+    stop = StopOnSignal()
     try:
         stop.__enter__()
         while step < end_step:
@@ -460,7 +274,7 @@ def train_with_recipe(
                     break
                 step_started = time.perf_counter()
                 epoch_at_step = step / spe
-                batch = _to(_trim(batch) if settings.trim_padding else batch, device)
+                batch = batch_to(trim_to_longest(batch) if settings.trim_padding else batch, device)
                 model.train()
                 with autocast():
                     outputs = model(**batch)

@@ -50,7 +50,8 @@ from compression.recipes import (
 from compression.sparsity import sparsity_report
 from compression.steps.common import RunConfig
 from compression.steps.data import dataset_files, evaluate_model, prepare_data
-from compression.train import CHECKPOINT_DIR, CHECKPOINT_FILE, TrainSettings, train_with_recipe
+from compression.train import TrainSettings, train_with_recipe
+from compression.train_checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
 from compression.train_features import WindowParams
 from squad.features import FeatureParams
 

@@ -300,7 +300,8 @@ def test_sigterm_mid_training_checkpoints_the_step_and_the_run_resumes_identical
     import threading
     import time
 
-    from compression.train import TrainingStopped, TrainSettings, train_with_recipe
+    from compression.train import TrainSettings, train_with_recipe
+    from compression.train_stop import TrainingStopped
 
     features, recipe, teacher, make_student = _resume_setup(tokenizer, tmp_path)
     settings = TrainSettings(batch_size=8, progress=False, trim_padding=True, num_threads=1)
@@ -337,12 +338,12 @@ def test_a_signal_in_the_last_training_step_is_passed_on_after_the_handlers_are_
     import os
     import signal
 
-    from compression.train import _StopOnSignal
+    from compression.train_stop import StopOnSignal
 
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
-        with _StopOnSignal() as stop:
+        with StopOnSignal() as stop:
             os.kill(os.getpid(), signal.SIGTERM)
             assert stop.received == signal.SIGTERM and seen == []  # held while the step finishes
         stop.pass_on()
@@ -356,7 +357,7 @@ def test_the_cli_reports_a_stopped_training_with_the_signal_status(monkeypatch, 
     import signal
 
     from compression import cli
-    from compression.train import TrainingStopped
+    from compression.train_stop import TrainingStopped
 
     def stopped(args):
         raise TrainingStopped(signal.SIGTERM, 17)

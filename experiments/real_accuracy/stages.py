@@ -25,7 +25,8 @@ from compression.quantize import float64_copy
 from compression.recipes import dense_recipe, dump_recipe
 from compression.steps import RunConfig, run_export, run_prune, run_quantize
 from compression.steps.data import evaluate_model, prepare_data
-from compression.train import CHECKPOINT_DIR, CHECKPOINT_FILE, TrainSettings, train_with_recipe
+from compression.train import TrainSettings, train_with_recipe
+from compression.train_checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
 from experiments.real_accuracy.config import LABEL, RealAccuracyConfig, pipeline_preset
 from experiments.real_accuracy.rows import WALL_TIME_FILE, wall_clock
 
