@@ -20,7 +20,7 @@ import numpy as np
 from cmdline.provenance import provenance, provenance_line
 from harness.plots import finish_plot, pyplot
 from harness.rundir import RUN_JSON
-from harness.runner import SAMPLE_LATENCIES_FILE
+from harness.run_record import SAMPLE_LATENCIES_FILE
 from harness.scenarios import SERVER_LATENCY_BOUND_MS
 
 TABLE_FILE = "glance.md"

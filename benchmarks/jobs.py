@@ -2,7 +2,7 @@
 
 A job builds its backend once (compiling DeepSparse engines is the slow part), then runs any number of
 LoadGen tests of one scenario and mode. Harness overhead is measured two ways: within every run (time
-inside the engine vs LoadGen's duration, see ``harness.runner.harness_overhead_pct``), and by
+inside the engine vs LoadGen's duration, see ``harness.run_record.harness_overhead_pct``), and by
 alternating the bare engine loop with the first test over the same features (bare, test, bare, ..., bare;
 after the other tests): each test run is compared with the mean of the bare loops on either side, so slow
 drift of a shared machine largely cancels. LoadGen
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.isolated import run_child
+from harness.isolated import run_module
 from harness.sysinfo import current_rss_mb, peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def run_job_isolated(job: BenchJob) -> dict:
     with tempfile.TemporaryDirectory(prefix="obert-bench-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(json.dumps(asdict(job)))
-        outcome = run_child([sys.executable, "-m", "benchmarks.jobs", str(job_path), str(result_path)], result_path)
+        _, outcome = run_module("benchmarks.jobs", [str(job_path), str(result_path)], result_path=result_path)
         if outcome is None:
             raise HarnessError(f"benchmark job {job.label!r} ended without a result (see its log above)")
     if not outcome["ok"]:
@@ -150,7 +150,6 @@ def _execute_tuning(job: BenchJob, base) -> dict:
     from harness.backends import create_backend
     from harness.backends.bucketed import write_sequence_variant
     from benchmarks.bare import bare_engine_loop
-    from harness.run_options import default_scheduler
 
     features = base.features
     proto = onnx.load(str(base.model.onnx_path))
@@ -167,7 +166,7 @@ def _execute_tuning(job: BenchJob, base) -> dict:
             fitting = np.flatnonzero(features.seq_lengths <= length)
             fitting = np.resize(fitting if fitting.size else np.arange(len(features)), job.tune_count)
             options = replace(base.backend_options, batch_size=config.batch_size, num_streams=config.num_streams,
-                              scheduler=default_scheduler(config.num_streams), sequence_buckets=None)
+                              sequence_buckets=None)  # DeepSparse's scheduler follows the streams
             rss_before = current_rss_mb()
             started = time.perf_counter()
             backend = create_backend(base.backend, variants[length], options)

@@ -10,7 +10,7 @@ import numpy as np
 from benchmarks.scaleout import two_host_report_lines
 from cmdline.provenance import provenance_line
 from harness.plots import finish_plot, pyplot, save_plot
-from harness.runner import SAMPLE_LATENCIES_FILE
+from harness.run_record import SAMPLE_LATENCIES_FILE
 
 TARGET_TEXT = {
     "offline_samples_per_s_full": ("Offline samples/s over all features", ">= {:.0f}", "{:.2f}"),
@@ -76,7 +76,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
               "the packed rows, whose attention over the whole row is then undercounted); "
               "see `benchmarks/macs.py`.", "",
               "Harness overhead in-run: LoadGen's duration x SUT workers, less the time spent inside the engine's "
-              "`predict`, over that engine time, from the same run (`harness.runner.harness_overhead_pct`). "
+              "`predict`, over that engine time, from the same run (`harness.run_record.harness_overhead_pct`). "
               "vs bare loop: the same features through the engine alone, alternated with the harness run "
               "(bare, harness, bare, ...); each harness run against the mean of the bare loops around it, "
               "median of the rounds (each listed), so a drifting machine shows as spread, not as overhead.", ""]

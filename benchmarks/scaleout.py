@@ -50,7 +50,7 @@ def loopback_cluster(nodes: int, cpus_per_node: int = 1, object_store_mb: int = 
     """A Ray cluster on this machine: a head without CPUs (it only schedules) and ``nodes`` worker nodes."""
     from ray.cluster_utils import Cluster
 
-    from harness.backends.ray_pool import keeping_sigterm_handler
+    from harness.backends.cluster import keeping_sigterm_handler
 
     store = object_store_mb * 2**20
     with keeping_sigterm_handler():  # the head node runs in this process

@@ -50,6 +50,10 @@ from benchmarks.macs import MacProfile, compute_peak, count_macs
 from benchmarks.scaleout import TWO_HOSTS_JOB, measure_two_hosts, two_host_summary
 from cmdline.provenance import provenance
 from harness.backends import BackendOptions
+from harness.backends.base import EngineOptions
+from harness.backends.cluster import RayOptions
+from harness.backends.deepsparse_backend import DeepSparseOptions
+from harness.backends.openvino_backend import OpenVinoOptions
 from harness.bucketing import DEFAULT_BUCKETS, bucket_index, bucket_shares, buckets_for
 from harness.engine_choice import rule_for
 from squad.data import DatasetFiles
@@ -62,10 +66,10 @@ from harness.run_options import (
     DEFAULT_STREAMS,
     TOKEN_POLICY_MAX_BATCH,
     TOKEN_POLICY_STREAMS,
-    default_scheduler,
     powers_of_two_through,
 )
-from harness.runner import RunRequest, harness_overhead_pct
+from harness.run_record import harness_overhead_pct
+from harness.runner import RunRequest
 from harness.scenarios import SERVER_LATENCY_BOUND_MS, SutOptions
 from harness.settings import LoadGenOverrides
 from squad.features import FeatureSet
@@ -85,6 +89,16 @@ TARGETS = {
     "server_vs_queueing_bound": 0.9,  # the Server job's best valid QPS / the FIFO bound from its own service times
     "peak_rss_mb_full_offline": 1536.0,
 }
+
+
+def _engine_options(backend: str, *, fast_vnni: bool, precision: str, sparse_weights_rate: float | None) -> EngineOptions:
+    """The engine's own options of a job: the variants the suite compares (DeepSparse's fast VNNI emulation, OpenVINO's
+    precision and sparse weights)."""
+    if backend == "deepsparse":
+        return DeepSparseOptions(fast_vnni_emulation=fast_vnni)
+    if backend == "openvino":
+        return OpenVinoOptions(precision=precision, sparse_weights_rate=sparse_weights_rate)
+    return EngineOptions()
 
 
 @dataclass
@@ -193,10 +207,10 @@ class Suite:
             backend_options=BackendOptions(batch_size=batch_size, num_streams=streams if streams > 1 else None,
                                            batch_sizes=(powers_of_two_through(batch_size)
                                                         if scenario == "Server" and server_policy == "tokens" else None),
-                                           scheduler=default_scheduler(streams),
                                            sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length),
-                                           packing=packing, fast_vnni_emulation=fast_vnni, precision=precision,
-                                           sparse_weights_rate=sparse_weights_rate, **(ray or {})),
+                                           packing=packing, ray=RayOptions(**ray) if ray else RayOptions(),
+                                           engine=_engine_options(backend, fast_vnni=fast_vnni, precision=precision,
+                                                                  sparse_weights_rate=sparse_weights_rate)),
             sut_options=SutOptions(num_workers=None if ray else streams,  # Ray: the pool's parallelism
                                    batch_timeout_ms=timeout_ms or self.config.server_timeout_ms,
                                    server_policy=server_policy),
@@ -426,9 +440,9 @@ class Suite:
         cluster = loopback_cluster(c.ray_nodes) if measuring else None
         try:
             offline = {}
-            for where, options in (("local", None), ("ray", {"cluster": "ray", "ray_workers": c.ray_nodes,
-                                                             "ray_cpus_per_worker": 1,
-                                                             "ray_address": cluster.address if cluster else None})):
+            for where, options in (("local", None), ("ray", {"cluster": "ray", "workers": c.ray_nodes,
+                                                             "cpus_per_worker": 1,
+                                                             "address": cluster.address if cluster else None})):
                 offline[where] = self._job(f"{where}-offline", "ray", backend="deepsparse", model=m.sparse_int8,
                                            scenario="Offline", batch_size=c.offline_batch, buckets=c.buckets,
                                            tests=tests, streams=c.offline_streams if options is None else 1, ray=options)
@@ -439,12 +453,12 @@ class Suite:
         address = node.address if node else None
         first = [self._features_test(self.count)]
         try:
-            for label, ray in (("ray-placement-node", {"ray_workers": None, "ray_cpus_per_worker": None}),
-                               ("ray-placement-core", {"ray_workers": c.ray_nodes, "ray_cpus_per_worker": 1})):
+            for label, ray in (("ray-placement-node", {"workers": None, "cpus_per_worker": None}),
+                               ("ray-placement-core", {"workers": c.ray_nodes, "cpus_per_worker": 1})):
                 self._job(label, "ray", backend="deepsparse", model=m.sparse_int8, scenario="Offline",
                           batch_size=c.offline_batch, buckets=c.buckets, tests=first,
                           streams=c.offline_streams if label.endswith("node") else 1,
-                          ray={"cluster": "ray", "ray_address": address, **ray})
+                          ray={"cluster": "ray", "address": address, **ray})
             # Server: both sweeps at the same loads, fractions of the local Offline samples/s
             sweep = []
             if measuring and offline.get("local") is not None:
@@ -452,7 +466,7 @@ class Suite:
                 server = {"min_duration_ms": c.server_duration_ms, "min_query_count": 100}
                 sweep = [LoadGenTest(label=f"Server {f:.0%} of local Offline",
                                      overrides={**server, "target_qps": round(f * sps, 3)}) for f in c.ray_server_fractions]
-            for where, options in (("local", None), ("ray", {"cluster": "ray", "ray_address": address})):
+            for where, options in (("local", None), ("ray", {"cluster": "ray", "address": address})):
                 self._job(f"{where}-server", "ray", backend="deepsparse", model=m.sparse_int8, scenario="Server",
                           batch_size=c.server_batch, buckets=c.buckets, timeout_ms=c.server_timeout_ms, tests=sweep,
                           streams=c.server_streams, service_profile_count=c.service_profile_count if options else 0,

@@ -22,7 +22,9 @@ from harness.interrupts import describe as describe_interrupt
 from harness.interrupts import exit_now, exit_status, install_sigterm_handler, install_stop_notice
 from harness.arguments import DEFAULT_RUNS_DIR, add_data_args, add_engine_args
 from harness.logging_config import configure_logging
+from harness.options import add_flags
 from harness.run_options import QUICK
+from harness.settings import LoadGenOverrides
 from harness.sysinfo import REPO_ROOT
 
 # The shared pieces live below this module (argument groups: harness.arguments; dataset and model:
@@ -56,15 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--count", "--max-examples", "--max_examples", dest="count", type=int,
                          help="use only the first N features (accuracy is scored over the questions they cover); "
                          "--max_examples: the reference run.py's name, which also counts features")
-    loadgen.add_argument("--performance-count", type=int, help="performance sample count (default: mlperf.conf)")
-    loadgen.add_argument("--min-duration-ms", type=int)
-    loadgen.add_argument("--max-duration-ms", type=int)
-    loadgen.add_argument("--min-query-count", type=int)
-    loadgen.add_argument("--max-query-count", type=int)
-    loadgen.add_argument("--target-qps", "--target_qps", dest="target_qps", type=float,
-                         help="Offline expected QPS / Server target QPS")
-    loadgen.add_argument("--target-latency-ms", type=float, help="Server latency bound (mlperf.conf: 130)")
-    loadgen.add_argument("--expected-latency-ms", type=float, help="SingleStream expected latency")
+    add_flags(loadgen, LoadGenOverrides)
     loadgen.add_argument("--mlperf-conf", "--mlperf_conf", dest="mlperf_conf", default=str(REPO_ROOT / "mlperf.conf"))
     loadgen.add_argument("--user-conf", "--user_conf", dest="user_conf", default=str(REPO_ROOT / "user.conf"))
     loadgen.add_argument("--audit-conf", "--audit_conf", dest="audit_conf", metavar="PATH|TEST01",

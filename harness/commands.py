@@ -25,10 +25,9 @@ log = logging.getLogger("harness")
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.backends import create_backend, import_engine
-    from harness.models import check_model_fits, check_vocab_fits
-    from harness.runner import RunRequest, execute_run
+    from harness.options import from_args
+    from harness.runner import RunRequest, check_request, execute_run
     from harness.settings import LoadGenOverrides, conf_test_settings, issue_plan, plan_note
-    from squad.data import SAMPLE
 
     from harness.loadgen_logs import expected_bytes
     from harness.rundir import check_free_space, check_runs_root
@@ -47,25 +46,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_free_space(Path(args.runs_dir), sum(expected_bytes(mode, len(features), features.params.max_seq_length)
                                               for mode in modes), f"{' and '.join(modes)} runs of {len(features)} features")
     engine, choice, model = engine_for_model(args, engine, choice, dataset, [args.scenario])
-    backend_options = engine.backend_options(args.scenario, features.params.max_seq_length, model)
-    sut_options = engine.sut_options(args.scenario)
-    check_model_fits(model, features.params.max_seq_length)
-    check_vocab_fits(model, dataset.vocab, sample=dataset.kind == SAMPLE)
-
-    explicit = {
-        "performance_count": args.performance_count, "min_duration_ms": args.min_duration_ms,
-        "max_duration_ms": args.max_duration_ms, "min_query_count": args.min_query_count,
-        "max_query_count": args.max_query_count, "target_qps": args.target_qps,
-        "target_latency_ms": args.target_latency_ms, "expected_latency_ms": args.expected_latency_ms,
-    }
+    backend_options, sut_options = engine.for_scenario(args.scenario, features.params.max_seq_length, model)
     preset = quick_overrides(args.scenario, len(features)) if args.quick else {}
-    overrides = LoadGenOverrides(**{**preset, **{k: v for k, v in explicit.items() if v is not None}})
+    overrides = LoadGenOverrides(**{**preset, **from_args(LoadGenOverrides, args).given()})
+    requests = [RunRequest(
+        scenario=args.scenario, mode=mode, backend=engine.backend, model=model, features=features, dataset=dataset,
+        backend_options=backend_options, sut_options=sut_options, mlperf_conf=Path(args.mlperf_conf),
+        user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir), overrides=overrides,
+        progress=not args.no_progress, backend_wrapper=_test_wrapper(args), fault_grace_s=args.fault_grace_s,
+        abort_when_invalid=args.abort_when_invalid, requested_count=args.count, audit_config=audit_config,
+        backend_choice=choice.as_dict()) for mode in modes]
+    vocab_check = check_request(requests[0])  # the tests differ only in mode
     if "performance" in modes and overrides.given():  # said before the engines compile, not 20 minutes later
         settings, _ = conf.for_run(len(features), overrides, mode="performance")
         note = plan_note(args.scenario, issue_plan(args.scenario, settings), len(features), Path(args.user_conf))
         if note:
             log.warning("%s", note)
-    wrapper = _test_wrapper(args)
 
     # One engine serves every test of the command: compiling the length-bucket engines is most of a short
     # run's time. Both tests share one reading of the conf files, so neither log carries LoadGen's
@@ -78,16 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend = create_backend(engine.backend, model, backend_options, progress=not args.no_progress)
     records = []
     try:
-        for mode in modes:
-            request = RunRequest(
-                scenario=args.scenario, mode=mode, backend=engine.backend, model=model, features=features,
-                dataset=dataset, backend_options=backend_options, sut_options=sut_options,
-                mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=Path(args.runs_dir),
-                overrides=overrides, progress=not args.no_progress, backend_wrapper=wrapper,
-                fault_grace_s=args.fault_grace_s, abort_when_invalid=args.abort_when_invalid,
-                requested_count=args.count, audit_config=audit_config, backend_choice=choice.as_dict(),
-            )
-            records.append(execute_run(request, backend=backend, conf_settings=conf))
+        for request in requests:
+            records.append(execute_run(request, backend=backend, conf_settings=conf, vocab_check=vocab_check))
     finally:
         backend.close()
     for note in dict.fromkeys(note for record in records for note in record["notes"]):

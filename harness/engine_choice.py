@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 
 from cmdline.provenance import cpu_isa
-from harness.backends import BACKENDS, ENGINE_NAMES
+from harness.backends.registry import BACKENDS, ENGINE_NAMES
 from harness.models import ModelInfo
 
 AUTO = "auto"

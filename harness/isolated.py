@@ -10,6 +10,10 @@ description of the requests, instead of receiving pickled arrays (DeepSparse ref
 as "unsupported type 'int64'").
 
 ``python -m harness.isolated SPEC.json RESULT.json [WRAPPER.pkl]``
+
+:func:`run_module` is how every application of the harness (submission, the benchmark suite's jobs, the
+experiments' ``python -m harness run`` jobs) runs a child process: with this checkout importable, stopped with the
+parent, its outcome read back.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from cmdline.children import run_child as run_stoppable_child
+from cmdline.children import run_child
 from harness.errors import BackendFault, DiskFull, HarnessError, RunStopped
 from harness.interrupts import describe, exit_now, exit_status, install_sigterm_handler
+from harness.options import from_dict, to_dict
 from harness.runner import RunRequest
 from harness.sysinfo import REPO_ROOT
 
@@ -43,7 +50,7 @@ def request_to_spec(request: RunRequest, feature_cache_dir: Path) -> dict:
         "feature_params": asdict(r.features.params), "feature_cache_dir": str(feature_cache_dir),
         "count": len(r.features) if ":first" in r.features.fingerprint else None,
         "fingerprint": r.features.fingerprint,
-        "backend_options": asdict(r.backend_options), "sut_options": asdict(r.sut_options),
+        "backend_options": to_dict(r.backend_options), "sut_options": to_dict(r.sut_options),
         "overrides": r.overrides.given(), "mlperf_conf": str(r.mlperf_conf), "user_conf": str(r.user_conf),
         "runs_root": str(r.runs_root), "audit_config": str(r.audit_config) if r.audit_config else None,
         "fault_grace_s": r.fault_grace_s, "progress": r.progress, "abort_when_invalid": r.abort_when_invalid,
@@ -53,6 +60,7 @@ def request_to_spec(request: RunRequest, feature_cache_dir: Path) -> dict:
 
 def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
     from harness.backends import BackendOptions
+    from harness.backends.registry import engine
     from squad.data import DatasetFiles
     from harness.models import resolve_model
     from harness.scenarios import SutOptions
@@ -71,8 +79,9 @@ def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
     model = resolve_model(spec["model_path"], download_dir=Path(spec["feature_cache_dir"]).parent / "models")
     return RunRequest(
         scenario=spec["scenario"], mode=spec["mode"], backend=spec["backend"], model=model, features=features,
-        dataset=dataset, backend_options=BackendOptions(**spec["backend_options"]),
-        sut_options=SutOptions(**spec["sut_options"]), mlperf_conf=Path(spec["mlperf_conf"]),
+        dataset=dataset, sut_options=from_dict(SutOptions, spec["sut_options"]),
+        backend_options=from_dict(BackendOptions, spec["backend_options"],
+                                  types={"engine": engine(spec["backend"]).options_type()}), mlperf_conf=Path(spec["mlperf_conf"]),
         user_conf=Path(spec["user_conf"]), runs_root=Path(spec["runs_root"]),
         overrides=LoadGenOverrides(**spec["overrides"]),
         audit_config=Path(spec["audit_config"]) if spec["audit_config"] else None,
@@ -80,12 +89,6 @@ def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
         abort_when_invalid=spec.get("abort_when_invalid", False), requested_count=spec.get("requested_count"),
         backend_choice=spec.get("backend_choice"),
     )
-
-
-def execute_run_isolated(request: RunRequest, feature_cache_dir: Path) -> dict:
-    """:func:`harness.runner.execute_run` in a child process; returns the run record (see
-    :func:`execute_runs_isolated`)."""
-    return execute_runs_isolated([request], feature_cache_dir)[0]
 
 
 def execute_runs_isolated(requests: list[RunRequest], feature_cache_dir: Path) -> list[dict]:
@@ -105,12 +108,12 @@ def execute_runs_isolated(requests: list[RunRequest], feature_cache_dir: Path) -
     with tempfile.TemporaryDirectory(prefix="obert-run-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps({"runs": specs}))
-        command = [sys.executable, "-m", "harness.isolated", str(spec_path), str(result_path)]
+        args = [str(spec_path), str(result_path)]
         if first.backend_wrapper is not None:
             with (Path(tmp) / "wrapper.pkl").open("wb") as f:
                 pickle.dump(first.backend_wrapper, f)
-            command.append(str(Path(tmp) / "wrapper.pkl"))
-        outcome = run_child(command, result_path)
+            args.append(str(Path(tmp) / "wrapper.pkl"))
+        _, outcome = run_module("harness.isolated", args, result_path=result_path)
         if outcome is None:
             raise BackendFault(f"{first.scenario} {'/'.join(r.mode for r in requests)} runs ended without a result; "
                                f"see the newest run directory under {first.runs_root}")
@@ -150,14 +153,19 @@ def main(argv: list[str]) -> int:
                          lambda: run_tests_on_one_engine([request_from_spec(spec, wrapper) for spec in specs]))
 
 
-def run_child(command: list[str], result_path: Path) -> dict | None:
-    """Parent side: run a ``python -m harness...`` child with this checkout importable; returns the
-    outcome it wrote (see :func:`write_outcome`), or None when it died before writing one. Ctrl-C or SIGTERM
-    stops the child too: it marks its run interrupted and exits (killed only after ``CHILD_EXIT_GRACE_S``)."""
-    env = dict(os.environ)
+def run_module(module: str, args: Sequence[str], *, result_path: Path | None = None,
+               env: Mapping[str, str] | None = None, capture_output: bool = False,
+               stop_grace_s: float = CHILD_EXIT_GRACE_S) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """Run ``python -m module args`` to its end with this checkout importable (``env``: the child's environment, this
+    process's by default); returns the finished process (its output as text with ``capture_output``) and the outcome
+    it wrote to ``result_path`` (see :func:`write_outcome`; None when it wrote none). Ctrl-C or SIGTERM stops the
+    child too: it marks its run interrupted and exits, killed only after ``stop_grace_s``."""
+    env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    run_stoppable_child(command, env=env, stop_grace_s=CHILD_EXIT_GRACE_S)
-    return json.loads(result_path.read_text()) if result_path.is_file() else None
+    process = run_child([sys.executable, "-m", module, *args], env=env, capture_output=capture_output,
+                        stop_grace_s=stop_grace_s)
+    outcome = json.loads(result_path.read_text()) if result_path is not None and result_path.is_file() else None
+    return process, outcome
 
 
 def write_outcome(result_path: Path, key: str, work) -> int:

@@ -157,7 +157,7 @@ def engine_by_cpu(args: argparse.Namespace, scenarios: list[str]):
     choice = choose_engine(engine.backend)
     engine = dataclasses.replace(engine, backend=choice.chosen)
     for scenario in scenarios:
-        engine.backend_options(scenario)
+        engine.check(scenario)
     return engine, choice
 
 

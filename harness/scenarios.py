@@ -41,6 +41,7 @@ from harness.accuracy import encode_logits_batch
 from harness.backends import Backend
 from harness.bucketing import bucket_index
 from harness.errors import ConfigError
+from harness.options import flag
 from harness.qsl import SquadQSL
 from harness.server_batching import TokenBudgetQueue, Waiting, call_cost, measure_token_budget
 
@@ -56,11 +57,24 @@ SERVER_LATENCY_BOUND_MS = 130.0  # bert's Server bound (p99), the deadline the s
 
 @dataclass(frozen=True)
 class SutOptions:
-    num_workers: int | None = 1  # threads feeding the backend; None: the backend's parallelism
-    batch_timeout_ms: float = 10.0  # Server: longest wait to fill a batch after the oldest sample
-    server_policy: str = DEFAULT_SERVER_POLICY  # Server: which waiting sample goes next (see ServerSut)
-    latency_bound_ms: float = SERVER_LATENCY_BOUND_MS
-    token_budget: int | None = None  # Server, tokens policy: tokens computed per call (None: from measured calls)
+    """How the SUT feeds the backend."""
+
+    num_workers: int | None = flag("--workers", type=int,
+                                   help="SUT worker threads (default: one per engine stream, else 1)")
+    batch_timeout_ms: float = flag("--batch-timeout-ms", default=10.0, type=float,
+                                   help="Server: longest wait to fill a dynamic batch (default 10)")
+    server_policy: str = flag("--server-policy", default=DEFAULT_SERVER_POLICY, choices=SERVER_POLICIES,
+                              help="Server: which waiting samples run next. tokens (default): a free worker takes the "
+                              "oldest sample and the least-slack others up to a token budget per engine call, never "
+                              "waiting for more (packed rows where the model has a packed variant; engine calls of 1..8 "
+                              "windows or rows; one stream per core); aging: batches of --batch-size, a sample that "
+                              "waited --batch-timeout-ms first, else the shortest bucket that fills a batch; slack: as "
+                              "aging, least slack to the 130 ms bound first (docs/running.md, Server batching)")
+    token_budget: int | None = flag("--token-budget", type=int,
+                                    help="Server, --server-policy tokens: tokens the engine computes per call, padding "
+                                    "included (default: the largest whose median call takes at most 0.4 of the latency "
+                                    "bound, measured before the run and recorded in run.json)")
+    latency_bound_ms: float = SERVER_LATENCY_BOUND_MS  # the deadline the slack and tokens policies schedule against
 
     def __post_init__(self) -> None:
         if self.num_workers is not None and self.num_workers < 1:

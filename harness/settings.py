@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from harness.errors import ConfigError
+from harness.options import flag
 
 MLPERF_MODEL = "bert"  # the benchmark name mlperf.conf/user.conf use for bert-99 and bert-99.9
 MODES = ("performance", "accuracy")
@@ -18,14 +19,17 @@ MODES = ("performance", "accuracy")
 class LoadGenOverrides:
     """Command-line changes to what the conf files say; every field left None keeps the conf value."""
 
-    performance_count: int | None = None
-    min_duration_ms: int | None = None
-    max_duration_ms: int | None = None
-    min_query_count: int | None = None
-    max_query_count: int | None = None
-    target_qps: float | None = None  # Offline: expected QPS; Server: target QPS
-    target_latency_ms: float | None = None  # Server latency bound (changing it breaks the rules)
-    expected_latency_ms: float | None = None  # SingleStream: expected latency
+    performance_count: int | None = flag("--performance-count", type=int,
+                                         help="performance sample count (default: mlperf.conf)")
+    min_duration_ms: int | None = flag("--min-duration-ms", type=int, help="minimum test duration")
+    max_duration_ms: int | None = flag("--max-duration-ms", type=int, help="maximum test duration")
+    min_query_count: int | None = flag("--min-query-count", type=int, help="minimum queries (Offline: samples)")
+    max_query_count: int | None = flag("--max-query-count", type=int, help="maximum queries")
+    target_qps: float | None = flag("--target-qps", "--target_qps", type=float,
+                                    help="Offline expected QPS / Server target QPS")
+    target_latency_ms: float | None = flag("--target-latency-ms", type=float,
+                                           help="Server latency bound (mlperf.conf: 130; changing it breaks the rules)")
+    expected_latency_ms: float | None = flag("--expected-latency-ms", type=float, help="SingleStream expected latency")
 
     def __post_init__(self) -> None:
         # float("inf") and float("nan") parse from the command line; LoadGen would run with them

@@ -213,10 +213,10 @@ def find_targets(args) -> int:
     details: dict[str, Any] = {}
 
     def run(scenario: str, backend, overrides: LoadGenOverrides, conf) -> dict:
+        backend_options, sut_options = engine.for_scenario(scenario, width, model)
         request = RunRequest(
             scenario=scenario, mode="performance", backend=engine.backend, model=model, features=features,
-            dataset=dataset, backend_options=engine.backend_options(scenario, width, model),
-            sut_options=engine.sut_options(scenario), mlperf_conf=Path(args.mlperf_conf),
+            dataset=dataset, backend_options=backend_options, sut_options=sut_options, mlperf_conf=Path(args.mlperf_conf),
             user_conf=Path(args.user_conf), runs_root=out_dir / scenario.lower(), overrides=overrides,
             progress=not args.no_progress, backend_choice=choice.as_dict())
         return execute_run(request, backend=backend, conf_settings=conf)
@@ -224,8 +224,8 @@ def find_targets(args) -> int:
     for scenario in scenarios:
         conf = conf_test_settings(scenario, "performance", mlperf_conf=Path(args.mlperf_conf),
                                   user_conf=Path(args.user_conf))
-        backend = create_backend(engine.backend, model, engine.backend_options(scenario, width, model),
-                                 progress=not args.no_progress)
+        backend_options, sut_options = engine.for_scenario(scenario, width, model)
+        backend = create_backend(engine.backend, model, backend_options, progress=not args.no_progress)
         try:
             if scenario == "Offline":
                 # one pass over every feature: LoadGen issues max(min_query_count, target_qps x duration x 1.1)
@@ -260,15 +260,15 @@ def find_targets(args) -> int:
                                  results.get("samples_per_second"), results.get("invalid_reason"), record["run_dir"])
 
                 budget = None
-                if engine.server_policy == "tokens" and engine.token_budget is None:
+                if sut_options.server_policy == "tokens" and sut_options.token_budget is None:
                     # measured once, for every run of the search: each run measuring its own, the budget swung
                     # between one and two packed rows from run to run and the bisection followed the noise
                     from harness.scenarios import SERVER_LATENCY_BOUND_MS
                     from harness.server_batching import measure_token_budget
 
-                    budget = measure_token_budget(backend, features, workers=engine.sut_options(scenario).num_workers
-                                                  or 1, bound_s=SERVER_LATENCY_BOUND_MS / 1000)
-                    engine = dc_replace(engine, token_budget=budget["budget"])
+                    budget = measure_token_budget(backend, features, workers=sut_options.num_workers or 1,
+                                                  bound_s=SERVER_LATENCY_BOUND_MS / 1000)
+                    engine = dc_replace(engine, sut=dc_replace(engine.sut, token_budget=budget["budget"]))
                 search = bisect_server_load(probe, upper, tolerance=args.tolerance)
                 if not args.no_confirm:
                     search = confirm_server_load(search, lambda qps: probe(qps, full=True), args.tolerance)
@@ -281,7 +281,7 @@ def find_targets(args) -> int:
 
     record = provenance()
     details["engine"] = {"backend": engine.backend, "choice": choice.as_dict(), "model": str(model.onnx_path),
-                         "server_policy": engine.server_policy}
+                         "server_policy": engine.sut.server_policy}
     confirmed = (details.get("Server") or {}).get("confirmed")
     write_user_conf(output, user_conf_text(targets, provenance_line(record), confirmed), overwrite=args.overwrite)
     report = write_report(out_dir, targets, details, record)

@@ -261,7 +261,7 @@ def test_max_rate_within_bound_finds_the_p99_crossing():
 
 
 def test_engine_overhead_is_wall_time_beyond_engine_time():
-    from harness.runner import harness_overhead_pct as engine_overhead_pct
+    from harness.run_record import harness_overhead_pct as engine_overhead_pct
 
     record = {"engine_busy_s": 9.8, "results": {"samples_per_second": 50.0}, "samples_completed": 500,
               "settings": {"sut_options": {"num_workers": 1}}}

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from harness.backends.openvino_backend import OpenVinoOptions
 from harness.backends import BackendOptions, create_backend
 from harness.backends.bucketed import BucketedBackend
 from harness.bucketing import (
@@ -87,7 +88,7 @@ def _windows(lengths: list[int], width: int = 384):
 @pytest.mark.parametrize("engine", ["onnxruntime", "deepsparse", "openvino"])
 def test_bucketed_backend_routes_each_batch_to_the_shortest_engine(toy_model, engine):
     # OpenVINO in f32: its default on CPUs with native BF16 would round the toy model's float math to bf16
-    backend = create_backend(engine, toy_model, BackendOptions(batch_size=4, sequence_buckets=BUCKETS, precision="f32"))
+    backend = create_backend(engine, toy_model, BackendOptions(batch_size=4, sequence_buckets=BUCKETS, engine=OpenVinoOptions(precision="f32")))
     try:
         assert isinstance(backend, BucketedBackend) and backend.sequence_buckets == BUCKETS
         assert backend.check["max_abs_diff"] == 0.0  # the toy model is per-token: bit-identical
@@ -233,17 +234,20 @@ def test_ctrl_c_while_bucket_engines_compile_does_not_wait_for_them(toy_model, m
     import threading
     import time
 
-    import harness.backends.single as backends
     from harness.backends.bucketed import create_bucketed_backend
+    from harness.backends.registry import ENGINES, Engine
 
     release = threading.Event()
 
-    def slow_compile(name, model, options, progress=False):
-        release.wait(20)  # an engine that takes long to build
-        raise RuntimeError("not built")
+    class SlowEngine(Engine):  # an engine that takes long to build
+        def __call__(self, model, options):
+            release.wait(20)
+            raise RuntimeError("not built")
 
-    monkeypatch.setattr(backends, "create_engine", slow_compile)
-    monkeypatch.setattr(backends, "import_engine", lambda name, options: None)
+        def import_library(self):
+            pass
+
+    slow_engine = SlowEngine(**{**ENGINES["deepsparse"].__dict__})
     # What a Ctrl-C meets in a foreground process, whatever this one inherited: a suite started in the background
     # (`nohup ./run_tests.sh &` from a non-interactive shell) runs with SIGINT ignored, and no KeyboardInterrupt came
     previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -254,7 +258,7 @@ def test_ctrl_c_while_bucket_engines_compile_does_not_wait_for_them(toy_model, m
     started = time.perf_counter()
     try:
         with pytest.raises(KeyboardInterrupt):
-            create_bucketed_backend("deepsparse", toy_model, BackendOptions(batch_size=2, sequence_buckets=(64, 384)),
+            create_bucketed_backend(slow_engine, toy_model, BackendOptions(batch_size=2, sequence_buckets=(64, 384)),
                                     progress=False)
         assert time.perf_counter() - started < 5
     finally:

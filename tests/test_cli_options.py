@@ -185,3 +185,91 @@ print("imported:", [name for name in {_HEAVY!r} if name in sys.modules])
                             env=env)
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.splitlines() == [ours, "imported: []"], second.stdout
+
+
+def _declared_flags(package: Path) -> dict[str, list[str]]:
+    """Every flag string given to a declaration (``flag``, ``also``, ``add_argument``) in ``package``, with where."""
+    import ast
+
+    found: dict[str, list[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in (
+                    "flag", "also", "add_argument"):
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("--"):
+                        found.setdefault(arg.value, []).append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    return found
+
+
+def test_each_engine_and_loadgen_flag_of_run_is_declared_once():
+    """An engine or LoadGen option is one declaration, next to what reads it: the flags of `harness run --help`
+    (other than the run's own) each appear in exactly one declaration in the harness."""
+    from harness.cli import build_parser
+
+    run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
+    flags = {name for action in run_parser._actions for name in action.option_strings if name.startswith("--")}
+    declared = _declared_flags(REPO_ROOT / "harness")
+    engine_flags = {name for name in flags if any("run_options.py" in p or "backends" in p or "scenarios.py" in p
+                                                  or "settings.py" in p for p in declared.get(name, []))}
+    assert {"--precision", "--scheduler", "--intra-op-threads", "--ray-workers", "--server-policy", "--batch-size",
+            "--target-qps", "--no-bucketing"} <= engine_flags
+    repeated = {name: declared[name] for name in engine_flags if len(declared[name]) != 1}
+    assert not repeated, f"declared more than once: {repeated}"
+
+
+def test_the_recorded_command_of_a_run_gives_back_its_settings():
+    """The `harness run` command a submission's README gives for a recorded run parses back to the same engine, SUT
+    and LoadGen settings (the flags are generated from the same declarations)."""
+    import shlex
+
+    from harness.backends.openvino_backend import OpenVinoOptions
+    from harness.cli import build_parser
+    from harness.options import from_args, to_dict
+    from harness.run_options import EngineSettings
+    from harness.settings import LoadGenOverrides
+    from harness.submission.package import run_command
+
+    given = ["--backend", "openvino", "--precision", "f32", "--num-streams", "2", "--buckets", "128,384",
+             "--workers", "3", "--server-policy", "aging", "--batch-size", "4", "--target-qps", "12.5"]
+    args = build_parser().parse_args(["run", "--scenario", "Server", *given])
+    engine = EngineSettings.from_args(args)
+    options, sut = engine.for_scenario("Server")
+    overrides = from_args(LoadGenOverrides, args)
+    assert options.engine == OpenVinoOptions(precision="f32")
+    record = {"scenario": "Server", "mode": "performance", "backend": {"backend": "openvino"},
+              "model": {"path": "m"}, "dataset": {"dev_json": "/d/dev-v1.1.json"},
+              "settings": {"backend_options": to_dict(options), "sut_options": to_dict(sut),
+                           "overrides": overrides.given()}}
+    again = build_parser().parse_args(shlex.split(run_command(record))[3:])
+    assert EngineSettings.from_args(again).for_scenario("Server") == (options, sut)
+    assert from_args(LoadGenOverrides, again) == overrides
+
+
+def test_a_run_of_both_modes_checks_its_input_and_converts_the_model_once(tmp_path, sample_dataset, toy_model_dir,
+                                                                         monkeypatch):
+    """One `harness run --mode both` on OpenVINO: the model and vocabulary are checked once and the engine's form of
+    the model is settled once, for the one engine both tests run on."""
+    import harness.backends.openvino_backend as openvino_backend
+    import harness.runner as runner
+    from harness.cli import main
+
+    calls = {"check_model_fits": 0, "check_vocab_fits": 0, "openvino_model": 0}
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(runner, "check_model_fits")
+    counted(runner, "check_vocab_fits")
+    counted(openvino_backend, "openvino_model")
+    args = _common(tmp_path, sample_dataset, toy_model_dir)
+    args[args.index("--backend") + 1] = "openvino"
+    assert main([*args, "--mode", "both", "--precision", "f32"]) == 0
+    assert calls == {"check_model_fits": 1, "check_vocab_fits": 1, "openvino_model": 1}
+    assert len(list((tmp_path / "runs").iterdir())) == 2

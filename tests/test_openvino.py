@@ -13,6 +13,7 @@ import pytest
 
 from compression.benchmark_model import build_benchmark_model
 from compression.synthetic import synthetic_qa_batch
+from harness.backends.openvino_backend import OpenVinoOptions
 from harness.backends import BackendOptions, create_backend
 from harness.errors import ConfigError
 from harness.models import inspect_onnx_model
@@ -53,7 +54,7 @@ def _cpu_has_native_bf16() -> bool:
 def test_an_int8_model_runs_its_qdq_form_in_int8_and_agrees_with_onnx_runtime(tiny_models):
     model_dir = tiny_models["sparse-int8"]
     backend = create_backend("openvino", inspect_onnx_model(model_dir / "model.onnx"),
-                             BackendOptions(batch_size=2, precision="f32"))
+                             BackendOptions(batch_size=2, engine=OpenVinoOptions(precision="f32")))
     try:
         described = backend.describe()
         assert described["model_file"] == str(model_dir / "model-qdq.onnx")
@@ -72,7 +73,7 @@ def test_an_int8_model_runs_its_qdq_form_in_int8_and_agrees_with_onnx_runtime(ti
 
 def test_precision_is_read_back_from_the_compiled_model(tiny_models, caplog):
     model = inspect_onnx_model(tiny_models["dense-fp32"] / "model.onnx")
-    f32 = create_backend("openvino", model, BackendOptions(batch_size=2, precision="f32"))
+    f32 = create_backend("openvino", model, BackendOptions(batch_size=2, engine=OpenVinoOptions(precision="f32")))
     try:
         assert f32.describe()["executed_precision"]["float_ops"] == "f32"
         assert f32.describe()["executed_precision"]["matmuls"] == "f32" and f32.describe()["precision"] == "f32"
@@ -84,7 +85,7 @@ def test_precision_is_read_back_from_the_compiled_model(tiny_models, caplog):
     np.testing.assert_allclose(end, ref_end, atol=1e-5, rtol=1e-4)
 
     with caplog.at_level(logging.WARNING):
-        bf16 = create_backend("openvino", model, BackendOptions(batch_size=2, precision="bf16"))
+        bf16 = create_backend("openvino", model, BackendOptions(batch_size=2, engine=OpenVinoOptions(precision="bf16")))
     try:
         executed = bf16.describe()["executed_precision"]["float_ops"]
     finally:
@@ -98,7 +99,7 @@ def test_precision_is_read_back_from_the_compiled_model(tiny_models, caplog):
 def test_int8_is_refused_for_a_float_model_with_the_file_named(tiny_models):
     model = inspect_onnx_model(tiny_models["dense-fp32"] / "model.onnx")
     with pytest.raises(ConfigError, match=r"--precision int8: .*model\.onnx is not quantized"):
-        create_backend("openvino", model, BackendOptions(batch_size=2, precision="int8"))
+        create_backend("openvino", model, BackendOptions(batch_size=2, engine=OpenVinoOptions(precision="int8")))
 
 
 def test_the_deepsparse_operator_form_alone_is_run_with_a_warning(tiny_models, tmp_path, caplog):
@@ -109,14 +110,14 @@ def test_the_deepsparse_operator_form_alone_is_run_with_a_warning(tiny_models, t
     shutil.copyfile(tiny_models["sparse-int8"] / "model.onnx", alone / "model.onnx")
     model = inspect_onnx_model(alone / "model.onnx")
     with caplog.at_level(logging.WARNING):
-        backend = create_backend("openvino", model, BackendOptions(batch_size=1, precision="f32"))
+        backend = create_backend("openvino", model, BackendOptions(batch_size=1, engine=OpenVinoOptions(precision="f32")))
     try:
         assert backend.describe()["executed_precision"]["matmuls"] == "f32"
     finally:
         backend.close()
     assert "MatMulInteger" in caplog.text and "model-qdq.onnx" in caplog.text
     with pytest.raises(Exception, match="--precision int8"):
-        create_backend("openvino", model, BackendOptions(batch_size=1, precision="int8"))
+        create_backend("openvino", model, BackendOptions(batch_size=1, engine=OpenVinoOptions(precision="int8")))
 
 
 def test_warnings_and_errors_name_the_users_model_once_not_the_bucket_copies(tiny_models, tmp_path, caplog):
@@ -128,7 +129,7 @@ def test_warnings_and_errors_name_the_users_model_once_not_the_bucket_copies(tin
     model = inspect_onnx_model(alone / "model.onnx")
     with caplog.at_level(logging.WARNING):
         backend = create_backend("openvino", model, BackendOptions(batch_size=1, sequence_buckets=(192, 384),
-                                                                   precision="f32"))
+                                                                   engine=OpenVinoOptions(precision="f32")))
     backend.close()
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
@@ -136,7 +137,7 @@ def test_warnings_and_errors_name_the_users_model_once_not_the_bucket_copies(tin
     assert "measured 9x slower than its QDQ form on an AMX Xeon (docs/running.md, Which engine)" in warnings[0]
     dense = inspect_onnx_model(tiny_models["dense-fp32"] / "model.onnx")
     with pytest.raises(ConfigError) as error:
-        create_backend("openvino", dense, BackendOptions(batch_size=1, sequence_buckets=(192, 384), precision="int8"))
+        create_backend("openvino", dense, BackendOptions(batch_size=1, sequence_buckets=(192, 384), engine=OpenVinoOptions(precision="int8")))
     assert f"--precision int8: {dense.onnx_path} is not quantized" in str(error.value)
     assert "model-seq" not in str(error.value)
 
@@ -154,7 +155,7 @@ def test_a_missing_qdq_file_named_by_the_manifest_is_one_clear_error(tiny_models
 def test_streams_threads_and_sparse_weights_map_onto_openvino(tiny_models):
     model = inspect_onnx_model(tiny_models["sparse-int8"] / "model.onnx")
     backend = create_backend("openvino", model, BackendOptions(batch_size=1, num_streams=2, num_cores=2,
-                                                               sparse_weights_rate=0.5))
+                                                               engine=OpenVinoOptions(sparse_weights_rate=0.5)))
     try:
         described = backend.describe()
         assert described["num_streams"] == 2 == backend.parallelism == backend.compute_streams
@@ -168,7 +169,7 @@ def test_streams_threads_and_sparse_weights_map_onto_openvino(tiny_models):
     finally:
         single.close()
     with pytest.raises(ConfigError, match="--sparse-weights-rate must be within 0..1"):
-        BackendOptions(sparse_weights_rate=1.5)
+        OpenVinoOptions(sparse_weights_rate=1.5)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def sample(sample_features):
 
 def _run(sample, model_dir: Path, tmp_path: Path, backend: str, **changes) -> dict:
     dataset, features = sample
-    options = BackendOptions(batch_size=4, sequence_buckets=(128, 192, 384), num_streams=2, precision="f32")
+    options = BackendOptions(batch_size=4, sequence_buckets=(128, 192, 384), num_streams=2, engine=OpenVinoOptions(precision="f32"))
     fields = dict(scenario="Offline", mode="accuracy", backend=backend, model=inspect_onnx_model(model_dir / "model.onnx"),
                   features=features, dataset=dataset, backend_options=options, sut_options=SutOptions(num_workers=2),
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", runs_root=tmp_path / backend,
@@ -205,7 +206,8 @@ def test_accuracy_runs_agree_with_onnx_runtime_on_the_same_qdq_file(sample, tiny
     ours = _run(sample, model_dir, tmp_path, "openvino")
     peer = _run(sample, qdq_dir, tmp_path, "onnxruntime")
     assert ours["status"] == peer["status"] == "complete"
-    assert ours["backend"]["model_file"] == str(openvino_model(inspect_onnx_model(model_dir / "model.onnx")).onnx_path)
+    assert ours["backend"]["model_file"] == str(openvino_model(inspect_onnx_model(model_dir / "model.onnx"),
+                                                                         BackendOptions()).onnx_path)
     a, b = _responses(ours), _responses(peer)
     assert a.keys() == b.keys() and len(a) == len(sample[1])
     scale = max(float(np.abs(v).max()) for v in b.values())

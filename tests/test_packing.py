@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from harness.backends.cluster import RayOptions
+from harness.backends.openvino_backend import OpenVinoOptions
 from harness.packing import pack_windows, packed_inputs, padding_share, unpack_logits
 
 ROW = 96
@@ -243,7 +245,8 @@ def test_offline_batches_fill_one_engine_call_each(sample_features, packed_model
     engine call of full rows (no second, mostly empty call), and the logits stay those of the window alone.
     OpenVINO runs the packed variant's QDQ form, with INT8 matmuls."""
     model, sample = packed_models["sparse-int8"], sample_features[:2]
-    record = _packed_run(sample, model, tmp_path, backend, backend=backend, packing=True, batch_size=4, precision="f32")
+    record = _packed_run(sample, model, tmp_path, backend, backend=backend, packing=True, batch_size=4,
+                         engine=OpenVinoOptions(precision="f32"))
     info = record["backend"]["packing"]
     if backend == "openvino":
         assert info["variant"].endswith("model-packed-qdq.onnx")
@@ -270,17 +273,20 @@ def test_packing_is_refused_where_it_cannot_work(packed_models, tmp_path):
     from harness.models import inspect_onnx_model
     from harness.run_options import EngineSettings
 
+    from harness.scenarios import SutOptions
+
     with pytest.raises(ConfigError, match="--packing is for Offline and for Server with --server-policy tokens; Server"):
-        EngineSettings(packing=True, buckets=None, server_policy="aging").backend_options("Server")
+        EngineSettings(packing=True, buckets=(), sut=SutOptions(server_policy="aging")).for_scenario("Server")
     with pytest.raises(ConfigError, match="--packing is for Offline and for Server with --server-policy tokens; Single"):
-        EngineSettings(packing=True, buckets=None).backend_options("SingleStream")
+        EngineSettings(packing=True, buckets=()).for_scenario("SingleStream")
     # Server's token-budget batches fill packed rows: engine calls of 1, 2, 4 or 8 rows
-    tokens = EngineSettings(backend="onnxruntime", packing=True, buckets=None, server_policy="tokens")
-    assert tokens.backend_options("Server").packing and tokens.backend_options("Server").batch_sizes == (1, 2, 4, 8)
+    tokens, _ = EngineSettings(backend="onnxruntime", packing=True, buckets=(),
+                               sut=SutOptions(server_policy="tokens")).for_scenario("Server")
+    assert tokens.packing and tokens.batch_sizes == (1, 2, 4, 8)
     with pytest.raises(ConfigError, match="--packing replaces length bucketing"):
         BackendOptions(packing=True, sequence_buckets=(128, 384))
     with pytest.raises(ConfigError, match="not with --cluster ray"):
-        BackendOptions(packing=True, cluster="ray")
+        BackendOptions(packing=True, ray=RayOptions(cluster="ray"))
     # a model directory without the variant: the error names it
     bare = tmp_path / "bare"
     shutil.copytree(packed_models["dense-fp32"].model_dir, bare)

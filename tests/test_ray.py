@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends import BackendOptions, create_backend
-from harness.backends.fault import FaultInjectingBackend, SlowBackend
+from harness.backends.cluster import RayOptions
+from harness.backends.openvino_backend import OpenVinoOptions
+from harness.backends import BackendOptions, create_backend, create_local_backend
+from harness.backends.fault import SlowBackend
 from harness.errors import BackendFault
 from harness.loadgen_logs import ACCURACY_LOG
 from harness.models import inspect_onnx_model
@@ -35,10 +37,10 @@ NODE_ARGS = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
 def cluster():
     from benchmarks.scaleout import loopback_cluster
 
-    from harness.backends.ray_pool import keeping_sigterm_handler
+    from harness.backends.cluster import keeping_sigterm_handler
 
     cluster = loopback_cluster(2, cpus_per_node=NODE_ARGS["num_cpus"], object_store_mb=80)
-    if True:
+    with keeping_sigterm_handler():
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     yield cluster
     ray.shutdown()
@@ -82,7 +84,11 @@ def request(sample, model, tmp_path, **changes) -> RunRequest:
 
 
 def ray_options(options: BackendOptions, **changes) -> BackendOptions:
-    return replace(options, cluster="ray", **changes)
+    return replace(options, ray=RayOptions(cluster="ray", **changes))
+
+
+def local_backend(engine: str = "onnxruntime"):
+    return partial(create_local_backend, engine)
 
 
 def run_with(backend, req: RunRequest) -> dict:
@@ -111,7 +117,7 @@ def test_offline_accuracy_over_ray_is_byte_identical_to_local_even_out_of_order(
     req = request(sample, toy_model, tmp_path)
     from harness.backends.ray_pool import RayPoolBackend
 
-    pool = RayPoolBackend("onnxruntime", toy_model, ray_options(req.backend_options),
+    pool = RayPoolBackend("onnxruntime", local_backend(), toy_model, ray_options(req.backend_options),
                           worker_wrappers=[partial(SlowBackend, delay_s=0.05)])
     sent, finished, lock = [], [], threading.Lock()
     original = pool.predict
@@ -168,8 +174,8 @@ def test_a_batch_sent_ahead_waits_for_the_stream_instead_of_sharing_it(cluster, 
     from harness.backends.ray_pool import RayPoolBackend
 
     delay_s = 0.3
-    options = ray_options(request(sample, toy_model, tmp_path).backend_options, ray_workers=1)
-    pool = RayPoolBackend("onnxruntime", toy_model, options, worker_wrappers=[partial(SlowBackend, delay_s=delay_s)])
+    options = ray_options(request(sample, toy_model, tmp_path).backend_options, workers=1)
+    pool = RayPoolBackend("onnxruntime", local_backend(), toy_model, options, worker_wrappers=[partial(SlowBackend, delay_s=delay_s)])
     try:
         assert pool.parallelism == 2  # one stream + one waiting
         features = sample[1]
@@ -189,7 +195,7 @@ def test_a_batch_sent_ahead_waits_for_the_stream_instead_of_sharing_it(cluster, 
 @pytest.mark.parametrize("engine", ["deepsparse", "openvino"])
 def test_engines_in_ray_workers(cluster, sample, toy_model, tmp_path, local_accuracy, engine):
     req = request(sample, toy_model, tmp_path, backend=engine)
-    options = ray_options(replace(req.backend_options, precision="f32"))  # OpenVINO: the toy model's float math
+    options = ray_options(replace(req.backend_options, engine=OpenVinoOptions(precision="f32")))  # OpenVINO: the toy model's float math
     record = run_with(create_backend(engine, toy_model, options), req)
     cores = record["backend"]["num_cores" if engine == "deepsparse" else "inference_num_threads"]
     assert record["backend"]["engine"] == engine and cores == 1  # each one-CPU worker's engine on its own CPU
@@ -214,7 +220,7 @@ def test_a_worker_lost_mid_run_is_survived_and_the_run_marked_degraded(cluster, 
     from harness.backends.ray_pool import RayPoolBackend
 
     slow = [partial(SlowBackend, delay_s=0.3)] * 2  # a few seconds of work, so the kill lands mid-run
-    pool = RayPoolBackend("onnxruntime", toy_model, ray_options(req.backend_options), worker_wrappers=slow)
+    pool = RayPoolBackend("onnxruntime", local_backend(), toy_model, ray_options(req.backend_options), worker_wrappers=slow)
     killer = _kill_later(cluster, nodes[:1], after_s=1.0)
     record = run_with(pool, req)
     killer.join()
@@ -229,7 +235,7 @@ def test_all_workers_lost_ends_with_the_fault_path_without_hanging(cluster, samp
     req = request(sample, toy_model, tmp_path, mode="performance")
     from harness.backends.ray_pool import RayPoolBackend
 
-    pool = RayPoolBackend("onnxruntime", toy_model, ray_options(req.backend_options),
+    pool = RayPoolBackend("onnxruntime", local_backend(), toy_model, ray_options(req.backend_options),
                           worker_wrappers=[partial(SlowBackend, delay_s=0.3)] * 2)
     killer = _kill_later(cluster, nodes, after_s=1.0)
     started = time.monotonic()
@@ -256,8 +262,8 @@ def test_joining_ray_keeps_the_harness_sigterm_handler(cluster, sample, toy_mode
 
     signal.signal(signal.SIGTERM, harness_handler)
     try:
-        options = ray_options(request(sample, toy_model, tmp_path).backend_options, ray_address=cluster.address)
-        RayPoolBackend("onnxruntime", toy_model, options).close()
+        options = ray_options(request(sample, toy_model, tmp_path).backend_options, address=cluster.address)
+        RayPoolBackend("onnxruntime", local_backend(), toy_model, options).close()
         assert signal.getsignal(signal.SIGTERM) is harness_handler
     finally:
         signal.signal(signal.SIGTERM, before)
@@ -267,12 +273,12 @@ def test_ray_options_are_checked():
     from harness.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--cluster 'k8s'"):
-        BackendOptions(cluster="k8s")
+        RayOptions(cluster="k8s")
     with pytest.raises(ConfigError, match="--ray-workers must be >= 1"):
-        BackendOptions(cluster="ray", ray_workers=0)
+        RayOptions(cluster="ray", workers=0)
 
 
-@pytest.mark.parametrize("changes", [{"ray_cpus_per_worker": 2}, {"ray_workers": 4}])
+@pytest.mark.parametrize("changes", [{"cpus_per_worker": 2}, {"workers": 4}])
 def test_actors_no_node_can_hold_are_refused_instead_of_waited_for(cluster, sample, toy_model, tmp_path, changes):
     """Ray never places an actor that asks for more CPUs than its node has, and gives no bound on the wait: the
     pool refuses such a layout at once (the worker nodes have one CPU each)."""
@@ -283,7 +289,7 @@ def test_actors_no_node_can_hold_are_refused_instead_of_waited_for(cluster, samp
     req = request(sample, toy_model, tmp_path)
     started = time.monotonic()
     with pytest.raises(ConfigError, match=r"has 1 CPU\(s\), but --ray-workers .* Ray would wait for them forever"):
-        RayPoolBackend("onnxruntime", toy_model, ray_options(req.backend_options, **changes))
+        RayPoolBackend("onnxruntime", local_backend(), toy_model, ray_options(req.backend_options, **changes))
     assert time.monotonic() - started < 30
 
 

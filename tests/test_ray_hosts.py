@@ -163,12 +163,12 @@ ray.shutdown()
 
 
 def test_the_connect_timeout_is_checked():
-    from harness.backends import BackendOptions
+    from harness.backends.cluster import RayOptions
     from harness.errors import ConfigError
 
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="--ray-connect-timeout-s must be a number of seconds > 0"):
-            BackendOptions(cluster="ray", ray_connect_timeout_s=bad)
+            RayOptions(cluster="ray", connect_timeout_s=bad)
 
 
 # ---- two hosts ---------------------------------------------------------------------------------------

@@ -351,13 +351,17 @@ signal.signal(signal.SIGTERM, stop)
 open({str(tmp_path / 'child-pid')!r}, 'w').write(str(os.getpid()))
 time.sleep(120)
 """
+    (tmp_path / "sleeper.py").write_text(child)  # stands in for `python -m harness`
     parent = f"""
 import os, signal, sys
 from cmdline.signals import raise_terminated
-from experiments.real_accuracy.harness_driver import run_harness_process
+import harness.isolated
+from experiments.real_accuracy import harness_driver
 signal.signal(signal.SIGTERM, raise_terminated)  # as the CLI's main does
+run_module = harness.isolated.run_module
+harness_driver.run_module = lambda module, args, **kw: run_module("sleeper", args, **kw)
 try:
-    run_harness_process([sys.executable, "-c", {child!r}], dict(os.environ))
+    harness_driver.run_harness_process([], {{**os.environ, "PYTHONPATH": {str(tmp_path)!r}}})
 except KeyboardInterrupt as stop:
     print(type(stop).__name__)
     sys.exit(143)

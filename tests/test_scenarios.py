@@ -21,7 +21,8 @@ from harness.errors import BackendFault, ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG
 from harness.models import inspect_onnx_model
 from harness.rundir import INCOMPLETE_MARKER, RUN_JSON
-from harness.runner import RunRequest, execute_run, offered_load_note
+from harness.run_record import offered_load_note
+from harness.runner import RunRequest, execute_run
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
 from harness.sysinfo import REPO_ROOT

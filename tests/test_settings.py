@@ -117,30 +117,35 @@ def test_non_finite_overrides_are_refused(name):
 
 
 def test_engine_defaults_per_scenario_and_backend():
+    from harness.backends.deepsparse_backend import DeepSparseOptions
     from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, EngineSettings
+    from harness.scenarios import SutOptions
 
     deepsparse = EngineSettings(backend="deepsparse")
-    offline = deepsparse.backend_options("Offline")
+    offline, offline_sut = deepsparse.for_scenario("Offline")
     assert (offline.batch_size, offline.num_streams) == (DEFAULT_BATCH_SIZE["Offline"], DEFAULT_STREAMS["Offline"])
-    assert offline.scheduler == ("multi_stream" if DEFAULT_STREAMS["Offline"] > 1 else "default")
-    assert deepsparse.sut_options("Offline").num_workers == DEFAULT_STREAMS["Offline"]  # one worker per stream
-    aging = EngineSettings(backend="deepsparse", server_policy="aging")
-    server = aging.backend_options("Server")
-    assert (server.batch_size, server.num_streams, server.scheduler) == (1, None, "default")  # engine default: 1
-    assert aging.sut_options("Server").num_workers == 1
+    assert offline.engine == DeepSparseOptions()  # the engine's own defaults where none were given
+    assert offline.engine.scheduler_for(offline.num_streams) == ("multi_stream" if DEFAULT_STREAMS["Offline"] > 1
+                                                                 else "default")
+    assert offline_sut.num_workers == DEFAULT_STREAMS["Offline"]  # one worker per stream
+    aging = EngineSettings(backend="deepsparse", sut=SutOptions(server_policy="aging"))
+    server, server_sut = aging.for_scenario("Server")
+    assert (server.batch_size, server.num_streams) == (1, None)  # engine default: one stream
+    assert server.engine.scheduler_for(server.num_streams) == "default" and server_sut.num_workers == 1
     # Server's default policy, tokens: calls of 1, 2, 4, 8 packed rows on one stream (and worker) per core
-    tokens = deepsparse.backend_options("Server")
-    assert deepsparse.server_policy == "tokens" and tokens.packing and tokens.sequence_buckets is None
-    assert (tokens.batch_size, tokens.batch_sizes, tokens.num_streams, tokens.scheduler) == (8, (1, 2, 4, 8), 2,
-                                                                                             "multi_stream")
-    assert deepsparse.sut_options("Server").num_workers == 2
-    # Streams are a DeepSparse setting: ONNX Runtime gets none, and one SUT worker.
-    ort = EngineSettings(backend="onnxruntime")
-    assert ort.backend_options("Offline").num_streams is None and ort.sut_options("Offline").num_workers == 1
+    tokens, tokens_sut = deepsparse.for_scenario("Server")
+    assert deepsparse.sut.server_policy == "tokens" and tokens.packing and tokens.sequence_buckets is None
+    assert (tokens.batch_size, tokens.batch_sizes, tokens.num_streams) == (8, (1, 2, 4, 8), 2)
+    assert tokens.engine.scheduler_for(tokens.num_streams) == "multi_stream" and tokens_sut.num_workers == 2
+    # Streams are a DeepSparse/OpenVINO setting: ONNX Runtime gets none, and one SUT worker.
+    ort, ort_sut = EngineSettings(backend="onnxruntime").for_scenario("Offline")
+    assert ort.num_streams is None and ort_sut.num_workers == 1
     # Explicit settings win.
-    explicit = EngineSettings(backend="deepsparse", num_streams=1, workers=3, scheduler="elastic")
-    assert explicit.backend_options("Offline").num_streams == 1 and explicit.sut_options("Offline").num_workers == 3
-    assert explicit.backend_options("Offline").scheduler == "elastic"
+    explicit = EngineSettings(backend="deepsparse", num_streams=1, sut=SutOptions(num_workers=3),
+                              engine_options={"deepsparse": DeepSparseOptions(scheduler="elastic")})
+    options, sut = explicit.for_scenario("Offline")
+    assert options.num_streams == 1 and sut.num_workers == 3
+    assert options.engine.scheduler_for(options.num_streams) == "elastic"
 
 
 # Keys LoadGen honours in user.conf, with a scenario where each one changes a TestSettings field. The

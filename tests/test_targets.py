@@ -126,7 +126,7 @@ def test_a_quick_run_is_valid_whatever_the_user_conf_expects_of_this_machine(sam
 
 
 def test_a_server_run_whose_target_is_not_this_machines_says_so_and_names_find_target():
-    from harness.runner import offered_load_note
+    from harness.run_record import offered_load_note
 
     base = {"target_qps": 3.0, "target_latency_ms": 130.0, "perf_constraints_met": True, "validity": "VALID"}
     lost = offered_load_note("Server", {**base, "target_qps": 200.0, "perf_constraints_met": False, "validity": "INVALID",

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cmdline.children import run_child
 from compression.errors import CompressionError
 from experiments.real_accuracy.config import RealAccuracyConfig
+from harness.isolated import run_module
 from squad.features import FeatureParams
 
 HARNESS_RESULTS_FILE = "harness_results.json"
@@ -79,7 +78,8 @@ def _first_questions(document: dict, count: int) -> dict:
 
 def harness_command(job: HarnessJob, data_dir: Path, runs_dir: Path, cache_dir: Path, windows: int,
                     config: RealAccuracyConfig) -> list[str]:
-    command = [sys.executable, "-m", "harness", "run", "--scenario", job.scenario, "--model", job.model_dir,
+    """The arguments of ``python -m harness`` that run ``job``."""
+    command = ["run", "--scenario", job.scenario, "--model", job.model_dir,
                "--backend", job.backend, "--data-dir", str(data_dir), "--runs-dir", str(runs_dir),
                "--cache-dir", str(cache_dir), "--no-progress"]
     if job.scenario == "Offline":
@@ -99,10 +99,11 @@ def harness_command(job: HarnessJob, data_dir: Path, runs_dir: Path, cache_dir: 
     return command
 
 
-def run_harness_process(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run a harness job's process, its output captured; Ctrl-C or SIGTERM stops it too (it marks its run
-    interrupted and exits, killed only after ``CHILD_STOP_GRACE_S``: :func:`cmdline.children.run_child`)."""
-    return run_child(command, env=env, capture_output=True, stop_grace_s=CHILD_STOP_GRACE_S)
+def run_harness_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``python -m harness args``, its output captured; Ctrl-C or SIGTERM stops it too (it marks its run
+    interrupted and exits, killed only after ``CHILD_STOP_GRACE_S``: :func:`harness.isolated.run_module`)."""
+    process, _ = run_module("harness", args, env=env, capture_output=True, stop_grace_s=CHILD_STOP_GRACE_S)
+    return process
 
 
 def run_harness_job(job: HarnessJob, data_dir: Path, work_dir: Path, windows: int, config: RealAccuracyConfig
@@ -117,9 +118,10 @@ def run_harness_job(job: HarnessJob, data_dir: Path, work_dir: Path, windows: in
     proc = run_harness_process(command, env)
     if proc.returncode != 0:
         raise CompressionError(f"harness job {job.key} failed (exit {proc.returncode}): "
-                               f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}; command: {' '.join(command)}")
+                               f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}; command: python -m harness "
+                               f"{' '.join(command)}")
     records = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/run.json"))]
-    result: dict[str, Any] = {"job": asdict(job), "command": command, "seconds": round(time.perf_counter() - started, 1),
+    result: dict[str, Any] = {"job": asdict(job), "command": ["python", "-m", "harness", *command], "seconds": round(time.perf_counter() - started, 1),
                               "run_dirs": [r["run_dir"] for r in records]}
     for record in records:
         load = (record.get("machine_load") or {}).get("warning")

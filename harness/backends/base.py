@@ -9,44 +9,40 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
+from harness.backends.cluster import RayOptions
 from harness.errors import ConfigError
 from harness.models import ModelInfo
 
 
-CLUSTERS = ("local", "ray")
-RAY_CONNECT_TIMEOUT_S = 30.0  # Ray itself retries an unreachable head for ~13 minutes
+@dataclass(frozen=True)
+class EngineOptions:
+    """The options of one engine library: each engine module declares its own subclass, with their flags."""
+
+
+E = TypeVar("E", bound=EngineOptions)
 
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """Engine settings; each backend reads the ones that apply to it (see ``describe()``)."""
+    """What a backend is built with: the batch and length layout, the cores, the engine's own options and where the
+    engines run."""
 
     batch_size: int = 1
     # Server's token-budget batching: the batch sizes an engine is built for (the largest is batch_size); a call of
     # n windows is padded to the smallest that holds it. None: batch_size alone. Engines that take any batch
     # (OpenVINO with a bounded dynamic batch, ONNX Runtime on a model with a symbolic batch) pad nothing.
     batch_sizes: tuple[int, ...] | None = None
-    num_cores: int | None = None  # DeepSparse: cores to use (None = all)
-    num_streams: int | None = None  # DeepSparse: parallel engine streams (None = engine default)
-    scheduler: str = "default"  # DeepSparse: default | single_stream | multi_stream | elastic
-    intra_op_threads: int = 0  # ONNX Runtime: 0 = ORT default (all cores)
-    inter_op_threads: int = 0  # ONNX Runtime: 0 = ORT default
+    num_cores: int | None = None  # DeepSparse cores / OpenVINO threads (None = all)
+    num_streams: int | None = None  # DeepSparse / OpenVINO parallel streams (None = the engine's default)
     sequence_buckets: tuple[int, ...] | None = None  # length bucketing (harness.bucketing); None = off
-    # DeepSparse without VNNI: faster INT8 emulation "at the expense of accuracy" (NM_FAST_VNNI_EMULATION)
-    fast_vnni_emulation: bool = False
-    precision: str = "auto"  # OpenVINO: auto | f32 | bf16 | int8 (backends.openvino_backend)
-    sparse_weights_rate: float | None = None  # OpenVINO: CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE (None: its default)
     packing: bool = False  # several windows per row through the model's packed variant (backends.packed)
-    cluster: str = "local"  # "local": engines in this process; "ray": one engine per Ray actor (ray_pool)
-    ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
-    ray_workers: int | None = None  # actors (None: one per node)
-    ray_cpus_per_worker: int | None = None  # None: the node's CPUs shared by its actors
-    # How long the Ray head may not answer: when joining its cluster, and during a run (then the run fails)
-    ray_connect_timeout_s: float = RAY_CONNECT_TIMEOUT_S
+    engine: EngineOptions = field(default_factory=EngineOptions)  # the engine library's own (e.g. OpenVinoOptions)
+    ray: RayOptions = field(default_factory=RayOptions)  # local engines, or a Ray pool (backends.ray_pool)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -61,30 +57,37 @@ class BackendOptions:
             raise ConfigError(f"--num-streams must be >= 1, got {self.num_streams}")
         if self.num_cores is not None and self.num_cores < 1:
             raise ConfigError(f"--num-cores must be >= 1, got {self.num_cores}")
-        if self.cluster not in CLUSTERS:
-            raise ConfigError(f"--cluster {self.cluster!r}: expected one of {', '.join(CLUSTERS)}")
-        for name in ("ray_workers", "ray_cpus_per_worker"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if not 0 < self.ray_connect_timeout_s < float("inf"):
-            raise ConfigError(f"--ray-connect-timeout-s must be a number of seconds > 0, got {self.ray_connect_timeout_s}")
-        if self.sparse_weights_rate is not None and not 0.0 <= self.sparse_weights_rate <= 1.0:
-            raise ConfigError(f"--sparse-weights-rate must be within 0..1, got {self.sparse_weights_rate}")
         if self.packing and self.sequence_buckets:
             raise ConfigError("--packing replaces length bucketing: give one of them")
-        if self.packing and self.cluster != "local":
+        if self.packing and self.ray.on_ray:
             raise ConfigError("--packing runs on local engines only (not with --cluster ray)")
         if self.sequence_buckets is not None:
             from harness.bucketing import validate_buckets
 
             object.__setattr__(self, "sequence_buckets", validate_buckets(self.sequence_buckets))
 
+    def engine_options(self, cls: type[E]) -> E:
+        """The engine's own options, its defaults where another engine's (or none) were given."""
+        return self.engine if isinstance(self.engine, cls) else cls()
+
 
 class Backend(ABC):
     """One compiled model, callable from several threads at once."""
 
     name: str = "abstract"
+
+    @staticmethod
+    def import_library() -> None:
+        """Import the engine library (see ``harness.backends.registry.Engine.import_library``)."""
+
+    @classmethod
+    def engine_model(cls, model: ModelInfo, options: BackendOptions) -> ModelInfo:
+        """The form of ``model`` this engine runs (checked against ``options``); the model itself by default."""
+        return model
+
+    @classmethod
+    def check_built(cls, backend: Backend, options: BackendOptions) -> None:
+        """Once per built backend, however many engines it holds: warn where the engine did not do as asked."""
 
     def __init__(self, model: ModelInfo, options: BackendOptions) -> None:
         self.model = model

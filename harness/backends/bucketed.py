@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import Backend, BackendOptions
+from harness.backends.registry import Engine
 from harness.bucketing import batch_bucket
 from harness.errors import ModelError
 from harness.models import ModelInfo, inspect_onnx_model
@@ -33,8 +34,6 @@ SIGNAL_POLL_S = 0.25  # how often the wait for the bucket engines' compiles lets
 # Largest |bucketed - full-length| start/end logit allowed on real tokens, relative to the logits' scale
 # (max |logit|) plus an absolute floor. FP32 kernels tiled for another length reorder float sums: ~1e-6.
 BUCKET_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
-# Engines that run every bucket with one model whose sequence axis is symbolic; the others compile one per length.
-ONE_MODEL_ENGINES = ("onnxruntime",)
 
 
 def write_sequence_variant(model: ModelInfo, proto, length: int | None, out_dir: Path) -> ModelInfo:
@@ -119,11 +118,10 @@ class BucketedBackend(Backend):
         self.engines = {}
 
 
-def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions, progress: bool = True) -> BucketedBackend:
-    """Build one engine per bucket in ``options.sequence_buckets`` and check them against full length."""
+def create_bucketed_backend(engine: Engine, model: ModelInfo, options: BackendOptions,
+                            progress: bool = True) -> BucketedBackend:
+    """Build one ``engine`` per bucket in ``options.sequence_buckets`` and check them against full length."""
     from tqdm import tqdm
-
-    from harness.backends.single import create_engine, import_engine  # here: tests patch them
 
     import onnx
 
@@ -139,22 +137,22 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
     engines: dict[int, Backend] = {}
     work_dir = Path(tempfile.mkdtemp(prefix="obert-buckets-"))
     try:
-        if name in ONE_MODEL_ENGINES:
+        if engine.any_length:
             # One session with a symbolic sequence axis runs every bucket length.
-            session = _build(create_engine, name, write_sequence_variant(model, proto, None, work_dir),
-                             inner_options, model, "dynamic")
+            session = _build(engine, write_sequence_variant(model, proto, None, work_dir), inner_options, model,
+                             "dynamic")
             engines = {length: session for length in buckets}
         else:
             # Compiling is mostly single-threaded and releases the GIL: build the engines side by side
             # (two 14-layer engines on 2 cores: 43 s together instead of 74 s one after the other).
-            import_engine(name, inner_options)  # here, not in the pool's threads (see import_engine)
+            engine.import_library()  # here, not in the pool's threads (see Engine.import_library)
             variants = {length: write_sequence_variant(model, proto, length, work_dir) for length in buckets}
             del proto  # the engines read the files; peak memory matters (one compiled engine is ~240 MB)
-            bar = tqdm(total=len(buckets), desc=f"compiling {len(buckets)} {name} engines (seq {','.join(map(str, buckets))})",
+            bar = tqdm(total=len(buckets), desc=f"compiling {len(buckets)} {engine.name} engines (seq {','.join(map(str, buckets))})",
                        unit="engine", disable=not progress or None, file=sys.stderr, leave=False)
             pool = ThreadPoolExecutor(max_workers=max(1, min(len(buckets), os.cpu_count() or 1)))
             try:
-                futures = {pool.submit(_build, create_engine, name, variant, inner_options, model, str(length)): length
+                futures = {pool.submit(_build, engine, variant, inner_options, model, str(length)): length
                            for length, variant in variants.items()}
                 pending = set(futures)
                 while pending:
@@ -184,12 +182,12 @@ def create_bucketed_backend(name: str, model: ModelInfo, options: BackendOptions
     return backend
 
 
-def _build(create_engine, name: str, variant: ModelInfo, options: BackendOptions, model: ModelInfo, what: str) -> Backend:
+def _build(engine: Engine, variant: ModelInfo, options: BackendOptions, model: ModelInfo, what: str) -> Backend:
     try:
-        return create_engine(name, variant, options)
+        return engine(variant, options)
     except ModelError as exc:
         raise ModelError(f"{model.onnx_path}: length bucketing needs the model at sequence length {what}, and "
-                         f"{name} could not build it ({exc}); run with --no-bucketing") from exc
+                         f"{engine.name} could not build it ({exc}); run with --no-bucketing") from exc
 
 
 def probe_windows(batch_size: int, max_length: int, shortest_bucket: int, seed: int = 0):

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
 
-from harness.backends.base import Backend, BackendOptions
+from harness.backends.base import Backend, BackendOptions, EngineOptions
 from harness.errors import ConfigError, ModelError
 from harness.models import ModelInfo
-
+from harness.options import flag
 
 FAST_VNNI_ENV = "NM_FAST_VNNI_EMULATION"
+
+
+@dataclass(frozen=True)
+class DeepSparseOptions(EngineOptions):
+    scheduler: str | None = flag("--scheduler",
+                                 help="DeepSparse scheduler: default | single_stream | multi_stream | elastic (default: "
+                                 "multi_stream when --num-streams > 1)")
+    fast_vnni_emulation: bool = flag("--fast-vnni-emulation", default=False, action="store_true",
+                                     help="DeepSparse on CPUs without AVX-512 VNNI: NM_FAST_VNNI_EMULATION, a faster "
+                                     "INT8 emulation that changes the numerics slightly (docs/accuracy.md; off by "
+                                     "default)")
+
+    def scheduler_for(self, streams: int | None) -> str:
+        """As given, else multi_stream for parallel streams (one per core group) and the engine default (one stream
+        across all cores) otherwise."""
+        return self.scheduler or ("multi_stream" if streams and streams > 1 else "default")
 
 
 def import_deepsparse() -> ModuleType:
@@ -40,18 +57,22 @@ def import_deepsparse() -> ModuleType:
 class DeepSparseBackend(Backend):
     name = "deepsparse"
 
+    @staticmethod
+    def import_library() -> None:
+        import_deepsparse()
+
     def __init__(self, model: ModelInfo, options: BackendOptions) -> None:
         super().__init__(model, options)
         deepsparse = import_deepsparse()
+        own = options.engine_options(DeepSparseOptions)
         Scheduler = deepsparse.Scheduler
+        name = own.scheduler_for(options.num_streams)
         try:
-            scheduler = Scheduler[options.scheduler]
+            scheduler = Scheduler[name]
         except KeyError:
-            raise ConfigError(
-                f"--scheduler {options.scheduler!r}: DeepSparse knows {', '.join(Scheduler.__members__)}"
-            ) from None
+            raise ConfigError(f"--scheduler {name!r}: DeepSparse knows {', '.join(Scheduler.__members__)}") from None
         self._version = deepsparse.__version__
-        if options.fast_vnni_emulation:
+        if own.fast_vnni_emulation:
             # read by the engine when it compiles (checked: set after import, it still takes effect)
             os.environ[FAST_VNNI_ENV] = "1"
         # DeepSparse compiles one batch size per engine: several sizes (Server's token-budget batches) are

@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+
 import numpy as np
 
-from harness.backends.base import Backend, BackendOptions
+from harness.backends.base import Backend, BackendOptions, EngineOptions
 from harness.errors import ModelError
 from harness.models import ModelInfo
+from harness.options import flag
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(EngineOptions):
+    intra_op_threads: int = flag("--intra-op-threads", default=0, type=int,
+                                 help="ONNX Runtime intra-op threads (default: all cores)")
+    inter_op_threads: int = flag("--inter-op-threads", default=0, type=int, help="ONNX Runtime inter-op threads")
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
+    @staticmethod
+    def import_library() -> None:
+        importlib.import_module("onnxruntime")
+
     def __init__(self, model: ModelInfo, options: BackendOptions) -> None:
         super().__init__(model, options)
         import onnxruntime as ort
 
+        self.own = options.engine_options(OnnxRuntimeOptions)
         session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = options.intra_op_threads
-        session_options.inter_op_num_threads = options.inter_op_threads
+        session_options.intra_op_num_threads = self.own.intra_op_threads
+        session_options.inter_op_num_threads = self.own.inter_op_threads
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._version = ort.__version__
         try:
@@ -43,8 +59,8 @@ class OnnxRuntimeBackend(Backend):
             "backend": self.name,
             "version": self._version,
             "batch_size": self.options.batch_size,
-            "intra_op_threads": self.options.intra_op_threads,
-            "inter_op_threads": self.options.inter_op_threads,
+            "intra_op_threads": self.own.intra_op_threads,
+            "inter_op_threads": self.own.inter_op_threads,
             "providers": self.session.get_providers(),
         }
 

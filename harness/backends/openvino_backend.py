@@ -18,16 +18,18 @@ pool and runs it synchronously, which releases the GIL while OpenVINO computes.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import queue
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from harness.backends.base import Backend, BackendOptions
+from harness.backends.base import Backend, BackendOptions, EngineOptions
 from harness.errors import ConfigError, ModelError
 from harness.models import ModelInfo, inspect_onnx_model
+from harness.options import flag
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +40,36 @@ INTEGER_OPERATORS = {"MatMulInteger", "QLinearMatMul"}  # DeepSparse's INT8 form
 QUANTIZED_OPERATORS = INTEGER_OPERATORS | {"DequantizeLinear"}
 
 
-def openvino_model(model: ModelInfo, options: BackendOptions | None = None) -> ModelInfo:
-    """The file OpenVINO runs for ``model``: the QDQ form its manifest names (INT8 models exported by this
-    project), else ``model`` itself. The returned manifest records the choice (``engine_file``), so this is
-    idempotent (the Ray pool's actors receive the chosen file alone, and bucket variants inherit the manifest).
+@dataclass(frozen=True)
+class OpenVinoOptions(EngineOptions):
+    precision: str = flag("--precision", default="auto", choices=PRECISIONS,
+                          help="OpenVINO: the precision of the operations the model does not quantize, f32 or bf16 "
+                          "(auto: the engine's default, bf16 where the CPU has native BF16); int8: insist that the "
+                          "model's quantized matmuls run in INT8. What ran is read back and recorded (default auto)")
+    sparse_weights_rate: float | None = flag(
+        "--sparse-weights-rate", type=float,
+        help="OpenVINO: CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE, the weight sparsity from which INT8 matmuls use sparse "
+        "weights (default: OpenVINO's, off). Its sparse kernels need AMX: on AVX-512 CPUs without it no matmul used "
+        "them (run.json: backend.executed_precision.sparse_weight_matmuls)")
 
-    The first call checks the choice against ``options`` on the user's own files: ``--precision int8`` on a model
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.sparse_weights_rate is not None and not 0.0 <= self.sparse_weights_rate <= 1.0:
+            raise ConfigError(f"--sparse-weights-rate must be within 0..1, got {self.sparse_weights_rate}")
+
+
+def openvino_model(model: ModelInfo, options: BackendOptions) -> ModelInfo:
+    """The file OpenVINO runs for ``model``: the QDQ form its manifest names (INT8 models exported by this
+    project), else ``model`` itself; made once per backend, by :func:`harness.backends.create_backend`. The returned
+    manifest records the choice (``engine_file``: bucket variants and the Ray pool's copies inherit it).
+
+    Checks the choice against ``options`` on the user's own files: ``--precision int8`` on a model
     OpenVINO cannot run in INT8 is a ConfigError, and a model whose INT8 matmuls it would run in float is run with
     one warning that says so (:func:`int8_in_float_reason`)."""
-    if "engine_file" in model.manifest:  # chosen already
-        return model
     spec = model.manifest.get("qdq")
-    packing = bool(options and options.packing)
-    precision = options.precision if options else "auto"
-    slow = int8_in_float_reason(model, packing=packing)
+    precision = options.engine_options(OpenVinoOptions).precision
+    slow = int8_in_float_reason(model, packing=options.packing)
     if precision == "int8" and slow:
         raise ConfigError(f"--precision int8: {slow}, so OpenVINO would run its matmuls in float; give the model's QDQ "
                           "form (model-qdq.onnx, written by this project's INT8 export) or leave --precision at auto")
@@ -108,15 +126,28 @@ def _operator_types(onnx_path: Path) -> set[str]:
 def warn_if_precision_not_honoured(backend: Backend, options: BackendOptions) -> None:
     """Once per backend (not per length-bucket engine): ``--precision f32|bf16`` is a request, and the CPU may not
     run the float operations in it."""
-    if options.precision not in ("f32", "bf16"):
+    precision = options.engine_options(OpenVinoOptions).precision
+    if precision not in ("f32", "bf16"):
         return
     executed = (backend.describe().get("executed_precision") or {}).get("float_ops")
-    if executed and executed != options.precision:
-        log.warning("--precision %s: OpenVINO runs the float operations in %s on this CPU", options.precision, executed)
+    if executed and executed != precision:
+        log.warning("--precision %s: OpenVINO runs the float operations in %s on this CPU", precision, executed)
 
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+
+    @staticmethod
+    def import_library() -> None:
+        importlib.import_module("openvino")
+
+    @classmethod
+    def engine_model(cls, model: ModelInfo, options: BackendOptions) -> ModelInfo:
+        return openvino_model(model, options)
+
+    @classmethod
+    def check_built(cls, backend: Backend, options: BackendOptions) -> None:
+        warn_if_precision_not_honoured(backend, options)
 
     def __init__(self, model: ModelInfo, options: BackendOptions) -> None:
         super().__init__(model, options)
@@ -124,8 +155,7 @@ class OpenVinoBackend(Backend):
 
         from engines.openvino import executed_precision
 
-        if options.precision not in PRECISIONS:
-            raise ConfigError(f"--precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        self.own = options.engine_options(OpenVinoOptions)
         # The user's file, not the temporary length-bucket copy this engine may be compiled from
         source = model.manifest.get("engine_file", str(model.onnx_path))
         self._version = openvino.get_version()
@@ -141,11 +171,11 @@ class OpenVinoBackend(Backend):
             batch = openvino.Dimension(1, options.batch_size) if options.batch_sizes else options.batch_size
             ov_model.reshape({port.get_any_name(): [batch, model.sequence_length or -1]
                               for port in ov_model.inputs})
-            self.compiled = core.compile_model(ov_model, "CPU", self._config(options))
+            self.compiled = core.compile_model(ov_model, "CPU", self._config(options, self.own))
         except Exception as exc:
             raise ModelError(f"{source}: OpenVINO could not compile the model ({exc})") from exc
         self.executed = executed_precision(self.compiled)
-        if options.precision == "int8" and self.executed["matmuls"] != "int8":
+        if self.own.precision == "int8" and self.executed["matmuls"] != "int8":
             raise ConfigError(f"--precision int8: OpenVINO runs the matmuls of {source} in "
                               f"{self.executed['matmul_runtime_precisions']} (export the QDQ form: model-qdq.onnx)")
         self._streams = int(self.compiled.get_property("NUM_STREAMS"))
@@ -156,15 +186,15 @@ class OpenVinoBackend(Backend):
         self._end = self.compiled.output(model.end_output)
 
     @staticmethod
-    def _config(options: BackendOptions) -> dict:
+    def _config(options: BackendOptions, own: OpenVinoOptions) -> dict:
         streams = options.num_streams or 1
         config = {"PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY", "NUM_STREAMS": str(streams)}
         if options.num_cores:
             config["INFERENCE_NUM_THREADS"] = str(options.num_cores)
-        if options.precision in ("f32", "bf16"):
-            config["INFERENCE_PRECISION_HINT"] = options.precision
-        if options.sparse_weights_rate is not None:
-            config["CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"] = str(options.sparse_weights_rate)
+        if own.precision in ("f32", "bf16"):
+            config["INFERENCE_PRECISION_HINT"] = own.precision
+        if own.sparse_weights_rate is not None:
+            config["CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"] = str(own.sparse_weights_rate)
         return config
 
     @property
@@ -203,7 +233,7 @@ class OpenVinoBackend(Backend):
             "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
             "num_streams": self._streams,
             "inference_num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
-            "precision_requested": self.options.precision,
+            "precision_requested": self.own.precision,
             "executed_precision": self.executed,
             "sparse_weights_decompression_rate": round(float(compiled.get_property("CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE")), 4),
             "device": self._device,

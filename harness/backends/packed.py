@@ -24,6 +24,7 @@ import numpy as np
 from harness.accuracy import PAD_LOGIT
 from harness.backends.base import Backend, BackendOptions, _pad_rows
 from harness.backends.bucketed import BUCKET_TOLERANCE, probe_windows
+from harness.backends.registry import Engine
 from harness.errors import ConfigError, ModelError
 from harness.models import ModelInfo
 from harness.packing import pack_windows, packed_inputs, rows_per_call, unpack_logits
@@ -165,13 +166,11 @@ class PackedBackend(Backend):
         self.engine = None
 
 
-def create_packed_backend(name: str, model: ModelInfo, options: BackendOptions) -> PackedBackend:
-    """One engine of ``model``'s packed variant (``options.batch_size`` rows per call), checked first."""
-    from harness.backends.single import create_engine
-
+def create_packed_backend(engine: Engine, model: ModelInfo, options: BackendOptions) -> PackedBackend:
+    """One ``engine`` of ``model``'s packed variant (``options.batch_size`` rows per call), checked first."""
     variant = packed_variant(model)
     check = check_packing_equivalence(model, variant)
-    engine = create_engine(name, variant, replace(options, packing=False, sequence_buckets=None))
+    engine = engine(variant, replace(options, packing=False, sequence_buckets=None))
     backend = PackedBackend(engine, model, options)
     backend.check = check
     return backend

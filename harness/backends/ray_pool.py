@@ -18,34 +18,31 @@ Faults: a call to a dead actor (its process or its node died), or one that does 
 actor (engines are deterministic, so re-running is safe). The pool is then ``degraded`` (run.json and the
 summary say so). With no actor left, ``predict`` raises and the SUT's fault path ends the run.
 
-The head: joining its cluster is bounded by ``ray_connect_timeout_s`` (Ray itself retries an unreachable head
-for ~13 minutes, in C++ calls that hold off Ctrl-C for 35 s at a time): its GCS port must accept a TCP
-connection within that time, and ``ray.init`` runs in a helper thread that the driver stops waiting for.
-During a run a :class:`HeadWatch` probes the same port; a head that stays unreachable that long fails the
-run through the SUT's fault path, before Ray's core worker ends the whole process (a minute into the outage, with
-only its own log line).
+The head (:mod:`harness.backends.cluster`): joining its cluster is bounded by ``--ray-connect-timeout-s``
+(Ray itself retries an unreachable head for minutes, in calls that hold off Ctrl-C): its GCS port must accept a TCP
+connection within that time, and ``ray.init`` runs in a helper thread that the driver stops waiting for. During a
+run a :class:`HeadWatch` probes the same port; a head that stays unreachable that long fails the run through the
+SUT's fault path, before Ray's core worker ends the whole process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
 import shutil
-import signal
-import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from cmdline.children import settle_tokenizers_parallelism
 from harness.backends.base import Backend, BackendOptions
+from harness.backends.cluster import HeadWatch, RayOptions, keeping_sigterm_handler, quiet, resolve_head, wait_for_head
 from harness.bucketing import batch_bucket
 from harness.errors import BackendFault, ConfigError, ModelError
 from harness.models import ModelInfo
@@ -69,8 +66,8 @@ class RayHeadLost(BackendFault):
 class EngineWorker:
     """The actor body (made a Ray actor class at run time: importing this module does not need Ray)."""
 
-    def __init__(self, backend: str, model_bytes, manifest: dict, options: dict, wrapper=None) -> None:
-        from harness.backends.local import create_local_backend
+    def __init__(self, make_backend: Callable[[ModelInfo, BackendOptions], Backend], model_bytes, manifest: dict,
+                 options: BackendOptions, wrapper=None) -> None:
         from harness.models import inspect_onnx_model
 
         # The engines read the model file only while they are built: remove this node's copy right after, since
@@ -81,8 +78,8 @@ class EngineWorker:
             path.write_bytes(model_bytes)
             model = inspect_onnx_model(path)
             model.manifest = manifest
-            self.cpus = options.get("num_cores")
-            self.backend = create_local_backend(backend, model, BackendOptions(**options))  # cluster: local
+            self.cpus = options.num_cores
+            self.backend = make_backend(model, options)
         finally:
             shutil.rmtree(model_dir, ignore_errors=True)
         if wrapper is not None:  # tests: a slow or failing engine on this worker only
@@ -108,9 +105,6 @@ class EngineWorker:
             start, end = self.backend.predict(input_ids, attention_mask, token_type_ids)
             return start, end, time.perf_counter() - started, started - arrived
 
-    def ping(self) -> bool:
-        return True
-
 
 class _Actor:
     def __init__(self, handle, info: dict, capacity: int) -> None:
@@ -126,8 +120,10 @@ class RayPoolBackend(Backend):
 
     name = "ray"
 
-    def __init__(self, engine: str, model: ModelInfo, options: BackendOptions, *, progress: bool = False,
-                 worker_wrappers: list | None = None) -> None:
+    def __init__(self, engine: str, make_backend: Callable[[ModelInfo, BackendOptions], Backend], model: ModelInfo,
+                 options: BackendOptions, *, progress: bool = False, worker_wrappers: list | None = None) -> None:
+        """``make_backend`` builds an actor's local backend of the ``engine`` (module-level, so that Ray pickles it
+        by name)."""
         super().__init__(model, options)
         import ray
 
@@ -142,9 +138,9 @@ class RayPoolBackend(Backend):
         self.call_timeout_s = CALL_TIMEOUT_S
         self.head_watch: HeadWatch | None = None
         self._abandoned_init = False  # a ray.init that outlasted its deadline may still be running
-        self._connect(options.ray_address, options.ray_connect_timeout_s)
+        self._connect(options.ray.address, options.ray.connect_timeout_s)
         try:
-            self.actors = self._start_actors(engine, model, options, worker_wrappers or [], progress)
+            self.actors = self._start_actors(engine, make_backend, model, options, worker_wrappers or [], progress)
         except BaseException:
             self.close()
             raise
@@ -172,7 +168,7 @@ class RayPoolBackend(Backend):
         def init() -> None:
             try:
                 # None starts a Ray instance on this machine; "auto" or HOST:PORT joins a running cluster
-                with _quiet("ray._private.worker"):  # "SIGTERM handler is not set": the harness keeps its own
+                with quiet("ray._private.worker"):  # "SIGTERM handler is not set": the harness keeps its own
                     ray.init(address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
             except BaseException as exc:  # noqa: BLE001 - reported by the waiting thread
                 outcome["error"] = exc
@@ -228,14 +224,14 @@ class RayPoolBackend(Backend):
         if not nodes:
             raise ConfigError("the Ray cluster has no live node with a CPU to run an engine on")
         nodes.sort(key=lambda n: n["NodeID"])
-        count = options.ray_workers or len(nodes)
+        count = options.ray.workers or len(nodes)
         if count < 1:
             raise ConfigError(f"--ray-workers must be >= 1, got {count}")
         assignment = [nodes[i % len(nodes)] for i in range(count)]
         placement = []
         for node in assignment:
             per_node = sum(1 for n in assignment if n["NodeID"] == node["NodeID"])
-            cpus = options.ray_cpus_per_worker or max(1, int(node["Resources"]["CPU"]) // per_node)
+            cpus = options.ray.cpus_per_worker or max(1, int(node["Resources"]["CPU"]) // per_node)
             placement.append((node["NodeID"], cpus))
         # An actor that asks for more CPUs than its node has is never placed, and Ray waits for it without end
         # (no bound on placement): refuse such a layout here, naming the settings.
@@ -248,13 +244,13 @@ class RayPoolBackend(Backend):
                 actors = sum(1 for node_id, _ in placement if node_id == node["NodeID"])
                 raise ConfigError(
                     f"Ray node {node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]}) has {total} CPU(s), but "
-                    f"--ray-workers {count} / --ray-cpus-per-worker {options.ray_cpus_per_worker} place {actors} "
+                    f"--ray-workers {count} / --ray-cpus-per-worker {options.ray.cpus_per_worker} place {actors} "
                     f"actor(s) of {asked[node['NodeID']] // actors} CPU(s) on it: Ray would wait for them forever; "
                     "ask for fewer workers or CPUs per worker")
         return placement
 
-    def _start_actors(self, engine: str, model: ModelInfo, options: BackendOptions, wrappers: list,
-                      progress: bool) -> list[_Actor]:
+    def _start_actors(self, engine: str, make_backend: Callable, model: ModelInfo, options: BackendOptions,
+                      wrappers: list, progress: bool) -> list[_Actor]:
         ray = self._ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -264,15 +260,14 @@ class RayPoolBackend(Backend):
         for index, (node_id, cpus) in enumerate(self._placement(options)):
             # An actor's engine gets the actor's CPUs, and at most one stream per CPU.
             streams = min(options.num_streams or 1, cpus)
-            engine_options = replace(options, cluster="local", ray_address=None, ray_workers=None,
-                                     ray_cpus_per_worker=None, num_cores=cpus, num_streams=streams if streams > 1 else None,
-                                     scheduler=options.scheduler if streams > 1 else "default")
+            engine_options = replace(options, ray=RayOptions(), num_cores=cpus,
+                                     num_streams=streams if streams > 1 else None)
             # Each stream computes one batch; one more waits in the actor so the round trip is hidden.
             capacities.append(streams + 1)
             handles.append(actor_class.options(
                 num_cpus=cpus, max_concurrency=capacities[-1], max_restarts=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            ).remote(engine, model_ref, model.manifest, asdict(engine_options),
+            ).remote(make_backend, model_ref, model.manifest, engine_options,
                      wrappers[index] if index < len(wrappers) else None))
         from tqdm import tqdm
 
@@ -397,7 +392,7 @@ class RayPoolBackend(Backend):
             "backend": f"{self.engine_name} on ray",
             "engine": self.engine_name,
             "cluster": {
-                "kind": "ray", "ray_version": ray.__version__, "address": self.options.ray_address or "local",
+                "kind": "ray", "ray_version": ray.__version__, "address": self.options.ray.address or "local",
                 "number_of_nodes": len(nodes), "workers": len(self.actors),
                 "cpus_per_worker": sorted({a.info["cpus"] for a in self.actors}),
                 "in_flight_per_worker": sorted({a.capacity for a in self.actors}), "nodes": list(nodes.values()),
@@ -430,102 +425,6 @@ class RayPoolBackend(Backend):
         self.actors = []
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
-
-
-def resolve_head(address: str) -> str:
-    """The HOST:PORT Ray will connect to for ``--ray-address`` (``auto``: RAY_ADDRESS or the cluster `ray start`
-    recorded on this machine; a loopback host becomes this machine's address, as Ray does)."""
-    from ray._private.services import canonicalize_bootstrap_address
-
-    try:
-        head = canonicalize_bootstrap_address(address)
-    except Exception as exc:  # noqa: BLE001 - Ray raises ValueError, ConnectionError, socket errors
-        raise ConfigError(f"--ray-address {address}: not a Ray head address ({exc}); expected auto or HOST:PORT") from None
-    if head is None:
-        raise ConfigError(f"--ray-address {address}: no running Ray cluster found on this machine (RAY_ADDRESS is not "
-                          "set and no `ray start --head` recorded one); start one or give the head's HOST:PORT")
-    return head
-
-
-def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def wait_for_head(head: str, address: str, *, deadline: float, timeout_s: float) -> None:
-    """Wait until the head's GCS port accepts a TCP connection, retrying until ``deadline`` (a head being
-    started); then one :class:`ConfigError` naming the address and what went wrong."""
-    host, port = split_address(head)
-    last: OSError | None = None
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            with socket.create_connection((host, port), timeout=min(remaining, 5.0)):
-                return
-        except OSError as exc:
-            last = exc
-        time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
-    resolved = "" if head == address else f" (Ray connects to {head})"
-    reason = (last.strerror or str(last)).lower() if last is not None and (last.strerror or str(last)) else "timed out"
-    raise ConfigError(f"--ray-address {address}: no Ray head answers there{resolved} within {timeout_s:g} s ({reason}); "
-                      "start it with `ray start --head --port=PORT`, check the address and that its port is reachable "
-                      "from here, or give it longer with --ray-connect-timeout-s")
-
-
-class HeadWatch:
-    """Probes the head's GCS port once a second with a plain TCP connection (a Ray call would block while the
-    head is gone); ``lost`` says why once it has not answered for ``lost_after_s``."""
-
-    def __init__(self, gcs_address: str, lost_after_s: float, interval_s: float = 1.0) -> None:
-        self.address = gcs_address
-        self.lost_after_s = lost_after_s
-        self.interval_s = interval_s
-        self.lost: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ray-head-watch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        host, port = split_address(self.address)
-        answered = time.monotonic()
-        while not self._stop.wait(self.interval_s):
-            try:
-                with socket.create_connection((host, port), timeout=self.interval_s):
-                    answered = time.monotonic()
-            except OSError as exc:
-                silent = time.monotonic() - answered
-                if silent >= self.lost_after_s:
-                    self.lost = (f"the Ray head at {self.address} has not answered for {silent:.0f} s "
-                                 f"({(exc.strerror or str(exc) or 'timed out').lower()}); the run cannot go on without it")
-                    return
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def keeping_sigterm_handler() -> Iterator[None]:
-    """Starting Ray in this process (ray.init, or a cluster_utils head node) installs Ray's own SIGTERM
-    handler, which exits 1 at once. Put ours back: it ends a run cleanly (status interrupted, exit 143)
-    and Ray is shut down on the way out through the backend's close()."""
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, handler)
 
 
 def _percentiles(values: np.ndarray) -> dict | None:

@@ -16,8 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.backends.cluster import RayOptions
+from harness.backends.registry import engine
 from harness.errors import ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG
+from harness.options import to_flags
+from harness.run_options import EngineSettings
+from harness.scenarios import SutOptions
+from harness.settings import LoadGenOverrides
 from harness.submission import rules
 from harness.submission.compliance import Test01Result, accuracy_line, write_test01_dir
 from harness.submission.layout import Layout
@@ -82,23 +88,17 @@ def run_command(record: dict) -> str:
     fingerprint = str(record.get("qsl", {}).get("fingerprint", ""))
     if ":first" in fingerprint:
         args += ["--count", fingerprint.split(":first", 1)[1]]
-    args += ["--batch-size", str(options.get("batch_size"))]
-    for flag, key in (("--num-streams", "num_streams"), ("--num-cores", "num_cores")):
-        if options.get(key) is not None:
-            args += [flag, str(options[key])]
-    if options.get("scheduler") not in (None, "default"):
-        args += ["--scheduler", options["scheduler"]]
-    for flag, key in (("--intra-op-threads", "intra_op_threads"), ("--inter-op-threads", "inter_op_threads")):
-        if options.get(key):
-            args += [flag, str(options[key])]
-    if sut.get("num_workers", 1) != 1:
-        args += ["--workers", str(sut["num_workers"])]
-    flags = {"performance_count": "--performance-count", "min_duration_ms": "--min-duration-ms",
-             "max_duration_ms": "--max-duration-ms", "min_query_count": "--min-query-count",
-             "max_query_count": "--max-query-count", "target_qps": "--target-qps",
-             "target_latency_ms": "--target-latency-ms", "expected_latency_ms": "--expected-latency-ms"}
-    for key, value in settings.get("overrides", {}).items():
-        args += [flags[key], str(value)]
+    # the flags, as their declarations spell them, that give the recorded settings
+    buckets = options.get("sequence_buckets")
+    tokens = record["scenario"] == "Server" and sut.get("server_policy") == "tokens"
+    layout = {"batch_size": options.get("batch_size"), "num_streams": options.get("num_streams"),
+              "num_cores": options.get("num_cores"),
+              "packing": True if options.get("packing") else False if tokens else None,
+              "buckets": None if options.get("packing") else tuple(buckets) if buckets else ()}
+    args += to_flags(EngineSettings, layout)
+    args += to_flags(engine(record["backend"]["backend"]).options_type(), options.get("engine") or {})
+    args += to_flags(SutOptions, sut) + to_flags(RayOptions, options.get("ray") or {})
+    args += to_flags(LoadGenOverrides, settings.get("overrides", {}))
     return shlex.join(args)
 
 

@@ -7,26 +7,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import pickle
-import subprocess
-import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from squad.data import DatasetFiles
-from harness.errors import BackendFault, ConfigError, HarnessError
+from harness.backends import BackendOptions
+from harness.errors import ConfigError, HarnessError
 from harness.loadgen_logs import DETAIL_LOG, read_detail_log
 from harness.models import ModelInfo
+from harness.options import to_dict
 from harness.rundir import RUN_JSON, is_complete
 from harness.isolated import execute_runs_isolated
 from harness.run_options import EngineSettings, quick_overrides
 from harness.runner import RunRequest
+from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
 from squad.features import FeatureSet
 from harness.submission.compliance import write_audit_config
-from harness.sysinfo import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +57,15 @@ class RunContext:
             return LoadGenOverrides(**quick_overrides(scenario, len(self.features)))
         return LoadGenOverrides()
 
+    def options(self, scenario: str) -> tuple[BackendOptions, SutOptions]:
+        return self.engine.for_scenario(scenario, self.features.params.max_seq_length, self.model)
+
     def request(self, scenario: str, mode: str, audit_config: Path | None = None) -> RunRequest:
+        backend_options, sut_options = self.options(scenario)
         return RunRequest(
             scenario=scenario, mode=mode, backend=self.engine.backend, model=self.model, features=self.features,
-            dataset=self.dataset,
-            backend_options=self.engine.backend_options(scenario, self.features.params.max_seq_length, self.model),
-            sut_options=self.engine.sut_options(scenario), mlperf_conf=self.mlperf_conf, user_conf=self.user_conf,
+            dataset=self.dataset, backend_options=backend_options, sut_options=sut_options,
+            mlperf_conf=self.mlperf_conf, user_conf=self.user_conf,
             runs_root=self.runs_root, overrides=self.overrides_for(scenario), audit_config=audit_config,
             progress=self.progress, backend_wrapper=self.backend_wrapper, backend_choice=self.backend_choice,
         )
@@ -73,6 +74,7 @@ class RunContext:
         """Why a run directory cannot serve as this package's ``role`` run of ``scenario`` (None: it can)."""
         mode = "accuracy" if role == "accuracy" else "performance"
         settings = record.get("settings") or {}
+        backend_options, sut_options = self.options(scenario)
         checks = [
             (is_complete(run_dir) and record.get("status") == "complete", "not complete"),
             (record.get("scenario") == scenario, f"scenario {record.get('scenario')}"),
@@ -83,10 +85,8 @@ class RunContext:
             (_same_path((record.get("model") or {}).get("path"), self.model.onnx_path), "another model"),
             ((record.get("qsl") or {}).get("fingerprint") == self.features.fingerprint,
              "other dataset features (data dir, --count or --quick differ)"),
-            (settings.get("backend_options") == _as_json(asdict(self.engine.backend_options(
-                scenario, self.features.params.max_seq_length, self.model))),
-             "other engine settings"),
-            (settings.get("sut_options") == _as_json(asdict(self.engine.sut_options(scenario))), "other SUT settings"),
+            (settings.get("backend_options") == _as_json(to_dict(backend_options)), "other engine settings"),
+            (settings.get("sut_options") == _as_json(to_dict(sut_options)), "other SUT settings"),
             (settings.get("overrides", {}) == self.overrides_for(scenario).given(),
              "other LoadGen overrides (--quick differs?)"),
             (_same_text(run_dir / "user.conf", self.user_conf), "another user.conf"),

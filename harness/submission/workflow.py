@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.rundir import RUN_JSON
-from harness.runner import UNTRAINED_NOTE
+from harness.run_record import UNTRAINED_NOTE
 from harness.submission import rules
 from harness.submission.compliance import (
     Test01Result,
