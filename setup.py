@@ -37,8 +37,9 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["cmdline", "cmdline.*", "squad", "squad.*", "engines", "engines.*", "harness",
                                     "harness.*", "compression", "compression.*", "experiments", "experiments.*",
-                                    "benchmarks", "benchmarks.*"]),
-    package_data={"compression": ["recipes/*.yaml"], "harness": ["conf/*.conf"]},
+                                    "benchmarks", "benchmarks.*", "submission", "submission.*"]),
+    package_data={"compression": ["recipes/*.yaml"], "harness": ["conf/*.conf"],
+                  "submission": ["system_template.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0"]},
     entry_points={
@@ -47,6 +48,7 @@ setup(
             "obert-compress=compression.cli:main",
             "obert-experiment=experiments.cli:main",
             "obert-bench=benchmarks.cli:main",
+            "obert-submission=submission.cli:main",
         ]
     },
 )

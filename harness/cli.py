@@ -5,9 +5,9 @@ Sub-commands:
   find-target  this machine's Offline, Server and SingleStream targets, found by runs, as a user.conf
   accuracy  re-score the accuracy log of an earlier run
   prepare   resolve the dataset and build the feature cache (and, with --download, fetch SQuAD dev)
-  submission  package an MLPerf submission tree for bert-99 (runs what is missing, TEST01, validator)
 
-The benchmark suite, an application of the harness, has its own command line: ``python -m benchmarks``.
+The applications of the harness have their own command lines: the benchmark suite ``python -m benchmarks``, the
+MLPerf submission packaging ``python -m submission``.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--user-conf", "--user_conf", dest="user_conf", default=str(REPO_ROOT / "user.conf"))
     loadgen.add_argument("--audit-conf", "--audit_conf", dest="audit_conf", metavar="PATH|TEST01",
                          help="a compliance audit.config for a performance run (LoadGen reads it at the start); "
-                         "TEST01: the bert TEST01 one that `submission` uses (accuracy-log sampling in performance "
-                         "mode; check it with `submission`'s verification). Not a result to report on its own")
+                         "TEST01: the bert TEST01 one that `python -m submission` uses (accuracy-log sampling in "
+                         "performance mode; check it with its verification). Not a result to report on its own")
     add_engine_args(run)
     run.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="parent of the run directories")
     run.add_argument("--abort-when-invalid", action="store_true",
@@ -118,11 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--download", action="store_true",
                       help="download SQuAD v1.1 dev (md5-checked) and the bert-base-uncased vocab (sha256-checked) into "
                       "--data-dir, $OBERT_DATA_DIR or the default data dir <cache dir>/data (needs internet)")
-    # --- submission packaging (harness/submission/) ---
-    from harness.submission.cli import add_submission_parser
-
-    add_submission_parser(sub)
-    # --- end submission packaging ---
     return parser
 
 
@@ -131,10 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "submission":  # harness/submission/
-        from harness.submission.cli import cmd_submission
-
-        return cmd_submission(args)
     from harness import commands
 
     return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
@@ -142,8 +133,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace, command: Callable[[argparse.Namespace], int]) -> int:
     """Run ``command(args)`` as every command line built on the harness does (``obert-harness``,
-    ``python -m benchmarks``): logging (``args.verbose``), a :class:`HarnessError` printed as one line with its exit
-    status, Ctrl-C and SIGTERM ending the command cleanly (exit 130 / 143)."""
+    ``python -m benchmarks``, ``python -m submission``): logging (``args.verbose``), a :class:`HarnessError` printed
+    as one line with its exit status, Ctrl-C and SIGTERM ending the command cleanly (exit 130 / 143)."""
     configure_logging(args.verbose)
     install_sigterm_handler()
     install_stop_notice()

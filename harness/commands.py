@@ -1,5 +1,5 @@
 """The sub-commands ``run``, ``find-target``, ``accuracy`` and ``prepare``: each takes the parsed arguments of
-:mod:`harness.cli` and returns the exit status (``submission``'s is :mod:`harness.submission.cli`)."""
+:mod:`harness.cli` and returns the exit status."""
 
 from __future__ import annotations
 
@@ -98,14 +98,14 @@ def _audit_config(spec: str | None, modes: list[str], cache_dir: Path) -> Path |
     """``--audit-conf``: the audit.config file to run with, or None. It travels like the submission flow's TEST01
     run (``RunRequest.audit_config``: the runner copies it into the run directory and names that copy to LoadGen,
     so a stray audit.config in the working directory never counts); ``TEST01`` is written by the same
-    :func:`harness.submission.compliance.write_audit_config`."""
+    :func:`harness.compliance_audit.write_audit_config`."""
     if spec is None:
         return None
     if modes != ["performance"]:
         raise ConfigError("--audit-conf: a compliance audit runs in performance mode (its audit.config sets LoadGen's "
                           f"mode itself); run it with --mode performance, not {' and '.join(modes)}")
     if spec.upper() == "TEST01":
-        from harness.submission.compliance import write_audit_config
+        from harness.compliance_audit import write_audit_config
 
         return write_audit_config(cache_dir / "audit" / "TEST01" / "audit.config")  # same content every time
     path = Path(spec)

@@ -22,11 +22,11 @@ import psutil
 BUSY_CORES_THRESHOLD = 0.3
 SAMPLE_INTERVAL_S = 5.0
 START_PROBE_S = 0.5
-# Command lines of work that competes with a measurement: ours (harness, benchmark suite, compression,
-# experiments, their tests).
-_OWN_COMMANDS = (("-m", "harness"), ("-m", "harness.isolated"), ("-m", "benchmarks"), ("-m", "compression"),
-                 ("-m", "experiments"), ("-m", "pytest"))
-_OWN_SCRIPTS = ("obert-harness", "obert-bench", "obert-compress", "obert-experiment")
+# Command lines of work that competes with a measurement: ours (harness, benchmark suite, submission packaging,
+# compression, experiments, their tests).
+_OWN_COMMANDS = (("-m", "harness"), ("-m", "harness.isolated"), ("-m", "benchmarks"), ("-m", "submission"),
+                 ("-m", "compression"), ("-m", "experiments"), ("-m", "pytest"))
+_OWN_SCRIPTS = ("obert-harness", "obert-bench", "obert-submission", "obert-compress", "obert-experiment")
 
 
 def is_competing_command(cmdline: list[str]) -> bool:

@@ -229,8 +229,10 @@ def test_a_runs_dir_that_cannot_hold_runs_is_refused_before_the_model_loads(tmp_
 
 def test_submission_checks_its_runs_dir_before_the_data_loads(tmp_path):
     (tmp_path / "taken").write_text("a file\n")
-    proc = run_cli("submission", "--division", "open", "--scenarios", "Offline", "--no-compliance", "--runs-dir",
-                   str(tmp_path / "taken"), "--data-dir", str(tmp_path / "no-data"), "--output", str(tmp_path / "out"))
+    proc = subprocess.run([sys.executable, "-m", "submission", "--division", "open", "--scenarios", "Offline",
+                           "--no-compliance", "--runs-dir", str(tmp_path / "taken"), "--data-dir",
+                           str(tmp_path / "no-data"), "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert_one_clear_error(proc, f"--runs-dir {tmp_path / 'taken'}: is a file, not a directory")
 
 

@@ -54,17 +54,17 @@ def test_an_alias_parses_exactly_like_our_spelling(alias, canonical):
 
 
 def test_the_submission_command_takes_the_engine_aliases_too():
-    from harness.cli import build_parser
+    from submission.cli import build_parser
 
     parser = build_parser()
-    assert parser.parse_args(["submission", "--batch_size", "3"]).batch_size == 3
+    assert parser.parse_args(["--batch_size", "3"]).batch_size == 3
 
 
 def test_a_test01_audit_run_outside_the_submission_flow(tmp_path, sample_dataset, toy_model_dir):
     """--audit-conf TEST01: the bert TEST01 audit.config the submission flow writes, in effect in LoadGen (the detail
     log's effective settings, a sampled accuracy log in performance mode) and recorded in run.json."""
     from harness.loadgen_logs import read_detail_log
-    from harness.submission.rules import TEST01_AUDIT_CONFIG
+    from harness.compliance_audit import TEST01_AUDIT_CONFIG
 
     proc = _run_cli(*_common(tmp_path, sample_dataset, toy_model_dir), "--audit_conf", "TEST01")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -85,7 +85,7 @@ def test_a_plain_run_has_no_audit(tmp_path, sample_dataset, toy_model_dir):
     """Without --audit-conf a stray audit.config in the working directory is never read (the runner names an
     empty one in the run directory), and the accuracy log of a performance run stays empty."""
     from harness.loadgen_logs import read_detail_log
-    from harness.submission.compliance import write_audit_config
+    from harness.compliance_audit import write_audit_config
 
     stray = tmp_path / "cwd"
     stray.mkdir()
@@ -228,7 +228,7 @@ def test_the_recorded_command_of_a_run_gives_back_its_settings():
     from harness.options import from_args, to_dict
     from harness.run_options import EngineSettings
     from harness.settings import LoadGenOverrides
-    from harness.submission.package import run_command
+    from submission.package import run_command
 
     given = ["--backend", "openvino", "--precision", "f32", "--num-streams", "2", "--buckets", "128,384",
              "--workers", "3", "--server-policy", "aging", "--batch-size", "4", "--target-qps", "12.5"]

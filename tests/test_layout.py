@@ -26,18 +26,22 @@ def _imported_top_packages(package: str) -> dict[str, set[str]]:
     return found
 
 
-# cmdline (errors, signals, child processes of every command line) is below everything; experiments/ and
-# benchmarks/ (applications of compression and of the harness) above everything: nothing imports them
-# (``obert-compress experiment`` runs ``python -m experiments`` as a child process)
+# cmdline (errors, signals, child processes of every command line) is below everything; experiments/, benchmarks/
+# and submission/ (applications of compression and of the harness) above everything: nothing imports them, nor
+# does one application import another (``obert-compress experiment`` runs ``python -m experiments`` as a child
+# process)
+_APPLICATIONS = {"experiments", "benchmarks", "submission"}
+
+
 @pytest.mark.parametrize("package, forbidden", [("cmdline", {"squad", "engines", "harness", "compression",
-                                                             "experiments", "benchmarks"}),
-                                                ("squad", {"harness", "compression", "experiments", "benchmarks"}),
-                                                ("engines", {"harness", "compression", "squad", "experiments",
-                                                             "benchmarks"}),
-                                                ("harness", {"experiments", "benchmarks"}),
-                                                ("compression", {"harness", "experiments", "benchmarks"}),
-                                                ("experiments", {"benchmarks"}),
-                                                ("benchmarks", {"experiments"})])
+                                                             *_APPLICATIONS}),
+                                                ("squad", {"harness", "compression", *_APPLICATIONS}),
+                                                ("engines", {"harness", "compression", "squad", *_APPLICATIONS}),
+                                                ("harness", _APPLICATIONS),
+                                                ("compression", {"harness", *_APPLICATIONS}),
+                                                ("experiments", _APPLICATIONS - {"experiments"}),
+                                                ("benchmarks", _APPLICATIONS - {"benchmarks"}),
+                                                ("submission", _APPLICATIONS - {"submission"})])
 def test_shared_code_does_not_reach_into_the_harness(package, forbidden):
     offenders = {path: sorted(names & forbidden) for path, names in _imported_top_packages(package).items()
                  if names & forbidden}

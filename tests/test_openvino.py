@@ -255,7 +255,7 @@ def test_the_default_model_is_rebuilt_with_its_qdq_forms_when_openvino_needs_the
 def test_a_submission_on_openvino_names_the_engine_and_its_version():
     from importlib.metadata import version
 
-    from harness.submission.system import build_system_description
+    from submission.system import build_system_description
 
     description = build_system_description({"submitter": "Org"}, division="open", submitter=None, backend="openvino")
     assert description["framework"] == f"OpenVINO {version('openvino')}"  # the pinned package, 2026.4.1

@@ -294,7 +294,7 @@ def test_actors_no_node_can_hold_are_refused_instead_of_waited_for(cluster, samp
 
 
 def test_a_submission_made_on_ray_describes_the_worker_nodes():
-    from harness.submission.system import build_system_description
+    from submission.system import build_system_description
 
     cluster = {"ray_version": "2.60.0", "number_of_nodes": 2, "workers": 2, "cpus_per_worker": [16],
                "nodes": [{"hostname": "a", "cpu_model": "Xeon 8480", "node_cpus": 16, "workers": 1},

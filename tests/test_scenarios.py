@@ -458,6 +458,7 @@ def test_competing_commands_are_recognised():
     assert is_competing_command(["python3", "-m", "harness.isolated", "spec.json", "out.json"])
     assert is_competing_command(["/venv/bin/obert-compress", "prune"])
     assert is_competing_command(["python", "-m", "benchmarks", "--sections", "engines"])
+    assert is_competing_command(["python", "-m", "submission", "--quick"])
     assert is_competing_command(["python", "-m", "experiments", "real-accuracy"])
     assert not is_competing_command(["python", "-m", "http.server"])
     assert not is_competing_command(["bash", "-c", "harness"])

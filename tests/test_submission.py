@@ -19,20 +19,20 @@ from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG
 from harness.models import inspect_onnx_model
 from harness.settings import LoadGenOverrides
 from squad.features import FeatureParams, load_or_build_features
-from harness.submission import rules
-from harness.submission.compliance import (
+from submission import rules
+from submission.compliance import (
     read_log_entries,
     squad_subset_scorer,
     verify_accuracy,
     verify_performance,
 )
-from harness.submission.official import CSV_NAME, LOG_NAME, parse_verdict
-from harness.submission.package import truncate_accuracy_log
+from submission.official import CSV_NAME, LOG_NAME, parse_verdict
+from submission.package import truncate_accuracy_log
 from harness.run_options import EngineSettings
-from harness.submission.runs import RunContext, candidate_run_dirs, select_runs
-from harness.submission.system import build_system_description, load_template, system_description_problems
-from harness.submission.validate import STRICTER_MARK, validate_tree
-from harness.submission.workflow import NO_COMPLIANCE_NOTE, make_submission, print_result
+from submission.runs import RunContext, candidate_run_dirs, select_runs
+from submission.system import build_system_description, load_template, system_description_problems
+from submission.validate import STRICTER_MARK, validate_tree
+from submission.workflow import NO_COMPLIANCE_NOTE, make_submission, print_result
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import write_toy_qa_model
 
@@ -91,7 +91,7 @@ def package(ctx, tmp_path_factory):
     """One full package (six runs), accepted with the override flags since the toy model's F1 is ~0."""
     out = tmp_path_factory.mktemp("out") / "tree"
     result = make_submission(ctx, output=out, submitter="TestOrg", allow=EVERYTHING,
-                             command_line="python -m harness submission --quick (test)")
+                             command_line="python -m submission --quick (test)")
     return result
 
 
@@ -133,7 +133,7 @@ def test_package_has_the_checker_layout_for_each_scenario(package):
         assert all(measurements[k] for k in rules.MEASUREMENTS_FIELDS)
         readme = (sdir / "README.md").read_text()
         assert f"python -m harness run --scenario {scenario} --mode performance" in readme
-        assert "python -m harness submission" in readme
+        assert "python -m submission" in readme
         assert "TEST PASS" in (sdir / "TEST01" / "verify_accuracy.txt").read_text()
     assert (org / "src" / "bert-99" / "README.md").read_text().count("commit") >= 1
     docs = org / "documentation"
@@ -328,9 +328,9 @@ def test_accuracy_log_truncation_keeps_head_tail_and_hash(tmp_path):
 
 
 def test_cli_validate_only(package, capsys):
-    from harness.cli import main
+    from submission.cli import main
 
-    assert main(["submission", "--validate", str(package.path), "--quick"]) == 4  # accuracy below target
+    assert main(["--validate", str(package.path), "--quick"]) == 4  # accuracy below target
     out = capsys.readouterr().out
     assert "[accuracy]" in out and "error(s)" in out
 
@@ -357,7 +357,7 @@ def _no_runs_allowed(monkeypatch) -> None:
     """Any attempt to start a run fails the test."""
     def refuse(*args, **kwargs):
         raise AssertionError("a run was started")
-    monkeypatch.setattr("harness.submission.runs.execute_isolated", refuse)
+    monkeypatch.setattr("submission.runs.execute_isolated", refuse)
 
 
 def test_open_tree_with_only_offline_validates(package, ctx, tmp_path):
@@ -383,7 +383,7 @@ def test_closed_tree_with_only_offline_is_refused_for_missing_singlestream(packa
 
 
 def test_closed_offline_only_request_is_refused_before_any_run(ctx, tmp_path, monkeypatch, capsys):
-    from harness.cli import main
+    from submission.cli import main
 
     _no_runs_allowed(monkeypatch)
     fresh = RunContext(**{**ctx.__dict__, "runs_root": tmp_path / "runs"})
@@ -392,7 +392,7 @@ def test_closed_offline_only_request_is_refused_before_any_run(ctx, tmp_path, mo
                         scenarios=["Offline"])
     assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("closed*"))
     # the command refuses it before it even loads the data (the data directory here does not exist)
-    assert main(["submission", "--division", "closed", "--scenarios", "Offline", "--data-dir", str(tmp_path / "none"),
+    assert main(["--division", "closed", "--scenarios", "Offline", "--data-dir", str(tmp_path / "none"),
                  "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "cli")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "SingleStream" in err and "--scenarios Offline" in err
@@ -400,13 +400,13 @@ def test_closed_offline_only_request_is_refused_before_any_run(ctx, tmp_path, mo
 
 
 def test_no_compliance_is_refused_in_the_closed_division(ctx, tmp_path, monkeypatch, capsys):
-    from harness.cli import main
+    from submission.cli import main
 
     _no_runs_allowed(monkeypatch)
     fresh = RunContext(**{**ctx.__dict__, "runs_root": tmp_path / "runs"})
     with pytest.raises(ConfigError, match="--no-compliance.*only with --division open"):
         make_submission(fresh, output=tmp_path / "closed", division="closed", submitter="TestOrg", no_compliance=True)
-    assert main(["submission", "--division", "closed", "--no-compliance", "--data-dir", str(tmp_path / "none"),
+    assert main(["--division", "closed", "--no-compliance", "--data-dir", str(tmp_path / "none"),
                  "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "cli")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --no-compliance") and err.count("\n") == 1
@@ -552,7 +552,7 @@ def test_official_checker_log_and_verdict_are_recorded_and_never_rename_the_tree
 
 
 def test_bad_official_checker_dir_is_refused_before_any_run(ctx, tmp_path, monkeypatch, capsys):
-    from harness.cli import main
+    from submission.cli import main
 
     _no_runs_allowed(monkeypatch)
     fresh = RunContext(**{**ctx.__dict__, "runs_root": tmp_path / "runs"})
@@ -563,7 +563,7 @@ def test_bad_official_checker_dir_is_refused_before_any_run(ctx, tmp_path, monke
     old_round = _fake_checker(tmp_path / "old", rounds=("v5.1", "v6.0"))
     with pytest.raises(ConfigError, match="does not know round v6.1.*update the clone"):
         make_submission(fresh, output=tmp_path / "o2", submitter="TestOrg", official_checker=old_round)
-    assert main(["submission", "--official-checker", str(tmp_path / "missing"), "--data-dir", str(tmp_path / "none"),
+    assert main(["--official-checker", str(tmp_path / "missing"), "--data-dir", str(tmp_path / "none"),
                  "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "o3")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --official-checker") and "not a directory" in err and err.count("\n") == 1

@@ -1,4 +1,11 @@
-"""``python -m harness submission``: run what is missing, verify TEST01, package and validate."""
+"""Command line of the MLPerf submission packaging: ``obert-submission`` / ``python -m submission``.
+
+Assembles open/<submitter>/... for bert-99: performance, accuracy and TEST01 runs per scenario (reusing --from-runs
+where they match), TEST01 verification, system description, documentation, then the local validator
+(docs/submission.md). Refuses a tree with errors unless they are accepted with an --allow-* flag (exit status 4).
+It runs like ``obert-harness``: same engine and data options, logging (-v), one-line errors and Ctrl-C/SIGTERM
+handling.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +13,29 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from harness.arguments import DEFAULT_RUNS_DIR, add_data_args, add_engine_args
+from harness.run_options import QUICK
 from harness.sysinfo import REPO_ROOT
+from submission import rules
+from submission.layout import LAYOUTS
+from submission.system import DEFAULT_TEMPLATE
 
 EXIT_REFUSED = 4
 DEFAULT_SUBMISSIONS_DIR = REPO_ROOT / "submissions"
 
 
-def add_submission_parser(sub) -> argparse.ArgumentParser:
-    """Register the ``submission`` sub-command on the harness CLI's sub-parsers."""
-    from harness.arguments import DEFAULT_RUNS_DIR, add_data_args, add_engine_args
-    from harness.run_options import QUICK
-    from harness.submission import rules
-    from harness.submission.layout import LAYOUTS
-    from harness.submission.system import DEFAULT_TEMPLATE
-
-    p = sub.add_parser(
-        "submission", help="package an MLPerf submission tree for bert-99 (runs what is missing, TEST01 included)",
-        description="Assemble open/<submitter>/... for bert-99: performance, accuracy and TEST01 runs per scenario "
-        "(reusing --from-runs where they match), TEST01 verification, system description, documentation, then "
-        "the local validator. Refuses a tree with errors unless they are accepted with an --allow-* flag.",
-    )
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m submission", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--submitter", help="organization name (default: 'submitter' in the system template)")
     p.add_argument("--division", default="open", choices=list(rules.DIVISIONS),
                    help="open (default; required for a compressed model) or closed")
     p.add_argument("--system-template", default=str(DEFAULT_TEMPLATE),
-                   help=f"user-editable system description fields (default: {DEFAULT_TEMPLATE.relative_to(REPO_ROOT)})")
+                   help="user-editable system description fields (default: submission/system_template.json)")
     p.add_argument("--scenarios", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
                    help="comma-separated (default: Offline,SingleStream, plus Server in the open division when "
                    "--from-runs has a matching Server performance run). The closed division needs exactly the "
@@ -66,8 +69,9 @@ def add_submission_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--validate", metavar="TREE",
                    help="only validate an existing submission tree (with --layout, --quick, --no-compliance, "
                    "--official-checker) and exit")
-    p.add_argument("--model", default=None, help="as for `run` (default: the untrained benchmark model in ./models)")
-    add_engine_args(p, note=" (as for `run`; reused runs must have been made with the same values)")
+    p.add_argument("--model", default=None,
+                   help="as for `python -m harness run` (default: the untrained benchmark model in ./models)")
+    add_engine_args(p, note=" (as for `python -m harness run`; reused runs must have been made with the same values)")
     add_data_args(p)
     p.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
     p.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))
@@ -75,13 +79,14 @@ def add_submission_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def cmd_submission(args) -> int:
+def cmd_submission(args: argparse.Namespace, command_line: str = "python -m submission") -> int:
+    """Run what is missing, verify TEST01, package and validate (or only validate, with --validate); the exit
+    status is EXIT_REFUSED when the validator refuses the tree. ``command_line`` is recorded in the package."""
     from harness.run_inputs import engine_by_cpu, engine_for_model, load_dataset_and_features
     from harness.rundir import check_runs_root
-    from harness.run_options import QUICK
-    from harness.submission.runs import RunContext
-    from harness.submission.system import load_template
-    from harness.submission.workflow import make_submission, preflight, print_result
+    from submission.runs import RunContext
+    from submission.system import load_template
+    from submission.workflow import make_submission, preflight, print_result
 
     if args.validate:
         return _validate_only(args)
@@ -115,9 +120,8 @@ def cmd_submission(args) -> int:
         ctx, output=output, division=args.division, submitter=args.submitter,
         system_template=Path(args.system_template), scenarios=args.scenarios,
         from_runs=[Path(p) for p in args.from_runs], layout=args.layout, allow=frozenset(allow),
-        command_line=shlex.join(["python", "-m", "harness", *sys.argv[1:]]) if sys.argv[1:2] == ["submission"]
-        else "python -m harness submission",
-        no_compliance=args.no_compliance, official_checker=Path(args.official_checker) if args.official_checker else None,
+        command_line=command_line, no_compliance=args.no_compliance,
+        official_checker=Path(args.official_checker) if args.official_checker else None,
     )
     print_result(result)
     return 0 if result.accepted else EXIT_REFUSED
@@ -126,8 +130,8 @@ def cmd_submission(args) -> int:
 def _validate_only(args) -> int:
     """``--validate TREE``: the local validator, then the official checker if asked. The tree is left as it is:
     the checker's log goes beside it (``<tree>.official_checker-<time>.log``)."""
-    from harness.submission.official import locate_checker, run_official_checker
-    from harness.submission.validate import summarize, validate_tree
+    from submission.official import locate_checker, run_official_checker
+    from submission.validate import summarize, validate_tree
 
     tree = Path(args.validate)
     tools = locate_checker(Path(args.official_checker)) if args.official_checker else None
@@ -143,3 +147,11 @@ def _validate_only(args) -> int:
             log_path = tree.with_name(f"{tree.name}.official_checker-{time.strftime('%Y%m%d-%H%M%S')}.log")
             print(run_official_checker(tools, tree, submitter, log_path).summary())
     return EXIT_REFUSED if any(f.level == "error" for f in findings) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from harness.cli import run_command
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command_line = shlex.join(["python", "-m", "submission", *argv])  # recorded in the package's READMEs
+    return run_command(build_parser().parse_args(argv), lambda args: cmd_submission(args, command_line))

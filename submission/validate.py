@@ -28,8 +28,8 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.loadgen_logs import DETAIL_LOG, read_detail_log
-from harness.submission import rules
-from harness.submission.system import system_description_problems
+from submission import rules
+from submission.system import system_description_problems
 from harness.sysinfo import REPO_ROOT
 
 CATEGORIES = ("missing", "invalid", "noncompliant", "accuracy")

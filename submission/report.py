@@ -7,8 +7,8 @@ import io
 from pathlib import Path
 
 from harness.loadgen_logs import DETAIL_LOG, read_detail_log
-from harness.submission import rules
-from harness.submission.layout import Layout
+from submission import rules
+from submission.layout import Layout
 
 COLUMNS = (
     "Submitter", "Division", "Availability", "System", "Benchmark", "Implementation", "Scenario",

@@ -24,13 +24,13 @@ from harness.options import to_flags
 from harness.run_options import EngineSettings
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
-from harness.submission import rules
-from harness.submission.compliance import Test01Result, accuracy_line, write_test01_dir
-from harness.submission.layout import Layout
-from harness.submission.official import CheckerVerdict
-from harness.submission.report import csv_table, markdown_table, result_rows
-from harness.submission.runs import ScenarioRuns
-from harness.submission.validate import Finding, stricter_section, summarize, validate_tree
+from submission import rules
+from submission.compliance import Test01Result, accuracy_line, write_test01_dir
+from submission.layout import Layout
+from submission.official import CheckerVerdict
+from submission.report import csv_table, markdown_table, result_rows
+from submission.runs import ScenarioRuns
+from submission.validate import Finding, stricter_section, summarize, validate_tree
 
 INCOMPLETE_MARKER = "INCOMPLETE.md"
 REFUSED_MARKER = "REFUSED.md"

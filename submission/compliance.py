@@ -28,21 +28,13 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG, read_detail_log
-from harness.submission import rules
+from submission import rules
 
 Scorer = Callable[[dict[int, bytes]], dict]  # responses by qsl_idx -> {"f1", "exact_match", "questions"}
 
 
 class ComplianceError(HarnessError):
     """A TEST01 input (accuracy log, detail log) is missing or malformed."""
-
-
-def write_audit_config(path: Path) -> Path:
-    """The bert TEST01 audit.config (LoadGen reads it when the run starts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rules.TEST01_AUDIT_CONFIG)
-    return path
 
 
 def read_log_entries(path: Path) -> list[tuple[int, str]]:

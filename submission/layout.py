@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.submission.rules import BENCHMARK
+from submission.rules import BENCHMARK
 
 LAYOUTS = ("v6", "v5")
 

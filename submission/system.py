@@ -18,10 +18,10 @@ from pathlib import Path
 
 from harness.backends import ENGINE_NAMES
 from harness.errors import ConfigError
-from harness.submission import rules
+from submission import rules
 from harness.sysinfo import REPO_ROOT, _lscpu, machine_info, software_versions
 
-DEFAULT_TEMPLATE = REPO_ROOT / "submission" / "system_template.json"
+DEFAULT_TEMPLATE = Path(__file__).parent / "system_template.json"  # package data: found when installed too
 
 # Fields a CPU-only system answers the same way whatever the machine: the checker wants a
 # meaningful (non-empty) value for several accelerator fields, so "0"/"N/A" rather than "".

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from squad.data import DatasetFiles
 from harness.backends import BackendOptions
+from harness.compliance_audit import write_audit_config
 from harness.errors import ConfigError, HarnessError
 from harness.loadgen_logs import DETAIL_LOG, read_detail_log
 from harness.models import ModelInfo
@@ -24,7 +25,6 @@ from harness.runner import RunRequest
 from harness.scenarios import SutOptions
 from harness.settings import LoadGenOverrides
 from squad.features import FeatureSet
-from harness.submission.compliance import write_audit_config
 
 log = logging.getLogger(__name__)
 

@@ -9,19 +9,19 @@ from pathlib import Path
 from harness.errors import ConfigError
 from harness.rundir import RUN_JSON
 from harness.run_record import UNTRAINED_NOTE
-from harness.submission import rules
-from harness.submission.compliance import (
+from submission import rules
+from submission.compliance import (
     Test01Result,
     read_log_entries,
     run_test01_verification,
     squad_subset_scorer,
 )
-from harness.submission.layout import Layout
-from harness.submission.official import CSV_NAME as OFFICIAL_CSV_NAME
-from harness.submission.official import LOG_NAME as OFFICIAL_LOG_NAME
-from harness.submission.official import locate_checker, run_official_checker, verdict_section
-from harness.submission.package import PackageRequest, PackageResult, assemble
-from harness.submission.runs import (
+from submission.layout import Layout
+from submission.official import CSV_NAME as OFFICIAL_CSV_NAME
+from submission.official import LOG_NAME as OFFICIAL_LOG_NAME
+from submission.official import locate_checker, run_official_checker, verdict_section
+from submission.package import PackageRequest, PackageResult, assemble
+from submission.runs import (
     ROLES,
     ROLES_WITHOUT_COMPLIANCE,
     RunContext,
@@ -30,8 +30,8 @@ from harness.submission.runs import (
     complete_runs,
     select_runs,
 )
-from harness.submission.system import build_system_description, load_template, slugify
-from harness.submission.validate import STRICTER_MARK
+from submission.system import build_system_description, load_template, slugify
+from submission.validate import STRICTER_MARK
 from squad.data import DATA_NOTES
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.submission import rules
+from submission import rules
 
 CHECKER_TOOLS = Path("tools") / "submission"  # the working directory the checker package is imported from
 CHECKER_PACKAGE = CHECKER_TOOLS / "submission_checker"

@@ -88,14 +88,7 @@ SYSTEM_MEANINGFUL_FIELDS = (
     "accelerator_interconnect", "cooling", "framework", "operating_system", "other_software_stack",
 )
 
-# TEST01 (compliance/TEST01): the audit.config MLCommons publishes for bert, and the verification rules
-TEST01_AUDIT_CONFIG = (
-    "# TEST01 - verify accuracy in performance mode (bert). Written by the harness; same values as the\n"
-    "# audit.config MLCommons publishes for bert (mode 2 = performance, accuracy-log sampling on).\n"
-    "*.*.mode = 2\n"
-    "*.*.accuracy_log_rng_seed = 720381539243781796\n"
-    "*.*.accuracy_log_sampling_target = 4096\n"
-)
+# TEST01 (compliance/TEST01): the verification rules (the audit.config is harness.compliance_audit's)
 # verify_performance.py: the TEST01 score must be within 10% of the submission's (20% for latencies of
 # at most 0.2 ms SingleStream / 1.6 ms MultiStream, where timer noise dominates)
 TEST01_PERF_TOLERANCE = 0.10
