@@ -1,6 +1,7 @@
-"""Argument groups shared by the sub-commands that start runs (``run``, ``bench``, ``submission``): data and cache
-directories, backend and engine flags, and the default directories they name. Parsing only: what the values mean is
-the job of :mod:`harness.run_options`, :mod:`harness.run_inputs` and the commands."""
+"""Argument groups shared by the commands that start runs (``run``, ``find-target``, ``python -m benchmarks``,
+``python -m submission``): data and cache directories, backend and engine flags, and the default directories they
+name. Parsing only: what the values mean is the job of :mod:`harness.run_options`, :mod:`harness.run_inputs` and the
+commands."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def truncate_accuracy_log(source: Path, dest: Path) -> str:
 
 def run_command(record: dict) -> str:
     """The `python -m harness run` command equivalent to a recorded run (TEST01 needs the audit.config,
-    which only `python -m harness submission` passes)."""
+    which only `python -m submission` passes)."""
     settings = record.get("settings", {})
     options = settings.get("backend_options", {})
     sut = settings.get("sut_options", {})

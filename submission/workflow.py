@@ -128,10 +128,10 @@ def _accepted_notes(records: dict[str, dict[str, dict]], test01: dict[str, Test0
 def make_submission(
     ctx: RunContext, *, output: Path, division: str = "open", submitter: str | None = None,
     system_template: Path | None = None, scenarios: list[str] | None = None, from_runs: list[Path] | None = None,
-    layout: str = "v6", allow: frozenset[str] = frozenset(), command_line: str = "python -m harness submission",
+    layout: str = "v6", allow: frozenset[str] = frozenset(), command_line: str = "python -m submission",
     no_compliance: bool = False, official_checker: Path | None = None,
 ) -> PackageResult:
-    """Everything `python -m harness submission` does, for a prepared :class:`RunContext`.
+    """Everything `python -m submission` does, for a prepared :class:`RunContext`.
 
     ``no_compliance`` skips TEST01 (open division only); ``official_checker`` (a clone of mlcommons/inference)
     runs the official checker on the packaged tree and records its verdict beside the validator's."""
