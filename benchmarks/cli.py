@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Build (or find) the benchmark models the sections need, run the suite and print its report."""
     from benchmarks.peers import ort_dynamic_int8
-    from benchmarks.suite import Suite, SuiteConfig, SuiteModels
+    from benchmarks.config import SuiteConfig, SuiteModels
+    from benchmarks.suite import Suite
     from harness.bucketing import parse_buckets
     from harness.errors import ConfigError
     from harness.models import resolve_model

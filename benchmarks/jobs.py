@@ -5,10 +5,10 @@ LoadGen tests of one scenario and mode. Harness overhead is measured two ways: w
 inside the engine vs LoadGen's duration, see ``harness.run_record.harness_overhead_pct``), and by
 alternating the bare engine loop with the first test over the same features (bare, test, bare, ..., bare;
 after the other tests): each test run is compared with the mean of the bare loops on either side, so slow
-drift of a shared machine largely cancels. LoadGen
-reads conf files once per process (see ``harness.isolated``), so the tests share one TestSettings read
-from mlperf.conf/user.conf and differ only in their overrides (count, duration, target QPS). A tuning
-job instead builds one engine per configuration and measures each with the bare loop only.
+drift of a shared machine largely cancels. LoadGen reads conf files once per process (see ``harness.isolated``),
+so the tests share one TestSettings read from mlperf.conf/user.conf and differ only in their overrides (count,
+duration, target QPS). A tuning job instead builds one engine per configuration and measures each with the bare
+loop only.
 
 ``python -m benchmarks.jobs JOB.json RESULT.json``
 """

@@ -37,8 +37,8 @@ from harness.sysinfo import REPO_ROOT
 PROJECTION_NODES = (1, 2, 4, 8, 16, 32, 64)
 PROJECTION_CORES = (2, 8, 32, 96, 192)
 
-# Published results of the sizes projected to, for comparison, as quoted in issue 14 (NM v3.0 from the MLPerf
-# Inference v3.0 open results; the Intel Server/Offline ratio of closed bert-99 Xeon results, approximate).
+# Published results of the sizes projected to, for comparison (NM v3.0 from the MLPerf Inference v3.0 open
+# results; the Intel Server/Offline ratio of closed bert-99 Xeon results, approximate).
 PUBLISHED_AT_SCALE = (
     {"what": "Neural Magic v3.0 oBERT, 2x AMD EPYC 9654 (192 cores), Offline, bert-99 open",
      "cores": 192, "offline_samples_per_s": 5578.7},

@@ -13,7 +13,9 @@ import pytest
 from benchmarks.jobs import TuneConfig
 from benchmarks.macs import compute_peak, count_macs
 from benchmarks.report import TARGET_TEXT, target_lines
-from benchmarks.suite import Suite, SuiteConfig, SuiteModels, bucket_choice, bucket_plans
+from benchmarks.config import SuiteConfig, SuiteModels
+from benchmarks.projections import bucket_choice, bucket_plans
+from benchmarks.suite import Suite
 from harness.errors import ConfigError
 from harness.models import inspect_onnx_model
 from harness.sysinfo import REPO_ROOT, machine_info
@@ -227,7 +229,7 @@ def test_the_report_lists_only_measured_targets_and_names_the_rest_in_one_line()
 
 
 def test_overhead_compares_each_harness_run_with_the_bare_loops_around_it():
-    from benchmarks.suite import overhead_summary
+    from benchmarks.summaries import overhead_summary
 
     # The machine speeds up 100 -> 110 -> 120 -> 130 while the harness costs exactly 1%.
     summary = overhead_summary({"bare_samples_per_s": [100, 110, 120, 130],
@@ -389,7 +391,7 @@ def test_engines_section_runs_openvino_beside_deepsparse_and_reports_the_ratios(
 def test_server_bound_at_the_in_run_engine_speed_rescales_the_isolated_service_times():
     from types import SimpleNamespace
 
-    from benchmarks.suite import server_bounds
+    from benchmarks.projections import server_bounds
 
     features = SimpleNamespace(params=SimpleNamespace(max_seq_length=384), seq_lengths=np.array([100] * 3 + [300]))
     jobs = {"server-ours": {"service_s": {"128": [0.020] * 5, "384": [0.060] * 5}, "backend": {"num_streams": 1}}}

@@ -166,7 +166,7 @@ def test_auto_resolves_to_a_named_engine_whose_accuracy_log_it_gives(tiny_int8, 
 def test_the_suites_engines_section_checks_the_rule_against_what_it_measured():
     """The benchmark suite names its engines; its engines section says whether ``auto``'s engine was the faster one."""
     from benchmarks.report import engines_section
-    from benchmarks.suite import auto_check
+    from benchmarks.summaries import auto_check
 
     assert auto_check(AMX_XEON, {"samples_per_s": 110.54}, {"samples_per_s": 253.35}) == {
         "engine": "openvino", "cpu_class": "AMX", "rule_measured": True, "faster_offline": "openvino", "agrees": True}
