@@ -106,7 +106,7 @@ def cmd_submission(args: argparse.Namespace, command_line: str = "python -m subm
     scenarios = list(args.scenarios or ("Offline", "SingleStream"))  # the default set includes SingleStream
     # settings errors (e.g. --packing with a latency scenario) are refused before any run
     engine, choice = engine_by_cpu(args, scenarios)
-    check_runs_root(Path(args.runs_dir))  # a file there was a traceback once the first run started
+    check_runs_root(Path(args.runs_dir))  # a file in the way: one line before the data loads, not at the first run
     dataset, features = load_dataset_and_features(args, count=QUICK.count if args.quick else None)
     engine, choice, model = engine_for_model(args, engine, choice, dataset, scenarios)
     ctx = RunContext(model=model, features=features, dataset=dataset, engine=engine,
@@ -131,7 +131,8 @@ def _validate_only(args) -> int:
     """``--validate TREE``: the local validator, then the official checker if asked. The tree is left as it is:
     the checker's log goes beside it (``<tree>.official_checker-<time>.log``)."""
     from submission.official import locate_checker, run_official_checker
-    from submission.validate import summarize, validate_tree
+    from submission.findings import summarize
+    from submission.validate import validate_tree
 
     tree = Path(args.validate)
     tools = locate_checker(Path(args.official_checker)) if args.official_checker else None

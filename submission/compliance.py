@@ -1,19 +1,8 @@
-"""Compliance TEST01: verify accuracy in performance mode, then check performance did not change.
+"""Compliance TEST01 verification, as compliance/TEST01 ``run_verification.py`` does it (docs/submission.md).
 
-The run: a performance-mode run with the bert ``audit.config`` (accuracy-log sampling on), so LoadGen
-writes a random subset of the responses to ``mlperf_log_accuracy.json``. The verification (what
-compliance/TEST01 ``run_verification.py`` does, implemented here):
-
-* **accuracy**: every sampled response must equal the accuracy run's response for the same ``qsl_idx``.
-  The reference compares the logged hex data (its ``--unixmode`` hashes whole entries; its default
-  mode compares the first element only); we compare every byte of the float32 ``[384, 2]`` logits,
-  which implies both. If some responses differ (allowed non-determinism, e.g. multi-stream engines),
-  the rules fall back to accuracy: the sampled subset is scored from the accuracy run ("baseline") and
-  from the TEST01 log ("compliance"), and the two F1 scores must agree within 1% for bert-99.
-* **performance**: both runs VALID, same scenario (and Server latency bound), and the TEST01 score
-  within 10% of the submitted one (20% for SingleStream latencies of at most 0.2 ms).
-
-Output files follow the reference's format, which the submission checker greps ("TEST PASS").
+Accuracy: the responses LoadGen sampled into a performance run's accuracy log must equal the accuracy run's, byte for
+byte (or, when they differ, the sampled questions' F1 from both must agree within 1%). Performance: the TEST01 score
+within 10% of the submitted one. The reports follow the reference's format, which the submission checker greps.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""Where each file of a submission tree goes.
-
-Two layouts:
-
-* ``v6`` (default) is what the current submission checker (v6.x, ``submission_checker/constants.py``
-  path templates) reads: the measurement files (``measurements.json``, ``README.md``, ``user.conf``) and
-  the compliance runs (``TEST01/``) live inside ``results/<system>/<benchmark>/<scenario>/``, and the
-  code pointer lives in ``src/``.
-* ``v5`` is the older layout (rounds up to v5.1): separate ``measurements/``, ``compliance/`` and
-  ``code/`` folders, with ``<system>_<implementation>_<scenario>.json`` as the measurements file.
+"""Where each file of a submission tree goes, in the current checker's layout (``v6``: measurements and TEST01
+inside ``results/<system>/<benchmark>/<scenario>/``, code pointer in ``src/``) or the older one (``v5``, rounds up to
+v5.1: separate ``measurements/``, ``compliance/`` and ``code/`` folders).
 """
 
 from __future__ import annotations

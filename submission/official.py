@@ -1,15 +1,8 @@
 """The official MLPerf submission checker, run on a packaged tree (``--official-checker DIR``).
 
-``DIR`` is the submitter's own clone of mlcommons/inference (we never download it). Since the v6.x rounds the
-checker is the package ``tools/submission/submission_checker``; as the clone's own tests run it, it is invoked
-from ``tools/submission`` as::
-
-    python -m submission_checker.main --input TREE --version v6.1 --submitter ORG --csv FILE
-
-with no ``--skip-*`` flag (the settings of an official check). It logs through ``logging`` (``[time file:line
-LEVEL] message``) and ends with ``SUMMARY: submission looks OK`` (exit 0) or ``SUMMARY: submission has
-errors`` (exit 1). Its log is kept in the tree's ``documentation/``; its verdict never deletes or renames
-anything.
+``DIR`` is the submitter's own clone of mlcommons/inference (never downloaded); its checker runs from
+``tools/submission`` as the clone's own tests run it, with no ``--skip-*`` flag (:func:`checker_command`). Its log is
+kept in the tree's ``documentation/``; its verdict is recorded, never acted upon.
 """
 
 from __future__ import annotations
@@ -32,8 +25,8 @@ LOG_NAME = "official_checker.log"
 CSV_NAME = "official_checker_summary.csv"
 TIMEOUT_S = 1800
 FIRST_ERRORS = 5
-OK_LINE = "SUMMARY: submission looks OK"
-ERRORS_LINE = "SUMMARY: submission has errors"
+OK_LINE = "SUMMARY: submission looks OK"  # its last line, exit status 0
+ERRORS_LINE = "SUMMARY: submission has errors"  # exit status 1
 # "[2026-01-01 10:00:00,000 main.py:120 ERROR] message" (the checker's format) or "ERROR:main:message"
 _LEVEL = re.compile(r"^\[[^\]]*\b(?P<bracket>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s?|^(?P<plain>DEBUG|INFO|WARNING|ERROR|CRITICAL):[^:]*:")
 

@@ -30,7 +30,8 @@ from submission.layout import Layout
 from submission.official import CheckerVerdict
 from submission.report import csv_table, markdown_table, result_rows
 from submission.runs import ScenarioRuns
-from submission.validate import Finding, stricter_section, summarize, validate_tree
+from submission.findings import Finding, stricter_section, summarize
+from submission.validate import validate_tree
 
 INCOMPLETE_MARKER = "INCOMPLETE.md"
 REFUSED_MARKER = "REFUSED.md"

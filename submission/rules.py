@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 BENCHMARK = "bert-99"  # constants.MODEL_CONFIG[...]["models"]; our compressed variant goes in the notes
-LOADGEN_MODEL = "bert"  # the name mlperf.conf / user.conf / audit.config use
 CHECKER_VERSION = "v6.1"  # the round whose RNG seeds LoadGen 6.0.17 carries (docs/submission.md)
 
 DIVISIONS = ("open", "closed")
@@ -40,7 +39,6 @@ PERFORMANCE_SAMPLE_COUNT = 10833  # performance-sample-count["bert-99"]
 OFFLINE_MIN_SAMPLES_PER_QUERY = 10833  # OFFLINE_MIN_SPQ_SINCE_V4["bert-99"] (closed only)
 MIN_QUERIES = {"SingleStream": 1024, "Offline": 1}  # min-queries["bert-99"] (not checked with early stopping)
 EARLY_STOPPING_SCENARIOS = ("Server", "SingleStream", "MultiStream")  # Config.uses_early_stopping
-SERVER_LATENCY_LIMIT_NS = 130_000_000  # mlperf.conf bert.Server.target_latency (ms) as LoadGen enforces it
 MIN_DURATION_MS = 600_000  # TEST_DURATION_MS
 
 # RESULT_FIELD_NEW: the detail-log key that is the headline result of each scenario
@@ -88,7 +86,7 @@ SYSTEM_MEANINGFUL_FIELDS = (
     "accelerator_interconnect", "cooling", "framework", "operating_system", "other_software_stack",
 )
 
-# TEST01 (compliance/TEST01): the verification rules (the audit.config is harness.compliance_audit's)
+# TEST01 (compliance/TEST01) verification; its audit.config is harness/compliance_audit.py's
 # verify_performance.py: the TEST01 score must be within 10% of the submission's (20% for latencies of
 # at most 0.2 ms SingleStream / 1.6 ms MultiStream, where timer noise dominates)
 TEST01_PERF_TOLERANCE = 0.10

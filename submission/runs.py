@@ -1,7 +1,7 @@
 """The runs a package needs, per scenario: performance, accuracy and TEST01 (performance mode with the
 audit.config). Complete runs the user points at (``--from-runs``) are reused when they match what this
 command would run (model, dataset features, backend and engine settings, LoadGen overrides, conf
-files); whatever is missing is run with :func:`harness.runner.execute_run`."""
+files); whatever is missing runs in one child process per scenario (:mod:`harness.isolated`)."""
 
 from __future__ import annotations
 

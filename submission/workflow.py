@@ -31,7 +31,7 @@ from submission.runs import (
     select_runs,
 )
 from submission.system import build_system_description, load_template, slugify
-from submission.validate import STRICTER_MARK
+from submission.findings import STRICTER_MARK
 from squad.data import DATA_NOTES
 
 log = logging.getLogger(__name__)

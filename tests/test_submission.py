@@ -31,7 +31,8 @@ from submission.package import truncate_accuracy_log
 from harness.run_options import EngineSettings
 from submission.runs import RunContext, candidate_run_dirs, select_runs
 from submission.system import build_system_description, load_template, system_description_problems
-from submission.validate import STRICTER_MARK, validate_tree
+from submission.findings import STRICTER_MARK
+from submission.validate import validate_tree
 from submission.workflow import NO_COMPLIANCE_NOTE, make_submission, print_result
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import write_toy_qa_model
