@@ -16,9 +16,9 @@ import numpy as np
 
 from harness.errors import ConfigError
 
-# Chosen by measurement on the dev-set length distribution and DeepSparse's per-length speed; see the
-# docs/performance.md (Bucket set and batch per bucket) (`python -m benchmarks --sections buckets`). Each bucket is one more
-# engine to compile (~30-45 s for DeepSparse on 2 cores), so a few well-placed lengths beat many.
+# Chosen by measurement on the dev-set length distribution and DeepSparse's per-length speed (docs/performance.md,
+# Bucket set and batch per bucket; `python -m benchmarks --sections buckets`). Each bucket is one more engine to
+# compile, so a few well-placed lengths beat many.
 DEFAULT_BUCKETS: tuple[int, ...] = (128, 192, 256, 384)
 
 

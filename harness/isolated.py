@@ -3,8 +3,8 @@
 LoadGen 6.0.17 keeps configuration state per process: once user.conf has been read a second time, every
 test logs ``error_invalid_config: Multiple conf files are used`` in its detail log, an error the submission
 checker rejects. Tests of one scenario can share one reading (``harness.settings.ConfSettings``), so a child
-runs one scenario's tests (performance, accuracy, TEST01) on one engine: compiling it is most of a short
-run's time (a DeepSparse engine of the 14-layer model takes ~78 s of a core). Tests of another scenario go to
+runs one scenario's tests (performance, accuracy, TEST01) on one engine, compiling which is most of a short
+run's time. Tests of another scenario go to
 another child. The child rebuilds the features from the feature cache and re-inspects the model from a JSON
 description of the requests, instead of receiving pickled arrays (DeepSparse refuses unpickled int64 arrays
 as "unsupported type 'int64'").

@@ -32,9 +32,9 @@ import numpy as np
 # the backend's cost, which packs rows) when a loaded run has many waiting; the decision is taken with the queue's lock
 # held, on the cores the engine computes on.
 LOOKAHEAD = 32
-# A call of the budget may take this share of the latency bound (median over calls with every worker busy). With
-# packed rows a call costs whole rows: on 2 cores two-row calls took 38-47 ms and held ~1.9x the load of one-row calls
-# at a third of the bound (docs/running.md, Server batching), so the share leaves room for two rows there.
+# A call of the budget may take this share of the latency bound (median over calls with every worker busy): with
+# packed rows a call costs whole rows, and the share leaves room for two-row calls on a small machine
+# (docs/running.md, Server batching).
 BUDGET_SHARE_OF_BOUND = 0.4
 CALIBRATION_REPEATS = 5  # batches timed per budget: the calls of a 2-core VM vary by tens of percent
 

@@ -143,8 +143,7 @@ def create_bucketed_backend(engine: Engine, model: ModelInfo, options: BackendOp
                              "dynamic")
             engines = {length: session for length in buckets}
         else:
-            # Compiling is mostly single-threaded and releases the GIL: build the engines side by side
-            # (two 14-layer engines on 2 cores: 43 s together instead of 74 s one after the other).
+            # Compiling is mostly single-threaded and releases the GIL: build the engines side by side.
             engine.import_library()  # here, not in the pool's threads (see Engine.import_library)
             variants = {length: write_sequence_variant(model, proto, length, work_dir) for length in buckets}
             del proto  # the engines read the files; peak memory matters (one compiled engine is ~240 MB)
@@ -163,7 +162,7 @@ def create_bucketed_backend(engine: Engine, model: ModelInfo, options: BackendOp
                         if future.exception() is None:
                             engines[futures[future]] = future.result()
                         bar.update()
-            except BaseException:  # Ctrl-C/SIGTERM: do not wait for the compiles still running (~78 s each)
+            except BaseException:  # Ctrl-C/SIGTERM: do not wait for the compiles still running
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
             pool.shutdown()

@@ -86,8 +86,7 @@ class EngineWorker:
             self.backend = wrapper(self.backend)
         # The actor takes one call per stream plus one waiting (its max_concurrency), so that the next batch is
         # already here when a stream frees up; the waiting one must not compute yet: two calls on one stream's
-        # cores put twice the engine's threads on them, which wait on each other (measured: Server batches of
-        # one window took 62-238 ms through Ray against 38-42 ms locally at the same loads).
+        # cores put twice the engine's threads on them, which wait on each other (docs/scaling.md).
         self._streams = threading.BoundedSemaphore(self.backend.compute_streams)
 
     def info(self) -> dict:
