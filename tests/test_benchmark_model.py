@@ -48,7 +48,8 @@ from compression.sparsity import (
     sparsity_report,
 )
 from compression.synthetic import synthetic_qa_batch
-from compression.verify import FLOAT64_FLOOR_FACTOR, TOLERANCES, verify_model_dir
+from compression.tolerances import FLOAT64_FLOOR_FACTOR, TOLERANCES
+from compression.verify import verify_model_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_VOCAB_CANDIDATES = (
@@ -422,7 +423,7 @@ def test_the_integer_form_is_what_sparseml_converts_and_the_qdq_form_holds_the_s
     from sparseml.pytorch.utils import ModuleExporter
 
     from compression.quantize import weights_snapped_to_quantized_values
-    from compression.verify import QDQ_MATMUL_OP, onnx_linear_weights
+    from compression.graph_checks import QDQ_MATMUL_OP, onnx_linear_weights
 
     model = tiny_sparse_int8.prepared.model.eval()
     sample = synthetic_qa_batch(1, 384, vocab_size=model.config.vocab_size, seed=0)
@@ -472,7 +473,7 @@ def test_a_lost_4_block_in_the_exported_integers_fails_verification(tiny_sparse_
     the torch model can see it."""
     from onnx import numpy_helper
 
-    from compression.verify import onnx_linear_weights
+    from compression.graph_checks import onnx_linear_weights
 
     def revive_one_zero_block(graph) -> None:
         import onnx
@@ -628,7 +629,7 @@ def test_real_model_sparsity_is_50pct_block4_on_exactly_the_recipe_params(real_s
 def test_real_model_runs_int8_matmuls_for_every_pruned_layer(real_sparse_int8):
     import onnx
 
-    from compression.verify import onnx_linear_weights
+    from compression.graph_checks import onnx_linear_weights
 
     weights = onnx_linear_weights(onnx.load(str(real_sparse_int8.out_dir / "model.onnx")))
     params = json.loads((real_sparse_int8.out_dir / "manifest.json").read_text())["sparsity_details"]["params"]
@@ -697,7 +698,7 @@ def test_a_failed_verification_keeps_its_report_beside_the_target(tmp_path, voca
 def test_int8_logit_tolerance_bounds_both_the_mean_and_the_worst_logit():
     """A trained INT8 export is ~11% off at its worst logit and ~1.1% on average (rounding flips propagate);
     a scale fault raises the mean, a fault at a few positions the worst logit. FP32 stays tight."""
-    from compression.verify import compare_logits
+    from compression.tolerances import compare_logits
 
     rng = np.random.default_rng(0)
     reference = {name: rng.normal(0.0, 2.0, (2, 384)).astype(np.float32) for name in ("start_logits", "end_logits")}
@@ -723,7 +724,7 @@ def test_an_int8_models_numeric_floor_widens_its_logit_bounds_only_where_it_is_w
     """Two correct evaluations of a rounding-sensitive INT8 model (PyTorch float64 and float32) differ by more than
     the fixed engine bounds (the real-accuracy MiniLM of 2026-12-06: 11.1% at the worst logit, 0.77% mean); the
     bounds follow that floor, the mean bound stays where the floor is below it, and no floor changes nothing."""
-    from compression.verify import widened_to_floor
+    from compression.tolerances import widened_to_floor
 
     engines, torch_bound = TOLERANCES["openvino_vs_ort"]["int8"], TOLERANCES["ort_vs_torch"]["int8"]
     floor = {"relative_max_diff": 0.1114, "relative_mean_diff": 0.0077}
@@ -759,7 +760,8 @@ def test_a_float64_copy_of_a_qat_model_computes_the_same_int8_model_and_leaves_t
 def test_an_export_that_loses_f1_against_its_torch_model_is_not_published(tmp_path, vocab):
     """The held-out F1 check runs on the staged copy before publishing; a drop past the bound vetoes it."""
     from compression.errors import VerificationError
-    from compression.verify import AccuracyCheck, f1_bound, failed_verification_report
+    from compression.tolerances import f1_bound
+    from compression.verify import AccuracyCheck, failed_verification_report
 
     assert f1_bound(1731) == 0.5 and f1_bound(40) == pytest.approx(5.0)  # two questions' worth on small sets
     model = build_model("tiny", seed=42)

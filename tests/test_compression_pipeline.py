@@ -473,7 +473,7 @@ def test_smoke_quantize_claims(smoke_run) -> None:
 def test_smoke_export_claims(smoke_run) -> None:
     import onnx
 
-    from compression.verify import INT8_MATMUL_OPS, onnx_linear_weights
+    from compression.graph_checks import INT8_MATMUL_OPS, onnx_linear_weights
 
     out = smoke_run["out"]
     model_dir = out / "model"

@@ -232,15 +232,15 @@ def test_real_accuracy_pipeline_and_harness_on_a_tiny_bert(tiny_bert_qa, data_di
 
     # a planted verification failure of the INT8 export: measured anyway, from a directory named for it, and said
 
-    from compression import verify
+    from compression import tolerances
     from experiments.real_accuracy.results import _verification_notes, export_verification
 
     run_dir = tmp_path / "exp" / "runs" / "obs-60pct-seed42"
     assert export_verification(run_dir / "model-int8")["passed"] is True
     assert not _verification_notes(export_verification(run_dir / "model-int8"), run_dir / "model-int8")
     shutil.rmtree(run_dir / "model-int8")
-    monkeypatch.setitem(verify.TOLERANCES["ort_vs_torch"], "int8", verify.Tolerance(0.0, 0.0))
-    monkeypatch.setattr(verify, "FLOAT64_FLOOR_FACTOR", 0.0)  # or the model's own numeric floor widens the bound
+    monkeypatch.setitem(tolerances.TOLERANCES["ort_vs_torch"], "int8", tolerances.Tolerance(0.0, 0.0))
+    monkeypatch.setattr(tolerances, "FLOAT64_FLOOR_FACTOR", 0.0)  # or the model's own numeric floor widens the bound
     failed = stages.export_run(config, run_dir, "quantize", data_dir, False)
     assert failed == run_dir / stages.FAILED_INT8_DIR and not (run_dir / "model-int8").exists()
     check = export_verification(failed)

@@ -12,7 +12,7 @@ from typing import Any
 
 from cmdline.provenance import provenance
 from compression.dev_split import DEV_SPLIT_NOTE
-from compression.verify import f1_bound, f1_outside_range
+from compression.tolerances import f1_bound, f1_outside_range
 from experiments.real_accuracy.config import LABEL, RealAccuracyConfig, row_label
 from experiments.real_accuracy.harness_driver import HarnessJob, predictions_identical
 from experiments.real_accuracy.rows import Part
@@ -20,7 +20,7 @@ from experiments.real_accuracy.stages import scores_of
 
 def exported_sparsity(model_dir: Path) -> dict[str, Any] | None:
     """The sparsity ``verify.json`` read from an exported model: over the recipe's encoder Linears and over every
-    parameter of the model (``compression.verify.sparsity_summary``)."""
+    parameter of the model (``compression.graph_checks.sparsity_summary``)."""
     verify = Path(model_dir) / "verify.json"
     return json.loads(verify.read_text()).get("sparsity") if verify.is_file() else None
 
