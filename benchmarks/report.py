@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.openvino_profile import profile_lines
 from benchmarks.scaleout import two_host_report_lines
 from cmdline.provenance import provenance_line
 from harness.plots import finish_plot, pyplot, save_plot
@@ -107,6 +108,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
                          f"{r['early_stopping_p90_ms']} | {r['validity']} |")
         lines.append("")
     lines += engines_section(s.get("engines"))
+    lines += profile_lines(s.get("openvino_profile"))
     vnni = s.get("vnni")
     if vnni:
         lines += ["## DeepSparse fast VNNI emulation (section `vnni`)", "",

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from benchmarks.openvino_profile import PROFILE_JOBS
 from benchmarks.config import SECTIONS, SuiteConfig, SuiteModels
 from benchmarks.jobs import BenchJob, LoadGenTest, TuneConfig, run_job_isolated
 from benchmarks.scaleout import TWO_HOSTS_JOB, measure_two_hosts
@@ -58,13 +59,14 @@ log = logging.getLogger(__name__)
 ENGINE_JOB_PREFIX = {"deepsparse": "ds", "openvino": "ov"}  # section engines' job labels
 
 
-def _engine_options(backend: str, *, fast_vnni: bool, precision: str, sparse_weights_rate: float | None) -> EngineOptions:
+def _engine_options(backend: str, *, fast_vnni: bool, precision: str, sparse_weights_rate: float | None,
+                    perf_counters: bool = False) -> EngineOptions:
     """The engine's own options of a job: the variants the suite compares (DeepSparse's fast VNNI emulation, OpenVINO's
     precision and sparse weights)."""
     if backend == "deepsparse":
         return DeepSparseOptions(fast_vnni_emulation=fast_vnni)
     if backend == "openvino":
-        return OpenVinoOptions(precision=precision, sparse_weights_rate=sparse_weights_rate)
+        return OpenVinoOptions(precision=precision, sparse_weights_rate=sparse_weights_rate, perf_counters=perf_counters)
     return EngineOptions()
 
 
@@ -99,7 +101,8 @@ class Suite:
              capacity_count: int = 0, service_profile_count: int = 0, streams: int = 1, timeout_ms: float | None = None,
              tune: tuple[TuneConfig, ...] = (), ray: dict | None = None, server_policy: str = "aging",
              packing: bool = False, fast_vnni: bool = False, tune_count: int = BenchJob.tune_count,
-             precision: str = "auto", sparse_weights_rate: float | None = None) -> dict | None:
+             precision: str = "auto", sparse_weights_rate: float | None = None,
+             perf_counters: bool = False) -> dict | None:
         """Run a job of a selected section, or take its result from the reused suite (None: neither)."""
         if section not in self.config.sections:
             if label in self.reused:
@@ -114,7 +117,8 @@ class Suite:
                                            sequence_buckets=buckets_for(buckets or None, self.features.params.max_seq_length),
                                            packing=packing, ray=RayOptions(**ray) if ray else RayOptions(),
                                            engine=_engine_options(backend, fast_vnni=fast_vnni, precision=precision,
-                                                                  sparse_weights_rate=sparse_weights_rate)),
+                                                                  sparse_weights_rate=sparse_weights_rate,
+                                                                  perf_counters=perf_counters)),
             sut_options=SutOptions(num_workers=None if ray else streams,  # Ray: the pool's parallelism
                                    batch_timeout_ms=timeout_ms or self.config.server_timeout_ms,
                                    server_policy=server_policy),
@@ -295,6 +299,11 @@ class Suite:
         if m.dense_fp32_14l is not None or "ov-dense-fp32-14l" in self.reused:
             self._job("ov-dense-fp32-14l", "engines", backend="openvino", model=m.dense_fp32_14l, scenario="Offline",
                       batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams, tests=first)
+            # where the time goes, layer type by layer type: the INT8 model against the dense one (openvino_profile)
+            for label, model in ((PROFILE_JOBS["int8"], m.sparse_int8), (PROFILE_JOBS["dense"], m.dense_fp32_14l)):
+                self._job(label, "engines", backend="openvino", model=model, scenario="Offline",
+                          batch_size=c.offline_batch, buckets=c.buckets, streams=c.offline_streams, tests=first,
+                          perf_counters=True)
         server = {"min_duration_ms": c.server_duration_ms, "min_query_count": c.engine_server_min_queries}
         fractions = {"tokens": c.engine_token_server_fractions, "aging": c.engine_server_fractions,
                      "slack": c.engine_server_fractions}

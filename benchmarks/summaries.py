@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.openvino_profile import openvino_profile_summary
 from benchmarks.macs import MacProfile, compute_peak, count_macs
 from benchmarks.projections import bucket_choice, bucket_plans, core_projection, server_bounds
 from benchmarks.scaleout import TWO_HOSTS_JOB, two_host_summary
@@ -156,6 +157,7 @@ def summarize(results: dict, models: list[ModelInfo | None], features: FeatureSe
     return {
         "engines": engines_summary(offline_rows, server_rows, singlestream_rows, n, len(features),
                                    results.get("machine") or machine_info()),
+        "openvino_profile": openvino_profile_summary(results["jobs"]),
         "ray": ray_summary(results["jobs"], offline_rows, server_best, features),
         "two_hosts": two_host_summary(results["jobs"].get(TWO_HOSTS_JOB)),
         "vnni": vnni_summary(offline_rows, singlestream_rows),

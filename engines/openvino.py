@@ -76,3 +76,62 @@ def matmul_kernels(compiled_model) -> dict[str, int]:
 def _precision_name(value: Any) -> str:
     """An OpenVINO element type as the short name its settings take (``<Type: 'bfloat16'>`` -> ``bf16``)."""
     return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+
+
+class LayerProfile:
+    """OpenVINO's per-node performance counters (``PERF_COUNT``), summed over inferences by layer type and the kernel
+    it ran (``exec_type``, e.g. ``brgemm_avx512_amx_I8``): where an inference's time goes, to compare two models or
+    precisions layer type by layer type. ``add`` is called after each inference, from any thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._time_us: Counter = Counter()
+        self._nodes: dict[tuple[str, str], set[str]] = {}
+        self.inferences = 0
+        self.samples = 0
+
+    def add(self, request, samples: int) -> None:
+        """Count one finished inference of ``request`` over ``samples`` windows (or packed rows)."""
+        executed = [(info.node_type, info.exec_type, info.node_name, info.real_time.total_seconds() * 1e6)
+                    for info in request.get_profiling_info() if info.status == info.Status.EXECUTED]
+        with self._lock:
+            for node_type, exec_type, name, micros in executed:
+                self._time_us[node_type, exec_type] += micros
+                self._nodes.setdefault((node_type, exec_type), set()).add(name)
+            self.inferences += 1
+            self.samples += samples
+
+    def as_dict(self) -> dict[str, Any]:
+        """Per layer type and kernel: its nodes and the microseconds they ran, largest first (see :func:`merge_profiles`
+        and :func:`profile_per_sample`)."""
+        with self._lock:
+            return {"inferences": self.inferences, "samples": self.samples,
+                    "layers": [{"layer_type": node_type, "exec_type": exec_type,
+                                "nodes": len(self._nodes[node_type, exec_type]), "us": round(micros, 1)}
+                               for (node_type, exec_type), micros in self._time_us.most_common()]}
+
+
+def merge_profiles(profiles: list[dict[str, Any]]) -> dict[str, Any]:
+    """The profiles of several engines of one model (its length buckets) as one: times and counts summed."""
+    time_us: Counter = Counter()
+    nodes: dict[tuple[str, str], int] = {}
+    for profile in profiles:
+        for layer in profile["layers"]:
+            key = (layer["layer_type"], layer["exec_type"])
+            time_us[key] += layer["us"]
+            nodes[key] = max(nodes.get(key, 0), layer["nodes"])
+    return {"inferences": sum(p["inferences"] for p in profiles), "samples": sum(p["samples"] for p in profiles),
+            "layers": [{"layer_type": t, "exec_type": e, "nodes": nodes[t, e], "us": round(us, 1)}
+                       for (t, e), us in time_us.most_common()]}
+
+
+def profile_per_sample(profile: dict[str, Any]) -> dict[str, Any]:
+    """Milliseconds per sample and share of the total, per layer type and kernel, and in all."""
+    total = sum(layer["us"] for layer in profile["layers"])
+    per_sample = max(profile["samples"], 1) * 1000.0
+    return {"ms_per_sample": round(total / per_sample, 4), "samples": profile["samples"],
+            "layers": [{**{k: layer[k] for k in ("layer_type", "exec_type", "nodes")},
+                        "ms_per_sample": round(layer["us"] / per_sample, 4),
+                        "share": round(layer["us"] / total, 4) if total else None} for layer in profile["layers"]]}

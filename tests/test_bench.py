@@ -100,7 +100,7 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
                          offline_streams=1, server_streams=1, other_offline_configs=((2, 2),), other_server_streams=(2,),
                          other_streams_server_fractions=(0.3,), singlestream_duration_ms=300, service_profile_count=3,
                          sections=("offline", "server", "tune"), tune=(TuneConfig(2), TuneConfig(4, 2)))
-    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
+    suite = Suite(config, SuiteModels(sparse_int8=model, dense_fp32_14l=dense), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
                   feature_cache_dir=cache, progress=False)
     results = suite.run()
@@ -287,7 +287,7 @@ def test_ray_section_compares_with_local_and_projects_to_many_nodes(sample, tmp_
     config = SuiteConfig(samples=24, offline_batch=4, server_batch=1, buckets=(96, 160, 384), full_offline=False,
                          offline_streams=1, other_offline_configs=(), server_duration_ms=500, ray_server_fractions=(0.2,),
                          service_profile_count=3, sections=("ray",))  # one invocation: local and Ray
-    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
+    suite = Suite(config, SuiteModels(sparse_int8=model, dense_fp32_14l=dense), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
                   feature_cache_dir=cache, progress=False)
     ray = suite.run()["summary"]["ray"]
@@ -322,7 +322,7 @@ def test_vnni_section_runs_each_scenario_with_and_without_the_fast_emulation(sam
     model = inspect_onnx_model(write_toy_qa_model(tmp_path / "toy" / "model.onnx"))
     config = SuiteConfig(samples=24, offline_batch=4, buckets=(96, 160, 384), offline_streams=1,
                          singlestream_duration_ms=300, sections=("vnni",))
-    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
+    suite = Suite(config, SuiteModels(sparse_int8=model, dense_fp32_14l=dense), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
                   feature_cache_dir=cache, progress=False)
     results = suite.run()
@@ -344,13 +344,15 @@ def test_engines_section_runs_openvino_beside_deepsparse_and_reports_the_ratios(
     model_dir = build_benchmark_model(tmp_path / "tiny", vocab=None, variant="sparse-int8", preset="tiny", seed=3,
                                       packed_variant=False)
     model = inspect_onnx_model(model_dir / "model.onnx")
+    dense = inspect_onnx_model(build_benchmark_model(tmp_path / "tiny-dense", vocab=None, variant="dense-fp32",
+                                                     preset="tiny", seed=3, packed_variant=False) / "model.onnx")
     # Server points of 500 queries at least: LoadGen's early stopping needs ~460 to call a run VALID, and only
     # VALID points count as held
     config = SuiteConfig(samples=24, offline_batch=4, server_batch=1, buckets=(192, 384), singlestream_duration_ms=300,
                          server_duration_ms=300, engine_server_fractions=(0.05, 0.1), engine_server_min_queries=500,
                          engine_token_server_fractions=(0.1, 0.3), engine_full_server_duration_ms=400,
                          sections=("engines",))
-    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
+    suite = Suite(config, SuiteModels(sparse_int8=model, dense_fp32_14l=dense), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
                   feature_cache_dir=cache, progress=False)
     results = suite.run()
@@ -360,7 +362,8 @@ def test_engines_section_runs_openvino_beside_deepsparse_and_reports_the_ratios(
         "ov-engine-offline-sparse-weights": "openvino", "ds-engine-server": "deepsparse",
         "ds-engine-server-tokens": "deepsparse", "ds-engine-singlestream": "deepsparse",
         "ds-engine-server-full": "deepsparse", "ov-engine-server": "openvino", "ov-engine-server-tokens": "openvino",
-        "ov-engine-singlestream": "openvino", "ov-engine-server-full": "openvino"}
+        "ov-engine-singlestream": "openvino", "ov-engine-server-full": "openvino", "ov-dense-fp32-14l": "openvino",
+        "ov-profile-int8": "openvino", "ov-profile-dense-fp32-14l": "openvino"}
     backend = jobs["ov-engine-offline-f32"]["records"][-1]["backend"]
     assert backend["executed_precision"] == {**backend["executed_precision"], "matmuls": "int8", "float_ops": "f32"}
     assert jobs["ov-engine-offline-sparse-weights"]["records"][-1]["backend"]["sparse_weights_decompression_rate"] == \
@@ -384,8 +387,18 @@ def test_engines_section_runs_openvino_beside_deepsparse_and_reports_the_ratios(
         for row in engines["server_by_policy"][engine].values():
             assert row is None or row["vs_offline"] == pytest.approx(row["target_qps"] / offline_sps, abs=1e-3)
         assert engines["server_full"][engine]["target_qps"] > 0
+    # the INT8 model against the dense one, layer type by layer type, with the throughput ratio and its target
+    profile = results["summary"]["openvino_profile"]
+    assert profile["int8_vs_dense_samples_per_s"] == pytest.approx(
+        profile["samples_per_s"]["int8"] / profile["samples_per_s"]["dense"], abs=1e-3)
+    assert profile["by_layer_type"]["FullyConnected"]["int8"] > 0 and profile["by_layer_type"]["FullyConnected"]["dense"] > 0
+    int8_kernels = {layer["exec_type"] for layer in profile["layers"]
+                    if layer["layer_type"] == "FullyConnected" and layer["int8_nodes"]}
+    assert int8_kernels and all(kernel.lower().endswith("i8") for kernel in int8_kernels)
+    assert profile["sparse_weights"]["matmul_nodes"] > 0 and profile["sparse_weights"]["sparse_weight_matmuls"] >= 0
     report = (suite.out_dir / "report.md").read_text()
     assert "## Engines: OpenVINO vs DeepSparse" in report and "ISA:" in report
+    assert "the INT8 model against the dense model, per layer type" in report
 
 
 def test_server_bound_at_the_in_run_engine_speed_rescales_the_isolated_service_times():

@@ -152,6 +152,35 @@ def test_a_missing_qdq_file_named_by_the_manifest_is_one_clear_error(tiny_models
         create_backend("openvino", inspect_onnx_model(copy / "model.onnx"), BackendOptions(batch_size=1))
 
 
+def test_perf_counters_record_where_the_time_goes_over_every_bucket_engine(tiny_models):
+    """--perf-counters: OpenVINO's per-node counters summed by layer type and kernel over every inference of every
+    length-bucket engine, the INT8 model's matmuls on 8-bit kernels."""
+    from engines.openvino import profile_per_sample
+
+    model = inspect_onnx_model(tiny_models["sparse-int8"] / "model.onnx")
+    options = BackendOptions(batch_size=2, sequence_buckets=(192, 384), engine=OpenVinoOptions(perf_counters=True))
+    backend = create_backend("openvino", model, options)
+    try:
+        before = backend.describe()["layer_profile"]["samples"]  # the bucket check's own inferences count too
+        for length in (100, 300, 300):  # one call at the short bucket, two at the long one
+            ids = np.ones((2, 384), dtype=np.int64)
+            mask = (np.arange(384) < length).astype(np.int64)[None].repeat(2, axis=0)
+            backend.predict(ids, mask, np.zeros_like(ids))
+        profile = backend.describe()["layer_profile"]
+    finally:
+        backend.close()
+    assert profile["samples"] == before + 6
+    matmuls = [layer for layer in profile["layers"] if layer["layer_type"] == "FullyConnected"]
+    assert matmuls and all(layer["exec_type"].lower().endswith("i8") for layer in matmuls)
+    summary = profile_per_sample(profile)
+    assert summary["ms_per_sample"] > 0 and sum(layer["share"] for layer in summary["layers"]) == pytest.approx(1, abs=1e-3)
+    plain = create_backend("openvino", model, BackendOptions(batch_size=2))
+    try:
+        assert "layer_profile" not in plain.describe()
+    finally:
+        plain.close()
+
+
 def test_streams_threads_and_sparse_weights_map_onto_openvino(tiny_models):
     model = inspect_onnx_model(tiny_models["sparse-int8"] / "model.onnx")
     backend = create_backend("openvino", model, BackendOptions(batch_size=1, num_streams=2, num_cores=2,

@@ -109,8 +109,14 @@ class BucketedBackend(Backend):
         raise NotImplementedError("BucketedBackend routes in predict(); its engines run the batches")
 
     def describe(self) -> dict:
-        return {**self.engines[self.buckets[-1]].describe(), "sequence_buckets": list(self.buckets),
-                "bucket_check": self.check}
+        described = {**self.engines[self.buckets[-1]].describe(), "sequence_buckets": list(self.buckets),
+                     "bucket_check": self.check}
+        if "layer_profile" in described:  # OpenVINO's counters (--perf-counters): every bucket engine's
+            from engines.openvino import merge_profiles
+
+            engines = {id(e): e for e in self.engines.values()}.values()
+            described["layer_profile"] = merge_profiles([e.describe()["layer_profile"] for e in engines])
+        return described
 
     def close(self) -> None:
         for engine in {id(e): e for e in self.engines.values()}.values():

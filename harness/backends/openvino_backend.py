@@ -52,6 +52,11 @@ class OpenVinoOptions(EngineOptions):
         "weights (default: OpenVINO's, off). Its sparse kernels need AMX: on AVX-512 CPUs without it no matmul used "
         "them (run.json: backend.executed_precision.sparse_weight_matmuls)")
 
+    perf_counters: bool = flag("--perf-counters", default=False, action="store_true",
+                               help="OpenVINO: collect its per-node performance counters (PERF_COUNT) and record where "
+                               "the time goes, per layer type and kernel, in run.json (backend.layer_profile); a "
+                               "profiling run, slightly slower")
+
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -153,9 +158,10 @@ class OpenVinoBackend(Backend):
         super().__init__(model, options)
         import openvino
 
-        from engines.openvino import executed_precision
+        from engines.openvino import LayerProfile, executed_precision
 
         self.own = options.engine_options(OpenVinoOptions)
+        self.profile = LayerProfile() if self.own.perf_counters else None
         # The user's file, not the temporary length-bucket copy this engine may be compiled from
         source = model.manifest.get("engine_file", str(model.onnx_path))
         self._version = openvino.get_version()
@@ -195,6 +201,8 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = own.precision
         if own.sparse_weights_rate is not None:
             config["CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"] = str(own.sparse_weights_rate)
+        if own.perf_counters:
+            config["PERF_COUNT"] = "YES"
         return config
 
     @property
@@ -213,6 +221,8 @@ class OpenVinoBackend(Backend):
         request = self._requests.get()
         try:
             results = request.infer(feeds)
+            if self.profile is not None:
+                self.profile.add(request, samples=next(iter(feeds.values())).shape[0])
             # the request's output buffers are reused by its next call: copy before handing it back
             return np.array(results[self._start]), np.array(results[self._end])
         finally:
@@ -237,6 +247,7 @@ class OpenVinoBackend(Backend):
             "executed_precision": self.executed,
             "sparse_weights_decompression_rate": round(float(compiled.get_property("CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE")), 4),
             "device": self._device,
+            **({"layer_profile": self.profile.as_dict()} if self.profile is not None else {}),
         }
 
     def close(self) -> None:
