@@ -48,7 +48,7 @@ from compression.recipes import (
     swap_obs_for_magnitude,
 )
 from compression.sparsity import sparsity_report
-from compression.steps.common import RunConfig
+from compression.steps.config import RunConfig
 from compression.steps.data import dataset_files, evaluate_model, prepare_data
 from compression.train import TrainSettings, train_with_recipe
 from compression.train_checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE

@@ -110,7 +110,7 @@ def tiny_bert_qa(directory: Path, data_dir: Path, vocab: Path) -> Path:
 
     from compression.presets import get_pipeline_preset
     from compression.recipes import dense_recipe, dump_recipe
-    from compression.steps.common import RunConfig
+    from compression.steps.config import RunConfig
     from compression.steps.data import prepare_data
     from compression.train import train_with_recipe
 

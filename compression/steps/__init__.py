@@ -15,7 +15,8 @@ reports/     prune.json, quantize.json, export.json and their plots
 pipeline.json  which steps ran, when, how long, with which settings
 ```
 
-- :mod:`compression.steps.common`: :class:`RunConfig`, ``pipeline.json`` and reports, :func:`finish_step`
+- :mod:`compression.steps.config`: :class:`RunConfig`, what every step gets besides its own options
+- :mod:`compression.steps.common`: ``pipeline.json`` and reports, :func:`finish_step`
 - :mod:`compression.steps.data`: a step's training and evaluation windows, held-out evaluation
 - :mod:`compression.steps.teacher`: the smoke preset's teacher
 - :mod:`compression.steps.prune`, :mod:`~compression.steps.quantize`, :mod:`~compression.steps.export`: the steps
@@ -24,7 +25,7 @@ pipeline.json  which steps ran, when, how long, with which settings
 The library they use (models, recipes, training, export, verification) is the rest of :mod:`compression`.
 """
 
-from compression.steps.common import RunConfig
+from compression.steps.config import RunConfig
 from compression.steps.export import run_export
 from compression.steps.prune import run_prune
 from compression.steps.quantize import run_quantize

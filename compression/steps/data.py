@@ -14,7 +14,7 @@ from compression.dev_split import DEV_SPLIT_NOTE, split_dev_by_article
 from compression.errors import CompressionError
 from compression.evaluate import evaluate_loss, evaluate_squad, load_eval_features
 from compression.squad_records import HF_SQUAD_SOURCE, limit_records, load_hf_squad, read_squad_records
-from compression.steps.common import RunConfig
+from compression.steps.config import RunConfig
 from compression.train import resolve_device
 from compression.train_features import TrainFeatures, WindowParams, feature_stats, load_or_build_train_features
 from squad.data import find_dataset

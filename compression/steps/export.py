@@ -29,7 +29,8 @@ from compression.recipes import (
     pruning_target,
 )
 from compression.sparsity import sparsity_report
-from compression.steps.common import RunConfig, finish_step, now, read_pipeline
+from compression.steps.common import finish_step, now, read_pipeline
+from compression.steps.config import RunConfig
 from compression.train import resolve_device
 from squad.features import FeatureParams
 

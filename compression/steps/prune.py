@@ -37,7 +37,8 @@ from compression.report import (
 )
 from compression.schedule import pruning_schedule
 from compression.sparsity import plot_sparsity_heatmap, sparsity_report
-from compression.steps.common import SMOKE_NOTE, RunConfig, finish_step, training_report
+from compression.steps.common import SMOKE_NOTE, finish_step, training_report
+from compression.steps.config import RunConfig
 from compression.steps.data import dataset_files, evaluate_model, prepare_data
 from compression.steps.teacher import cached_teacher_evaluation, ensure_smoke_teacher
 from compression.train import train_with_recipe

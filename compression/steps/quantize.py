@@ -19,7 +19,8 @@ from compression.recipes import (
 )
 from compression.report import check, lr_trace_check, masks_unchanged_check, plot_losses, plot_lr, qat_state, zero_masks
 from compression.sparsity import sparsity_report
-from compression.steps.common import SMOKE_NOTE, RunConfig, finish_step, training_report
+from compression.steps.common import SMOKE_NOTE, finish_step, training_report
+from compression.steps.config import RunConfig
 from compression.steps.data import evaluate_model, prepare_data
 from compression.train import train_with_recipe
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from cmdline.provenance import provenance
-from compression.steps.common import RunConfig
+from compression.steps.config import RunConfig
 from compression.steps.data import dataset_files
 from compression.steps.export import run_export
 from compression.steps.prune import run_prune

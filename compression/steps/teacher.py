@@ -17,7 +17,8 @@ from compression.checkpoints import save_checkpoint_dir
 from compression.errors import CompressionError
 from compression.recipes import dense_recipe, dump_recipe
 from compression.report import plot_losses
-from compression.steps.common import SMOKE_NOTE, RunConfig, record_step
+from compression.steps.common import SMOKE_NOTE, record_step
+from compression.steps.config import RunConfig
 from compression.steps.data import DataBundle, evaluate_model, prepare_data
 from compression.train import train_with_recipe
 
