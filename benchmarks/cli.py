@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.arguments import add_data_args
+from harness.run_inputs import add_data_args
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.sysinfo import REPO_ROOT
 

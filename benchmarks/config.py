@@ -10,7 +10,7 @@ from benchmarks.designs import V3_BATCH_SIZE, V3_BUCKETS
 from benchmarks.jobs import TuneConfig
 from harness.bucketing import DEFAULT_BUCKETS
 from harness.models import ModelInfo
-from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS
+from harness.engine_settings import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS
 
 SECTIONS = ("offline", "peers", "server", "buckets", "tune", "vnni", "ray", "engines", "hosts")
 

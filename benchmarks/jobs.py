@@ -81,7 +81,7 @@ def execute_job(job: BenchJob) -> dict:
     from benchmarks.designs import DESIGNS
     from harness.isolated import request_from_spec
     from harness.runner import execute_run
-    from harness.settings import LoadGenOverrides, conf_test_settings
+    from harness.loadgen_settings import LoadGenOverrides, conf_test_settings
     from squad.features import select_features
 
     base = request_from_spec(job.request)

@@ -39,7 +39,7 @@ from harness.bucketing import buckets_for
 from harness.errors import ConfigError
 from harness.isolated import request_to_spec
 from harness.models import ModelInfo
-from harness.run_options import (
+from harness.engine_settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_STREAMS,
     TOKEN_POLICY_MAX_BATCH,
@@ -49,7 +49,7 @@ from harness.run_options import (
 from harness.rundir import create_run_dir, mark_complete, mark_incomplete, write_json_atomic
 from harness.runner import RunRequest
 from harness.scenarios import SutOptions
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from harness.sysinfo import machine_info, software_versions
 from squad.data import DatasetFiles
 from squad.features import FeatureSet
@@ -337,7 +337,7 @@ class Suite:
                           **self._server_layout(policy))
 
     def _server_layout(self, policy: str) -> dict:
-        """The harness's default Server engine layout for ``policy`` (harness.run_options): the tokens policy's calls
+        """The harness's default Server engine layout for ``policy`` (harness.engine_settings): the tokens policy's calls
         of 1..8 windows or packed rows on one stream per core; the others' batches of --batch-size on one stream."""
         c = self.config
         if policy == "tokens":

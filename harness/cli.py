@@ -20,15 +20,17 @@ from pathlib import Path
 from harness.errors import HarnessError, RunStopped
 from harness.interrupts import describe as describe_interrupt
 from harness.interrupts import exit_now, exit_status, install_sigterm_handler, install_stop_notice
-from harness.arguments import DEFAULT_RUNS_DIR, add_data_args, add_engine_args
+from harness.engine_settings import EngineSettings
+from harness.run_inputs import add_data_args
+from harness.rundir import DEFAULT_RUNS_DIR
 from harness.logging_config import configure_logging
 from harness.options import add_flags
-from harness.run_options import QUICK
-from harness.settings import LoadGenOverrides
+from harness.engine_settings import QUICK
+from harness.loadgen_settings import LoadGenOverrides
 from harness.sysinfo import REPO_ROOT
 
-# The shared pieces live below this module (argument groups: harness.arguments; dataset and model:
-# harness.run_inputs; logging: harness.logging_config; the commands: harness.commands), so that every import
+# The shared pieces live below this module (flags: on the option classes, e.g. harness.engine_settings; dataset and
+# model: harness.run_inputs; logging: harness.logging_config; the commands: harness.commands), so that every import
 # inside harness/ points one way (tests/test_layout.py); this module only parses and dispatches.
 
 
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a compliance audit.config for a performance run (LoadGen reads it at the start); "
                          "TEST01: the bert TEST01 one that `python -m submission` uses (accuracy-log sampling in "
                          "performance mode; check it with its verification). Not a result to report on its own")
-    add_engine_args(run)
+    EngineSettings.add_flags(run)
     run.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="parent of the run directories")
     run.add_argument("--abort-when-invalid", action="store_true",
                      help="Server: stop as soon as more samples have missed the latency bound than p99 allows over "
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"),
                       help="the conf the runs read their other settings from (default: the repository's)")
     find.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help="parent of the search's run directories")
-    add_engine_args(find)
+    EngineSettings.add_flags(find)
 
     acc = sub.add_parser("accuracy", help="score the accuracy log of a run directory")
     acc.add_argument("run_dir", help="an accuracy-mode run directory holding mlperf_log_accuracy.json and run.json; an "

@@ -18,7 +18,7 @@ from harness.run_inputs import (
     engine_for_model,
     load_dataset_and_features,
 )
-from harness.run_options import QUICK, quick_overrides
+from harness.engine_settings import QUICK, quick_overrides
 
 log = logging.getLogger("harness")
 
@@ -27,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.backends import create_backend, import_engine
     from harness.options import from_args
     from harness.runner import RunRequest, check_request, execute_run
-    from harness.settings import LoadGenOverrides, conf_test_settings, issue_plan, plan_note
+    from harness.loadgen_settings import LoadGenOverrides, conf_test_settings, issue_plan, plan_note
 
     from harness.loadgen_logs import expected_bytes
     from harness.rundir import check_free_space, check_runs_root
@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_runs_root(Path(args.runs_dir))  # before minutes of start-up, not when the first run directory is made
     modes = ["performance", "accuracy"] if args.mode == "both" else [args.mode]
     audit_config = _audit_config(args.audit_conf, modes, Path(args.cache_dir))
-    # The conf files are read once for every test of this command (see harness.settings.ConfSettings).
+    # The conf files are read once for every test of this command (see harness.loadgen_settings.ConfSettings).
     conf = conf_test_settings(args.scenario, modes[0], mlperf_conf=Path(args.mlperf_conf),
                               user_conf=Path(args.user_conf))
     engine, choice = engine_by_cpu(args, [args.scenario])

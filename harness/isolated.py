@@ -2,7 +2,7 @@
 
 LoadGen 6.0.17 keeps configuration state per process: once user.conf has been read a second time, every
 test logs ``error_invalid_config: Multiple conf files are used`` in its detail log, an error the submission
-checker rejects. Tests of one scenario can share one reading (``harness.settings.ConfSettings``), so a child
+checker rejects. Tests of one scenario can share one reading (``harness.loadgen_settings.ConfSettings``), so a child
 runs one scenario's tests (performance, accuracy, TEST01) on one engine, compiling which is most of a short
 run's time. Tests of another scenario go to
 another child. The child rebuilds the features from the feature cache and re-inspects the model from a JSON
@@ -64,7 +64,7 @@ def request_from_spec(spec: dict, wrapper=None) -> RunRequest:
     from squad.data import DatasetFiles
     from harness.models import resolve_model
     from harness.scenarios import SutOptions
-    from harness.settings import LoadGenOverrides
+    from harness.loadgen_settings import LoadGenOverrides
     from squad.features import FeatureParams, load_or_build_features, select_features
 
     data = spec["dataset"]
@@ -131,7 +131,7 @@ def run_tests_on_one_engine(requests: list[RunRequest]) -> list[dict]:
     """The child's work: build the engine and read the conf files once, then run each test on them."""
     from harness.backends import create_backend
     from harness.runner import execute_run
-    from harness.settings import conf_test_settings
+    from harness.loadgen_settings import conf_test_settings
 
     first = requests[0]
     conf = conf_test_settings(first.scenario, first.mode, mlperf_conf=first.mlperf_conf, user_conf=first.user_conf)

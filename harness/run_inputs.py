@@ -23,12 +23,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("harness")
 
+DEFAULT_CACHE_ENV = "OBERT_CACHE_DIR"
 DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 MODELS_DIR_ENV = "OBERT_MODELS_DIR"  # where the default benchmark models are built and kept
 # The geometry of the default model built on first use; tests set "tiny" to exercise the same path quickly.
 BENCHMARK_PRESET_ENV = "OBERT_BENCHMARK_PRESET"
 DEFAULT_MODEL_VARIANT = "sparse-int8"
 DEFAULT_DATA_SUBDIR = "data"  # the default data dir, under the cache dir: first-run downloads go there
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """--data-dir, --cache-dir, --no-progress (see :func:`harness.run_inputs.load_dataset_and_features`)."""
+    parser.add_argument(
+        "--data-dir",
+        help="directory holding dev-v1.1.json and vocab.txt/bert-uncased-vocab.txt (default: $OBERT_DATA_DIR, else "
+        "<cache dir>/data, where the first run downloads the official files; offline, a small built-in sample is "
+        "used and results are NOT comparable)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=os.environ.get(DEFAULT_CACHE_ENV, str(REPO_ROOT / "cache")),
+        help="where tokenized features, the built-in sample and downloads are kept (default: ./cache or "
+        "$OBERT_CACHE_DIR)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def load_dataset_and_features(args: argparse.Namespace, *, count: int | None = None) -> tuple[DatasetFiles, FeatureSet]:
@@ -151,7 +169,7 @@ def engine_by_cpu(args: argparse.Namespace, scenarios: list[str]):
     """The engine settings with ``--backend auto`` resolved by the CPU (first, so that the default model is built
     for the engine), and the choice; settings errors come here, before the data and model work."""
     from harness.engine_choice import choose_engine
-    from harness.run_options import EngineSettings
+    from harness.engine_settings import EngineSettings
 
     engine = EngineSettings.from_args(args)
     choice = choose_engine(engine.backend)

@@ -20,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import ConfigError, DiskFull
+from harness.sysinfo import REPO_ROOT
+
+DEFAULT_RUNS_DIR = REPO_ROOT / "runs"  # parent of the run directories
 
 INCOMPLETE_MARKER = "INCOMPLETE"
 RUN_JSON = "run.json"

@@ -39,7 +39,7 @@ from harness.run_record import (SAMPLE_LATENCIES_FILE, UNTRAINED_NOTE, harness_o
 from harness.rundir import (RUN_JSON, check_free_space, create_run_dir, disk_full_error, is_no_space, mark_complete,
                             mark_incomplete, naming, write_atomic, write_json_atomic)
 from harness.scenarios import SutOptions, create_sut
-from harness.settings import ConfSettings, LoadGenOverrides, build_test_settings, issue_plan
+from harness.loadgen_settings import ConfSettings, LoadGenOverrides, build_test_settings, issue_plan
 from squad.features import FeatureSet
 from harness.sysinfo import harness_commit, machine_info, peak_rss_mb, software_versions
 from squad.data import DATA_NOTES, SAMPLE, DatasetFiles
@@ -89,7 +89,7 @@ def execute_run(request: RunRequest, *, backend: Backend | None = None, conf_set
 
     ``backend``: an engine built by the caller for several runs (benchmarks; left open here).
     ``conf_settings``: TestSettings already read from the conf files for this scenario
-    (:func:`harness.settings.conf_test_settings`): LoadGen must read the conf files only once per process,
+    (:func:`harness.loadgen_settings.conf_test_settings`): LoadGen must read the conf files only once per process,
     or every later test logs "Multiple conf files are used"; this request's mode and overrides are applied.
     ``vocab_check``: :func:`check_request`'s result where the caller checked the request already (before building
     the engine it passes), so that it runs once.

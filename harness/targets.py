@@ -196,7 +196,7 @@ def find_targets(args) -> int:
     from harness.rundir import check_runs_root
     from harness.run_inputs import engine_by_cpu, engine_for_model, load_dataset_and_features
     from harness.runner import RunRequest, execute_run
-    from harness.settings import LoadGenOverrides, conf_test_settings
+    from harness.loadgen_settings import LoadGenOverrides, conf_test_settings
 
     scenarios = [s for s in SCENARIO_ORDER if s in (args.scenario or SCENARIO_ORDER)]
     check_runs_root(Path(args.runs_dir))

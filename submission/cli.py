@@ -16,8 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.arguments import DEFAULT_RUNS_DIR, add_data_args, add_engine_args
-from harness.run_options import QUICK
+from harness.engine_settings import EngineSettings
+from harness.run_inputs import add_data_args
+from harness.rundir import DEFAULT_RUNS_DIR
+from harness.engine_settings import QUICK
 from harness.sysinfo import REPO_ROOT
 from submission import rules
 from submission.layout import LAYOUTS
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "--official-checker) and exit")
     p.add_argument("--model", default=None,
                    help="as for `python -m harness run` (default: the untrained benchmark model in ./models)")
-    add_engine_args(p, note=" (as for `python -m harness run`; reused runs must have been made with the same values)")
+    EngineSettings.add_flags(p, note=" (as for `python -m harness run`; reused runs must have been made with the same values)")
     add_data_args(p)
     p.add_argument("--mlperf-conf", default=str(REPO_ROOT / "mlperf.conf"))
     p.add_argument("--user-conf", default=str(REPO_ROOT / "user.conf"))

@@ -21,9 +21,9 @@ from harness.backends.registry import engine
 from harness.errors import ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG
 from harness.options import to_flags
-from harness.run_options import EngineSettings
+from harness.engine_settings import EngineSettings
 from harness.scenarios import SutOptions
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from submission import rules
 from submission.compliance import Test01Result, accuracy_line, write_test01_dir
 from submission.layout import Layout

@@ -20,10 +20,10 @@ from harness.models import ModelInfo
 from harness.options import to_dict
 from harness.rundir import RUN_JSON, is_complete
 from harness.isolated import execute_runs_isolated
-from harness.run_options import EngineSettings, quick_overrides
+from harness.engine_settings import EngineSettings, quick_overrides
 from harness.runner import RunRequest
 from harness.scenarios import SutOptions
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from squad.features import FeatureSet
 
 log = logging.getLogger(__name__)

@@ -100,7 +100,7 @@ def test_suite_runs_every_job_and_writes_report_and_plots(sample, tmp_path):
                          offline_streams=1, server_streams=1, other_offline_configs=((2, 2),), other_server_streams=(2,),
                          other_streams_server_fractions=(0.3,), singlestream_duration_ms=300, service_profile_count=3,
                          sections=("offline", "server", "tune"), tune=(TuneConfig(2), TuneConfig(4, 2)))
-    suite = Suite(config, SuiteModels(sparse_int8=model, dense_fp32_14l=dense), features=features, dataset=dataset,
+    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
                   feature_cache_dir=cache, progress=False)
     results = suite.run()
@@ -287,7 +287,7 @@ def test_ray_section_compares_with_local_and_projects_to_many_nodes(sample, tmp_
     config = SuiteConfig(samples=24, offline_batch=4, server_batch=1, buckets=(96, 160, 384), full_offline=False,
                          offline_streams=1, other_offline_configs=(), server_duration_ms=500, ray_server_fractions=(0.2,),
                          service_profile_count=3, sections=("ray",))  # one invocation: local and Ray
-    suite = Suite(config, SuiteModels(sparse_int8=model, dense_fp32_14l=dense), features=features, dataset=dataset,
+    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
                   feature_cache_dir=cache, progress=False)
     ray = suite.run()["summary"]["ray"]
@@ -322,7 +322,7 @@ def test_vnni_section_runs_each_scenario_with_and_without_the_fast_emulation(sam
     model = inspect_onnx_model(write_toy_qa_model(tmp_path / "toy" / "model.onnx"))
     config = SuiteConfig(samples=24, offline_batch=4, buckets=(96, 160, 384), offline_streams=1,
                          singlestream_duration_ms=300, sections=("vnni",))
-    suite = Suite(config, SuiteModels(sparse_int8=model, dense_fp32_14l=dense), features=features, dataset=dataset,
+    suite = Suite(config, SuiteModels(sparse_int8=model), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
                   feature_cache_dir=cache, progress=False)
     results = suite.run()

@@ -23,7 +23,7 @@ from harness.loadgen_logs import ACCURACY_LOG
 from harness.models import inspect_onnx_model
 from harness.runner import RunRequest, execute_run
 from harness.scenarios import SutOptions
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import toy_expected, write_toy_qa_model
 

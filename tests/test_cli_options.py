@@ -121,7 +121,7 @@ def test_the_cli_and_the_run_path_of_a_given_model_import_neither_torch_nor_spar
     script = f"""
 import sys
 from pathlib import Path
-import harness.cli, harness.commands, harness.runner, harness.isolated, harness.scenarios, harness.settings
+import harness.cli, harness.commands, harness.runner, harness.isolated, harness.scenarios, harness.loadgen_settings
 import harness.backends, harness.backends.bucketed, harness.backends.onnxruntime_backend, harness.accuracy
 from harness.cli import build_parser
 from harness.run_inputs import resolve_run_model
@@ -210,8 +210,8 @@ def test_each_engine_and_loadgen_flag_of_run_is_declared_once():
     run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
     flags = {name for action in run_parser._actions for name in action.option_strings if name.startswith("--")}
     declared = _declared_flags(REPO_ROOT / "harness")
-    engine_flags = {name for name in flags if any("run_options.py" in p or "backends" in p or "scenarios.py" in p
-                                                  or "settings.py" in p for p in declared.get(name, []))}
+    engine_flags = {name for name in flags if any("engine_settings.py" in p or "backends" in p or "scenarios.py" in p
+                                                  or "loadgen_settings.py" in p for p in declared.get(name, []))}
     assert {"--precision", "--scheduler", "--intra-op-threads", "--ray-workers", "--server-policy", "--batch-size",
             "--target-qps", "--no-bucketing"} <= engine_flags
     repeated = {name: declared[name] for name in engine_flags if len(declared[name]) != 1}
@@ -226,8 +226,8 @@ def test_the_recorded_command_of_a_run_gives_back_its_settings():
     from harness.backends.openvino_backend import OpenVinoOptions
     from harness.cli import build_parser
     from harness.options import from_args, to_dict
-    from harness.run_options import EngineSettings
-    from harness.settings import LoadGenOverrides
+    from harness.engine_settings import EngineSettings
+    from harness.loadgen_settings import LoadGenOverrides
     from submission.package import run_command
 
     given = ["--backend", "openvino", "--precision", "f32", "--num-streams", "2", "--buckets", "128,384",

@@ -109,7 +109,7 @@ def test_run_json_and_the_summary_line_name_the_choice_and_its_reason(sample_fea
     from harness.backends import BackendOptions
     from harness.runner import RunRequest, execute_run
     from harness.scenarios import SutOptions
-    from harness.settings import LoadGenOverrides
+    from harness.loadgen_settings import LoadGenOverrides
 
     dataset, features, _ = sample_features
     model = inspect_onnx_model(without_qdq / "model.onnx")

@@ -9,7 +9,7 @@ from benchmarks.glance import LATENCY_PLOT, SERVER_PLOT, write_glance
 from harness.models import inspect_onnx_model
 from harness.runner import RunRequest, execute_run
 from harness.scenarios import SutOptions
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import write_toy_qa_model
 

@@ -19,7 +19,7 @@ from harness.errors import ConfigError
 from harness.models import inspect_onnx_model
 from harness.runner import RunRequest, execute_run
 from harness.scenarios import SutOptions
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from harness.sysinfo import REPO_ROOT
 
 

@@ -182,7 +182,7 @@ def _packed_run(sample, model, tmp_path, name: str, backend: str = "onnxruntime"
     from harness.backends import BackendOptions
     from harness.runner import RunRequest, execute_run
     from harness.scenarios import SutOptions
-    from harness.settings import LoadGenOverrides
+    from harness.loadgen_settings import LoadGenOverrides
     from harness.sysinfo import REPO_ROOT
 
     dataset, features = sample
@@ -271,7 +271,7 @@ def test_packing_is_refused_where_it_cannot_work(packed_models, tmp_path):
     from harness.backends import BackendOptions, create_backend
     from harness.errors import ConfigError, ModelError
     from harness.models import inspect_onnx_model
-    from harness.run_options import EngineSettings
+    from harness.engine_settings import EngineSettings
 
     from harness.scenarios import SutOptions
 

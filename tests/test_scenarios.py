@@ -24,7 +24,7 @@ from harness.rundir import INCOMPLETE_MARKER, RUN_JSON
 from harness.run_record import offered_load_note
 from harness.runner import RunRequest, execute_run
 from harness.scenarios import SutOptions
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from harness.sysinfo import REPO_ROOT
 from tests.onnx_fixtures import write_toy_qa_model
 

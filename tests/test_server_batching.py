@@ -14,7 +14,7 @@ from harness.backends.base import Backend
 from harness.models import inspect_onnx_model
 from harness.scenarios import SutOptions
 from harness.server_batching import TokenBudgetQueue, Waiting, budget_candidates, choose_token_budget
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from tests.onnx_fixtures import write_toy_qa_model
 
 BUCKETS = (128, 192, 256, 384)

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from harness.errors import ConfigError
-from harness.settings import LoadGenOverrides, build_test_settings, conf_test_settings, validate_conf_file
+from harness.loadgen_settings import LoadGenOverrides, build_test_settings, conf_test_settings, validate_conf_file
 from harness.sysinfo import REPO_ROOT
 
 MLPERF_CONF = REPO_ROOT / "mlperf.conf"
@@ -118,7 +118,7 @@ def test_non_finite_overrides_are_refused(name):
 
 def test_engine_defaults_per_scenario_and_backend():
     from harness.backends.deepsparse_backend import DeepSparseOptions
-    from harness.run_options import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, EngineSettings
+    from harness.engine_settings import DEFAULT_BATCH_SIZE, DEFAULT_STREAMS, EngineSettings
     from harness.scenarios import SutOptions
 
     deepsparse = EngineSettings(backend="deepsparse")
@@ -172,7 +172,7 @@ def test_known_user_conf_keys_are_honoured_by_loadgen(tmp_path, key):
     """The key list the validator accepts is LoadGen's: each key changes a setting when LoadGen reads it."""
     import mlperf_loadgen as lg
 
-    from harness.settings import KNOWN_CONF_KEYS, RULES_ONLY_KEYS
+    from harness.loadgen_settings import KNOWN_CONF_KEYS, RULES_ONLY_KEYS
 
     assert key in KNOWN_CONF_KEYS and key not in RULES_ONLY_KEYS
     scenario = _USER_CONF_PROBES[key]
@@ -206,7 +206,7 @@ def test_keys_loadgen_would_ignore_in_user_conf_are_refused(tmp_path, key):
 
 
 def test_official_mlperf_conf_passes_the_validator():
-    from harness.settings import read_conf_file
+    from harness.loadgen_settings import read_conf_file
 
     entries = read_conf_file(MLPERF_CONF, "--mlperf-conf")
     assert len(entries) > 100 and {e.key for e in entries} >= {"target_latency", "performance_sample_count_override"}

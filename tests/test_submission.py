@@ -17,7 +17,7 @@ from squad.data import write_sample_dataset
 from harness.errors import ConfigError
 from harness.loadgen_logs import ACCURACY_LOG, DETAIL_LOG
 from harness.models import inspect_onnx_model
-from harness.settings import LoadGenOverrides
+from harness.loadgen_settings import LoadGenOverrides
 from squad.features import FeatureParams, load_or_build_features
 from submission import rules
 from submission.compliance import (
@@ -28,7 +28,7 @@ from submission.compliance import (
 )
 from submission.official import CSV_NAME, LOG_NAME, parse_verdict
 from submission.package import truncate_accuracy_log
-from harness.run_options import EngineSettings
+from harness.engine_settings import EngineSettings
 from submission.runs import RunContext, candidate_run_dirs, select_runs
 from submission.system import build_system_description, load_template, system_description_problems
 from submission.findings import STRICTER_MARK
