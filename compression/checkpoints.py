@@ -100,7 +100,8 @@ def load_qat_model(model_dir: Path) -> torch.nn.Module:
     """Rebuild a QAT model saved by :func:`save_qat_dir`: same structure from its recipe, then its state."""
     from transformers import AutoConfig
 
-    from compression.quantize import load_manager, sparseml_loggers
+    from compression.quantize import load_manager
+    from compression.sparseml_logging import sparseml_loggers
 
     model_dir = Path(model_dir)
     config = AutoConfig.from_pretrained(str(model_dir))

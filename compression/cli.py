@@ -13,8 +13,8 @@ Training subcommands (:mod:`compression.steps`):
 * ``export``: ONNX (INT8 operators, and the QDQ form OpenVINO runs) into a model directory the harness runs, verified
   before publishing.
 * ``smoke``: all of the above at toy scale on CPU (tiny MobileBERT, dev split, epochs scaled down).
-* ``experiment NAME``: forwarded to ``python -m experiments NAME`` (:mod:`experiments`, above this package):
-  ``obs-vs-magnitude``, ``real-accuracy``.
+
+The experiments built on this pipeline have their own command line (``python -m experiments``, :mod:`experiments`).
 
 Errors that the user can fix are printed as one line (exit status 1), never as a traceback; a step whose
 report has a failed check exits with status 2 (the artifacts are kept for inspection).
@@ -35,6 +35,7 @@ from pathlib import Path
 from cmdline.children import settle_tokenizers_parallelism
 from cmdline.errors import UserError
 from cmdline.signals import is_sigterm, raise_terminated
+from compression.sparseml_logging import configure_sparseml_logging
 
 log = logging.getLogger("compression")
 
@@ -294,43 +295,8 @@ def _run_smoke(args: argparse.Namespace) -> int:
     return 0 if summary["passed"] else 2
 
 
-EXPERIMENTS = ("obs-vs-magnitude", "real-accuracy")  # mirrors experiments.cli
-EXPERIMENT_STOP_GRACE_S = 120.0  # a stopped experiment's time to stop its own children (a harness job: 60 s)
-
-
-def _add_experiment(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "experiment", help="the experiments, forwarded to `python -m experiments NAME`: obs-vs-magnitude (oBERT vs "
-        "magnitude pruning at equal 4-block sparsity); real-accuracy (a pretrained BERT-family encoder through "
-        "compression and the harness)",
-        description="Runs `python -m experiments NAME OPTIONS...` (the experiments sit above the compression pipeline "
-        "and the harness: see `python -m experiments NAME --help` for the options).",
-    )
-    parser.add_argument("name", choices=EXPERIMENTS)
-    parser.add_argument("options", nargs=argparse.REMAINDER, help="the experiment's options")
-    parser.set_defaults(handler=_run_experiment)
-
-
-def _run_experiment(args: argparse.Namespace) -> int:
-    """``python -m experiments`` in a child process (this package never imports the experiments); Ctrl-C and
-    SIGTERM stop it as they stop this process, and it says itself what stopped it."""
-    import os
-
-    from cmdline.children import run_child
-    from cmdline.signals import exit_status
-
-    env = dict(os.environ)
-    checkout = str(Path(__file__).resolve().parents[1])  # where experiments/ sits beside compression/
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "experiments", *(["-v"] if args.verbose else []), args.name, *args.options]
-    try:
-        return run_child(command, env=env, stop_grace_s=EXPERIMENT_STOP_GRACE_S).returncode
-    except KeyboardInterrupt as stop:
-        return exit_status(stop)
-
-
 _SUBCOMMANDS: tuple[Callable, ...] = (
-    _add_build_benchmark_model, _add_verify, _add_prune, _add_quantize, _add_export, _add_smoke, _add_experiment,
+    _add_build_benchmark_model, _add_verify, _add_prune, _add_quantize, _add_export, _add_smoke,
 )
 
 
@@ -355,22 +321,6 @@ def _configure_logging(verbose: bool) -> None:
 
         transformers.logging.set_verbosity_error()
     configure_sparseml_logging(verbose)
-
-
-def configure_sparseml_logging(verbose: bool) -> None:
-    """sparseml logs every graph transform at INFO through a handler of its own (so each line also
-    reaches the root handler: printed twice), and sets this up when first imported. Import it now, drop
-    its handler so its records print once, through ours, and show them only with ``verbose``."""
-    import sparseml.log  # noqa: F401
-
-    logger = logging.getLogger("sparseml")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    logger.propagate = True
-    # Without -v only its errors: its warnings are about its own internals (e.g. a distillation modifier
-    # disabled on purpose while building untrained benchmark models).
-    for name in ("sparseml", "compression.sparseml"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,19 +31,9 @@ from tqdm.auto import tqdm
 
 from compression.errors import CompressionError, RecipeError
 from compression.recipes import Recipe, dump_recipe
+from compression.sparseml_logging import sparseml_loggers
 
 log = logging.getLogger(__name__)
-
-
-def sparseml_loggers():
-    """A sparseml LoggerManager that logs through this package's logger.
-
-    Without an explicit logger sparseml creates a default one that writes a ``sparse_logs/`` directory
-    into the current working directory.
-    """
-    from sparseml.pytorch.utils import LoggerManager, PythonLogger
-
-    return LoggerManager([PythonLogger(logger=logging.getLogger("compression.sparseml"))])
 
 
 def load_manager(recipe: Path | str | Recipe):

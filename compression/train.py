@@ -40,9 +40,10 @@ from tqdm.auto import tqdm
 
 from compression.errors import CompressionError
 from compression.grad_sampler import GradSamplerSource
-from compression.quantize import freeze_observers, load_manager, sparseml_loggers
+from compression.quantize import freeze_observers, load_manager
 from compression.recipes import match_params
 from compression.schedule import recipe_epochs
+from compression.sparseml_logging import sparseml_loggers
 from compression.train_checkpoint import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILE,

@@ -5,7 +5,7 @@
   (:mod:`experiments.real_accuracy`).
 
 It runs like ``obert-compress`` (same logging, one-line errors, Ctrl-C and SIGTERM: what finished is kept and the
-same command continues there); ``obert-compress experiment NAME ...`` forwards to it.
+same command continues there); installed, it is also the console script ``obert-experiment``.
 """
 
 from __future__ import annotations

@@ -166,7 +166,8 @@ def test_drop_layers_keeps_leading_layers_and_embeddings():
 
 
 def test_drop_layers_equals_sparseml_layer_pruning_modifier():
-    from compression.quantize import load_manager, sparseml_loggers
+    from compression.quantize import load_manager
+    from compression.sparseml_logging import sparseml_loggers
 
     dropped = drop_layers(build_model("tiny", seed=3), 2)
     pruned = build_model("tiny", seed=3)

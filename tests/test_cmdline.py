@@ -1,5 +1,5 @@
-"""cmdline: what every command line shares (one-line errors, SIGTERM as Terminated, stoppable children), and
-``obert-compress experiment`` forwarding to ``python -m experiments``."""
+"""cmdline: what every command line shares (one-line errors, SIGTERM as Terminated, stoppable children), and the
+experiments' own command line (``python -m experiments``), which compression's no longer forwards to."""
 
 from __future__ import annotations
 
@@ -59,16 +59,19 @@ except KeyboardInterrupt as stop:
         os.kill(int((tmp_path / "child-pid").read_text()), 0)
 
 
-def test_obert_compress_experiment_forwards_to_python_m_experiments():
-    """compression never imports the experiments (above it): its ``experiment`` subcommand runs them as a child
-    process with the options as given, and exits as that child did."""
-    proc = subprocess.run([sys.executable, "-m", "compression", "experiment", "obs-vs-magnitude", "--no-such-option"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 2
-    assert "python -m experiments: error: unrecognized arguments: --no-such-option" in proc.stderr
+def test_the_experiments_have_their_own_command_line():
+    """``python -m experiments`` lists both experiments and refuses an unknown option as argparse does; the
+    compression command line (below the experiments) has no way to start them."""
     listed = subprocess.run([sys.executable, "-m", "experiments", "--help"], capture_output=True, text=True, cwd=REPO,
                             timeout=60)
     assert listed.returncode == 0 and "obs-vs-magnitude" in listed.stdout and "real-accuracy" in listed.stdout
+    proc = subprocess.run([sys.executable, "-m", "experiments", "obs-vs-magnitude", "--no-such-option"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert "python -m experiments: error: unrecognized arguments: --no-such-option" in proc.stderr
+    compress = subprocess.run([sys.executable, "-m", "compression", "experiment", "obs-vs-magnitude"],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert compress.returncode == 2 and "invalid choice: 'experiment'" in compress.stderr
 
 
 @pytest.mark.parametrize("settled", [False, True], ids=["undeclared", "settled"])

@@ -200,7 +200,8 @@ def test_lr_schedule_of_the_published_recipe() -> None:
 
 def test_lr_schedule_matches_sparseml(tmp_path: Path) -> None:
     """Drive sparseml's own LR modifiers (from the recipe, epochs scaled) and compare every step."""
-    from compression.quantize import load_manager, sparseml_loggers
+    from compression.quantize import load_manager
+    from compression.sparseml_logging import sparseml_loggers
     from compression.recipes import RecipeModifier, dump_recipe
 
     recipe = load_recipe(derive_recipe(COMPRESSION_RECIPE, tmp_path / "r.yaml", epoch_scale=0.125))

@@ -87,7 +87,8 @@ def test_per_layer_magnitude_prunes_every_matrix_to_the_target_and_global_does_n
     to the target; global ranks across matrices, so a matrix of larger weights keeps more of them."""
     import copy
 
-    from compression.quantize import load_manager, sparseml_loggers
+    from compression.quantize import load_manager
+    from compression.sparseml_logging import sparseml_loggers
 
     model = copy.deepcopy(tiny_bert_qa[1])
     layer = model.bert.encoder.layer[0].intermediate.dense
