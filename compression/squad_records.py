@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from squad.errors import DatasetError
-from squad.features import parse_squad_examples
+from squad.examples import parse_squad_examples
 
 HF_SQUAD_SOURCE = "hf:squad"  # --train-data value meaning "Hugging Face datasets' squad, train split"
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from squad.features import FeatureSet, SquadExample, load_squad_examples
+from squad.examples import SquadExample, load_squad_examples
+from squad.features import FeatureSet
 
 N_BEST_SIZE = 20
 MAX_ANSWER_LENGTH = 30

@@ -20,16 +20,8 @@ from harness.accuracy import (
 from squad.sample_corpus import sample_vocab
 from squad.scoring import exact_match_score, f1_score, get_final_text, normalize_answer, predict_answers, squad_v1_scores
 from harness.errors import HarnessError
-from squad.features import (
-    FeatureParams,
-    FeatureSet,
-    SquadExample,
-    convert_examples_to_features,
-    load_squad_examples,
-    make_tokenizer,
-    select_features,
-    split_context,
-)
+from squad.examples import SquadExample, load_squad_examples, split_context
+from squad.features import FeatureParams, FeatureSet, convert_examples_to_features, make_tokenizer, select_features
 
 # ---- SQuAD v1.1 metrics (numbers computed by hand) --------------------------------------------------
 

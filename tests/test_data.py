@@ -255,7 +255,8 @@ def test_sample_vocab_layout(sample_dataset):
 def test_sample_tokenizes_without_unk_and_has_a_multi_window_paragraph(sample_dataset):
     from transformers import BertTokenizer
 
-    from squad.features import FeatureParams, convert_examples_to_features, load_squad_examples, make_tokenizer
+    from squad.examples import load_squad_examples
+    from squad.features import FeatureParams, convert_examples_to_features, make_tokenizer
 
     slow = BertTokenizer(str(sample_dataset.vocab), do_lower_case=True)
     examples = load_squad_examples(sample_dataset.dev_json)

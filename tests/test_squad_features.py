@@ -12,17 +12,15 @@ import pytest
 
 from squad import features as squad_features
 from harness.errors import ConfigError, DatasetError
+from squad.examples import SquadExample, load_squad_examples, split_context
 from squad.features import (
     OFFICIAL_DEV_FEATURE_COUNT,
     FeatureParams,
     FeatureSet,
-    SquadExample,
     convert_examples_to_features,
     load_or_build_features,
-    load_squad_examples,
     make_tokenizer,
     select_features,
-    split_context,
 )
 
 # ---- an independent, literal implementation of the reference rules (slow tokenizer) -----------------
