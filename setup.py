@@ -35,7 +35,7 @@ setup(
     description="MLPerf Inference harness (LoadGen + DeepSparse/OpenVINO/ONNX Runtime) and oBERT compression "
     "pipeline for MobileBERT on SQuAD v1.1",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["cmdline", "cmdline.*", "squad", "squad.*", "engines", "engines.*", "harness",
+    packages=find_packages(include=["cmdline", "cmdline.*", "squad", "squad.*", "engine_introspection", "engine_introspection.*", "harness",
                                     "harness.*", "compression", "compression.*", "experiments", "experiments.*",
                                     "benchmarks", "benchmarks.*", "submission", "submission.*"]),
     package_data={"compression": ["recipes/*.yaml"], "harness": ["conf/*.conf"],

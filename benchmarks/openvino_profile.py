@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engines.openvino import profile_per_sample
+from engine_introspection.openvino import profile_per_sample
 
 PROFILE_JOBS = {"int8": "ov-profile-int8", "dense": "ov-profile-dense-fp32-14l"}
 INT8_VS_DENSE_TARGET = 1.4  # AMX's INT8 peak is twice its BF16 peak

@@ -62,7 +62,7 @@ def openvino_int8_check(compiled, weights: dict[str, OnnxWeight], param_names: l
     QuantizeLinear before them), and Linears that share their input may run as one. So: no quantized Linear found by
     name may run in float, and no more weight matmuls may run in float than the graph has float Linears.
     """
-    from engines.openvino import INT8_RUNTIME_PRECISIONS, executed_precision, matmul_precisions
+    from engine_introspection.openvino import INT8_RUNTIME_PRECISIONS, executed_precision, matmul_precisions
 
     covered = [(precision, name) for precision, names in matmul_precisions(compiled) for name in names]
 

@@ -33,10 +33,10 @@ def _imported_top_packages(package: str) -> dict[str, set[str]]:
 _APPLICATIONS = {"experiments", "benchmarks", "submission"}
 
 
-@pytest.mark.parametrize("package, forbidden", [("cmdline", {"squad", "engines", "harness", "compression",
+@pytest.mark.parametrize("package, forbidden", [("cmdline", {"squad", "engine_introspection", "harness", "compression",
                                                              *_APPLICATIONS}),
                                                 ("squad", {"harness", "compression", *_APPLICATIONS}),
-                                                ("engines", {"harness", "compression", "squad", *_APPLICATIONS}),
+                                                ("engine_introspection", {"harness", "compression", "squad", *_APPLICATIONS}),
                                                 ("harness", _APPLICATIONS),
                                                 ("compression", {"harness", *_APPLICATIONS}),
                                                 ("experiments", _APPLICATIONS - {"experiments"}),
@@ -55,7 +55,7 @@ def test_shared_code_does_not_reach_into_the_harness(package, forbidden):
 # the way (importing harness.backends.base runs harness/backends/__init__.py first), or a package's __init__
 # could never import its own submodules, which is what packages are for.
 
-# every top-level package of the checkout but the tests: squad, engines, harness, compression, experiments...
+# every top-level package of the checkout but the tests: squad, engine_introspection, harness, compression, experiments...
 _PROJECT_PACKAGES = tuple(sorted(path.parent.name for path in REPO.glob("*/__init__.py") if path.parent.name != "tests"))
 
 
@@ -156,9 +156,9 @@ def test_harness_modules_import_one_way():
 
 
 def test_top_level_packages_import_one_way():
-    """Between the top-level packages (squad, engines, harness, compression, experiments...) a cycle, e.g. harness ->
+    """Between the top-level packages (squad, engine_introspection, harness, compression, experiments...) a cycle, e.g. harness ->
     compression -> harness, is refused (harness may use compression, never the reverse)."""
-    assert {"squad", "engines", "harness", "compression"} <= set(_PROJECT_PACKAGES), _PROJECT_PACKAGES
+    assert {"squad", "engine_introspection", "harness", "compression"} <= set(_PROJECT_PACKAGES), _PROJECT_PACKAGES
     modules = _project_modules()
     graph: dict[str, set[str]] = {}
     for name, targets in _import_graph(modules).items():

@@ -155,7 +155,7 @@ def test_a_missing_qdq_file_named_by_the_manifest_is_one_clear_error(tiny_models
 def test_perf_counters_record_where_the_time_goes_over_every_bucket_engine(tiny_models):
     """--perf-counters: OpenVINO's per-node counters summed by layer type and kernel over every inference of every
     length-bucket engine, the INT8 model's matmuls on 8-bit kernels."""
-    from engines.openvino import profile_per_sample
+    from engine_introspection.openvino import profile_per_sample
 
     model = inspect_onnx_model(tiny_models["sparse-int8"] / "model.onnx")
     options = BackendOptions(batch_size=2, sequence_buckets=(192, 384), engine=OpenVinoOptions(perf_counters=True))

@@ -112,7 +112,7 @@ class BucketedBackend(Backend):
         described = {**self.engines[self.buckets[-1]].describe(), "sequence_buckets": list(self.buckets),
                      "bucket_check": self.check}
         if "layer_profile" in described:  # OpenVINO's counters (--perf-counters): every bucket engine's
-            from engines.openvino import merge_profiles
+            from engine_introspection.openvino import merge_profiles
 
             engines = {id(e): e for e in self.engines.values()}.values()
             described["layer_profile"] = merge_profiles([e.describe()["layer_profile"] for e in engines])

@@ -10,7 +10,7 @@ Engine settings map onto OpenVINO's: ``--num-streams`` -> ``NUM_STREAMS`` with t
 (more than one stream) or the LATENCY hint (one stream on all cores), ``--num-cores`` -> ``INFERENCE_NUM_THREADS``,
 ``--precision`` -> ``INFERENCE_PRECISION_HINT`` for the operations the model does not quantize. What the compiled
 model actually executes (its matmuls' runtime precision, its float precision, its streams and threads) is read
-back from it (``engines.openvino``) and recorded; settings are only requests.
+back from it (``engine_introspection.openvino``) and recorded; settings are only requests.
 
 One compiled model serves every thread: each ``predict`` takes one of its infer requests (one per stream) from a
 pool and runs it synchronously, which releases the GIL while OpenVINO computes.
@@ -158,7 +158,7 @@ class OpenVinoBackend(Backend):
         super().__init__(model, options)
         import openvino
 
-        from engines.openvino import LayerProfile, executed_precision
+        from engine_introspection.openvino import LayerProfile, executed_precision
 
         self.own = options.engine_options(OpenVinoOptions)
         self.profile = LayerProfile() if self.own.perf_counters else None
@@ -229,7 +229,7 @@ class OpenVinoBackend(Backend):
             self._requests.put(request)
 
     def describe(self) -> dict:
-        from engines.openvino import executed_precision
+        from engine_introspection.openvino import executed_precision
 
         compiled = self.compiled
         # read again: a dynamic-shape model picks its kernels at its first inference (compiled, they read "undef")

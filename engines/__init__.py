@@ -1,1 +1,0 @@
-"""Facts about inference engines that both the harness and the compression pipeline need (below both)."""
