@@ -11,8 +11,8 @@ Transpose), every quantized activation likewise. From it:
   integers, scales and zero points) feeding DequantizeLinear, the activations' QuantizeLinear/DequantizeLinear
   pairs kept. This is the standard ONNX representation of a quantized model that OpenVINO's low-precision
   transformations and ONNX Runtime's QDQ fusions recognise and run on their INT8 kernels; neither recognises
-  sparseml's MatMulInteger form (OpenVINO decompresses it to float: 13.9 samples/s against 57.4 for the QDQ
-  form on the 14-layer model, AVX-512 VNNI, 2026-12-02).
+  sparseml's MatMulInteger form (OpenVINO decompresses it to float and runs it several times slower:
+  docs/compression.md, "Verification").
 
 Neither onnx nor sparseml folds a weight's QuantizeLinear into an integer initializer while keeping its
 DequantizeLinear (sparseml's passes fold it only into the integer ops), hence :func:`fold_weight_quantization`.

@@ -75,11 +75,9 @@ def float64_copy(model: torch.nn.Module) -> torch.nn.Module:
     Why it is needed: an INT8 model's outputs are not a fixed function of its integers and scales. Wherever a float
     result lands within rounding error of an 8-bit step, one ulp decides the step, and each flipped step moves the
     next layer's sums by a whole quantization step, which flips more. How far two correct evaluations of one QAT
-    model may lie apart is therefore a property of the model, measured by evaluating it in float32 and float64: on
-    the real-accuracy experiment's MiniLM (6 layers, 50% oBERT, QAT; 2026-12-06) 43% of the last layer's 8-bit
-    activations differ between the two, the logits by 11% of their scale at the worst (mean 0.8%), and the
-    validation F1 by 1.34 points (64.01 float32, 62.68 float64). Engines that compute in float32 or integers land in
-    that spread; compression.verify judges them against it.
+    model may lie apart is therefore a property of the model, measured by evaluating it in float32 and float64
+    (figures: docs/accuracy.md, "How far apart two correct INT8 evaluations are"). Engines that compute in float32 or
+    integers land in that spread; compression.verify judges them against it.
     """
     return copy.deepcopy(model).double().eval()
 
@@ -90,10 +88,9 @@ def weights_snapped_to_quantized_values(model: torch.nn.Module) -> Iterator[int]
 
     The PyTorch model computes the same either way (fake quantization is idempotent at fixed scales), but an INT8
     export made inside stores exactly the integers PyTorch uses. Otherwise sparseml's exporter re-quantizes the
-    float weights with its own rounding, which lands one step off on values at a rounding tie: 78 of the
-    trained MiniLM's embedding entries, which moved its held-out F1 by -0.4 in ONNX Runtime (measured
-    2026-11-30). The fake-quantize modules' frozen scales are used directly: calling the modules would let an
-    enabled observer move them.
+    float weights with its own rounding, which lands one step off on values at a rounding tie (enough to move a
+    trained model's held-out F1: docs/accuracy.md). The fake-quantize modules' frozen scales are used directly:
+    calling the modules would let an enabled observer move them.
     """
     originals: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from compression.families import encoder_layers
 from compression.recipes import canonical_param_name, match_params
 from compression.schedule import PruningSchedule, lr_schedule
-from compression.families import encoder_layers
+from compression.tolerances import SPARSITY_TOLERANCE
 
 LR_RELATIVE_TOLERANCE = 1e-6  # the LR is set by formula: actual and expected agree to rounding
-SPARSITY_TOLERANCE = 0.005  # +-0.5 percentage points (the acceptance bound)
 
 
 def _plt():

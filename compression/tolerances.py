@@ -11,7 +11,7 @@ import numpy as np
 
 from compression.export import OUTPUT_NAMES
 
-SPARSITY_TOLERANCE = 0.005  # +-0.5 percentage points of block sparsity
+SPARSITY_TOLERANCE = 0.005  # +-0.5 percentage points of block sparsity, against the recipe's target
 
 
 def check_result(passed: bool | None, **details: Any) -> dict[str, Any]:

@@ -84,8 +84,7 @@ class TrainFeatures:
         """``count`` windows drawn at random (seeded), stratified by ``strata`` (one label per window: its article),
         kept in file order. Each stratum gets a share of ``count`` proportional to its windows (largest remainders,
         at least one each while the budget allows), drawn uniformly within it. Unlike :meth:`subset` every article
-        is represented: the first 2,000 windows of the 40 dev-split training articles are the first five articles
-        (Super_Bowl_50 alone 810 questions)."""
+        is represented (a file's first windows come from its first few articles)."""
         if len(strata) != len(self):
             raise ValueError(f"{len(strata)} strata labels for {len(self)} windows")
         members: dict[str, list[int]] = {}

@@ -24,7 +24,7 @@ class RealAccuracyConfig:
 
     pretrained: str = "all-minilm-l6-v2"
     # 256-token training windows (96 overlapping): one window holds nearly every SQuAD paragraph with its
-    # question; 384 costs 2.2x the time per window here (0.77 vs 0.36 s with a teacher, batch 16, 2 threads).
+    # question, at about half the time per window of 384 (docs/accuracy.md, "Why these sizes").
     window: WindowParams = WindowParams(max_seq_length=256, doc_stride=96)
     eval_params: FeatureParams = FeatureParams()  # MLPerf's 384/128/64: the windows the harness scores
     batch_size: int = 16
@@ -54,7 +54,7 @@ class RealAccuracyConfig:
     padded_backends: tuple[str, ...] = ("deepsparse", "openvino", "onnxruntime")  # also run without length buckets
     single_stream_duration_ms: int = 20000
     # Below any single-window latency of the models measured, so that LoadGen never runs out of queries
-    # (it generates 2 x duration / this up front); quick() runs a toy model in 0.02-0.15 ms (idle Zen 4: 22 us).
+    # (it generates 2 x duration / this up front); quick()'s toy model needs far less.
     single_stream_expected_latency_ms: float = 0.5
 
     @staticmethod
