@@ -1,5 +1,6 @@
 """Package boundaries: cmdline sits below everything, shared SQuAD code below both the harness and the compression
-pipeline, and the experiments above them all."""
+pipeline, and the applications (experiments, benchmarks, submission) above them all. Imports point one way inside
+every package and between packages; a ``python -m PACKAGE`` child process a file starts counts as an import."""
 
 from __future__ import annotations
 
@@ -10,13 +11,34 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# every top-level package of the checkout but the tests: squad, engine_introspection, harness, compression, experiments...
+_PROJECT_PACKAGES = tuple(sorted(path.parent.name for path in REPO.glob("*/__init__.py") if path.parent.name != "tests"))
+
+
+def _python_m_modules(tree: ast.AST, packages: tuple[str, ...] = _PROJECT_PACKAGES) -> set[str]:
+    """The project modules a file starts as ``python -m MODULE`` child processes: a list or tuple literal in which
+    "-m", right after the interpreter (``sys.executable``, or any expression but a string literal), is followed by a
+    string naming a module of ``packages`` (``[sys.executable, "-m", "harness", "run", ...]``). Not counted: a string
+    before "-m" (``["python", "-m", ...]``: a command line shown to the user) and ``("-m", NAME)`` alone (a pattern to
+    match), neither starts a process; nor an argv built in pieces (``["-m", NAME, ...]`` spliced in later)."""
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.List, ast.Tuple)):
+            continue
+        for before, flag, module in zip(node.elts, node.elts[1:], node.elts[2:]):
+            if (isinstance(flag, ast.Constant) and flag.value == "-m" and not isinstance(before, ast.Constant)
+                    and isinstance(module, ast.Constant) and isinstance(module.value, str)
+                    and module.value.split(".")[0] in packages):
+                found.add(module.value)
+    return found
+
 
 def _imported_top_packages(package: str) -> dict[str, set[str]]:
-    """Top-level package of every import in ``package``, by file."""
+    """Top-level package of every import in ``package``, and of every ``python -m`` child it starts, by file."""
     found: dict[str, set[str]] = {}
     for path in sorted((REPO / package).rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
-        names = set()
+        names = {module.split(".")[0] for module in _python_m_modules(tree)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
@@ -27,9 +49,8 @@ def _imported_top_packages(package: str) -> dict[str, set[str]]:
 
 
 # cmdline (errors, signals, child processes of every command line) is below everything; experiments/, benchmarks/
-# and submission/ (applications of compression and of the harness) above everything: nothing imports them, nor
-# does one application import another (``obert-compress experiment`` runs ``python -m experiments`` as a child
-# process)
+# and submission/ (applications of compression and of the harness) above everything: nothing imports them or starts
+# them as ``python -m`` children, nor does one application import another
 _APPLICATIONS = {"experiments", "benchmarks", "submission"}
 
 
@@ -53,10 +74,8 @@ def test_shared_code_does_not_reach_into_the_harness(package, forbidden):
 # dependency, only a later one). ``import a.b`` and ``from a.b import c`` depend on a.b, or on a.b.c when that is
 # a module; a package's __init__ is a module of its own. Not counted: the parent packages Python initialises on
 # the way (importing harness.backends.base runs harness/backends/__init__.py first), or a package's __init__
-# could never import its own submodules, which is what packages are for.
-
-# every top-level package of the checkout but the tests: squad, engine_introspection, harness, compression, experiments...
-_PROJECT_PACKAGES = tuple(sorted(path.parent.name for path in REPO.glob("*/__init__.py") if path.parent.name != "tests"))
+# could never import its own submodules, which is what packages are for. A ``python -m`` child a file starts
+# (:func:`_python_m_modules`) depends on the module run: PACKAGE/__main__.py where there is one.
 
 
 def _module_name(path: Path) -> str:
@@ -73,6 +92,7 @@ def _project_modules() -> dict[str, Path]:
 
 def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
     """Module -> the project modules it imports (see above for what counts)."""
+    packages = tuple(sorted({name.split(".")[0] for name in modules}))
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -88,6 +108,8 @@ def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
                     module = node.module
                 targets.update(f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module
                                for alias in node.names)
+        targets.update(f"{module}.__main__" if f"{module}.__main__" in modules else module
+                       for module in _python_m_modules(ast.parse(path.read_text(), filename=str(path)), packages))
         # ``import a.b.c`` of a name that is not a module (never here) falls back to the longest module prefix
         graph[name] = set()
         for target in targets:
@@ -148,11 +170,12 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-def test_harness_modules_import_one_way():
-    modules = {name: path for name, path in _project_modules().items() if name.split(".")[0] == "harness"}
+@pytest.mark.parametrize("package", _PROJECT_PACKAGES)
+def test_the_modules_of_each_package_import_one_way(package):
+    modules = {name: path for name, path in _project_modules().items() if name.split(".")[0] == package}
     graph = {name: {t for t in targets if t in modules} for name, targets in _import_graph(modules).items()}
     cycles = _cycles(graph)
-    assert not cycles, "import cycles in harness/:\n" + "\n".join(" -> ".join(c) for c in cycles)
+    assert not cycles, f"import cycles in {package}/:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_top_level_packages_import_one_way():
@@ -169,6 +192,27 @@ def test_top_level_packages_import_one_way():
 
 
 def test_the_cycle_finder_finds_cycles():
-    """The two tests above pass on an empty answer, so the finder itself is checked on known graphs."""
+    """The tests above pass on an empty answer, so the finder itself is checked on known graphs."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})[0][:4] == ["a", "b", "c", "a"]
     assert _cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_python_m_children_count_as_imports(tmp_path):
+    """A ``python -m`` child a file starts depends on the module it runs (its __main__), and can close a cycle; a
+    command line shown to the user, a pattern to match or a module outside the project is no dependency."""
+    tree = ast.parse('run([sys.executable, "-m", "experiments", "real-accuracy"])\n'
+                     'run(("taskset", "-c", cores, sys.executable, "-m", "harness.isolated"))\n'
+                     'shown = ["python", "-m", "submission", *argv]\n'
+                     'patterns = (("-m", "benchmarks"), ("-m", "pytest"))\n'
+                     'run([sys.executable, "-m", "pytest", "-q"])\n')
+    assert _python_m_modules(tree, ("benchmarks", "experiments", "harness", "submission")) == {
+        "experiments", "harness.isolated"}
+    files = {"pkg": "", "pkg.__main__": "from pkg.cli import main\n", "pkg.cli": "from pkg import runner\n",
+             "pkg.runner": "import subprocess, sys\n\n\ndef again():\n    subprocess.run([sys.executable, '-m', 'pkg'])\n"}
+    modules = {}
+    for name, text in files.items():
+        modules[name] = tmp_path / f"{name.replace('.', '_')}.py"
+        modules[name].write_text(text)
+    graph = _import_graph(modules)
+    assert graph["pkg.runner"] == {"pkg.__main__"}
+    assert _cycles(graph)[0][:4] == ["pkg.__main__", "pkg.cli", "pkg.runner", "pkg.__main__"]
