@@ -88,7 +88,7 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
     if not exists or missing:
         from compression.architecture import DEFAULT_PRESET
         from compression.benchmark_model import build_benchmark_model
-        from compression.cli import configure_sparseml_logging
+        from compression.sparseml_logging import configure_sparseml_logging
         from squad.data import BERT_VOCAB_SHA256, file_sha256
 
         configure_sparseml_logging(log.isEnabledFor(logging.DEBUG))
