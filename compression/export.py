@@ -158,8 +158,7 @@ def _write_int8_forms(traced_path: Path, qdq_path: Path | None) -> None:
             folding = fold_weight_quantization(qdq)
             if not folding.weights_folded:
                 raise ExportError(f"{traced_path}: the traced graph has no quantized weights to fold into the QDQ form")
-            log.info("QDQ form: %d weights stored as integers (%d transposes folded)", folding.weights_folded,
-                     folding.transposes_folded)
+            log.info("QDQ form: %d weights stored as integers", folding.weights_folded)
             onnx.save(qdq, str(qdq_path))
         onnx.save(to_integer_form(traced), str(traced_path))
     except ExportError:

@@ -55,10 +55,14 @@ def onnx_linear_weights(onnx_model) -> dict[str, OnnxWeight]:
         if module is None:
             continue
         dequantize = producers.get(node.input[1]) if len(node.input) > 1 else None
+        # the QDQ form keeps torch's [out, in] layout behind a Transpose (compression.qdq)
+        transpose = dequantize if dequantize is not None and dequantize.op_type == "Transpose" else None
+        if transpose is not None:
+            dequantize = producers.get(transpose.input[0])
         if (node.op_type == "MatMul" and dequantize is not None and dequantize.op_type == "DequantizeLinear"
                 and dequantize.input[0] in initializers):
             zero_point = scalar(dequantize.input[2]) if len(dequantize.input) > 2 and dequantize.input[2] else 0
-            ref = OnnxWeight(QDQ_MATMUL_OP, dequantize.input[0], zero_point, True)
+            ref = OnnxWeight(QDQ_MATMUL_OP, dequantize.input[0], zero_point, transpose is None)
         elif node.op_type == "MatMulInteger" and node.input[1] in initializers:
             zero_point = scalar(node.input[3]) if len(node.input) > 3 and node.input[3] else 0
             ref = OnnxWeight(node.op_type, node.input[1], zero_point, True)

@@ -14,6 +14,12 @@ Transpose), every quantized activation likewise. From it:
   sparseml's MatMulInteger form (OpenVINO decompresses it to float and runs it several times slower:
   docs/compression.md, "Verification").
 
+A Linear's weight keeps torch's ``[out, in]`` layout, followed by the traced Transpose: OpenVINO folds that
+Transpose into its ``FullyConnected``, which then reads the int8 weights straight from a constant, the condition of
+its sparse-weight kernels (``CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE``). Stored pre-transposed (``[in, out]`` feeding
+the MatMul) the weights reached each FullyConnected through a Transpose node and those kernels never engaged; the
+two layouts give bit-identical outputs in both engines (docs/running.md, Which engine).
+
 Neither onnx nor sparseml folds a weight's QuantizeLinear into an integer initializer while keeping its
 DequantizeLinear (sparseml's passes fold it only into the integer ops), hence :func:`fold_weight_quantization`.
 """
@@ -32,7 +38,6 @@ class QdqFolding:
     """What :func:`fold_weight_quantization` changed."""
 
     weights_folded: int  # QuantizeLinear nodes of weights replaced by integer initializers
-    transposes_folded: int  # Transposes of dequantized weights folded into the integer initializer
 
 
 def constant_values(graph) -> dict:
@@ -65,12 +70,10 @@ def fold_weight_quantization(model) -> QdqFolding:
     """Rewrite a traced QDQ graph in place into the QDQ form (module docstring).
 
     Each QuantizeLinear whose input, scale and zero point are constants and whose only consumer is a
-    DequantizeLinear becomes an integer initializer feeding that DequantizeLinear. When the dequantized weight
-    only feeds a 2-D Transpose (torch's ``weight.t()`` in a Linear), the integers are stored transposed and the
-    Transpose is removed, so the DequantizeLinear feeds the MatMul directly: the pattern the engines' INT8 fusions
-    look for. Unused initializers are dropped.
+    DequantizeLinear becomes an integer initializer feeding that DequantizeLinear, in the weight's own layout (a
+    Linear's Transpose stays after the DequantizeLinear: see the module docstring). Unused initializers are dropped.
     """
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     constants = constant_values(graph)
@@ -82,8 +85,8 @@ def fold_weight_quantization(model) -> QdqFolding:
     graph_outputs = {o.name for o in graph.output}
 
     dropped, added = [], []
-    stored: dict[tuple, str] = {}  # one integer initializer per (weight, quantization, layout), however often traced
-    folded = transposed = 0
+    stored: dict[tuple, str] = {}  # one integer initializer per (weight, quantization), however often traced
+    folded = 0
     for quantize in list(graph.node):
         if quantize.op_type != "QuantizeLinear" or quantize.input[0] not in initializers or len(quantize.input) < 3:
             continue
@@ -93,26 +96,9 @@ def fold_weight_quantization(model) -> QdqFolding:
             continue
         dequantize = users[0]
         integers = _quantize(constants[quantize.input[0]], scale, zero_point, _axis(quantize))
-        after = consumers.get(dequantize.output[0], [])
-        is_transposed = False
-        if (len(after) == 1 and after[0].op_type == "Transpose" and integers.ndim == 2
-                and dequantize.output[0] not in graph_outputs and after[0].output[0] not in graph_outputs):
-            transpose = after[0]
-            perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), [1, 0])
-            if perm == [1, 0]:
-                integers = np.ascontiguousarray(integers.T)
-                if scale.size > 1:  # the channel axis moves with the transpose
-                    dequantize.attribute[:] = [a for a in dequantize.attribute if a.name != "axis"]
-                    dequantize.attribute.append(helper.make_attribute("axis", 1 - _axis(dequantize)))
-                for user in consumers.get(transpose.output[0], []):
-                    user.input[:] = [dequantize.output[0] if name == transpose.output[0] else name
-                                     for name in user.input]
-                dropped.append(transpose)
-                transposed += 1
-                is_transposed = True
-        key = (quantize.input[0], scale.tobytes(), zero_point.tobytes(), is_transposed)
+        key = (quantize.input[0], scale.tobytes(), zero_point.tobytes())
         if key not in stored:
-            stored[key] = f"{quantize.input[0]}_quantized{'_t' if is_transposed else ''}"
+            stored[key] = f"{quantize.input[0]}_quantized"
             if any(init.name == stored[key] for init in added):  # the same weight under another quantization
                 stored[key] += f"_{len(stored)}"
             added.append(numpy_helper.from_array(integers, stored[key]))
@@ -125,7 +111,7 @@ def fold_weight_quantization(model) -> QdqFolding:
     used = {name for node in graph.node for name in node.input} | graph_outputs
     for init in [init for init in graph.initializer if init.name not in used]:
         graph.initializer.remove(init)
-    return QdqFolding(folded, transposed)
+    return QdqFolding(folded)
 
 
 def to_integer_form(model):

@@ -62,9 +62,16 @@ def executed_precision(compiled_model) -> dict[str, Any]:
             "matmul_runtime_precisions": dict(sorted(counts.items())), "int8_matmuls": int8, "matmul_nodes": total,
             "activation_matmul_precisions": dict(sorted(Counter(
                 precision for precision, _ in matmul_precisions(compiled_model, ACTIVATION_MATMUL)).items())),
-            "matmul_kernels": kernels,
+            "matmul_kernels": kernels, "weight_sources": weight_sources(compiled_model),
             "sparse_weight_matmuls": sum(n for name, n in kernels.items() if "sparse" in name.lower()),
             "amx_matmuls": sum(n for name, n in kernels.items() if "amx" in name.lower())}
+
+
+def weight_sources(compiled_model) -> dict[str, int]:
+    """What feeds each weight matmul's weights, counted by runtime layer type: ``Const`` where they come straight
+    from a constant, which OpenVINO's sparse-weight kernels require (a ``Transpose`` there keeps them off)."""
+    return dict(sorted(Counter(_text(op.input(1).get_source_output().get_node().get_rt_info()["layerType"])
+                               for op, _ in _ops(compiled_model, WEIGHT_MATMUL)).items()))
 
 
 def matmul_kernels(compiled_model) -> dict[str, int]:

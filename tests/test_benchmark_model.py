@@ -448,6 +448,8 @@ def test_the_integer_form_is_what_sparseml_converts_and_the_qdq_form_holds_the_s
         assert stored.dtype == np.int8 and ref.zero_point == 0  # symmetric int8 weights, as the recipe quantizes
         # sparseml's integer form shifts int8 weights to uint8 (+128, zero point 128)
         shifted = (stored.astype(np.int32) + 128).astype(np.uint8)
+        if not ref.transposed:  # the QDQ form keeps torch's [out, in]; the integer form's MatMulInteger takes [in, out]
+            shifted = shifted.T
         np.testing.assert_array_equal(shifted, values[integer_weights[name].initializer], err_msg=name)
         checked += 1
     assert checked == 32
@@ -482,10 +484,11 @@ def test_a_lost_4_block_in_the_exported_integers_fails_verification(tiny_sparse_
         ref = onnx_linear_weights(onnx.ModelProto(graph=graph))["mobilebert.encoder.layer.0.intermediate.dense.weight"]
         init = next(i for i in graph.initializer if i.name == ref.initializer)
         stored = numpy_helper.to_array(init)
-        weights = stored.T.copy()  # [out, in]: blocks of 4 along the input
+        weights = stored.T.copy() if ref.transposed else stored.copy()  # [out, in]: blocks of 4 along the input
         row, col = np.argwhere((weights.reshape(weights.shape[0], -1, 4) == ref.zero_point).all(axis=2))[0]
         weights[row, 4 * col:4 * col + 4] = ref.zero_point + 3
-        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(weights.T).astype(stored.dtype), init.name))
+        weights = weights.T if ref.transposed else weights
+        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(weights).astype(stored.dtype), init.name))
 
     planted = _planted_copy(tiny_sparse_int8, tmp_path, revive_one_zero_block, onnx_file)
     result = verify_model_dir(planted, tiny_sparse_int8.prepared.model, check_deepsparse=False, write=False)

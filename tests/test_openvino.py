@@ -61,6 +61,8 @@ def test_an_int8_model_runs_its_qdq_form_in_int8_and_agrees_with_onnx_runtime(ti
         executed = described["executed_precision"]
         assert executed["matmuls"] == "int8" and executed["float_ops"] == "f32"
         assert executed["int8_matmuls"] == executed["matmul_nodes"] > 0
+        # every weight matmul reads its int8 weights straight from a constant: what the sparse-weight kernels need
+        assert executed["weight_sources"] == {"Const": executed["matmul_nodes"]}
         assert described["precision"] == "int8 (float ops f32)"
         start, end = _logits(backend)
     finally:
