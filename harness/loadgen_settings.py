@@ -43,7 +43,7 @@ class LoadGenOverrides:
 
 
 LOADGEN_SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
-# The settings LoadGen 6.0.17's TestSettings::FromConfig looks up (tests/test_settings.py checks this list
+# The settings LoadGen 6.0.17's TestSettings::FromConfig looks up (tests/harness/test_settings.py checks this list
 # against the library: each one it honours in user.conf changes a TestSettings field there).
 KNOWN_CONF_KEYS = frozenset({
     "mode", "min_duration", "max_duration", "min_query_count", "max_query_count", "target_qps", "target_latency",
@@ -184,7 +184,7 @@ def conf_test_settings(scenario: str, mode: str, *, mlperf_conf: Path, user_conf
     settings = lg.TestSettings()
     # LoadGen >= 5 carries the official mlperf.conf inside the library and loads it for conf_type=0
     # whatever the path; our mlperf.conf is a verbatim copy kept for the record and the submission tree
-    # (tests/test_settings.py checks the two agree).
+    # (tests/harness/test_settings.py checks the two agree).
     settings.FromConfig(str(mlperf_conf), MLPERF_MODEL, scenario, 0)
     if settings.FromConfig(str(user_conf), MLPERF_MODEL, scenario, 1) != 0:
         raise ConfigError(f"--user-conf {user_conf}: LoadGen rejected the file")

@@ -23,6 +23,11 @@ def _python_m_modules(tree: ast.AST, packages: tuple[str, ...] = _PROJECT_PACKAG
     match), neither starts a process; nor an argv built in pieces (``["-m", NAME, ...]`` spliced in later)."""
     found = set()
     for node in ast.walk(tree):
+        # harness.isolated.run_module("pkg.module", args): the harness's own way to start a python -m child
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "run_module"
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                and node.args[0].value.split(".")[0] in packages):
+            found.add(node.args[0].value)
         if not isinstance(node, (ast.List, ast.Tuple)):
             continue
         for before, flag, module in zip(node.elts, node.elts[1:], node.elts[2:]):
@@ -204,9 +209,10 @@ def test_python_m_children_count_as_imports(tmp_path):
                      'run(("taskset", "-c", cores, sys.executable, "-m", "harness.isolated"))\n'
                      'shown = ["python", "-m", "submission", *argv]\n'
                      'patterns = (("-m", "benchmarks"), ("-m", "pytest"))\n'
-                     'run([sys.executable, "-m", "pytest", "-q"])\n')
+                     'run([sys.executable, "-m", "pytest", "-q"])\n'
+                     'run_module("benchmarks.jobs", [job, result], result_path=result)\n')
     assert _python_m_modules(tree, ("benchmarks", "experiments", "harness", "submission")) == {
-        "experiments", "harness.isolated"}
+        "experiments", "harness.isolated", "benchmarks.jobs"}
     files = {"pkg": "", "pkg.__main__": "from pkg.cli import main\n", "pkg.cli": "from pkg import runner\n",
              "pkg.runner": "import subprocess, sys\n\n\ndef again():\n    subprocess.run([sys.executable, '-m', 'pkg'])\n"}
     modules = {}

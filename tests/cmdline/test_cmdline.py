@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_error_types_share_one_base_that_keeps_its_old_names():
@@ -93,7 +93,7 @@ if pid == 0:
 os.waitpid(pid, 0)
 """
     env = {key: value for key, value in os.environ.items() if key != "TOKENIZERS_PARALLELISM"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     if settled:

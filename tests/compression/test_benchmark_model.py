@@ -51,7 +51,7 @@ from compression.synthetic import synthetic_qa_batch
 from compression.tolerances import FLOAT64_FLOOR_FACTOR, TOLERANCES
 from compression.verify import verify_model_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_VOCAB_CANDIDATES = (
     REPO_ROOT.parent / "shared" / "data" / "bert-uncased-vocab.txt",
     Path("/work/shared/data/bert-uncased-vocab.txt"),
