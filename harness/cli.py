@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     find = sub.add_parser("find-target", help="find this machine's LoadGen targets and write them as a user.conf",
                           description="Offline: one pass over every feature; SingleStream: a short run; Server: short "
-                          "runs bisect the highest load LoadGen calls VALID (from the Offline speed down), then one "
-                          "full-length run confirms it. Writes user.conf, find_target.md/.json and a plot of p99 "
-                          "against offered load (docs/running.md, Finding this machine's targets).")
+                          "runs bisect the highest load LoadGen calls VALID (from the Offline speed down), then "
+                          "full-length runs confirm it (lower where they do not hold). Writes user.conf, "
+                          "find_target.md/.json and a plot of p99 against offered load (docs/running.md, Finding this "
+                          "machine's targets).")
     find.add_argument("--scenario", nargs="+", choices=["Offline", "Server", "SingleStream"], default=None,
                       help="what to search (default: all three; Server needs Offline's speed or --upper-qps)")
     find.add_argument("--model", "--model-path", dest="model", default=None,
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--upper-qps", type=float, default=None,
                       help="Server: the load the search starts below (default: the Offline samples/s found)")
     find.add_argument("--no-confirm", action="store_true",
-                      help="Server: skip the full-length (600 s) confirmation run")
+                      help="Server: skip the full-length (600 s) confirmation runs")
     find.add_argument("--output", default=None,
                       help="the user.conf to write (default: <runs dir>/find-target-<time>/user.conf); an existing "
                       "file, such as the repository's user.conf, only with --overwrite")

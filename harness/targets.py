@@ -6,8 +6,10 @@
   queries: a run that outpaces them ends INVALID) is half the median latency measured.
 - Server: short runs bisect the offered load between the highest that LoadGen called VALID and the lowest it
   did not, starting from the Offline speed (no Server load can be higher), until the two are within
-  ``tolerance`` of each other; then one full-length run at the highest VALID load confirms it (two tolerances
-  lower if it does not hold, at most ``CONFIRM_ATTEMPTS`` runs; a target none confirmed is written as such).
+  ``tolerance`` of each other; then full-length runs confirm it: lower after each that does not hold (2, then 4,
+  then 8 tolerances below it), then halfway up towards the lowest refused load while the two are more than
+  ``tolerance`` apart, at most ``CONFIRM_ATTEMPTS`` runs (a short run misses a queue that grows over minutes); a
+  target none confirmed is written as such.
 
 LoadGen's own FindPeakPerformance mode also bisects Server loads, but each of its steps is a full-length run
 with the conf's query minimum; short probes and one confirmation find the same point in minutes.
@@ -27,8 +29,9 @@ from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONFIRM_ATTEMPTS = 2
-CONFIRM_STEP = 2  # tolerances down after a full-length run that did not hold
+CONFIRM_ATTEMPTS = 4
+CONFIRM_STEP = 2  # tolerances down after the first full-length run that did not hold; doubled after each further one
+CONFIRM_MAX_STEP = 8
 SINGLE_STREAM_EXPECTED_SHARE = 0.5  # of the measured median: generating more queries than run costs nothing
 MIN_SERVER_QPS = 0.1
 
@@ -84,9 +87,11 @@ def bisect_server_load(run_probe: Callable[[float], Probe], upper_qps: float, *,
 
 
 def confirm_server_load(search: ServerSearch, run_full: Callable[[float], Probe], tolerance: float) -> ServerSearch:
-    """One full-length run at the search's load; ``CONFIRM_STEP`` tolerances lower while it is INVALID (bounded):
-    a 600 s run meets bursts of arrivals a 30 s one rarely sees, so its p99 is higher at the same load."""
-    qps = search.target_qps
+    """Full-length runs from the search's load (module docstring): the target is the highest load one of them held;
+    none held, it is one step below the last refused and ``confirmed`` is False."""
+    qps, step = search.target_qps, CONFIRM_STEP
+    held: float | None = None
+    refused: float | None = None
     for _ in range(CONFIRM_ATTEMPTS):
         if qps is None:
             break
@@ -94,11 +99,18 @@ def confirm_server_load(search: ServerSearch, run_full: Callable[[float], Probe]
         probe.full_length = True
         search.probes.append(probe)
         if probe.valid:
-            search.target_qps, search.confirmed = probe.target_qps, True
-            return search
-        qps = qps * (1 - CONFIRM_STEP * tolerance)
-        search.target_qps = round(qps, 3)  # never report a load a full-length run refused
-    search.confirmed = False
+            held = max(held or 0.0, probe.target_qps)
+        else:
+            refused = probe.target_qps if refused is None else min(refused, probe.target_qps)
+        if held is None:
+            qps, step = refused * (1 - step * tolerance), min(2 * step, CONFIRM_MAX_STEP)
+        elif refused is None or refused - held <= tolerance * refused:
+            break
+        else:
+            qps = (held + refused) / 2
+    search.confirmed = held is not None
+    # never report a load a full-length run refused
+    search.target_qps = held if held is not None else None if qps is None else round(qps, 3)
     return search
 
 
