@@ -116,10 +116,7 @@ class EngineSettings:
     engine_options: dict[str, EngineOptions] = field(default_factory=dict)  # by engine name; unnamed: its defaults
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "num_streams", "num_cores"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        options.require_at_least_one(self, "batch_size", "num_streams", "num_cores")
         if self.packing and self.ray.on_ray:
             raise ConfigError("--packing runs on local engines only (not with --cluster ray)")
 

@@ -35,6 +35,20 @@ def dest(field: dataclasses.Field) -> str:
     return next(n for n in names if n.startswith("--"))[2:].replace("-", "_")
 
 
+def require_at_least_one(options: Any, *names: str) -> None:
+    """One ConfigError naming the flag (the declared one, else ``--name``) of the first of ``names`` that is set
+    and below 1."""
+    from harness.errors import ConfigError
+
+    fields = {f.name: f for f in dataclasses.fields(options)}
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            declared = fields[name].metadata.get(_FLAGS)
+            flag_name = declared[0][0][0] if declared else f"--{name.replace('_', '-')}"
+            raise ConfigError(f"{flag_name} must be >= 1, got {value}")
+
+
 def flagged_fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if _FLAGS in f.metadata]
 

@@ -41,7 +41,7 @@ from harness.accuracy import encode_logits_batch
 from harness.backends import Backend
 from harness.bucketing import bucket_index
 from harness.errors import ConfigError
-from harness.options import flag
+from harness.options import flag, require_at_least_one
 from harness.qsl import SquadQSL
 from harness.server_batching import TokenBudgetQueue, Waiting, call_cost, measure_token_budget
 
@@ -77,8 +77,7 @@ class SutOptions:
     latency_bound_ms: float = SERVER_LATENCY_BOUND_MS  # the deadline the slack and tokens policies schedule against
 
     def __post_init__(self) -> None:
-        if self.num_workers is not None and self.num_workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {self.num_workers}")
+        require_at_least_one(self, "num_workers")
         if self.batch_timeout_ms < 0:
             raise ConfigError(f"--batch-timeout-ms must be >= 0, got {self.batch_timeout_ms}")
         if self.server_policy not in SERVER_POLICIES:

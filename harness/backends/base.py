@@ -17,6 +17,7 @@ import numpy as np
 from harness.backends.cluster import RayOptions
 from harness.errors import ConfigError
 from harness.models import ModelInfo
+from harness.options import require_at_least_one
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,13 @@ class BackendOptions:
     ray: RayOptions = field(default_factory=RayOptions)  # local engines, or a Ray pool (backends.ray_pool)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        require_at_least_one(self, "batch_size", "num_streams", "num_cores")
         if self.batch_sizes is not None:
             sizes = tuple(sorted(set(int(n) for n in self.batch_sizes)))
             if not sizes or sizes[0] < 1 or sizes[-1] != self.batch_size:
                 raise ConfigError(f"batch sizes {list(self.batch_sizes)}: each must be >= 1 and the largest the batch "
                                   f"size {self.batch_size}")
             object.__setattr__(self, "batch_sizes", sizes)
-        if self.num_streams is not None and self.num_streams < 1:
-            raise ConfigError(f"--num-streams must be >= 1, got {self.num_streams}")
-        if self.num_cores is not None and self.num_cores < 1:
-            raise ConfigError(f"--num-cores must be >= 1, got {self.num_cores}")
         if self.packing and self.sequence_buckets:
             raise ConfigError("--packing replaces length bucketing: give one of them")
         if self.packing and self.ray.on_ray:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from harness.errors import ConfigError
-from harness.options import flag
+from harness.options import flag, require_at_least_one
 
 CLUSTERS = ("local", "ray")
 RAY_CONNECT_TIMEOUT_S = 30.0  # Ray itself retries an unreachable head for ~13 minutes
@@ -42,10 +42,7 @@ class RayOptions:
     def __post_init__(self) -> None:
         if self.cluster not in CLUSTERS:
             raise ConfigError(f"--cluster {self.cluster!r}: expected one of {', '.join(CLUSTERS)}")
-        for name in ("workers", "cpus_per_worker"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--ray-{name.replace('_', '-')} must be >= 1, got {value}")
+        require_at_least_one(self, "workers", "cpus_per_worker")
         if not (0 < self.connect_timeout_s and math.isfinite(self.connect_timeout_s)):
             raise ConfigError(f"--ray-connect-timeout-s must be a number of seconds > 0, got {self.connect_timeout_s}")
 
