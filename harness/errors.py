@@ -31,3 +31,7 @@ class RunStopped(UserError):
     """A run was stopped on purpose because it could no longer be VALID (``--abort-when-invalid``)."""
 
     exit_status = 5
+
+    def __init__(self, message: str, *, run_dir: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.run_dir, self.reason = run_dir, reason  # the stopped run's directory and why it could not be VALID

@@ -227,7 +227,7 @@ def _run_loadgen(r: RunRequest, backend: Backend, settings, run_dir: Path, recor
         )
     if sut.abandoned is not None:
         record_stopped(run_dir, record, sut, watch)
-        raise RunStopped(f"{record['summary']}")
+        raise RunStopped(f"{record['summary']}", run_dir=str(run_dir), reason=sut.abandoned)
 
     detail = read_detail_log(run_dir / DETAIL_LOG)
     record["results"] = performance_metrics(detail, r.scenario) if r.mode == "performance" else {}

@@ -9,7 +9,8 @@
   ``tolerance`` of each other; then full-length runs confirm it: lower after each that does not hold (2, then 4,
   then 8 tolerances below it), then halfway up towards the lowest refused load while the two are more than
   ``tolerance`` apart, at most ``CONFIRM_ATTEMPTS`` runs (a short run misses a queue that grows over minutes); a
-  target none confirmed is written as such.
+  target none confirmed is written as such. A full-length run stops as soon as it can no longer be VALID (more
+  samples over the bound than p99 allows of the queries it will issue): a refused load costs minutes, not ten.
 
 LoadGen's own FindPeakPerformance mode also bisects Server loads, but each of its steps is a full-length run
 with the conf's query minimum; short probes and one confirmation find the same point in minutes.
@@ -114,6 +115,25 @@ def confirm_server_load(search: ServerSearch, run_full: Callable[[float], Probe]
     return search
 
 
+def server_probe(run_server: Callable[[Any, bool], dict], qps: float, *, full: bool,
+                 probe_duration_ms: int) -> Probe:
+    """One Server run at ``qps``: short (``probe_duration_ms``, any query count), or full length (the conf's duration
+    and query count) stopped once it can no longer be VALID. ``run_server(overrides, abort_when_invalid)`` runs it
+    and returns its record, or raises :class:`harness.errors.RunStopped` for a stopped run."""
+    from harness.errors import RunStopped
+    from harness.loadgen_settings import LoadGenOverrides
+
+    overrides = (LoadGenOverrides(target_qps=qps) if full else
+                 LoadGenOverrides(target_qps=qps, min_duration_ms=probe_duration_ms, min_query_count=1))
+    try:
+        record = run_server(overrides, full)
+    except RunStopped as stopped:  # INVALID whatever the rest of the run would have done
+        return Probe(qps, False, reason=f"stopped early: {stopped.reason}", run_dir=stopped.run_dir, full_length=full)
+    results = record["results"]
+    return Probe(qps, results["validity"] == "VALID", (results.get("latency_ms") or {}).get("p99"),
+                 results.get("samples_per_second"), results.get("invalid_reason"), record["run_dir"], full_length=full)
+
+
 def user_conf_text(targets: dict[str, Any], provenance_line: str, server_confirmed: bool | None = None) -> str:
     """A user.conf of the targets found (only the keys found; LoadGen keeps mlperf.conf's for the rest)."""
     lines = ["# This machine's LoadGen targets for bert, found by `python -m harness find-target` (docs/running.md,",
@@ -157,6 +177,9 @@ def plot_search(search: ServerSearch, path: Path, title: str) -> Path | None:
         if p.full_length:
             ax.annotate("full length", (p.target_qps, p.p99_ms), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.axhline(130, color="grey", linewidth=0.8, linestyle="--", label="bound 130 ms")
+    p99s = [p.p99_ms for p in points]
+    if max(p99s) > 10 * min(p99s):  # a lost run's seconds would flatten the points near the bound
+        ax.set_yscale("log")
     finish_plot(fig, ax, path, "offered load (QPS)", "p99 latency (ms)", title, legend_size=8)
     return path
 
@@ -224,13 +247,13 @@ def find_targets(args) -> int:
     targets: dict[str, Any] = {}
     details: dict[str, Any] = {}
 
-    def run(scenario: str, backend, overrides: LoadGenOverrides, conf) -> dict:
+    def run(scenario: str, backend, overrides: LoadGenOverrides, conf, abort_when_invalid: bool = False) -> dict:
         backend_options, sut_options = engine.for_scenario(scenario, width, model)
         request = RunRequest(
             scenario=scenario, mode="performance", backend=engine.backend, model=model, features=features,
             dataset=dataset, backend_options=backend_options, sut_options=sut_options, mlperf_conf=Path(args.mlperf_conf),
             user_conf=Path(args.user_conf), runs_root=out_dir / scenario.lower(), overrides=overrides,
-            progress=not args.no_progress, backend_choice=choice.as_dict())
+            progress=not args.no_progress, backend_choice=choice.as_dict(), abort_when_invalid=abort_when_invalid)
         return execute_run(request, backend=backend, conf_settings=conf)
 
     for scenario in scenarios:
@@ -263,13 +286,8 @@ def find_targets(args) -> int:
                                       "--upper-qps (this machine's Offline samples/s)")
 
                 def probe(qps: float, full: bool = False) -> Probe:
-                    overrides = (LoadGenOverrides(target_qps=qps) if full else
-                                 LoadGenOverrides(target_qps=qps, min_duration_ms=args.probe_duration_ms,
-                                                  min_query_count=1))
-                    record = run("Server", backend, overrides, conf)
-                    results = record["results"]
-                    return Probe(qps, results["validity"] == "VALID", (results.get("latency_ms") or {}).get("p99"),
-                                 results.get("samples_per_second"), results.get("invalid_reason"), record["run_dir"])
+                    return server_probe(lambda overrides, abort: run("Server", backend, overrides, conf, abort), qps,
+                                        full=full, probe_duration_ms=args.probe_duration_ms)
 
                 budget = None
                 if sut_options.server_policy == "tokens" and sut_options.token_budget is None:
@@ -287,7 +305,7 @@ def find_targets(args) -> int:
                 targets["Server"] = search.target_qps
                 details["Server"] = {**search.as_dict(), "upper_qps": upper, "token_budget": budget}
                 plot_search(search, out_dir / "server_p99_vs_load.png",
-                            f"Server search: {engine.backend}, {model.label}")
+                            f"Server search: {engine.backend}\n{model.label}")  # two lines: the name is long
         finally:
             backend.close()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.targets import (CONFIRM_ATTEMPTS, Probe, bisect_server_load, confirm_server_load, user_conf_text,
-                             write_user_conf)
+from harness.targets import (CONFIRM_ATTEMPTS, Probe, bisect_server_load, confirm_server_load, server_probe,
+                             user_conf_text, write_user_conf)
 
 
 def machine(capacity: float, full_capacity: float | None = None):
@@ -55,6 +55,29 @@ def test_a_sustained_load_far_below_the_short_runs_is_found_by_steps_that_grow()
     fulls = [p for p in search.probes if p.full_length]
     assert search.confirmed and search.target_qps <= 135.0 and len(fulls) <= CONFIRM_ATTEMPTS
     assert [p.valid for p in fulls][:3] == [False, False, True]
+
+
+def test_a_full_length_run_stops_once_it_cannot_be_valid_and_counts_as_refused():
+    """Full-length confirmations are asked to stop when the bound is provably lost (a refused load then costs minutes,
+    not LoadGen's ten); the stopped run is an INVALID probe with its reason and run directory. Short probes run out
+    their duration (their p99 goes into the plot)."""
+    from harness.errors import RunStopped
+
+    asked = []
+
+    def run_server(overrides, abort_when_invalid):
+        asked.append((overrides.min_duration_ms, abort_when_invalid))
+        if abort_when_invalid:
+            raise RunStopped("summary", run_dir="/runs/x", reason="the latency bound was lost 120 s into the run")
+        return {"results": {"validity": "VALID", "latency_ms": {"p99": 101.0}, "samples_per_second": 150.0},
+                "run_dir": "/runs/short"}
+
+    short = server_probe(run_server, 150.0, full=False, probe_duration_ms=30000)
+    assert short == Probe(150.0, True, 101.0, 150.0, None, "/runs/short")
+    full = server_probe(run_server, 150.0, full=True, probe_duration_ms=30000)
+    assert not full.valid and full.full_length and full.run_dir == "/runs/x" and full.p99_ms is None
+    assert full.reason == "stopped early: the latency bound was lost 120 s into the run"
+    assert asked == [(30000, False), (None, True)]  # the full-length run: the conf's duration, stopped when lost
 
 
 def test_no_valid_load_is_said_and_not_invented():
