@@ -178,7 +178,7 @@ def plot_search(search: ServerSearch, path: Path, title: str) -> Path | None:
             ax.annotate("full length", (p.target_qps, p.p99_ms), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.axhline(130, color="grey", linewidth=0.8, linestyle="--", label="bound 130 ms")
     p99s = [p.p99_ms for p in points]
-    if max(p99s) > 10 * min(p99s):  # a lost run's seconds would flatten the points near the bound
+    if min(p99s) > 0 and max(p99s) > 10 * min(p99s):  # a lost run's seconds would flatten the points near the bound
         ax.set_yscale("log")
     finish_plot(fig, ax, path, "offered load (QPS)", "p99 latency (ms)", title, legend_size=8)
     return path
