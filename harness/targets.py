@@ -12,8 +12,9 @@
   target none confirmed is written as such. A full-length run stops as soon as it can no longer be VALID (more
   samples over the bound than p99 allows of the queries it will issue): a refused load costs minutes, not ten.
 
-LoadGen's own FindPeakPerformance mode also bisects Server loads, but each of its steps is a full-length run
-with the conf's query minimum; short probes and one confirmation find the same point in minutes.
+LoadGen's own FindPeakPerformance mode also bisects Server loads, from short steps judged by their own p99, to 0.1
+QPS and with no confirmation; on a fake Server of known capacity its peak was one a full-length run did not hold
+(docs/running.md, Finding this machine's targets).
 """
 
 from __future__ import annotations
