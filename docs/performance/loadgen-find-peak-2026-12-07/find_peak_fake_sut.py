@@ -1,5 +1,5 @@
 # LoadGen FindPeakPerformance on a fake Server SUT of known capacity (2 workers x 10 ms per sample = 200/s).
-import threading, time, queue, sys
+import os, threading, time, queue, sys
 import mlperf_loadgen as lg
 q = queue.Queue()
 def worker():
@@ -21,6 +21,7 @@ settings.server_target_qps = float(sys.argv[1]) if len(sys.argv) > 1 else 50.0
 settings.server_target_latency_ns = 130_000_000
 settings.min_duration_ms = 5000
 settings.min_query_count = 100
+os.makedirs("/tmp/fpp", exist_ok=True)
 log = lg.LogSettings(); log.log_output.outdir = "/tmp/fpp"; log.log_output.copy_summary_to_stdout = False
 t = time.time()
 lg.StartTestWithLogSettings(sut, qsl, settings, log)
