@@ -114,12 +114,17 @@ def execute_runs_isolated(requests: list[RunRequest], feature_cache_dir: Path) -
                 pickle.dump(first.backend_wrapper, f)
             args.append(str(Path(tmp) / "wrapper.pkl"))
         _, outcome = run_module("harness.isolated", args, result_path=result_path)
-        if outcome is None:
-            raise BackendFault(f"{first.scenario} {'/'.join(r.mode for r in requests)} runs ended without a result; "
-                               f"see the newest run directory under {first.runs_root}")
+    return child_result(outcome, "records", f"{first.scenario} {'/'.join(r.mode for r in requests)} runs",
+                        first.runs_root)
+
+
+def child_result(outcome: dict | None, key: str, what: str, runs_root: Path):
+    """The parent's side of :func:`write_outcome`: the child's result, or its error raised here as itself."""
+    if outcome is None:
+        raise BackendFault(f"{what} ended without a result; see the newest run directory under {runs_root}")
     if not outcome["ok"]:
         raise _ERRORS.get(outcome["kind"], HarnessError)(outcome["error"])
-    return outcome["records"]
+    return outcome[key]
 
 
 # What one engine and one reading of the conf files serve: the requests of one child must agree on these

@@ -224,15 +224,15 @@ SCENARIO_ORDER = ("Offline", "SingleStream", "Server")  # Offline first: its spe
 
 
 def find_targets(args) -> int:
-    """``python -m harness find-target``: run the searches asked for, write the user.conf and the report."""
-    from dataclasses import replace as dc_replace
+    """``python -m harness find-target``: run the searches asked for, write the user.conf and the report.
 
+    Each scenario's search runs in its own child process (:func:`search_in_child`): LoadGen marks every test of a
+    process that read the conf files more than once with "Multiple conf files are used" (harness/isolated.py)."""
     from cmdline.provenance import provenance, provenance_line
-    from harness.backends import create_backend
     from harness.rundir import check_runs_root
     from harness.run_inputs import engine_by_cpu, engine_for_model, load_dataset_and_features
-    from harness.runner import RunRequest, execute_run
-    from harness.loadgen_settings import LoadGenOverrides, conf_test_settings
+    from harness.runner import RunRequest
+    from harness.loadgen_settings import LoadGenOverrides
 
     scenarios = [s for s in SCENARIO_ORDER if s in (args.scenario or SCENARIO_ORDER)]
     check_runs_root(Path(args.runs_dir))
@@ -240,75 +240,29 @@ def find_targets(args) -> int:
     output = Path(args.output) if args.output else out_dir / "user.conf"
     if output.exists() and not args.overwrite:  # said now, not after half an hour of runs
         raise ConfigError(f"--output {output}: the file exists; it is kept (pass --overwrite to replace it)")
+    if "Server" in scenarios and "Offline" not in scenarios and not args.upper_qps:
+        raise ConfigError("find-target --scenario Server needs an upper bound: search Offline too, or give "
+                          "--upper-qps (this machine's Offline samples/s)")
     engine, choice = engine_by_cpu(args, scenarios)
     dataset, features = load_dataset_and_features(args, count=args.count)
     engine, choice, model = engine_for_model(args, engine, choice, dataset, scenarios)
     out_dir.mkdir(parents=True, exist_ok=True)
-    width = features.params.max_seq_length
     targets: dict[str, Any] = {}
     details: dict[str, Any] = {}
-
-    def run(scenario: str, backend, overrides: LoadGenOverrides, conf, abort_when_invalid: bool = False) -> dict:
-        backend_options, sut_options = engine.for_scenario(scenario, width, model)
+    for scenario in scenarios:
+        backend_options, sut_options = engine.for_scenario(scenario, features.params.max_seq_length, model)
         request = RunRequest(
             scenario=scenario, mode="performance", backend=engine.backend, model=model, features=features,
-            dataset=dataset, backend_options=backend_options, sut_options=sut_options, mlperf_conf=Path(args.mlperf_conf),
-            user_conf=Path(args.user_conf), runs_root=out_dir / scenario.lower(), overrides=overrides,
-            progress=not args.no_progress, backend_choice=choice.as_dict(), abort_when_invalid=abort_when_invalid)
-        return execute_run(request, backend=backend, conf_settings=conf)
-
-    for scenario in scenarios:
-        conf = conf_test_settings(scenario, "performance", mlperf_conf=Path(args.mlperf_conf),
-                                  user_conf=Path(args.user_conf))
-        backend_options, sut_options = engine.for_scenario(scenario, width, model)
-        backend = create_backend(engine.backend, model, backend_options, progress=not args.no_progress)
-        try:
-            if scenario == "Offline":
-                # one pass over every feature: LoadGen issues max(min_query_count, target_qps x duration x 1.1)
-                record = run(scenario, backend, LoadGenOverrides(target_qps=1, min_duration_ms=1000,
-                                                                 min_query_count=len(features)), conf)
-                results = record["results"]
-                targets["Offline"] = round(results["samples_per_second"], 2)
-                details["Offline"] = {"samples_per_second": results["samples_per_second"],
-                                      "samples": record.get("samples_completed"), "validity": results["validity"],
-                                      "run_dir": record["run_dir"]}
-            elif scenario == "SingleStream":
-                # an expected latency far below any real one: LoadGen never runs out of pre-generated queries
-                record = run(scenario, backend, LoadGenOverrides(min_duration_ms=args.probe_duration_ms,
-                                                                 min_query_count=64, expected_latency_ms=0.5), conf)
-                latency = record["results"]["latency_ms"]
-                targets["SingleStream"] = round(SINGLE_STREAM_EXPECTED_SHARE * latency["p50"], 2)
-                details["SingleStream"] = {"p50_ms": latency["p50"], "p90_ms": latency["p90"],
-                                           "run_dir": record["run_dir"]}
-            else:
-                upper = args.upper_qps or targets.get("Offline")
-                if not upper:
-                    raise ConfigError("find-target --scenario Server needs an upper bound: search Offline too, or give "
-                                      "--upper-qps (this machine's Offline samples/s)")
-
-                def probe(qps: float, full: bool = False) -> Probe:
-                    return server_probe(lambda overrides, abort: run("Server", backend, overrides, conf, abort), qps,
-                                        full=full, probe_duration_ms=args.probe_duration_ms)
-
-                budget = None
-                if sut_options.server_policy == "tokens" and sut_options.token_budget is None:
-                    # measured once, for every run of the search: each run measuring its own, the budget swung
-                    # between one and two packed rows from run to run and the bisection followed the noise
-                    from harness.scenarios import SERVER_LATENCY_BOUND_MS
-                    from harness.server_batching import measure_token_budget
-
-                    budget = measure_token_budget(backend, features, workers=sut_options.num_workers or 1,
-                                                  bound_s=SERVER_LATENCY_BOUND_MS / 1000)
-                    engine = dc_replace(engine, sut=dc_replace(engine.sut, token_budget=budget["budget"]))
-                search = bisect_server_load(probe, upper, tolerance=args.tolerance)
-                if not args.no_confirm:
-                    search = confirm_server_load(search, lambda qps: probe(qps, full=True), args.tolerance)
-                targets["Server"] = search.target_qps
-                details["Server"] = {**search.as_dict(), "upper_qps": upper, "token_budget": budget}
-                plot_search(search, out_dir / "server_p99_vs_load.png",
-                            f"Server search: {engine.backend}\n{model.label}")  # two lines: the name is long
-        finally:
-            backend.close()
+            dataset=dataset, backend_options=backend_options, sut_options=sut_options,
+            mlperf_conf=Path(args.mlperf_conf), user_conf=Path(args.user_conf), runs_root=out_dir / scenario.lower(),
+            overrides=LoadGenOverrides(), progress=not args.no_progress, backend_choice=choice.as_dict())
+        search = {"probe_duration_ms": args.probe_duration_ms, "tolerance": args.tolerance,
+                  "confirm": not args.no_confirm, "upper_qps": args.upper_qps or targets.get("Offline"),
+                  "plot": str(out_dir / "server_p99_vs_load.png"),
+                  "plot_title": f"Server search: {engine.backend}\n{model.label}",  # two lines: the name is long
+                  "verbose": bool(getattr(args, "verbose", False))}
+        found = search_in_child(request, search, Path(args.cache_dir) / "features")
+        targets[scenario], details[scenario] = found["target"], found["detail"]
 
     record = provenance()
     details["engine"] = {"backend": engine.backend, "choice": choice.as_dict(), "model": str(model.onnx_path),
@@ -327,3 +281,98 @@ def find_targets(args) -> int:
     if confirmed is False:
         return 1
     return 0
+
+
+def search_in_child(request, search: dict[str, Any], feature_cache_dir: Path) -> dict[str, Any]:
+    """One scenario's search (:func:`search_scenario`) in a child process; its ``{"target", "detail"}``."""
+    import tempfile
+
+    from harness.isolated import child_result, request_to_spec, run_module
+
+    with tempfile.TemporaryDirectory(prefix="obert-find-target-") as tmp:
+        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps({"run": request_to_spec(request, feature_cache_dir), "search": search}))
+        _, outcome = run_module("harness.targets", [str(spec_path), str(result_path)], result_path=result_path)
+    return child_result(outcome, "found", f"the {request.scenario} search", request.runs_root)
+
+
+def search_scenario(request, search: dict[str, Any]) -> dict[str, Any]:
+    """The child's work: one engine and one reading of the conf files for every run of ``request.scenario``'s
+    search (``request``: its first run, overrides aside); returns ``{"target": ..., "detail": {...}}``."""
+    from dataclasses import replace
+
+    from harness.backends import create_backend
+    from harness.loadgen_settings import LoadGenOverrides, conf_test_settings
+    from harness.runner import execute_run
+
+    scenario = request.scenario
+    conf = conf_test_settings(scenario, "performance", mlperf_conf=request.mlperf_conf, user_conf=request.user_conf)
+    backend = create_backend(request.backend, request.model, request.backend_options, progress=request.progress)
+
+    def run(overrides: LoadGenOverrides, abort_when_invalid: bool = False) -> dict:
+        return execute_run(replace(request, overrides=overrides, abort_when_invalid=abort_when_invalid),
+                           backend=backend, conf_settings=conf)
+
+    try:
+        if scenario == "Offline":
+            # one pass over every feature: LoadGen issues max(min_query_count, target_qps x duration x 1.1)
+            record = run(LoadGenOverrides(target_qps=1, min_duration_ms=1000, min_query_count=len(request.features)))
+            results = record["results"]
+            return {"target": round(results["samples_per_second"], 2),
+                    "detail": {"samples_per_second": results["samples_per_second"],
+                               "samples": record.get("samples_completed"), "validity": results["validity"],
+                               "run_dir": record["run_dir"]}}
+        if scenario == "SingleStream":
+            # an expected latency far below any real one: LoadGen never runs out of pre-generated queries
+            record = run(LoadGenOverrides(min_duration_ms=search["probe_duration_ms"], min_query_count=64,
+                                          expected_latency_ms=0.5))
+            latency = record["results"]["latency_ms"]
+            return {"target": round(SINGLE_STREAM_EXPECTED_SHARE * latency["p50"], 2),
+                    "detail": {"p50_ms": latency["p50"], "p90_ms": latency["p90"], "run_dir": record["run_dir"]}}
+
+        budget = None
+        if request.sut_options.server_policy == "tokens" and request.sut_options.token_budget is None:
+            # measured once, for every run of the search: each run measuring its own, the budget swung between one
+            # and two packed rows from run to run and the bisection followed the noise
+            from harness.scenarios import SERVER_LATENCY_BOUND_MS
+            from harness.server_batching import measure_token_budget
+
+            budget = measure_token_budget(backend, request.features, workers=request.sut_options.num_workers or 1,
+                                          bound_s=SERVER_LATENCY_BOUND_MS / 1000)
+            request = replace(request, sut_options=replace(request.sut_options, token_budget=budget["budget"]))
+
+        def probe(qps: float, full: bool = False) -> Probe:
+            return server_probe(run, qps, full=full, probe_duration_ms=search["probe_duration_ms"])
+
+        found = bisect_server_load(probe, search["upper_qps"], tolerance=search["tolerance"])
+        if search["confirm"]:
+            found = confirm_server_load(found, lambda qps: probe(qps, full=True), search["tolerance"])
+        plot_search(found, Path(search["plot"]), search["plot_title"])
+        return {"target": found.target_qps,
+                "detail": {**found.as_dict(), "upper_qps": search["upper_qps"], "token_budget": budget}}
+    finally:
+        backend.close()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m harness.targets SPEC.json RESULT.json``: the child side of :func:`search_in_child`."""
+    from harness.isolated import request_from_spec, write_outcome
+    from harness.logging_config import configure_logging
+
+    spec = json.loads(Path(argv[0]).read_text())
+    configure_logging(verbose=spec["search"]["verbose"])
+    return write_outcome(Path(argv[1]), "found", lambda: search_scenario(request_from_spec(spec["run"]),
+                                                                          spec["search"]))
+
+
+if __name__ == "__main__":
+    import sys
+
+    from harness.interrupts import describe, exit_now, exit_status, install_sigterm_handler
+
+    install_sigterm_handler()
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt as interrupt:  # the run is already marked interrupted
+        print(describe(interrupt), file=sys.stderr)
+        exit_now(exit_status(interrupt))

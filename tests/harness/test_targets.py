@@ -125,6 +125,11 @@ def test_find_target_on_the_toy_model_writes_a_user_conf_that_a_following_run_re
     for probe in probes:
         record = json.loads((Path(probe["run_dir"]) / "run.json").read_text())
         assert record["sut"]["token_budget"] == {"budget": budget, "given": True}
+    # each scenario's runs read the conf files once (in their own process): no run is marked for reading them twice
+    details = list(report.parent.glob("*/*/mlperf_log_detail.txt"))
+    assert {p.parent.parent.name for p in details} == {"offline", "singlestream", "server"}
+    for detail in details:
+        assert "Multiple conf files" not in detail.read_text(), detail
     # a following run takes its Server target from that file
     assert main(["run", *common, "--scenario", "Server", "--user-conf", str(output), "--min-duration-ms", "500",
                  "--min-query-count", "20"]) == 0
@@ -174,3 +179,12 @@ def test_a_server_run_whose_target_is_not_this_machines_says_so_and_names_find_t
     low = offered_load_note("Server", {**base, "latency_ms": {"p99": 20.0}})
     assert "far inside the 130.0 ms bound" in low and "python -m harness find-target" in low
     assert offered_load_note("Server", {**base, "latency_ms": {"p99": 110.0}}) is None
+
+
+def test_a_server_search_without_an_upper_bound_is_refused_before_any_run(tmp_path, capsys):
+    from harness.cli import main
+
+    status = main(["find-target", "--scenario", "Server", "--backend", "onnxruntime", "--no-progress",
+                   "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
+    assert status != 0 and "--upper-qps" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").glob("find-target-*"))
