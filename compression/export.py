@@ -39,7 +39,7 @@ import torch
 
 from compression.errors import CompressionError, ExportError, OutputExistsError
 from compression.packed import PACKED_INPUT_NAMES, PackedQAModel, synthetic_packed_batch
-from compression.qdq import QDQ_ONNX_FILE, fold_weight_quantization, to_integer_form
+from compression.qdq import QDQ_ONNX_FILE, QDQ_WEIGHT_LAYOUT, fold_weight_quantization, to_integer_form
 from compression.quantize import is_qat_model, weights_snapped_to_quantized_values
 from compression.synthetic import INPUT_NAMES, synthetic_qa_batch
 
@@ -352,7 +352,7 @@ def export_model_dir(
                        "row_length": sequence_length,
                        "qdq_onnx_file": PACKED_QDQ_ONNX_FILE if quantized else None} if packed_variant else None,
             # the same INT8 model in the standard QDQ form (compression.qdq), what OpenVINO runs
-            "qdq": {"onnx_file": QDQ_ONNX_FILE} if quantized else None,
+            "qdq": {"onnx_file": QDQ_ONNX_FILE, "weight_layout": QDQ_WEIGHT_LAYOUT} if quantized else None,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "software": _software_versions(),
         }

@@ -75,6 +75,8 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
     with it (the same seed gives the same model). The compression pipeline (torch, sparseml: ~2.4 s and ~270 MB
     to import) is imported only to build; see :func:`default_model_dir` for finding a built one. ``progress``: the
     build's progress bars (``--no-progress`` turns them off)."""
+    from compression.qdq import QDQ_WEIGHT_LAYOUT  # numpy only
+
     model_dir = default_model_dir(variant)
     exists = (model_dir / "model.onnx").is_file()
     manifest = _manifest(model_dir) if exists else {}
@@ -82,6 +84,8 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
     missing = [why for wanted, lacking, why in (
         (packed, not manifest.get("packed"), "its packed variant for --packing"),
         (qdq, int8 and not manifest.get("qdq"), "its QDQ form for OpenVINO"),
+        (qdq, int8 and bool(manifest.get("qdq")) and (manifest.get("qdq") or {}).get("weight_layout") != QDQ_WEIGHT_LAYOUT,
+         "its QDQ form in the weight layout OpenVINO's sparse kernels read"),
         (packed and qdq, int8 and not (manifest.get("packed") or {}).get("qdq_onnx_file"),
          "the QDQ form of its packed variant for OpenVINO"),
     ) if exists and wanted and lacking]

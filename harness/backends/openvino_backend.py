@@ -87,6 +87,12 @@ def openvino_model(model: ModelInfo, options: BackendOptions) -> ModelInfo:
     if not spec:
         return replace(model, manifest={**model.manifest, "engine_file": str(model.onnx_path)})
     path = _qdq_path(model)
+    from compression.qdq import QDQ_WEIGHT_LAYOUT  # numpy only
+
+    if spec.get("weight_layout") != QDQ_WEIGHT_LAYOUT:
+        log.warning("%s: an older QDQ export (its manifest names no weight_layout %r): its int8 weights reach every "
+                    "matmul through a Transpose, so OpenVINO's sparse-weight kernels cannot run them; re-export it with "
+                    "this version's pipeline", path, QDQ_WEIGHT_LAYOUT)
     info = inspect_onnx_model(path)
     packed = model.manifest.get("packed")
     if packed and packed.get("qdq_onnx_file"):  # --packing runs the packed variant's QDQ form too

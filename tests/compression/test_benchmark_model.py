@@ -404,7 +404,7 @@ def test_tiny_sparse_int8_model_dir(tiny_sparse_int8):
     assert checks["ort_vs_torch"]["passed"] is True
     assert checks["deepsparse_vs_ort"]["passed"] in (True, None)
     # the QDQ form beside it, verified the same way, and run by OpenVINO with 8-bit matmuls
-    assert manifest["qdq"] == {"onnx_file": "model-qdq.onnx"} and (out / "model-qdq.onnx").is_file()
+    assert manifest["qdq"] == {"onnx_file": "model-qdq.onnx", "weight_layout": "out_in"} and (out / "model-qdq.onnx").is_file()
     assert manifest["packed"]["qdq_onnx_file"] == "model-packed-qdq.onnx" and (out / "model-packed-qdq.onnx").is_file()
     assert checks["qdq_matmul_ops"]["ops_for_listed_params"] == {"DequantizeLinear+MatMul": 30}
     assert checks["qdq_weight_sparsity"]["passed"] and checks["qdq_weight_sparsity"]["torch_zero_blocks_lost"] == 0

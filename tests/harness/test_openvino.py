@@ -279,8 +279,16 @@ def test_the_default_model_is_rebuilt_with_its_qdq_forms_when_openvino_needs_the
     assert "building" not in capsys.readouterr().err  # DeepSparse and ONNX Runtime do not need it
     benchmark_model_dir("sparse-int8", vocab, qdq=True)
     assert "to add its QDQ form for OpenVINO" in capsys.readouterr().err
-    assert json.loads(manifest_path.read_text())["qdq"] == {"onnx_file": "model-qdq.onnx"}
+    assert json.loads(manifest_path.read_text())["qdq"] == {"onnx_file": "model-qdq.onnx", "weight_layout": "out_in"}
     assert (model_dir / "model-qdq.onnx").is_file()
+    # a QDQ form from before its weights kept torch's layout (its manifest names no weight_layout) is rebuilt too
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "qdq": {"onnx_file": "model-qdq.onnx"}}))
+    capsys.readouterr()
+    benchmark_model_dir("sparse-int8", vocab, qdq=True)
+    assert "in the weight layout OpenVINO's sparse kernels read" in capsys.readouterr().err
+    assert json.loads(manifest_path.read_text())["qdq"]["weight_layout"] == "out_in"
+    benchmark_model_dir("sparse-int8", vocab, qdq=True)
+    assert "building" not in capsys.readouterr().err  # once rebuilt, kept
 
 
 def test_a_submission_on_openvino_names_the_engine_and_its_version():
