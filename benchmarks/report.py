@@ -293,7 +293,7 @@ def engines_section(engines: dict | None) -> list[str]:
             lines += [f"{names[engine]} full-length Server run (mlperf.conf durations), policy {run.get('policy')}, at "
                       f"{run['target_qps']} QPS: {run['validity']}, p99 {run['p99_ms']} ms over {run['query_count']} "
                       f"queries; Server / Offline (all features) = {cell(run.get('vs_offline'))} (counted only when "
-                      "VALID).", ""]
+                      "VALID)." + _refused_attempts((engines.get("server_full_attempts") or {}).get(engine, []), run), ""]
     variants = engines.get("openvino_variants_vs_default") or {}
     names = {"f32_float_ops": "float operations in f32 (--precision f32) instead of the engine's default",
              "sparse_weights": "sparse weight decompression (--sparse-weights-rate)",
@@ -303,6 +303,13 @@ def engines_section(engines: dict | None) -> list[str]:
         lines += ["OpenVINO variants, Offline over the first N features, against OpenVINO's default on the INT8 model:", ""]
         lines += [f"- {what}: {value}x" for what, value in shown] + [""]
     return lines
+
+
+def _refused_attempts(attempts: list[dict], shown: dict) -> str:
+    """The full-length attempts before the one shown, each stopped once it could no longer be VALID."""
+    refused = [a for a in attempts if a["validity"] != "VALID" and a["target_qps"] != shown["target_qps"]]
+    return "" if not refused else " Tried before it: " + "; ".join(
+        f"{a['target_qps']} QPS ({a['invalid_reason'] or 'INVALID'})" for a in refused) + "."
 
 
 def _load(row: dict | None) -> str:

@@ -102,7 +102,7 @@ class Suite:
              tune: tuple[TuneConfig, ...] = (), ray: dict | None = None, server_policy: str = "aging",
              packing: bool = False, fast_vnni: bool = False, tune_count: int = BenchJob.tune_count,
              precision: str = "auto", sparse_weights_rate: float | None = None,
-             perf_counters: bool = False) -> dict | None:
+             perf_counters: bool = False, until_valid: bool = False) -> dict | None:
         """Run a job of a selected section, or take its result from the reused suite (None: neither)."""
         if section not in self.config.sections:
             if label in self.reused:
@@ -127,7 +127,7 @@ class Suite:
         )
         job = BenchJob(label=label, request=request_to_spec(request, self.feature_cache_dir), tests=tests,
                        bare_loop_count=bare_loop_count, capacity_count=capacity_count, tune=list(tune),
-                       tune_count=tune_count, service_profile_count=service_profile_count)
+                       tune_count=tune_count, service_profile_count=service_profile_count, until_valid=until_valid)
         log.info("bench job %s (%s, %s, %s)", label, backend, model.label, "packed rows" if packing else
                  "buckets " + ",".join(map(str, buckets)) if buckets else "padded to 384")
         started = time.perf_counter()
@@ -320,21 +320,24 @@ class Suite:
             self._job(f"{short}-engine-singlestream", "engines", backend=engine, model=m.sparse_int8,
                       scenario="SingleStream", batch_size=DEFAULT_BATCH_SIZE["SingleStream"], buckets=c.buckets,
                       streams=DEFAULT_STREAMS["SingleStream"], tests=[single])
-            # one full-length run, with the policy whose sweep held the highest VALID load, at a share of that load
+            # full-length runs with the policy whose sweep held the highest VALID load, at shares of that load until
+            # one is VALID (a queue that grows over minutes is missed by a 30 s point)
             held = {policy: best_valid_server(server_points(self.results["jobs"].get(engine_server_job(short, policy))
                                                              or {})) for policy in c.engine_server_policies}
             policy, point = max(((p, h) for p, h in held.items() if h and measuring),
                                 key=lambda pair: pair[1]["target_qps"], default=(c.engine_server_policies[0], None))
             label = f"{short}-engine-server-full"
             if c.engine_full_server and (point or label in self.reused):
-                target = round(c.engine_full_server_share * point["target_qps"], 3) if point else None
                 duration = ({} if c.engine_full_server_duration_ms is None else
-                            {"min_duration_ms": c.engine_full_server_duration_ms, "min_query_count": 1})
+                            {"min_duration_ms": c.engine_full_server_duration_ms,
+                             "min_query_count": c.engine_server_min_queries})
                 self._job(label, "engines", backend=engine, model=m.sparse_int8, scenario="Server",
-                          tests=[LoadGenTest(label=f"Server, full length, policy {policy}"
-                                             + ("" if not duration else " (shortened)"),
-                                             overrides={"target_qps": target, **duration})] if target else [],
-                          **self._server_layout(policy))
+                          tests=[LoadGenTest(label=f"Server, full length, policy {policy}, {share:.0%} of the sweep's "
+                                             "highest VALID load" + ("" if not duration else " (shortened)"),
+                                             overrides={"target_qps": round(share * point["target_qps"], 3),
+                                                        **duration})
+                                 for share in c.engine_full_server_shares] if point else [],
+                          until_valid=True, **self._server_layout(policy))
 
     def _server_layout(self, policy: str) -> dict:
         """The harness's default Server engine layout for ``policy`` (harness.engine_settings): the tokens policy's calls

@@ -244,8 +244,9 @@ def engines_summary(offline_rows: list[dict], server_rows: list[dict], singlestr
     # each engine's best Server load over the policies swept (the default policy's where only it ran)
     server = {engine: max((row for row in rows.values() if row), key=lambda row: row["target_qps"], default=None)
               for engine, rows in by_policy.items()}
-    fulls = {engine: next((r for r in server_rows if r["job"] == f"{engine}-engine-server-full"), None)
-             for engine in ("ds", "ov")}
+    # each engine's full-length attempts (tried until one was VALID): the VALID one, else the last refused
+    attempts = {engine: [r for r in server_rows if r["job"] == f"{engine}-engine-server-full"] for engine in ("ds", "ov")}
+    fulls = {engine: best_valid_server(rows) or (rows[-1] if rows else None) for engine, rows in attempts.items()}
     full = fulls["ov"]
     offline_of = {"ds": ds_all, "ov": ov_all}
     ds_single, ov_single = single("ds-engine-singlestream"), single("ov-engine-singlestream")
@@ -274,6 +275,8 @@ def engines_summary(offline_rows: list[dict], server_rows: list[dict], singlestr
                                         "vs_offline": _share(run, offline_of[engine]) if run["validity"] == "VALID"
                                         else None}
                         for engine, run in fulls.items()},
+        "server_full_attempts": {engine: [{k: run[k] for k in ("target_qps", "validity", "p99_ms", "invalid_reason")}
+                                          for run in rows] for engine, rows in attempts.items()},
         "server_full_openvino": full and {k: full[k] for k in ("target_qps", "validity", "p99_ms", "query_count",
                                                                "latency_bound_met", "early_stopping_met")},
         "server_full_vs_offline": (round(full["target_qps"] / ov_all["samples_per_s"], 3)

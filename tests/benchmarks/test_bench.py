@@ -351,6 +351,7 @@ def test_engines_section_runs_openvino_beside_deepsparse_and_reports_the_ratios(
     config = SuiteConfig(samples=24, offline_batch=4, server_batch=1, buckets=(192, 384), singlestream_duration_ms=300,
                          server_duration_ms=300, engine_server_fractions=(0.05, 0.1), engine_server_min_queries=500,
                          engine_token_server_fractions=(0.1, 0.3), engine_full_server_duration_ms=400,
+                         engine_full_server_shares=(50.0, 0.5, 0.25),  # the first far over what the sweep held
                          sections=("engines",))
     suite = Suite(config, SuiteModels(sparse_int8=model, dense_fp32_14l=dense), features=features, dataset=dataset,
                   mlperf_conf=REPO_ROOT / "mlperf.conf", user_conf=REPO_ROOT / "user.conf", out_root=tmp_path / "out",
@@ -368,13 +369,22 @@ def test_engines_section_runs_openvino_beside_deepsparse_and_reports_the_ratios(
     assert backend["executed_precision"] == {**backend["executed_precision"], "matmuls": "int8", "float_ops": "f32"}
     assert jobs["ov-engine-offline-sparse-weights"]["records"][-1]["backend"]["sparse_weights_decompression_rate"] == \
         pytest.approx(0.4)
-    # the full-length run's load: the share of the highest load LoadGen called VALID in either policy's sweep, run
-    # with that policy
+    # the full-length runs' loads: shares of the highest load LoadGen called VALID in either policy's sweep, run with
+    # that policy, tried in order until one is VALID
     sweep = [r for r in results["summary"]["server"] if r["job"] in ("ov-engine-server", "ov-engine-server-tokens")]
     best = max((r for r in sweep if r["validity"] == "VALID"), key=lambda r: r["target_qps"])
-    full = jobs["ov-engine-server-full"]["records"][-1]
-    assert full["results"]["target_qps"] == pytest.approx(0.9 * best["target_qps"], rel=1e-3)
-    assert full["settings"]["sut_options"]["server_policy"] == best["policy"]
+    records = jobs["ov-engine-server-full"]["records"]
+    refused, second = records[:2]
+    assert refused["results"]["validity"] == "INVALID"
+    assert len(records) == (2 if second["results"]["validity"] == "VALID" else 3)  # none tried after a VALID one
+    assert refused["results"]["target_qps"] == pytest.approx(50.0 * best["target_qps"], rel=1e-3)
+    assert second["results"]["target_qps"] == pytest.approx(0.5 * best["target_qps"], rel=1e-3)
+    assert second["settings"]["sut_options"]["server_policy"] == best["policy"]
+    attempts = results["summary"]["engines"]["server_full_attempts"]["ov"]
+    assert [a["target_qps"] for a in attempts] == [r["results"]["target_qps"] for r in records]
+    shown = results["summary"]["engines"]["server_full"]["ov"]
+    assert shown["target_qps"] == max((a for a in attempts if a["validity"] == "VALID"), default=attempts[-1],
+                                      key=lambda a: a["target_qps"])["target_qps"]
     tokens = jobs["ov-engine-server-tokens"]["records"][-1]
     assert tokens["sut"]["policy"] == "tokens" and tokens["backend"]["num_streams"] == 2
     engines = results["summary"]["engines"]
