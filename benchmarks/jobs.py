@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError, RunStopped
+from harness.errors import HarnessError
 from harness.isolated import run_module
 from harness.sysinfo import current_rss_mb, peak_rss_mb
 
@@ -56,8 +56,8 @@ class BenchJob:
     bare_loop_count: int = 0  # overhead: bare loops over the first N features, alternated with the first test
     overhead_rounds: int = 3  # times the first test runs between bare loops (when bare_loop_count)
     capacity_count: int = 0  # bare loop over N features first; its samples/s sizes capacity_fraction tests
-    # Server tests tried in order until one is VALID, each stopped once it can no longer be (the harness's
-    # --abort-when-invalid): a refused full-length load costs the minutes until that is certain, not ten
+    # Server tests tried in order until one is VALID. Not stopped early: LoadGen has no abort call, so a stopped run
+    # ends its process (harness.runner), which would lose the job's other records
     until_valid: bool = False
     service_profile_count: int = 0  # single-window latencies of up to N windows per bucket (queueing bound)
     tune: list[TuneConfig] = field(default_factory=list)  # tuning job: bare loops only
@@ -116,15 +116,7 @@ def execute_job(job: BenchJob) -> dict:
                 overrides=LoadGenOverrides(**overrides), sut_class=DESIGNS[test.design],
             )
             log.info("%s: %s", job.label, test.label)
-            if not job.until_valid:
-                record = execute_run(request, backend=backend, conf_settings=settings)
-            else:
-                try:
-                    record = execute_run(replace(request, abort_when_invalid=True), backend=backend,
-                                         conf_settings=settings)
-                except RunStopped as stopped:  # INVALID: its run.json says why and how far it went
-                    record = json.loads((Path(stopped.run_dir) / "run.json").read_text())
-                    record["results"] = {**record["results"], "target_qps": overrides.get("target_qps")}
+            record = execute_run(request, backend=backend, conf_settings=settings)
             record["bench_test"] = asdict(test)
             return record
 

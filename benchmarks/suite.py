@@ -321,7 +321,7 @@ class Suite:
                       scenario="SingleStream", batch_size=DEFAULT_BATCH_SIZE["SingleStream"], buckets=c.buckets,
                       streams=DEFAULT_STREAMS["SingleStream"], tests=[single])
             # full-length runs with the policy whose sweep held the highest VALID load, at shares of that load until
-            # one is VALID (a queue that grows over minutes is missed by a 30 s point)
+            # one is VALID (a queue that grows over minutes is missed by a 30 s point; find-target searches further)
             held = {policy: best_valid_server(server_points(self.results["jobs"].get(engine_server_job(short, policy))
                                                              or {})) for policy in c.engine_server_policies}
             policy, point = max(((p, h) for p, h in held.items() if h and measuring),

@@ -10,7 +10,8 @@
   then 8 tolerances below it), then halfway up towards the lowest refused load while the two are more than
   ``tolerance`` apart, at most ``CONFIRM_ATTEMPTS`` runs (a short run misses a queue that grows over minutes); a
   target none confirmed is written as such. A full-length run stops as soon as it can no longer be VALID (more
-  samples over the bound than p99 allows of the queries it will issue): a refused load costs minutes, not ten.
+  samples over the bound than p99 allows of the queries it will issue): a refused load costs minutes, not ten; such
+  a run ends its process (LoadGen cannot be stopped), and the search goes on in a new one (:func:`search_in_child`).
 
 LoadGen's own FindPeakPerformance mode also bisects Server loads, from short steps judged by their own p99, to 0.1
 QPS and with no confirmation; on a fake Server of known capacity its peak was one a full-length run did not hold
@@ -23,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +259,7 @@ def find_targets(args) -> int:
             overrides=LoadGenOverrides(), progress=not args.no_progress, backend_choice=choice.as_dict())
         search = {"probe_duration_ms": args.probe_duration_ms, "tolerance": args.tolerance,
                   "confirm": not args.no_confirm, "upper_qps": args.upper_qps or targets.get("Offline"),
-                  "plot": str(out_dir / "server_p99_vs_load.png"),
+                  "plot": str(out_dir / "server_p99_vs_load.png"), "progress": str(out_dir / PROGRESS_FILE),
                   "plot_title": f"Server search: {engine.backend}\n{model.label}",  # two lines: the name is long
                   "verbose": bool(getattr(args, "verbose", False))}
         found = search_in_child(request, search, Path(args.cache_dir) / "features")
@@ -283,24 +284,89 @@ def find_targets(args) -> int:
     return 0
 
 
+PROGRESS_FILE = "server_probes.jsonl"  # the Server search's runs so far, and its token budget, one JSON per line
+
+
 def search_in_child(request, search: dict[str, Any], feature_cache_dir: Path) -> dict[str, Any]:
-    """One scenario's search (:func:`search_scenario`) in a child process; its ``{"target", "detail"}``."""
+    """One scenario's search (:func:`search_scenario`) in a child process; its ``{"target", "detail"}``.
+
+    LoadGen has no abort call, so a full-length run stopped once it can no longer be VALID ends its process
+    (harness.runner). The Server search then goes on in a new child: each child appends its runs to
+    ``search["progress"]``, the parent adds the stopped one, and the next child replays them (the search is
+    deterministic given its runs' outcomes) before running the next load."""
     import tempfile
 
+    from harness.errors import RunStopped
     from harness.isolated import child_result, request_to_spec, run_module
 
     with tempfile.TemporaryDirectory(prefix="obert-find-target-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps({"run": request_to_spec(request, feature_cache_dir), "search": search}))
-        _, outcome = run_module("harness.targets", [str(spec_path), str(result_path)], result_path=result_path)
+        for _ in range(CONFIRM_ATTEMPTS + 1):  # at most every confirmation run stopped, then the one that finishes
+            process, outcome = run_module("harness.targets", [str(spec_path), str(result_path)],
+                                          result_path=result_path)
+            stopped = (stopped_run(Path(request.runs_root), Path(search["progress"]))
+                       if outcome is None and process.returncode == RunStopped.exit_status else None)
+            if stopped is None:
+                break
+            log.info("Server run at %.2f QPS stopped (%s); the search goes on in a new process", stopped.target_qps,
+                     stopped.reason)
+            append_progress(Path(search["progress"]), {"probe": asdict(stopped)})
     return child_result(outcome, "found", f"the {request.scenario} search", request.runs_root)
+
+
+def append_progress(path: Path, entry: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def read_progress(path: Path) -> tuple[dict[tuple[float, bool], Probe], dict | None]:
+    """The runs a search made so far by (load, full length), and its token budget (None: not measured yet)."""
+    probes: dict[tuple[float, bool], Probe] = {}
+    budget = None
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if "probe" in entry:
+                probe = Probe(**entry["probe"])
+                probes[(probe.target_qps, probe.full_length)] = probe
+            if "token_budget" in entry:
+                budget = entry["token_budget"]
+    return probes, budget
+
+
+def replaying(run_probe: Callable[[float, bool], Probe], progress: Path) -> Callable[..., Probe]:
+    """``run_probe(qps, full)`` with the runs already in ``progress`` answered from it and each new one added."""
+    done = read_progress(progress)[0]
+
+    def probe(qps: float, full: bool = False) -> Probe:
+        if (qps, full) not in done:
+            done[(qps, full)] = replace(run_probe(qps, full), full_length=full)  # the key it is found by again
+            append_progress(progress, {"probe": asdict(done[(qps, full)])})
+        return done[(qps, full)]
+
+    return probe
+
+
+def stopped_run(runs_root: Path, progress: Path) -> Probe | None:
+    """The full-length run a child was stopped in: the newest run under ``runs_root`` not yet in ``progress``,
+    if its run.json says it was stopped; None otherwise."""
+    known = {Path(p.run_dir).resolve() for p in read_progress(progress)[0].values() if p.run_dir}
+    runs = sorted((d for d in runs_root.glob("*") if (d / "run.json").is_file() and d.resolve() not in known),
+                  key=lambda d: d.name)
+    if not runs:
+        return None
+    record = json.loads((runs[-1] / "run.json").read_text())
+    if record.get("status") != "stopped":
+        return None
+    qps = record["settings"]["overrides"]["target_qps"]
+    return Probe(qps, False, reason=f"stopped early: {record['results'].get('invalid_reason')}", run_dir=str(runs[-1]),
+                 full_length=True)
 
 
 def search_scenario(request, search: dict[str, Any]) -> dict[str, Any]:
     """The child's work: one engine and one reading of the conf files for every run of ``request.scenario``'s
     search (``request``: its first run, overrides aside); returns ``{"target": ..., "detail": {...}}``."""
-    from dataclasses import replace
-
     from harness.backends import create_backend
     from harness.loadgen_settings import LoadGenOverrides, conf_test_settings
     from harness.runner import execute_run
@@ -330,8 +396,9 @@ def search_scenario(request, search: dict[str, Any]) -> dict[str, Any]:
             return {"target": round(SINGLE_STREAM_EXPECTED_SHARE * latency["p50"], 2),
                     "detail": {"p50_ms": latency["p50"], "p90_ms": latency["p90"], "run_dir": record["run_dir"]}}
 
-        budget = None
-        if request.sut_options.server_policy == "tokens" and request.sut_options.token_budget is None:
+        progress = Path(search["progress"])
+        budget = read_progress(progress)[1]  # measured by an earlier child of this search, if one was stopped
+        if budget is None and request.sut_options.server_policy == "tokens" and request.sut_options.token_budget is None:
             # measured once, for every run of the search: each run measuring its own, the budget swung between one
             # and two packed rows from run to run and the bisection followed the noise
             from harness.scenarios import SERVER_LATENCY_BOUND_MS
@@ -339,10 +406,12 @@ def search_scenario(request, search: dict[str, Any]) -> dict[str, Any]:
 
             budget = measure_token_budget(backend, request.features, workers=request.sut_options.num_workers or 1,
                                           bound_s=SERVER_LATENCY_BOUND_MS / 1000)
+            append_progress(progress, {"token_budget": budget})
+        if budget is not None:
             request = replace(request, sut_options=replace(request.sut_options, token_budget=budget["budget"]))
 
-        def probe(qps: float, full: bool = False) -> Probe:
-            return server_probe(run, qps, full=full, probe_duration_ms=search["probe_duration_ms"])
+        probe = replaying(lambda qps, full: server_probe(run, qps, full=full,
+                                                         probe_duration_ms=search["probe_duration_ms"]), progress)
 
         found = bisect_server_load(probe, search["upper_qps"], tolerance=search["tolerance"])
         if search["confirm"]:

@@ -188,3 +188,89 @@ def test_a_server_search_without_an_upper_bound_is_refused_before_any_run(tmp_pa
                    "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
     assert status != 0 and "--upper-qps" in capsys.readouterr().err
     assert not list((tmp_path / "runs").glob("find-target-*"))
+
+
+class _ProcessEnded(Exception):
+    """A child ended inside a full-length run that was stopped (LoadGen has no abort call)."""
+
+    def __init__(self, probe: Probe):
+        self.probe = probe
+
+
+def test_a_search_whose_stopped_runs_end_its_process_goes_on_in_new_ones_to_the_same_result(tmp_path):
+    """Each stopped full-length run ends the child; the next child replays the recorded runs and goes on: the search
+    ends where an uninterrupted one does, having run every load once."""
+    from dataclasses import asdict
+
+    from harness.targets import append_progress, read_progress, replaying
+
+    short, full = machine(capacity=184.0, full_capacity=135.0)
+    whole = confirm_server_load(bisect_server_load(short, upper_qps=246.0), full, tolerance=0.05)
+    progress, runs, children = tmp_path / "server_probes.jsonl", [], 0
+
+    def run_probe(qps: float, is_full: bool) -> Probe:
+        runs.append((qps, is_full))
+        probe = full(qps) if is_full else short(qps)
+        if is_full and not probe.valid:
+            raise _ProcessEnded(Probe(qps, False, reason="stopped early", full_length=True))
+        return probe
+
+    while True:
+        children += 1
+        probe = replaying(run_probe, progress)
+        try:
+            found = confirm_server_load(bisect_server_load(probe, upper_qps=246.0),
+                                        lambda qps: probe(qps, True), tolerance=0.05)
+            break
+        except _ProcessEnded as ended:  # the parent records the stopped run
+            append_progress(progress, {"probe": asdict(ended.probe)})
+    refused = [p for p in whole.probes if p.full_length and not p.valid]
+    assert refused and children == len(refused) + 1
+    assert found.target_qps == whole.target_qps and found.confirmed
+    assert [(p.target_qps, p.full_length, p.valid) for p in found.probes] == \
+        [(p.target_qps, p.full_length, p.valid) for p in whole.probes]
+    assert len(runs) == len(set(runs)) == len(whole.probes), str(runs)  # no load run twice
+    assert len(read_progress(progress)[0]) == len(whole.probes)
+
+
+def test_the_parent_records_the_stopped_run_and_starts_the_search_again(tmp_path, monkeypatch):
+    """``search_in_child``: a child that ended with a stopped run's exit status is followed by another, which finds that
+    run in the progress file; a child that ended otherwise without a result is an error."""
+    import json
+    import subprocess
+    from types import SimpleNamespace
+
+    import harness.isolated
+    from harness.errors import BackendFault, RunStopped
+    from harness.targets import read_progress, search_in_child
+
+    runs_root, progress = tmp_path / "server", tmp_path / "server_probes.jsonl"
+    calls = []
+
+    def fake_run_module(module, args, *, result_path):
+        calls.append(read_progress(progress)[0])
+        if len(calls) == 1:  # the first child ends in a stopped full-length run at 150 QPS
+            run_dir = runs_root / "20261207-211946_openvino_Server_performance"
+            run_dir.mkdir(parents=True)
+            (run_dir / "run.json").write_text(json.dumps({
+                "status": "stopped", "settings": {"overrides": {"target_qps": 150.0}},
+                "results": {"validity": "INVALID", "invalid_reason": "the latency bound was lost 84 s into the run"}}))
+            return subprocess.CompletedProcess([], RunStopped.exit_status), None
+        Path(result_path).write_text(json.dumps({"ok": True, "found": {"target": 120.0, "detail": {}}}))
+        return subprocess.CompletedProcess([], 0), json.loads(Path(result_path).read_text())
+
+    monkeypatch.setattr(harness.isolated, "run_module", fake_run_module)
+    monkeypatch.setattr(harness.isolated, "request_to_spec", lambda request, cache: {})
+    request = SimpleNamespace(scenario="Server", runs_root=runs_root)
+    assert search_in_child(request, {"progress": str(progress)}, tmp_path) == {"target": 120.0, "detail": {}}
+    assert len(calls) == 2 and calls[0] == {}
+    [stopped] = calls[1].values()
+    assert (stopped.target_qps, stopped.valid, stopped.full_length) == (150.0, False, True)
+    assert "84 s into the run" in stopped.reason
+
+    def dead_child(module, args, *, result_path):
+        return subprocess.CompletedProcess([], 1), None
+
+    monkeypatch.setattr(harness.isolated, "run_module", dead_child)
+    with pytest.raises(BackendFault, match="ended without a result"):
+        search_in_child(request, {"progress": str(tmp_path / "other.jsonl")}, tmp_path)
