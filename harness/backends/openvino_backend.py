@@ -32,6 +32,7 @@ from harness.models import ModelInfo, inspect_onnx_model
 from harness.options import flag
 
 log = logging.getLogger(__name__)
+PACKED_ROW_INPUT = "window_ids"  # the input only a packed variant has (compression.export's PACKED_INPUT_NAMES)
 
 PRECISIONS = ("auto", "f32", "bf16", "int8")
 # The measured cost of running the MatMulInteger form instead of the QDQ form; the figures are in the docs.
@@ -179,8 +180,12 @@ class OpenVinoBackend(Backend):
             # Static shapes: the compiled batch, and the model's sequence length where it is fixed (a bucket
             # variant); a symbolic sequence axis stays dynamic.
             # Several batch sizes (Server's token-budget batches): one compiled model with a batch axis bounded
-            # by the largest, which runs each call at its own size instead of padding it.
-            batch = openvino.Dimension(1, options.batch_size) if options.batch_sizes else options.batch_size
+            # by the largest, which runs each call at its own size instead of padding it. A packed variant always
+            # gets the bounded axis: compiled with a static batch and float operations in bf16, OpenVINO 2026.4.1
+            # answered packed rows with garbage (docs/performance/zen5-2026-12-07-openvino-packed-bf16/).
+            packed = any(port.get_any_name() == PACKED_ROW_INPUT for port in ov_model.inputs)
+            batch = (openvino.Dimension(1, options.batch_size) if options.batch_sizes or packed
+                     else options.batch_size)
             ov_model.reshape({port.get_any_name(): [batch, model.sequence_length or -1]
                               for port in ov_model.inputs})
             self.compiled = core.compile_model(ov_model, "CPU", self._config(options, self.own))
