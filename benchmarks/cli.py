@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "2-node loopback cluster; on a one-node cluster the placement and a Server sweep through Ray "
                         "and locally; the projection to 1..64 nodes; ~45 min), engines (OpenVINO beside DeepSparse on "
                         "the same INT8 model: Offline over every feature, Server sweeps with the tokens and the aging "
-                        "policy, a full-length Server run per engine with its best policy, SingleStream, OpenVINO's "
-                        "precision and sparse-weights variants; ~75 min), hosts (Offline over the first --samples "
+                        "policy, full-length Server runs per engine with its best policy until one is VALID, SingleStream, OpenVINO's "
+                        "precision and sparse-weights variants; ~45-65 min), hosts (Offline over the first --samples "
                         "features across two hosts emulated with network and PID namespaces, one core each, Ray "
                         "started on each with `ray start`, against local on the same two cores; needs root; ~10 min) "
                         "(default: %(default)s)")

@@ -62,8 +62,8 @@ class SuiteConfig:
     engine_server_policies: tuple[str, ...] = ("tokens", "aging")  # the harness's default first
     engine_server_min_queries: int = 100
     # The full-length run's loads, as shares of the highest load a 30 s point held, tried in order until one is VALID
-    # (docs/performance/zen5-2026-12-07-find-target/: full length held 0.72 of the highest 30 s probe)
-    engine_full_server_shares: tuple[float, ...] = (0.7, 0.55)
+    # (docs/performance/zen5-2026-12-07-find-target-processes/: full length held 0.975 of the highest 30 s probe)
+    engine_full_server_shares: tuple[float, ...] = (0.95, 0.85)
     engine_sparse_weights_rate: float = 0.4
     engine_full_server: bool = True
     engine_full_server_duration_ms: int | None = None  # None: mlperf.conf's (600 s) and user.conf's query count

@@ -37,6 +37,7 @@ CONFIRM_STEP = 2  # tolerances down after the first full-length run that did not
 CONFIRM_MAX_STEP = 8
 SINGLE_STREAM_EXPECTED_SHARE = 0.5  # of the measured median: generating more queries than run costs nothing
 MIN_SERVER_QPS = 0.1
+QPS_ROUNDING = 1e-3  # every load run is rounded to this
 
 
 @dataclass
@@ -64,6 +65,12 @@ class ServerSearch:
         return {"target_qps": self.target_qps, "confirmed": self.confirmed, "probes": [asdict(p) for p in self.probes]}
 
 
+def within_tolerance(lower: float, upper: float, tolerance: float) -> bool:
+    """Whether two loads are within ``tolerance`` of the upper one. Loads are rounded to 0.001 QPS, so a gap of
+    exactly one tolerance in decimals (163.12 - 154.964 = 0.05 x 163.12) is allowed that much in binary floats."""
+    return upper - lower <= tolerance * upper + QPS_ROUNDING
+
+
 def bisect_server_load(run_probe: Callable[[float], Probe], upper_qps: float, *, tolerance: float = 0.05,
                        first_share: float = 0.5, max_probes: int = 12) -> ServerSearch:
     """Bisect the offered load between the highest VALID probe (``lo``) and the lowest INVALID one (``hi``,
@@ -82,7 +89,7 @@ def bisect_server_load(run_probe: Callable[[float], Probe], upper_qps: float, *,
             lo = max(lo, probe.target_qps)
         else:
             hi = min(hi, probe.target_qps)
-        if hi - lo <= tolerance * hi or hi < MIN_SERVER_QPS:
+        if within_tolerance(lo, hi, tolerance) or hi < MIN_SERVER_QPS:
             break
         qps = (lo + hi) / 2
     search.target_qps = lo or None
@@ -107,7 +114,7 @@ def confirm_server_load(search: ServerSearch, run_full: Callable[[float], Probe]
             refused = probe.target_qps if refused is None else min(refused, probe.target_qps)
         if held is None:
             qps, step = refused * (1 - step * tolerance), min(2 * step, CONFIRM_MAX_STEP)
-        elif refused is None or refused - held <= tolerance * refused:
+        elif refused is None or within_tolerance(held, refused, tolerance):
             break
         else:
             qps = (held + refused) / 2
@@ -178,6 +185,10 @@ def plot_search(search: ServerSearch, path: Path, title: str) -> Path | None:
     for p in points:
         if p.full_length:
             ax.annotate("full length", (p.target_qps, p.p99_ms), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    # a run stopped once it could no longer be VALID has no p99: its load as a line, so the refusal is seen
+    for i, p in enumerate(p for p in search.probes if p.p99_ms is None):
+        ax.axvline(p.target_qps, color="tab:red", linestyle=":", linewidth=1,
+                   label="full length, stopped early (no p99)" if i == 0 else None)
     ax.axhline(130, color="grey", linewidth=0.8, linestyle="--", label="bound 130 ms")
     p99s = [p.p99_ms for p in points]
     if min(p99s) > 0 and max(p99s) > 10 * min(p99s):  # a lost run's seconds would flatten the points near the bound

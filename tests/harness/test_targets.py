@@ -8,7 +8,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.targets import (CONFIRM_ATTEMPTS, Probe, bisect_server_load, confirm_server_load, server_probe,
-                             user_conf_text, write_user_conf)
+                             user_conf_text, within_tolerance, write_user_conf)
 
 
 def machine(capacity: float, full_capacity: float | None = None):
@@ -28,7 +28,7 @@ def test_the_bisection_ends_within_one_step_of_the_highest_valid_load():
     valid = [p.target_qps for p in search.probes if p.valid]
     invalid = [p.target_qps for p in search.probes if not p.valid]
     assert search.target_qps == max(valid) <= 137.0 < min(invalid)
-    assert min(invalid) - search.target_qps <= 0.05 * min(invalid)
+    assert within_tolerance(search.target_qps, min(invalid), 0.05)
     assert len(search.probes) <= 8
 
 
@@ -44,7 +44,7 @@ def test_a_confirmation_that_does_not_hold_steps_down_then_bisects_full_length_r
     held = max(p.target_qps for p in fulls if p.valid)
     lowest_refused = min(p.target_qps for p in fulls if not p.valid)
     assert confirmed.target_qps == held <= 131.0 < lowest_refused
-    assert lowest_refused - held <= 0.05 * lowest_refused and held > round(found * 0.9, 3)
+    assert within_tolerance(held, lowest_refused, 0.05) and held > round(found * 0.9, 3)
 
 
 def test_a_sustained_load_far_below_the_short_runs_is_found_by_steps_that_grow():
@@ -274,3 +274,14 @@ def test_the_parent_records_the_stopped_run_and_starts_the_search_again(tmp_path
     monkeypatch.setattr(harness.isolated, "run_module", dead_child)
     with pytest.raises(BackendFault, match="ended without a result"):
         search_in_child(request, {"progress": str(tmp_path / "other.jsonl")}, tmp_path)
+
+
+def test_a_gap_of_exactly_one_tolerance_ends_the_confirmation():
+    """The 2026-12-07 21:34 search: 163.12 refused, 146.808 (two tolerances down) and 154.964 (halfway up) held; the
+    gap 163.12 - 154.964 is one tolerance in decimals but not in binary floats, and cost a fourth 10-minute run."""
+    from harness.targets import ServerSearch
+
+    _, full = machine(capacity=170.0, full_capacity=158.0)
+    search = confirm_server_load(ServerSearch(target_qps=163.12), full, tolerance=0.05)
+    assert [p.target_qps for p in search.probes] == [163.12, 146.808, 154.964]
+    assert search.confirmed and search.target_qps == 154.964
