@@ -79,3 +79,14 @@ def exit_now(status: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(status)
+
+
+def run_child_main(main) -> None:
+    """The ``python -m`` entry of a harness child process: SIGTERM as Ctrl-C, ``main(argv)``'s status as the exit
+    status, an interrupted run's own status (the run is already marked interrupted)."""
+    install_sigterm_handler()
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt as interrupt:
+        print(describe(interrupt), file=sys.stderr)
+        exit_now(exit_status(interrupt))

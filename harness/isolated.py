@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cmdline.children import run_child
 from harness.errors import BackendFault, DiskFull, HarnessError, RunStopped
-from harness.interrupts import describe, exit_now, exit_status, install_sigterm_handler
+from harness.interrupts import run_child_main
 from harness.options import from_dict, to_dict
 from harness.runner import RunRequest
 from harness.sysinfo import REPO_ROOT
@@ -189,9 +189,4 @@ if __name__ == "__main__":
     from harness.logging_config import configure_logging
 
     configure_logging(verbose=False)
-    install_sigterm_handler()
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt as interrupt:  # the run is already marked interrupted
-        print(describe(interrupt), file=sys.stderr)
-        exit_now(exit_status(interrupt))
+    run_child_main(main)

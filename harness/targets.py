@@ -446,13 +446,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
+    from harness.interrupts import run_child_main
 
-    from harness.interrupts import describe, exit_now, exit_status, install_sigterm_handler
-
-    install_sigterm_handler()
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt as interrupt:  # the run is already marked interrupted
-        print(describe(interrupt), file=sys.stderr)
-        exit_now(exit_status(interrupt))
+    run_child_main(main)
