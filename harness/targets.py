@@ -66,8 +66,8 @@ class ServerSearch:
 
 
 def within_tolerance(lower: float, upper: float, tolerance: float) -> bool:
-    """Whether two loads are within ``tolerance`` of the upper one. Loads are rounded to 0.001 QPS, so a gap of
-    exactly one tolerance in decimals (163.12 - 154.964 = 0.05 x 163.12) is allowed that much in binary floats."""
+    """Whether two loads are within ``tolerance`` of the upper one, allowing for the loads' rounding: a gap of
+    exactly one tolerance in decimals can exceed it in binary floats."""
     return upper - lower <= tolerance * upper + QPS_ROUNDING
 
 
