@@ -39,7 +39,8 @@ import torch
 
 from compression.errors import CompressionError, ExportError, OutputExistsError
 from compression.packed import PACKED_INPUT_NAMES, PackedQAModel, synthetic_packed_batch
-from compression.qdq import QDQ_ONNX_FILE, QDQ_WEIGHT_LAYOUT, fold_weight_quantization, to_integer_form
+from compression.qdq import QDQ_ONNX_FILE, fold_weight_quantization, to_integer_form
+from engine_introspection.openvino import QDQ_WEIGHT_LAYOUT
 from compression.quantize import is_qat_model, weights_snapped_to_quantized_values
 from compression.synthetic import INPUT_NAMES, synthetic_qa_batch
 

@@ -31,9 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 
 QDQ_ONNX_FILE = "model-qdq.onnx"
-# Recorded in a model's manifest ("qdq": {"weight_layout": ...}); a QDQ form without it stored its weights pre-transposed
-# (module docstring) and is rebuilt by the harness's default-model check.
-QDQ_WEIGHT_LAYOUT = "out_in"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+# The int8 weight layout of a QDQ export that OpenVINO's FullyConnected reads straight from a constant (torch's
+# [out, in] behind a Transpose it folds; see compression/qdq.py), recorded in the model's manifest ("qdq":
+# {"weight_layout": ...}): an export without it stored the weights pre-transposed.
+QDQ_WEIGHT_LAYOUT = "out_in"
+
 INT8_RUNTIME_PRECISIONS = ("u8", "i8")  # a matmul computing on 8-bit integer activations
 WEIGHT_MATMUL = "FullyConnected"  # a MatMul with constant weights, as OpenVINO runs it
 ACTIVATION_MATMUL = "MatMul"  # a MatMul of two activations

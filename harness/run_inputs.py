@@ -75,7 +75,7 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
     with it (the same seed gives the same model). The compression pipeline (torch, sparseml: ~2.4 s and ~270 MB
     to import) is imported only to build; see :func:`default_model_dir` for finding a built one. ``progress``: the
     build's progress bars (``--no-progress`` turns them off)."""
-    from compression.qdq import QDQ_WEIGHT_LAYOUT  # numpy only
+    from engine_introspection.openvino import QDQ_WEIGHT_LAYOUT
 
     model_dir = default_model_dir(variant)
     exists = (model_dir / "model.onnx").is_file()

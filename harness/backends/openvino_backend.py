@@ -88,7 +88,7 @@ def openvino_model(model: ModelInfo, options: BackendOptions) -> ModelInfo:
     if not spec:
         return replace(model, manifest={**model.manifest, "engine_file": str(model.onnx_path)})
     path = _qdq_path(model)
-    from compression.qdq import QDQ_WEIGHT_LAYOUT  # numpy only
+    from engine_introspection.openvino import QDQ_WEIGHT_LAYOUT
 
     if spec.get("weight_layout") != QDQ_WEIGHT_LAYOUT:
         log.warning("%s: an older QDQ export (its manifest names no weight_layout %r): its int8 weights reach every "
