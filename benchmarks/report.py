@@ -306,7 +306,7 @@ def engines_section(engines: dict | None) -> list[str]:
 
 
 def _refused_attempts(attempts: list[dict], shown: dict) -> str:
-    """The full-length attempts before the one shown, each stopped once it could no longer be VALID."""
+    """The full-length attempts LoadGen refused before the one shown."""
     refused = [a for a in attempts if a["validity"] != "VALID" and a["target_qps"] != shown["target_qps"]]
     return "" if not refused else " Tried before it: " + "; ".join(
         f"{a['target_qps']} QPS ({a['invalid_reason'] or 'INVALID'})" for a in refused) + "."

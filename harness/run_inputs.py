@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine_introspection.openvino import QDQ_WEIGHT_LAYOUT
 from harness.sysinfo import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -75,8 +76,6 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
     with it (the same seed gives the same model). The compression pipeline (torch, sparseml: ~2.4 s and ~270 MB
     to import) is imported only to build; see :func:`default_model_dir` for finding a built one. ``progress``: the
     build's progress bars (``--no-progress`` turns them off)."""
-    from engine_introspection.openvino import QDQ_WEIGHT_LAYOUT
-
     model_dir = default_model_dir(variant)
     exists = (model_dir / "model.onnx").is_file()
     manifest = _manifest(model_dir) if exists else {}
@@ -84,7 +83,7 @@ def benchmark_model_dir(variant: str, vocab: Path, *, packed: bool = False, qdq:
     missing = [why for wanted, lacking, why in (
         (packed, not manifest.get("packed"), "its packed variant for --packing"),
         (qdq, int8 and not manifest.get("qdq"), "its QDQ form for OpenVINO"),
-        (qdq, int8 and bool(manifest.get("qdq")) and (manifest.get("qdq") or {}).get("weight_layout") != QDQ_WEIGHT_LAYOUT,
+        (qdq, int8 and bool(manifest.get("qdq")) and manifest["qdq"].get("weight_layout") != QDQ_WEIGHT_LAYOUT,
          "its QDQ form in the weight layout OpenVINO's sparse kernels read"),
         (packed and qdq, int8 and not (manifest.get("packed") or {}).get("qdq_onnx_file"),
          "the QDQ form of its packed variant for OpenVINO"),

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from engine_introspection.openvino import QDQ_WEIGHT_LAYOUT
 from harness.backends.base import Backend, BackendOptions, EngineOptions
+from harness.backends.packed import is_packed_variant
 from harness.errors import ConfigError, ModelError
 from harness.models import ModelInfo, inspect_onnx_model
 from harness.options import flag
 
 log = logging.getLogger(__name__)
-PACKED_ROW_INPUT = "window_ids"  # the input only a packed variant has (compression.export's PACKED_INPUT_NAMES)
 
 PRECISIONS = ("auto", "f32", "bf16", "int8")
 # The measured cost of running the MatMulInteger form instead of the QDQ form; the figures are in the docs.
@@ -88,8 +89,6 @@ def openvino_model(model: ModelInfo, options: BackendOptions) -> ModelInfo:
     if not spec:
         return replace(model, manifest={**model.manifest, "engine_file": str(model.onnx_path)})
     path = _qdq_path(model)
-    from engine_introspection.openvino import QDQ_WEIGHT_LAYOUT
-
     if spec.get("weight_layout") != QDQ_WEIGHT_LAYOUT:
         log.warning("%s: an older QDQ export (its manifest names no weight_layout %r): its int8 weights reach every "
                     "matmul through a Transpose, so OpenVINO's sparse-weight kernels cannot run them; re-export it with "
@@ -183,8 +182,7 @@ class OpenVinoBackend(Backend):
             # by the largest, which runs each call at its own size instead of padding it. A packed variant always
             # gets the bounded axis: compiled with a static batch and float operations in bf16, OpenVINO 2026.4.1
             # answered packed rows with garbage (docs/performance/zen5-2026-12-07-openvino-packed-bf16/).
-            packed = any(port.get_any_name() == PACKED_ROW_INPUT for port in ov_model.inputs)
-            batch = (openvino.Dimension(1, options.batch_size) if options.batch_sizes or packed
+            batch = (openvino.Dimension(1, options.batch_size) if options.batch_sizes or is_packed_variant(model)
                      else options.batch_size)
             ov_model.reshape({port.get_any_name(): [batch, model.sequence_length or -1]
                               for port in ov_model.inputs})

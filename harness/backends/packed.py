@@ -30,6 +30,11 @@ from harness.models import ModelInfo
 from harness.packing import pack_windows, packed_inputs, rows_per_call, unpack_logits
 
 PACKED_INPUT_ROLES = ("input_ids", "window_ids", "token_type_ids", "position_ids")
+
+
+def is_packed_variant(model: ModelInfo) -> bool:
+    """Whether ``model`` is a packed variant (:func:`packed_variant`): rows of windows, told apart by window_ids."""
+    return "window_ids" in model.input_names
 # Packed vs alone, real tokens: FP32 reorders float sums (~1e-6); INT8 may also flip a quantization step
 # where two sums differ in their last bits (measured on the untrained INT8 benchmark model through ONNX
 # Runtime: one window in 48 moved by 2.6e-4 with logits of scale ~0.05), so INT8 gets 2% of the scale.
